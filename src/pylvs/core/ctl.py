@@ -1,0 +1,235 @@
+"""Control operations on the rule set (ip_vs_ctl.c): services and real servers, with the kernel's
+checks, error numbers, list order, scheduler hooks and the trash of deleted servers."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from collections.abc import Iterator
+
+from pylvs.core.errors import IPVSError, Op
+from pylvs.core.sched import get_scheduler
+from pylvs.core.service import RealServer, VirtualService
+from pylvs.core.stats import Stats
+from pylvs.core.types import (
+    AF_INET6,
+    INT_MAX,
+    DestConfig,
+    IPAddr,
+    ServiceConfig,
+    ServiceKey,
+    TunType,
+)
+
+KNOWN_PE = ("sip",)
+TRASH_TTL = 120.0  # a deleted server with nothing pointing at it is freed after this long
+
+
+def _dest_addr_ok(addr: IPAddr) -> bool:
+    """The kernel wants a unicast (or local) address for a new real server."""
+    if isinstance(addr, ipaddress.IPv4Address):
+        return not (addr.is_multicast or addr.is_unspecified or int(addr) == 0xFFFFFFFF)
+    return not (addr.is_multicast or addr.is_unspecified or addr.is_link_local)
+
+
+class ServiceTable:
+    """All virtual services, their real servers, the trash, and the global statistics."""
+
+    def __init__(self) -> None:
+        self._svcs: dict[ServiceKey, VirtualService] = {}
+        self._seq = 0
+        self.trash: list[RealServer] = []
+        self.tot_stats = Stats()
+        self.generation = 0  # bumped on every accepted change: engines and caches watch it
+        # Lookup helpers kept up to date on every change (the packet path reads them).
+        self.fwm_count = 0
+        self.ftp_count = 0
+        self.port0_count = 0
+
+    # -- reading ----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[VirtualService]:
+        """Services in our stable 'hash table' order: address services, then fwmark services."""
+        addr_svcs = [s for s in self._svcs.values() if not s.fwmark]
+        fwm_svcs = [s for s in self._svcs.values() if s.fwmark]
+        return iter(addr_svcs + fwm_svcs)
+
+    def __len__(self) -> int:
+        return len(self._svcs)
+
+    def get(self, key: ServiceKey) -> VirtualService | None:
+        return self._svcs.get(key)
+
+    def require(self, key: ServiceKey, op: Op) -> VirtualService:
+        svc = self._svcs.get(key)
+        if svc is None:
+            raise IPVSError(op, errno.ESRCH)
+        return svc
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _changed(self) -> None:
+        self.generation += 1
+        self.fwm_count = sum(1 for s in self._svcs.values() if s.fwmark)
+        self.ftp_count = sum(1 for s in self._svcs.values() if not s.fwmark and s.port == 21)
+        self.port0_count = sum(1 for s in self._svcs.values() if not s.fwmark and s.port == 0)
+
+    # -- services ---------------------------------------------------------------------------
+    @staticmethod
+    def _check_service_cfg(key: ServiceKey, cfg: ServiceConfig, op: Op) -> type:
+        sched_cls = get_scheduler(cfg.scheduler)
+        if sched_cls is None:
+            raise IPVSError(op, errno.ENOENT, f"unknown scheduler {cfg.scheduler!r}")
+        if cfg.pe_name and cfg.pe_name not in KNOWN_PE:
+            raise IPVSError(op, errno.ENOENT, f"unknown persistence engine {cfg.pe_name!r}")
+        if key.af == AF_INET6 and not 1 <= cfg.netmask <= 128:
+            raise IPVSError(op, errno.EINVAL, "IPv6 prefix length out of range")
+        return sched_cls
+
+    def add_service(self, key: ServiceKey, cfg: ServiceConfig) -> VirtualService:
+        if key in self._svcs:
+            raise IPVSError(Op.ADD_SERVICE, errno.EEXIST)
+        sched_cls = self._check_service_cfg(key, cfg, Op.ADD_SERVICE)
+        svc = VirtualService(key, cfg, self._next_seq())
+        svc.scheduler = sched_cls(svc)
+        self._svcs[key] = svc
+        self._changed()
+        return svc
+
+    def edit_service(self, key: ServiceKey, cfg: ServiceConfig) -> VirtualService:
+        svc = self.require(key, Op.EDIT_SERVICE)
+        sched_cls = self._check_service_cfg(key, cfg, Op.EDIT_SERVICE)
+        if cfg.scheduler != svc.scheduler_name:
+            if svc.scheduler is not None:
+                svc.scheduler.done()
+            svc.scheduler_name = cfg.scheduler
+            svc.sched_data = None
+            svc.scheduler = sched_cls(svc)  # initialised with the current list
+        svc.flags = cfg.flags
+        svc.timeout = cfg.timeout
+        svc.netmask = cfg.netmask
+        svc.pe_name = cfg.pe_name
+        self._changed()
+        return svc
+
+    def del_service(self, key: ServiceKey, now: float = 0.0) -> None:
+        svc = self.require(key, Op.DEL_SERVICE)
+        self._unlink_service(svc, now)
+        self._changed()
+
+    def _unlink_service(self, svc: VirtualService, now: float) -> None:
+        for d in list(svc.dests):
+            d.available = False
+            d.trashed_at = now
+            self.trash.append(d)
+        svc.dests.clear()
+        if svc.scheduler is not None:
+            svc.scheduler.done()
+        del self._svcs[svc.key]
+
+    def flush(self, now: float = 0.0) -> None:
+        for svc in list(self._svcs.values()):
+            self._unlink_service(svc, now)
+        self._changed()
+
+    def zero(self, key: ServiceKey | None) -> None:
+        if key is None:
+            for svc in self._svcs.values():
+                self._zero_service(svc)
+            self.tot_stats.zero()
+        else:
+            self._zero_service(self.require(key, Op.ZERO))
+
+    @staticmethod
+    def _zero_service(svc: VirtualService) -> None:
+        svc.stats.zero()
+        for d in svc.dests:
+            d.stats.zero()
+
+    # -- real servers -----------------------------------------------------------------------
+    @staticmethod
+    def _check_dest_cfg(cfg: DestConfig, op: Op) -> None:
+        if cfg.weight < 0:
+            raise IPVSError(op, errno.ERANGE, "negative weight")
+        if cfg.l_threshold > cfg.u_threshold:
+            raise IPVSError(op, errno.ERANGE, "lower threshold above upper threshold")
+        if cfg.u_threshold > INT_MAX or cfg.weight > INT_MAX:
+            raise IPVSError(op, errno.EINVAL, "threshold out of range")
+        if cfg.tun_type == TunType.GUE and cfg.tun_port == 0:
+            raise IPVSError(op, errno.EINVAL, "GUE tunnel needs a port")
+
+    def add_dest(self, key: ServiceKey, cfg: DestConfig, now: float = 0.0) -> RealServer:
+        svc = self.require(key, Op.ADD_DEST)
+        self._check_dest_cfg(cfg, Op.ADD_DEST)
+        if svc.find_dest(cfg.addr, cfg.port) is not None:
+            raise IPVSError(Op.ADD_DEST, errno.EEXIST)
+        dest = self._from_trash(svc, cfg)
+        if dest is None:
+            if not _dest_addr_ok(cfg.addr):
+                raise IPVSError(Op.ADD_DEST, errno.EINVAL, "real server address is not unicast")
+            dest = RealServer(cfg, svc, self._next_seq())
+        else:
+            dest.service = svc
+            dest.seq = self._next_seq()
+            dest.available = True
+            dest.trashed_at = None
+        dest.apply(cfg)
+        dest.last_weight = cfg.weight  # an add sets last_weight even when the weight is 0
+        svc.dests.insert(0, dest)
+        if svc.scheduler is not None:
+            svc.scheduler.add_dest(dest)
+        self._changed()
+        return dest
+
+    def _from_trash(self, svc: VirtualService, cfg: DestConfig) -> RealServer | None:
+        for i, d in enumerate(self.trash):
+            k = d.service.key
+            if (
+                d.af == cfg.af
+                and d.addr == cfg.addr
+                and d.port == cfg.port
+                and k.fwmark == svc.key.fwmark
+                and k.addr == svc.key.addr
+                and k.port == svc.key.port
+                and k.protocol == svc.key.protocol
+                and k.af == svc.key.af
+            ):
+                del self.trash[i]
+                return d
+        return None
+
+    def edit_dest(self, key: ServiceKey, cfg: DestConfig) -> RealServer:
+        svc = self.require(key, Op.EDIT_DEST)
+        self._check_dest_cfg(cfg, Op.EDIT_DEST)
+        dest = svc.find_dest(cfg.addr, cfg.port)
+        if dest is None:
+            raise IPVSError(Op.EDIT_DEST, errno.ENOENT)
+        dest.apply(cfg)
+        if svc.scheduler is not None:
+            svc.scheduler.upd_dest(dest)
+        self._changed()
+        return dest
+
+    def del_dest(self, key: ServiceKey, addr: IPAddr, port: int, now: float = 0.0) -> RealServer:
+        svc = self.require(key, Op.DEL_DEST)
+        dest = svc.find_dest(addr, port)
+        if dest is None:
+            raise IPVSError(Op.DEL_DEST, errno.ENOENT)
+        index = svc.dests.index(dest)
+        del svc.dests[index]
+        dest.available = False
+        dest.trashed_at = now
+        if svc.scheduler is not None:
+            svc.scheduler.del_dest(dest, index)
+        self.trash.append(dest)
+        self._changed()
+        return dest
+
+    def purge_trash(self, now: float) -> None:
+        """Free trashed servers nothing points at any more (the kernel checks every 60 s)."""
+        self.trash = [
+            d
+            for d in self.trash
+            if d.total or d.persistconns or d.trashed_at is None or now - d.trashed_at < TRASH_TTL
+        ]

@@ -1,0 +1,62 @@
+"""The Director: the whole of IPVS state in one object (what the kernel module holds).
+
+Control operations (ctl.py) and the packet path (packet.py, conn.py, proto/) meet here; engines, the
+daemon and `pylvs simulate` drive it, passing time in.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+
+from pylvs.core.ctl import ServiceTable
+from pylvs.core.errors import IPVSError, Op
+from pylvs.core.sched.base import SchedEnv
+from pylvs.core.service import RealServer, VirtualService
+from pylvs.core.sysctl import Sysctls
+from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey, Timeouts
+
+MAX_TIMEOUT = 2678400  # ipvsadm's own bound for --set; the kernel allows up to INT_MAX/HZ
+
+
+class Director:
+    """IPVS state: services, real servers, timeouts, sysctls, and (see packet.py) connections."""
+
+    def __init__(self, rng: random.Random | None = None, sysctl: Sysctls | None = None) -> None:
+        self.services = ServiceTable()
+        self.timeouts = Timeouts()
+        self.sysctl = sysctl or Sysctls()
+        self.env = SchedEnv(now=0.0, rng=rng or random.Random(), sysctl=self.sysctl)
+
+    # -- control: thin wrappers that keep one place for cross-cutting effects ---------------
+    def add_service(self, key: ServiceKey, cfg: ServiceConfig) -> VirtualService:
+        return self.services.add_service(key, cfg)
+
+    def edit_service(self, key: ServiceKey, cfg: ServiceConfig) -> VirtualService:
+        return self.services.edit_service(key, cfg)
+
+    def del_service(self, key: ServiceKey) -> None:
+        self.services.del_service(key, self.env.now)
+
+    def flush(self) -> None:
+        self.services.flush(self.env.now)
+
+    def add_dest(self, key: ServiceKey, cfg: DestConfig) -> RealServer:
+        return self.services.add_dest(key, cfg, self.env.now)
+
+    def edit_dest(self, key: ServiceKey, cfg: DestConfig) -> RealServer:
+        return self.services.edit_dest(key, cfg)
+
+    def del_dest(self, key: ServiceKey, addr: IPAddr, port: int) -> RealServer:
+        return self.services.del_dest(key, addr, port, self.env.now)
+
+    def zero(self, key: ServiceKey | None = None) -> None:
+        self.services.zero(key)
+
+    def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
+        """`--set tcp tcpfin udp`: 0 keeps a value; the new values apply from each entry's next packet."""
+        for v in (tcp, tcpfin, udp):
+            if not 0 <= v <= MAX_TIMEOUT:
+                raise IPVSError(Op.SET_TIMEOUT, errno.EINVAL)
+        cur = self.timeouts
+        self.timeouts = Timeouts(tcp or cur.tcp, tcpfin or cur.tcpfin, udp or cur.udp)

@@ -1,0 +1,1 @@
+"""The ipvsadm front end: its grammar, listing and save formats."""
