@@ -13,6 +13,7 @@ from pylvs.core.ctl import ServiceTable
 from pylvs.core.errors import IPVSError, Op
 from pylvs.core.sched.base import SchedEnv
 from pylvs.core.service import RealServer, VirtualService
+from pylvs.core.snapshot import DestView, ServiceView, Snapshot
 from pylvs.core.sysctl import Sysctls
 from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey, Timeouts
 
@@ -60,3 +61,53 @@ class Director:
                 raise IPVSError(Op.SET_TIMEOUT, errno.EINVAL)
         cur = self.timeouts
         self.timeouts = Timeouts(tcp or cur.tcp, tcpfin or cur.tcpfin, udp or cur.udp)
+
+
+def take_snapshot(director: Director) -> Snapshot:
+    """The director's rules, counters and rates as plain views (see snapshot.py)."""
+    services = []
+    for svc in director.services:
+        dests = tuple(
+            DestView(
+                addr=str(d.addr),
+                port=d.port,
+                fwd=int(d.fwd),
+                weight=d.weight,
+                u_threshold=d.u_threshold,
+                l_threshold=d.l_threshold,
+                activeconns=d.activeconns,
+                inactconns=d.inactconns,
+                persistconns=d.persistconns,
+                tun_type=int(d.tun_type),
+                tun_port=d.tun_port,
+                tun_flags=int(d.tun_flags),
+                stats=d.stats.shown(),
+                rates=d.stats.rates(),
+            )
+            for d in svc.dests
+        )
+        services.append(
+            ServiceView(
+                af=svc.af,
+                protocol=int(svc.protocol),
+                addr="" if svc.addr is None else str(svc.addr),
+                port=svc.port,
+                fwmark=svc.fwmark,
+                scheduler=svc.scheduler_name,
+                flags=int(svc.flags),
+                timeout=svc.timeout,
+                netmask=svc.netmask,
+                pe_name=svc.pe_name,
+                dests=dests,
+                stats=svc.stats.shown(),
+                rates=svc.stats.rates(),
+            )
+        )
+    tot = director.services.tot_stats
+    t = director.timeouts
+    return Snapshot(
+        services=tuple(services),
+        stats=tot.shown(),
+        rates=tot.rates(),
+        timeouts=(t.tcp, t.tcpfin, t.udp),
+    )
