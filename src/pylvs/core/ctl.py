@@ -71,9 +71,15 @@ class ServiceTable:
 
     def _changed(self) -> None:
         self.generation += 1
-        self.fwm_count = sum(1 for s in self._svcs.values() if s.fwmark)
-        self.ftp_count = sum(1 for s in self._svcs.values() if not s.fwmark and s.port == 21)
-        self.port0_count = sum(1 for s in self._svcs.values() if not s.fwmark and s.port == 0)
+
+    def _count(self, key: ServiceKey, delta: int) -> None:
+        # Kept incrementally: recounting on every change made a 10,000-service restore quadratic.
+        if key.fwmark:
+            self.fwm_count += delta
+        elif key.port == 21:
+            self.ftp_count += delta
+        elif key.port == 0:
+            self.port0_count += delta
 
     # -- services ---------------------------------------------------------------------------
     @staticmethod
@@ -94,6 +100,7 @@ class ServiceTable:
         svc = VirtualService(key, cfg, self._next_seq())
         svc.scheduler = sched_cls(svc)
         self._svcs[key] = svc
+        self._count(key, 1)
         self._changed()
         return svc
 
@@ -127,6 +134,7 @@ class ServiceTable:
         if svc.scheduler is not None:
             svc.scheduler.done()
         del self._svcs[svc.key]
+        self._count(svc.key, -1)
 
     def flush(self, now: float = 0.0) -> None:
         for svc in list(self._svcs.values()):
