@@ -1,0 +1,158 @@
+"""`pylvs demo`: the quick start. Two small HTTP backends on loopback, a virtual service in front of them
+on the proxy engine (in-process: no daemon, no root), ten requests, the answers and the rule table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import ipaddress
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+from pylvs.core.director import Director, take_snapshot
+from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey
+from pylvs.engines.proxy import ProxyEngine
+
+HELP = "quick start: two loopback backends behind a virtual service on the proxy engine, ten requests"
+LOOPBACK = "127.0.0.1"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--requests", type=int, default=10, help="how many requests to send (1-1000)")
+    parser.add_argument(
+        "-s", "--scheduler", default="rr", help="scheduler of the virtual service (default rr)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.requests <= 1000:
+        print("pylvs demo: --requests must be between 1 and 1000", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        runner: Callable[..., int] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but the demo runs without it
+        runner = asyncio.run
+    try:
+        return runner(demo(args.requests, args.scheduler))
+    except OSError as e:
+        print(f"pylvs demo: {e}", file=sys.stderr)
+        return 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def start_backend(name: str) -> tuple[asyncio.AbstractServer, int]:
+    """A tiny HTTP/1.0-style server that says who it is and shows the client address it saw."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            peer = writer.get_extra_info("peername")
+            body = f"hello from backend {name} (you are {peer[0]}:{peer[1]})\n".encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, LOOPBACK, 0)
+    port: int = server.sockets[0].getsockname()[1]
+    return server, port
+
+
+async def http_get(port: int) -> str:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), 5)
+    try:
+        writer.write(f"GET / HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nConnection: close\r\n\r\n".encode())
+        raw = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    return f"{status.split(' ', 1)[-1]}  {body.decode(errors='replace').strip()}"
+
+
+def listing(director: Director, clock: Callable[[], float]) -> str:
+    """`pylvsadm -Ln` of the demo's director (the ipvsadm front end, or a plain table without it)."""
+    try:
+        from pylvs.ipvsadm.local import LocalBackend  # type: ignore[import-not-found]
+        from pylvs.ipvsadm.run import run_ipvsadm  # type: ignore[import-not-found]
+    except ImportError:
+        return _plain_listing(director)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        result = run_ipvsadm(LocalBackend(director, clock), ["-Ln"])
+    text = out.getvalue() + err.getvalue()
+    if isinstance(result, tuple):  # (rc, text) or (rc, out, err) forms
+        text += "".join(x for x in result if isinstance(x, str))
+    elif isinstance(result, str):
+        text += result
+    return text
+
+
+def _plain_listing(director: Director) -> str:
+    snap = take_snapshot(director)
+    lines = [
+        "Prot LocalAddress:Port Scheduler Flags",
+        "  -> RemoteAddress:Port  Forward Weight ActiveConn InActConn",
+    ]
+    for s in snap.services:
+        lines.append(f"{Proto(s.protocol).label}  {s.addr}:{s.port} {s.scheduler}")
+        for d in s.dests:
+            fwd = Fwd(d.fwd).label
+            lines.append(f"  -> {d.addr}:{d.port}  {fwd:<7} {d.weight:<6} {d.activeconns:<10} {d.inactconns}")
+    return "\n".join(lines) + "\n"
+
+
+async def demo(requests: int, scheduler: str) -> int:
+    clock = time.monotonic
+    backends = [await start_backend(name) for name in ("A", "B")]
+    director = Director()
+    engine: ProxyEngine | None = None
+    try:
+        vip = ipaddress.ip_address(LOOPBACK)
+        vport = free_port()
+        key = ServiceKey.for_addr(Proto.TCP, vip, vport)
+        director.add_service(key, ServiceConfig(scheduler=scheduler))
+        for _, port in backends:
+            director.add_dest(key, DestConfig(vip, port, fwd=Fwd.FULLNAT, weight=1))
+        engine = ProxyEngine(director, asyncio.get_running_loop(), clock=clock, drive_tick=True)
+        await engine.start()
+        if not engine.listeners:
+            print(f"pylvs demo: could not listen on {LOOPBACK}:{vport}", file=sys.stderr)
+            return 1
+        real = ", ".join(f"{LOOPBACK}:{p} (backend {n})" for (_, p), n in zip(backends, "AB", strict=True))
+        print(f"virtual service TCP {LOOPBACK}:{vport} ({scheduler}) -> {real}, --fullnat, proxy engine")
+        print(f"sending {requests} requests to http://{LOOPBACK}:{vport}/")
+        for i in range(1, requests + 1):
+            try:
+                print(f"  {i:2d}: {await http_get(vport)}")
+            except (OSError, TimeoutError, ValueError) as e:
+                print(f"  {i:2d}: failed: {e or type(e).__name__}")
+        engine.flush()
+        print()
+        print("$ pylvsadm -Ln")
+        print(listing(director, clock), end="")
+        return 0
+    finally:
+        if engine is not None:
+            await engine.stop(drain=True)
+        for server, _ in backends:
+            server.close()
+            await server.wait_closed()
