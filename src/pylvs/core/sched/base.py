@@ -31,8 +31,11 @@ class Scheduler:
     """
 
     name: ClassVar[str] = ""
-    # The text the kernel logs when it gives up (wrr may say more, see `last_overloaded`).
+    # The text the kernel logs when it gives up.
     no_dest_text: ClassVar[str] = "no destination available"
+    # What the kernel logged for the last failed schedule() ("" = nothing); wrr may say
+    # "no destination available: all destinations are overloaded". Read it after a None.
+    last_fail_text: str = "no destination available"
 
     def __init__(self, svc: VirtualService) -> None:
         self.svc = svc

@@ -1,0 +1,126 @@
+"""The per-service cache of lblc and lblcr: destination address -> entry, in 1024 hash buckets,
+with the kernel's garbage collection (a timer every 60 s; every 30th run drops entries unused for
+the *_expiration sysctl; otherwise, only above 16384 entries, entries unused for 6 minutes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from pylvs.core.sched.base import Scheduler, conn_overhead
+from pylvs.core.sched.hashing import fold, hash_32
+from pylvs.core.service import RealServer, VirtualService
+from pylvs.core.types import IPAddr
+
+TAB_BITS = 10
+TAB_SIZE = 1 << TAB_BITS
+MAX_SIZE = TAB_SIZE * 16  # soft limit: partial collection starts above it
+HARD_LIMIT = MAX_SIZE * 3 // 2  # no new entries at or above this
+CHECK_EXPIRE_INTERVAL = 60.0
+ENTRY_TIMEOUT = 6 * 60.0
+COUNT_FOR_FULL_EXPIRATION = 30
+
+T = TypeVar("T")
+
+
+class Entry(Generic[T]):
+    __slots__ = ("addr", "lastuse", "value")
+
+    def __init__(self, addr: IPAddr, lastuse: float, value: T) -> None:
+        self.addr = addr
+        self.lastuse = lastuse
+        self.value = value
+
+
+class LocalityTable(Generic[T]):
+    def __init__(self) -> None:
+        self.entries: dict[IPAddr, Entry[T]] = {}
+        self.buckets: list[list[Entry[T]]] = [[] for _ in range(TAB_SIZE)]  # newest first
+        self.rover = 0
+        self.counter = 1
+        self.next_check: float | None = None
+
+    def get(self, addr: IPAddr) -> Entry[T] | None:
+        return self.entries.get(addr)
+
+    def add(self, addr: IPAddr, now: float, value: T) -> Entry[T] | None:
+        if len(self.entries) >= HARD_LIMIT:
+            return None
+        en = Entry(addr, now, value)
+        self.entries[addr] = en
+        self.buckets[hash_32(fold(addr), TAB_BITS)].insert(0, en)
+        return en
+
+    def remove(self, en: Entry[T]) -> None:
+        del self.entries[en.addr]
+        self.buckets[hash_32(fold(en.addr), TAB_BITS)].remove(en)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.buckets = [[] for _ in range(TAB_SIZE)]
+
+    def tick(self, now: float, expiration: float) -> None:
+        """Run every timer expiry up to `now` (the timer starts the first time we see the clock)."""
+        if self.next_check is None:
+            self.next_check = now + CHECK_EXPIRE_INTERVAL
+        while self.next_check <= now:
+            self._check_expire(self.next_check, expiration)
+            self.next_check += CHECK_EXPIRE_INTERVAL
+
+    def _sweep(self, stale: Callable[[Entry[T]], bool], goal: int | None) -> None:
+        j = self.rover
+        for _ in range(TAB_SIZE):
+            j = (j + 1) & (TAB_SIZE - 1)
+            for en in [e for e in self.buckets[j] if stale(e)]:
+                self.remove(en)
+                if goal is not None:
+                    goal -= 1
+            if goal is not None and goal <= 0:
+                break
+        self.rover = j
+
+    def _check_expire(self, now: float, expiration: float) -> None:
+        if self.counter % COUNT_FOR_FULL_EXPIRATION == 0:
+            self._sweep(lambda e: now >= e.lastuse + expiration, None)
+            self.counter = 1
+            return
+        n = len(self.entries)
+        if n <= MAX_SIZE:
+            self.counter += 1
+            return
+        goal = min((n - MAX_SIZE) * 4 // 3, MAX_SIZE // 2)
+        self._sweep(lambda e: now >= e.lastuse + ENTRY_TIMEOUT, goal)
+
+
+def wlc_scan(svc: VirtualService) -> RealServer | None:
+    """The wlc choice over the whole list, as lblc/lblcr compute it (a plain scan)."""
+    least: RealServer | None = None
+    loh = 0
+    for d in svc.dests:
+        if d.overload:
+            continue
+        doh = conn_overhead(d)
+        if least is None:
+            if d.weight > 0:
+                least, loh = d, doh
+        elif loh * d.weight > doh * least.weight:
+            least, loh = d, doh
+    return least
+
+
+def lblc_overloaded(dest: RealServer, svc: VirtualService) -> bool:
+    """More active connections than weight while some server is below half its weight."""
+    if dest.activeconns > dest.weight:
+        return any(d.activeconns * 2 < d.weight for d in svc.dests)
+    return False
+
+
+class LocalityScheduler(Scheduler, Generic[T]):
+    """Common hooks of lblc and lblcr: the table lives as long as the scheduler."""
+
+    def __init__(self, svc: VirtualService) -> None:
+        super().__init__(svc)
+        self.table: LocalityTable[T] = LocalityTable()
+
+    def done(self) -> None:
+        self.table.clear()

@@ -1,0 +1,29 @@
+"""ovf: overflow (ip_vs_ovf.c): the highest-weight server that is not OVERLOAD and whose active
+connections do not exceed its weight (so it can take weight + 1), ties to the first in list order."""
+
+from __future__ import annotations
+
+from pylvs.core.sched import register
+from pylvs.core.sched.base import SchedEnv
+from pylvs.core.sched.index import BestIndex, IndexedScheduler, SortKey
+from pylvs.core.service import RealServer
+from pylvs.core.types import Packet
+
+
+def ovf_key(d: RealServer) -> SortKey | None:
+    w = d.weight
+    if d.overload or w == 0 or d.activeconns > w:
+        return None
+    return (-w, -d.seq)
+
+
+@register
+class Overflow(IndexedScheduler):
+    name = "ovf"
+
+    def make_indexes(self) -> tuple[BestIndex, ...]:
+        self.highest = BestIndex(ovf_key)
+        return (self.highest,)
+
+    def schedule(self, pkt: Packet, env: SchedEnv) -> RealServer | None:
+        return self.highest.best()

@@ -1,0 +1,72 @@
+"""sh: source hashing (ip_vs_sh.c): 256 buckets, each server taking max(weight, 1) in a row, chosen
+by the client address (plus its port with sh-port); sh-fallback probes other buckets."""
+
+from __future__ import annotations
+
+from pylvs.core.sched import register
+from pylvs.core.sched.base import SchedEnv, Scheduler, eligible
+from pylvs.core.sched.hashing import MASK32, fold, hash_32
+from pylvs.core.service import RealServer, VirtualService
+from pylvs.core.types import Packet, Proto, SvcFlags
+
+TAB_BITS = 8
+TAB_SIZE = 1 << TAB_BITS
+SH_FALLBACK = SvcFlags.SCHED1
+SH_PORT = SvcFlags.SCHED2
+PORT_PROTOS = (Proto.TCP, Proto.UDP, Proto.SCTP)
+
+
+@register
+class SourceHashing(Scheduler):
+    name = "sh"
+
+    def __init__(self, svc: VirtualService) -> None:
+        super().__init__(svc)
+        self.buckets: list[RealServer | None] = []
+        self._reassign()
+
+    def _reassign(self) -> None:
+        dests = self.svc.dests
+        if not dests:
+            self.buckets = [None] * TAB_SIZE
+            return
+        table: list[RealServer | None] = []
+        i = 0
+        while len(table) < TAB_SIZE:
+            d = dests[i % len(dests)]
+            table.extend([d] * min(max(d.weight, 1), TAB_SIZE - len(table)))
+            i += 1
+        self.buckets = table
+
+    def add_dest(self, dest: RealServer) -> None:
+        self._reassign()
+
+    def del_dest(self, dest: RealServer, index: int) -> None:
+        self._reassign()
+
+    def upd_dest(self, dest: RealServer) -> None:
+        self._reassign()
+
+    def _port(self, pkt: Packet) -> int:
+        if self.svc.flags & SH_PORT and pkt.protocol in PORT_PROTOS:
+            return pkt.sport
+        return 0
+
+    def bucket_of(self, pkt: Packet) -> int:
+        return hash_32((self._port(pkt) + fold(pkt.saddr)) & MASK32, TAB_BITS)
+
+    def schedule(self, pkt: Packet, env: SchedEnv) -> RealServer | None:
+        h = self.bucket_of(pkt)
+        d = self.buckets[h]
+        if d is None:
+            return None
+        if eligible(d) or not self.svc.flags & SH_FALLBACK:
+            return d if eligible(d) else None
+        # The kernel re-hashes with an offset of h + k on top of h: the probe starts at 2h.
+        for k in range(TAB_SIZE):
+            d = self.buckets[(2 * h + k) % TAB_SIZE]
+            if d is None:
+                return None
+            if eligible(d):
+                return d
+        return None
