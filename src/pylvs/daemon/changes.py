@@ -1,0 +1,218 @@
+"""One accepted-or-refused rule change, as the API carries it and as the daemon applies it.
+
+Single endpoints (POST /services, ...) and the batch endpoint build the same Change values, so a
+change means the same thing whichever way it arrives, and the event log can describe it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pylvs.core.errors import Op
+from pylvs.core.snapshot import DaemonView
+from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey
+from pylvs.daemon import codec
+from pylvs.daemon.codec import BadRequest
+from pylvs.daemon.rules import Rules
+
+KINDS: dict[str, Op] = {
+    "add_service": Op.ADD_SERVICE,
+    "edit_service": Op.EDIT_SERVICE,
+    "del_service": Op.DEL_SERVICE,
+    "flush": Op.FLUSH,
+    "add_dest": Op.ADD_DEST,
+    "edit_dest": Op.EDIT_DEST,
+    "del_dest": Op.DEL_DEST,
+    "zero": Op.ZERO,
+    "set_timeouts": Op.SET_TIMEOUT,
+    "start_daemon": Op.START_DAEMON,
+    "stop_daemon": Op.STOP_DAEMON,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    kind: str
+    key: ServiceKey | None = None
+    svc: ServiceConfig | None = None
+    dest: DestConfig | None = None
+    addr: IPAddr | None = None
+    port: int = 0
+    timeouts: tuple[int, int, int] = (0, 0, 0)
+    daemon: DaemonView | None = None
+    state: str = ""
+    syncid: int = 0
+
+    @property
+    def op(self) -> Op:
+        return KINDS[self.kind]
+
+    def apply(self, rules: Rules) -> None:
+        """Apply to `rules`; raises IPVSError (nothing changed) when the core refuses."""
+        d = rules.director
+        k = self.kind
+        if k == "add_dest":
+            assert self.key is not None and self.dest is not None
+            d.add_dest(self.key, self.dest)
+        elif k == "add_service":
+            assert self.key is not None and self.svc is not None
+            d.add_service(self.key, self.svc)
+        elif k == "edit_service":
+            assert self.key is not None and self.svc is not None
+            d.edit_service(self.key, self.svc)
+        elif k == "del_service":
+            assert self.key is not None
+            d.del_service(self.key)
+        elif k == "flush":
+            d.flush()
+        elif k == "edit_dest":
+            assert self.key is not None and self.dest is not None
+            d.edit_dest(self.key, self.dest)
+        elif k == "del_dest":
+            assert self.key is not None and self.addr is not None
+            d.del_dest(self.key, self.addr, self.port)
+        elif k == "zero":
+            d.zero(self.key)
+        elif k == "set_timeouts":
+            d.set_timeouts(*self.timeouts)
+        elif k == "start_daemon":
+            assert self.daemon is not None
+            rules.start_daemon(self.daemon)
+        elif k == "stop_daemon":
+            rules.stop_daemon(self.state, self.syncid)
+
+    @property
+    def changes_rules(self) -> bool:
+        """False for changes that leave the saved rules alone (zeroing counters)."""
+        return self.kind != "zero"
+
+    def describe(self) -> str:
+        """One line for the event log."""
+        parts: list[str] = []
+        if self.key is not None:
+            parts.append(codec.service_id(self.key))
+        if self.svc is not None:
+            parts.append(f"scheduler={self.svc.scheduler}")
+            if self.svc.persistent:
+                parts.append(f"persistent={self.svc.timeout}")
+        if self.dest is not None:
+            c = self.dest
+            parts.append(f"{codec.hostport(c.addr, c.port)} {c.fwd.label} weight={c.weight}")
+        if self.addr is not None:
+            parts.append(codec.hostport(self.addr, self.port))
+        if self.kind == "set_timeouts":
+            parts.append("tcp={} tcpfin={} udp={}".format(*self.timeouts))
+        if self.daemon is not None:
+            parts.append(f"{self.daemon.state} mcast={self.daemon.mcast_ifn} syncid={self.daemon.syncid}")
+        if self.kind == "stop_daemon":
+            parts.append(self.state)
+        return " ".join(parts) or self.kind
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"op": self.kind}
+        if self.key is not None:
+            out["service"] = codec.key_to_json(self.key)
+        elif self.kind == "zero":
+            out["service"] = None
+        if self.svc is not None:
+            out["config"] = codec.service_config_to_json(self.svc)
+        if self.dest is not None:
+            out["dest"] = codec.dest_config_to_json(self.dest)
+        if self.addr is not None:
+            out["addr"] = str(self.addr)
+            out["port"] = self.port
+        if self.kind == "set_timeouts":
+            out["tcp"], out["tcpfin"], out["udp"] = self.timeouts
+        if self.daemon is not None:
+            out["daemon"] = daemon_to_json(self.daemon)
+        if self.kind == "stop_daemon":
+            out["state"] = self.state
+            out["syncid"] = self.syncid
+        return out
+
+
+def daemon_to_json(d: DaemonView) -> dict[str, Any]:
+    return {
+        "state": d.state,
+        "mcast_ifn": d.mcast_ifn,
+        "syncid": d.syncid,
+        "maxlen": d.maxlen,
+        "group": d.group,
+        "port": d.port,
+        "ttl": d.ttl,
+    }
+
+
+_DAEMON_FIELDS = frozenset({"state", "mcast_ifn", "syncid", "maxlen", "group", "port", "ttl"})
+
+
+def parse_daemon(v: Any) -> DaemonView:
+    op = Op.START_DAEMON
+    d = codec._obj(v, "daemon", op)
+    codec._only(d, _DAEMON_FIELDS, "daemon", op)
+    state = codec._str(d, "state", op, 16)
+    if state not in ("master", "backup"):
+        raise BadRequest("state must be master or backup", op)
+    return DaemonView(
+        state=state,
+        mcast_ifn=codec._str(d, "mcast_ifn", op, codec.IFNAME_MAX, "eth0"),
+        syncid=codec._int(d, "syncid", op, 0, 255, 0),
+        maxlen=codec._int(d, "maxlen", op, 0, 65535, 0),
+        group=codec._str(d, "group", op, 64, ""),
+        port=codec._int(d, "port", op, 0, 65535, 0),
+        ttl=codec._int(d, "ttl", op, 0, 255, 0),
+    )
+
+
+_OP_FIELDS: dict[str, frozenset[str]] = {
+    "add_service": frozenset({"op", "service", "config"}),
+    "edit_service": frozenset({"op", "service", "config"}),
+    "del_service": frozenset({"op", "service"}),
+    "flush": frozenset({"op"}),
+    "add_dest": frozenset({"op", "service", "dest"}),
+    "edit_dest": frozenset({"op", "service", "dest"}),
+    "del_dest": frozenset({"op", "service", "addr", "port"}),
+    "zero": frozenset({"op", "service"}),
+    "set_timeouts": frozenset({"op", "tcp", "tcpfin", "udp"}),
+    "start_daemon": frozenset({"op", "daemon"}),
+    "stop_daemon": frozenset({"op", "state", "syncid"}),
+}
+
+
+def parse_change(v: Any) -> Change:
+    """A Change from its JSON form ({"op": kind, ...}); BadRequest when malformed."""
+    d = codec._obj(v, "change", None)
+    kind = d.get("op")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise BadRequest(f"op must be one of {', '.join(KINDS)}")
+    op = KINDS[kind]
+    codec._only(d, _OP_FIELDS[kind], kind, op)
+    if kind in ("add_service", "edit_service"):
+        key = codec.parse_key(d.get("service"), op)
+        return Change(kind, key=key, svc=codec.parse_service_config(d.get("config", {}), op, key.af))
+    if kind == "del_service":
+        return Change(kind, key=codec.parse_key(d.get("service"), op))
+    if kind == "flush":
+        return Change(kind)
+    if kind in ("add_dest", "edit_dest"):
+        key = codec.parse_key(d.get("service"), op)
+        return Change(kind, key=key, dest=codec.parse_dest_config(d.get("dest"), op))
+    if kind == "del_dest":
+        key = codec.parse_key(d.get("service"), op)
+        return Change(
+            kind, key=key, addr=codec.parse_ip(d.get("addr"), op), port=codec._int(d, "port", op, 0, 65535)
+        )
+    if kind == "zero":
+        sv = d.get("service")
+        return Change(kind, key=None if sv is None else codec.parse_key(sv, op))
+    if kind == "set_timeouts":
+        t = tuple(codec._int(d, n, op, 0, 2**31 - 1) for n in ("tcp", "tcpfin", "udp"))
+        return Change(kind, timeouts=(t[0], t[1], t[2]))
+    if kind == "start_daemon":
+        return Change(kind, daemon=parse_daemon(d.get("daemon")))
+    # stop_daemon
+    state = codec._str(d, "state", op, 16)
+    if state not in ("master", "backup"):
+        raise BadRequest("state must be master or backup", op)
+    return Change(kind, state=state, syncid=codec._int(d, "syncid", op, 0, 255, 0))

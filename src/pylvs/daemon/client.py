@@ -1,0 +1,261 @@
+"""DaemonBackend: the ipvsadm Backend protocol over pylvsd's API (synchronous, stdlib only, AF_UNIX).
+
+A refusal comes back as the same IPVSError (op, errno, message) the core raised inside the daemon, so
+pylvsadm prints exactly what ipvsadm would. DaemonUnavailable means the socket cannot be reached.
+
+`transaction()` is for `pylvsadm -R`: a Backend that applies each change to a local copy of the
+daemon's rules (so every line gets its own answer at once, as from the kernel) and records it; on
+`commit()` everything goes to the daemon as one batch, which pylvsd applies all or nothing.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import http.client
+import json
+import os
+import socket
+from typing import Any
+
+from pylvs.core.errors import IPVSError, Op
+from pylvs.core.snapshot import ConnView, DaemonView, Snapshot
+from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey
+from pylvs.daemon import codec
+from pylvs.daemon.changes import Change, daemon_to_json
+from pylvs.daemon.recorder import RecordingBackend
+from pylvs.daemon.rules import Rules
+
+DEFAULT_SOCKET = "/run/pylvs/pylvsd.sock"
+
+
+def default_socket() -> str:
+    return os.environ.get("PYLVS_SOCKET") or DEFAULT_SOCKET
+
+
+class DaemonUnavailable(Exception):
+    """pylvsd cannot be reached on its socket."""
+
+    def __init__(self, socket_path: str, reason: str) -> None:
+        self.socket_path = socket_path
+        self.reason = reason
+        super().__init__(f"cannot reach pylvsd on {socket_path}: {reason}")
+
+
+class DaemonError(Exception):
+    """pylvsd answered with an error that is not a kernel-style refusal (bad request, save failure)."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.body = body
+        self.message = str(body.get("message", "")) or f"HTTP {status}"
+        detail = body.get("detail")
+        super().__init__(f"{self.message} ({detail})" if detail else self.message)
+
+
+class BatchRefused(IPVSError):
+    """Change number `index` of a batch was refused; `line` is the tag the caller gave that change."""
+
+    index: int
+    line: int | None
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self._path)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+
+
+def _ipvs_error(body: dict[str, Any], cls: type[IPVSError] = IPVSError) -> IPVSError | None:
+    try:
+        op = Op(body.get("op"))
+    except ValueError:
+        return None
+    err = body.get("errno")
+    if not isinstance(err, int):
+        return None
+    e = cls(op, err, str(body.get("detail", "")))
+    msg = body.get("message")
+    if isinstance(msg, str) and msg != e.message:  # an engine's own refusal text
+        e.message = msg
+        e.args = (msg,)
+    return e
+
+
+class DaemonBackend:
+    def __init__(
+        self, socket_path: str | None = None, source: str = "pylvsadm", timeout: float = 300.0
+    ) -> None:
+        self.socket_path = socket_path or default_socket()
+        self.source = source
+        self.timeout = timeout
+
+    # -- transport -----------------------------------------------------------------------------
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """One API call; the decoded JSON answer. Raises IPVSError, DaemonError or DaemonUnavailable."""
+        conn = _UnixHTTPConnection(self.socket_path, self.timeout)
+        headers = {"X-Pylvs-Source": self.source, "Host": "pylvsd"}
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            try:
+                conn.request(method, path, body=data, headers=headers)
+            except (FileNotFoundError, ConnectionRefusedError, PermissionError) as e:
+                raise DaemonUnavailable(self.socket_path, e.strerror or str(e)) from None
+            except OSError as e:
+                raise DaemonUnavailable(self.socket_path, str(e)) from None
+            try:
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                raise DaemonUnavailable(self.socket_path, f"connection lost: {e}") from None
+        finally:
+            conn.close()
+        try:
+            answer = json.loads(raw) if raw else {}
+        except ValueError:
+            answer = {"message": raw[:200].decode("utf-8", "replace")}
+        if resp.status < 400:
+            return answer
+        if not isinstance(answer, dict):
+            answer = {"message": str(answer)}
+        if "index" in answer:
+            err = _ipvs_error(answer, BatchRefused)
+            if isinstance(err, BatchRefused):
+                err.index = int(answer["index"])
+                err.line = None
+                raise err
+        err = _ipvs_error(answer)
+        if err is not None:
+            raise err
+        raise DaemonError(resp.status, answer)
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/status")
+        return result
+
+    # -- Backend protocol ----------------------------------------------------------------------
+    def _svc_path(self, key: ServiceKey) -> str:
+        return "/services/" + codec.quote_id(codec.service_id(key))
+
+    def add_service(self, key: ServiceKey, cfg: ServiceConfig) -> None:
+        body = {"service": codec.key_to_json(key), "config": codec.service_config_to_json(cfg)}
+        self.request("POST", "/services", body)
+
+    def edit_service(self, key: ServiceKey, cfg: ServiceConfig) -> None:
+        self.request("PUT", self._svc_path(key), {"config": codec.service_config_to_json(cfg)})
+
+    def del_service(self, key: ServiceKey) -> None:
+        self.request("DELETE", self._svc_path(key))
+
+    def flush(self) -> None:
+        self.request("POST", "/flush")
+
+    def add_dest(self, key: ServiceKey, cfg: DestConfig) -> None:
+        self.request("POST", self._svc_path(key) + "/dests", codec.dest_config_to_json(cfg))
+
+    def edit_dest(self, key: ServiceKey, cfg: DestConfig) -> None:
+        did = codec.quote_id(codec.hostport(cfg.addr, cfg.port))
+        self.request("PUT", f"{self._svc_path(key)}/dests/{did}", codec.dest_config_to_json(cfg))
+
+    def del_dest(self, key: ServiceKey, addr: IPAddr, port: int) -> None:
+        did = codec.quote_id(codec.hostport(addr, port))
+        self.request("DELETE", f"{self._svc_path(key)}/dests/{did}")
+
+    def zero(self, key: ServiceKey | None) -> None:
+        self.request("POST", "/zero", {"service": None if key is None else codec.key_to_json(key)})
+
+    def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
+        self.request("PUT", "/timeouts", {"tcp": tcp, "tcpfin": tcpfin, "udp": udp})
+
+    def start_daemon(self, daemon: DaemonView) -> None:
+        self.request("POST", "/daemons", daemon_to_json(daemon))
+
+    def stop_daemon(self, state: str, syncid: int) -> None:
+        if state not in ("master", "backup"):
+            raise IPVSError(Op.STOP_DAEMON, _errno.EINVAL, f"bad state {state!r}")
+        self.request("DELETE", f"/daemons/{state}?syncid={int(syncid)}")
+
+    def snapshot(self) -> Snapshot:
+        return codec.snapshot_from_json(self.request("GET", "/snapshot"))
+
+    def connections(self) -> list[ConnView]:
+        data = self.request("GET", "/connections")
+        return [ConnView(**c) for c in data.get("connections", [])]
+
+    # -- batches ---------------------------------------------------------------------------------
+    def apply_changes(self, changes: list[Change], lines: list[int | None] | None = None) -> None:
+        """Send `changes` as one transaction; BatchRefused (with .index and .line) if one is refused."""
+        body = {"changes": [c.to_json() for c in changes], "source": self.source}
+        try:
+            self.request("POST", "/batch", body)
+        except BatchRefused as e:
+            if lines is not None and 0 <= e.index < len(lines):
+                e.line = lines[e.index]
+            raise
+
+    def transaction(self, check_locally: bool = True) -> Transaction:
+        return Transaction(self, check_locally)
+
+
+class Transaction(RecordingBackend):
+    """A Backend that collects changes for one batch (see the module docstring).
+
+    With check_locally (the default) each call is applied at once to a copy of the daemon's rules and
+    raises IPVSError right there, as the kernel would. Without it calls are only recorded (faster for
+    huge files) and refusals come from commit() as BatchRefused; set `line` before each call so the
+    refusal can name the input line.
+    """
+
+    def __init__(self, daemon: DaemonBackend, check_locally: bool = True) -> None:
+        self.daemon = daemon
+        self.check_locally = check_locally
+        self._base: Snapshot | None = None
+        rules = Rules.from_snapshot(self._base_snapshot()) if check_locally else Rules()
+        super().__init__(rules)
+        self.line: int | None = None
+        self.lines: list[int | None] = []
+
+    def _base_snapshot(self) -> Snapshot:
+        if self._base is None:
+            self._base = self.daemon.snapshot()
+        return self._base
+
+    def _do(self, change: Change) -> None:
+        if self.check_locally:
+            change.apply(self.rules)
+        self.changes.append(change)
+        self.lines.append(self.line)
+
+    def snapshot(self) -> Snapshot:
+        return self.rules.snapshot() if self.check_locally else self._base_snapshot()
+
+    def connections(self) -> list[ConnView]:
+        return self.daemon.connections()
+
+    def commit(self) -> int:
+        """Send the recorded changes as one batch; returns how many were applied."""
+        if self.changes:
+            self.daemon.apply_changes(self.changes, self.lines)
+        n = len(self.changes)
+        self.changes = []
+        self.lines = []
+        return n
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()

@@ -1,0 +1,94 @@
+"""A Backend over a Rules that also records every change it accepts.
+
+ipvsadm's -R runs against it: each line is applied at once (so errors come back per line, exactly as
+the kernel would answer), and the accepted changes are kept so they can be sent to pylvsd as one
+batch, or replayed. The daemon restores its rules file through it too.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+
+from pylvs.core.errors import IPVSError
+from pylvs.core.snapshot import ConnView, DaemonView, Snapshot
+from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey
+from pylvs.daemon.changes import Change
+from pylvs.daemon.rules import Rules
+
+RefuseDest = Callable[[ServiceKey, DestConfig], str | None]
+
+
+class RecordingBackend:
+    def __init__(self, rules: Rules | None = None, refuse_dest: RefuseDest | None = None) -> None:
+        self.rules = rules or Rules()
+        self.changes: list[Change] = []
+        self._refuse_dest = refuse_dest
+
+    def _do(self, change: Change) -> None:
+        if self._refuse_dest is not None and change.dest is not None and change.key is not None:
+            msg = self._refuse_dest(change.key, change.dest)
+            if msg is not None:
+                raise engine_refusal(change, msg)
+        change.apply(self.rules)
+        self.changes.append(change)
+
+    # -- Backend protocol ---------------------------------------------------------------------
+    def add_service(self, key: ServiceKey, cfg: ServiceConfig) -> None:
+        self._do(Change("add_service", key=key, svc=cfg))
+
+    def edit_service(self, key: ServiceKey, cfg: ServiceConfig) -> None:
+        self._do(Change("edit_service", key=key, svc=cfg))
+
+    def del_service(self, key: ServiceKey) -> None:
+        self._do(Change("del_service", key=key))
+
+    def flush(self) -> None:
+        self._do(Change("flush"))
+
+    def add_dest(self, key: ServiceKey, cfg: DestConfig) -> None:
+        self._do(Change("add_dest", key=key, dest=cfg))
+
+    def edit_dest(self, key: ServiceKey, cfg: DestConfig) -> None:
+        self._do(Change("edit_dest", key=key, dest=cfg))
+
+    def del_dest(self, key: ServiceKey, addr: IPAddr, port: int) -> None:
+        self._do(Change("del_dest", key=key, addr=addr, port=port))
+
+    def zero(self, key: ServiceKey | None) -> None:
+        self._do(Change("zero", key=key))
+
+    def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
+        self._do(Change("set_timeouts", timeouts=(tcp, tcpfin, udp)))
+
+    def start_daemon(self, daemon: DaemonView) -> None:
+        self._do(Change("start_daemon", daemon=daemon))
+
+    def stop_daemon(self, state: str, syncid: int) -> None:
+        self._do(Change("stop_daemon", state=state, syncid=syncid))
+
+    def snapshot(self) -> Snapshot:
+        return self.rules.snapshot()
+
+    def connections(self) -> list[ConnView]:
+        return []
+
+
+def engine_refusal(change: Change, message: str) -> IPVSError:
+    """An IPVSError carrying the engine's own message (e.g. "-g is not possible with the proxy engine")."""
+    e = IPVSError(change.op, errno.EINVAL, message)
+    e.message = message
+    e.args = (message,)
+    return e
+
+
+def changes_from_snapshot(snap: Snapshot) -> list[Change]:
+    """The changes that rebuild `snap`'s rules on an empty table (list order kept)."""
+    out: list[Change] = []
+    for s in snap.services:
+        key = s.key()
+        out.append(Change("add_service", key=key, svc=s.config()))
+        out.extend(Change("add_dest", key=key, dest=dv.config()) for dv in reversed(s.dests))
+    out.append(Change("set_timeouts", timeouts=snap.timeouts))
+    out.extend(Change("start_daemon", daemon=d) for d in snap.daemons)
+    return out

@@ -1,0 +1,189 @@
+"""The daemon's heart: live rules, the engine, the rules file and the event log, changed only here.
+
+Every change goes through `apply()`: one change is tried on the live rules (the core checks before it
+touches anything); several are first tried on a throw-away copy, so a batch is all or nothing. After an
+accepted change the engine hears of it, the rules file is rewritten (before the caller gets its answer,
+so a kill -9 loses nothing that was acknowledged) and an event is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from pylvs.core.errors import IPVSError
+from pylvs.core.snapshot import ConnView, Snapshot
+from pylvs.daemon.changes import Change
+from pylvs.daemon.events import EventLog
+from pylvs.daemon.recorder import RecordingBackend, changes_from_snapshot, engine_refusal
+from pylvs.daemon.rules import Rules
+from pylvs.daemon.store import RulesFileError, RulesStore
+from pylvs.engines.base import Engine
+
+log = logging.getLogger("pylvsd")
+
+PER_CHANGE_EVENTS_MAX = 200  # a bigger batch is logged as one summary event
+
+
+class SaveError(Exception):
+    """The change was applied but the rules file could not be written."""
+
+
+class BatchError(Exception):
+    """Change number `index` of a batch was refused; nothing was applied."""
+
+    def __init__(self, index: int, error: IPVSError) -> None:
+        self.index = index
+        self.error = error
+        super().__init__(f"change {index}: {error.message}")
+
+
+class DaemonState:
+    def __init__(
+        self,
+        rules: Rules,
+        engine: Engine | None = None,
+        store: RulesStore | None = None,
+        events: EventLog | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rules = rules
+        self.engine = engine
+        self.store = store
+        self.events = events or EventLog()
+        self.clock = clock
+        self.lock = asyncio.Lock()
+        self.started = clock()
+        self.engine_name = engine.name if engine is not None else "none"
+
+    @property
+    def director(self) -> Any:
+        return self.rules.director
+
+    # -- reading -----------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        self._set_now()
+        return self.rules.snapshot()
+
+    def connections(self) -> list[ConnView]:
+        view = getattr(self.director, "connections_view", None)  # added by the connection-table work
+        if view is None:
+            return []
+        result: list[ConnView] = view(self.clock())
+        return result
+
+    # -- time ------------------------------------------------------------------------------------
+    def _set_now(self) -> float:
+        now = self.clock()
+        self.director.env.now = now
+        return now
+
+    def tick(self) -> float:
+        """Drive the core's timers; returns seconds until the next wanted call (at most 1 s)."""
+        now = self.clock()
+        tick = getattr(self.director, "tick", None)
+        if tick is not None:
+            tick(now)
+        else:
+            self.director.env.now = now
+        nd = getattr(self.director, "next_deadline", None)
+        wait = 1.0
+        if nd is not None:
+            deadline = nd()
+            if deadline is not None:
+                wait = min(wait, max(deadline - now, 0.01))
+        return wait
+
+    # -- changing --------------------------------------------------------------------------------
+    def _refuse(self, change: Change) -> None:
+        if self.engine is not None and change.dest is not None and change.key is not None:
+            msg = self.engine.refuse_dest(change.key, change.dest)
+            if msg is not None:
+                raise engine_refusal(change, msg)
+
+    def _validate_batch(self, changes: list[Change]) -> None:
+        """Try the whole batch on a throw-away copy; BatchError at the first refusal."""
+        if changes and changes[0].kind == "flush":
+            trial = Rules()  # a leading flush leaves only the timeouts and daemons: skip the rebuild
+            trial.director.timeouts = self.rules.director.timeouts
+            trial.daemons = dict(self.rules.daemons)
+        else:
+            trial = Rules.from_snapshot(self.rules.snapshot())
+        for i, c in enumerate(changes):
+            try:
+                self._refuse(c)
+                c.apply(trial)
+            except IPVSError as e:
+                raise BatchError(i, e) from None
+
+    async def apply(self, changes: list[Change], source: str) -> None:
+        """Apply all of `changes` or none; raises IPVSError (one change) or BatchError (several)."""
+        if not changes:
+            return
+        async with self.lock:
+            self._set_now()
+            if len(changes) == 1:
+                self._refuse(changes[0])
+                changes[0].apply(self.rules)  # the core checks first: a refusal changes nothing
+            else:
+                self._validate_batch(changes)
+                for c in changes:
+                    c.apply(self.rules)
+            self._after_change(changes, source)
+            if any(c.changes_rules for c in changes):
+                await self._save()
+
+    def _after_change(self, changes: list[Change], source: str) -> None:
+        if self.engine is not None:
+            try:
+                self.engine.rules_changed()
+            except Exception:
+                log.exception("engine %s failed in rules_changed()", self.engine_name)
+        if len(changes) <= PER_CHANGE_EVENTS_MAX:
+            for c in changes:
+                self.events.add(c.kind, c.describe(), source)
+        else:
+            counts = Counter(c.kind for c in changes)
+            detail = f"{len(changes)} changes: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+            self.events.add("batch", detail, source)
+
+    async def _save(self) -> None:
+        if self.store is None:
+            return
+        snap = self.rules.snapshot()
+        store = self.store
+        try:
+            # Formatting and writing run off the loop; the lock keeps the rules still meanwhile.
+            await asyncio.get_running_loop().run_in_executor(None, store.save, snap)
+        except (OSError, ImportError) as e:
+            log.error("could not save rules to %s: %s", store.path, e)
+            raise SaveError(str(e)) from e
+
+    async def save_now(self) -> None:
+        async with self.lock:
+            await self._save()
+
+    async def reload(self, source: str = "daemon") -> int:
+        """Re-read the rules file and make the live rules equal to it (RulesFileError: nothing changed)."""
+        if self.store is None:
+            raise RulesFileError("no rules file")
+        store = self.store
+        loop = asyncio.get_running_loop()
+        text = await loop.run_in_executor(None, store.read)
+        new = RecordingBackend()
+        from pylvs.daemon.store import restore_text
+
+        try:
+            restore_text(text, new.rules)
+        except RulesFileError as e:
+            raise RulesFileError(f"{store.path}: {e}") from None
+        changes = [Change("flush"), *changes_from_snapshot(new.rules.snapshot())]
+        try:
+            await self.apply(changes, source)
+        except BatchError as e:
+            raise RulesFileError(f"{store.path}: {e}") from None
+        return len(changes) - 1
