@@ -8,6 +8,7 @@ import pkgutil
 from pylvs.core.sched.base import Scheduler
 
 _REGISTRY: dict[str, type[Scheduler]] = {}
+_loaded = False  # not "registry empty": importing one scheduler module directly registers it early
 
 
 def register(cls: type[Scheduler]) -> type[Scheduler]:
@@ -20,18 +21,20 @@ def register(cls: type[Scheduler]) -> type[Scheduler]:
 
 def _load_all() -> None:
     # Import every module of this package once, so that dropping a file in is enough.
+    global _loaded
+    _loaded = True
     for info in pkgutil.iter_modules(__path__):
         if info.name != "base":
             importlib.import_module(f"{__name__}.{info.name}")
 
 
 def get_scheduler(name: str) -> type[Scheduler] | None:
-    if not _REGISTRY:
+    if not _loaded:
         _load_all()
     return _REGISTRY.get(name)
 
 
 def scheduler_names() -> list[str]:
-    if not _REGISTRY:
+    if not _loaded:
         _load_all()
     return sorted(_REGISTRY)
