@@ -1,0 +1,260 @@
+"""Run one ipvsadm command line against a Backend and return what ipvsadm would print.
+
+`-R` differs from ipvsadm on purpose: the whole input is one transaction. Every line is checked
+(parsed, then played on a throw-away copy of the rules); if one fails, its ipvsadm message is
+printed with a second line naming the line number, the exit code is the one ipvsadm would have
+used for that line, and the rule set is left exactly as it was. ipvsadm instead applies the lines
+before the bad one (and after a kernel error goes on with the rest).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pylvs.core.errors import IPVSError
+from pylvs.core.snapshot import ServiceView, Snapshot
+from pylvs.ipvsadm import listing
+from pylvs.ipvsadm.backend import (
+    Backend,
+    BatchError,
+    BatchOp,
+    LocalBackend,
+    apply_op,
+    director_from_snapshot,
+)
+from pylvs.ipvsadm.grammar import Command, Format, UsageError, parse, tryhelp_text
+from pylvs.ipvsadm.names import NameResolver
+from pylvs.ipvsadm.save import format_save
+from pylvs.ipvsadm.usage import usage_text, version_text
+
+RULE_WORD_MAX = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    out: str
+    err: str
+    code: int
+
+
+def _find_service(snap: Snapshot, cmd: Command) -> ServiceView | None:
+    for se in snap.services:
+        if se.key() == cmd.key:
+            return se
+    return None
+
+
+def command_op(cmd: Command) -> BatchOp | None:
+    """The Backend call a rule-changing command makes (None for the other commands)."""
+    c = cmd.cmd
+    if c == "add-service":
+        return BatchOp("add_service", (cmd.key, cmd.service))
+    if c == "edit-service":
+        return BatchOp("edit_service", (cmd.key, cmd.service))
+    if c == "delete-service":
+        return BatchOp("del_service", (cmd.key,))
+    if c == "flush":
+        return BatchOp("flush")
+    if c == "zero":
+        return BatchOp("zero", (cmd.key,))
+    if c == "add-server":
+        return BatchOp("add_dest", (cmd.key, cmd.dest))
+    if c == "edit-server":
+        return BatchOp("edit_dest", (cmd.key, cmd.dest))
+    if c == "delete-server":
+        assert cmd.dest is not None
+        return BatchOp("del_dest", (cmd.key, cmd.dest.addr, cmd.dest.port))
+    if c == "set":
+        return BatchOp("set_timeouts", cmd.timeouts)
+    if c == "start-daemon":
+        return BatchOp("start_daemon", (cmd.daemon,))
+    if c == "stop-daemon":
+        assert cmd.daemon is not None
+        return BatchOp("stop_daemon", (cmd.daemon.state, cmd.daemon.syncid))
+    return None
+
+
+def _show(backend: Backend, cmd: Command, names: NameResolver) -> Result:
+    """The commands that only read: -L in all its forms, -S."""
+    if cmd.cmd == "save":
+        return Result(format_save(backend.snapshot(), cmd.fmt.numeric, names), "", 0)
+    opts = cmd.options
+    if "connection" in opts:
+        text = listing.list_connections(
+            backend.connections(), cmd.fmt.numeric, cmd.fmt.persistent_conn, names
+        )
+        return Result(text, "", 0)
+    snap = backend.snapshot()
+    if "service-address" in opts:
+        se = _find_service(snap, cmd)
+        if se is None:
+            return Result("", "No such service\n", 1)
+        return Result(listing.list_service(se, cmd.fmt, names), "", 0)
+    if "timeout" in opts:
+        return Result(listing.list_timeout(snap), "", 0)
+    if "daemon" in opts:
+        return Result(listing.list_daemons(snap), "", 0)
+    return Result(listing.list_all(snap, cmd.fmt, names), "", 0)
+
+
+def run_ipvsadm(
+    backend: Backend,
+    argv: list[str],
+    prog: str = "ipvsadm",
+    stdin: str | None = None,
+    *,
+    names: NameResolver | None = None,
+) -> Result:
+    """What `prog argv...` prints (stdout, stderr) and its exit code. argv excludes the program."""
+    names = names or NameResolver()
+    if not argv:
+        return Result(listing.list_all(backend.snapshot(), Format(), names), "", 0)
+    try:
+        cmd = parse([prog, *argv], names)
+    except UsageError as e:
+        return Result("", e.message + "\n", e.exit_code)
+    if cmd.cmd == "help":
+        return Result(usage_text(prog), "", 0)
+    if cmd.cmd == "version":
+        return Result(version_text(), "", 0)
+    if cmd.cmd == "restore":
+        return restore(backend, stdin or "", prog, names=names)
+    op = command_op(cmd)
+    if op is None:
+        return _show(backend, cmd, names)
+    try:
+        apply_op(backend, op)
+    except IPVSError as e:
+        return Result("", e.message + "\n", 255)
+    return Result("", "", 0)
+
+
+# -- restore ----------------------------------------------------------------------------------
+
+
+def split_rules(text: str) -> list[tuple[int, list[str]]]:
+    """ipvsadm's config_stream_read(): (line number, words) of each line with words.
+
+    Words are split on spaces, tabs and carriage returns, cut into pieces of 4096 characters; the
+    word `ipvsadm` is dropped anywhere. As in ipvsadm, white space after the last word of a file
+    that does not end in a newline ends the input without that line.
+    """
+    lines: list[tuple[int, list[str]]] = []
+    pos = 0
+    n = len(text)
+    lineno = 1
+    words: list[str] = []
+    start = 1
+    while True:
+        if pos >= n:
+            if words:
+                lines.append((start, words))
+            return lines
+        c = text[pos]
+        if c in " \t\r\n":
+            eof_drop = False
+            while True:
+                if pos >= n:
+                    eof_drop = True
+                    break
+                c = text[pos]
+                pos += 1
+                if c == "\n":
+                    break
+                if c in " \t\r":
+                    continue
+                pos -= 1
+                break
+            if eof_drop:
+                return lines
+            if c == "\n":
+                if words:
+                    lines.append((start, words))
+                lineno += 1
+                words = []
+                start = lineno
+            continue
+        end = pos
+        while end < n and end - pos < RULE_WORD_MAX and text[end] not in " \t\r\n":
+            end += 1
+        word = text[pos:end]
+        pos = end
+        tail = ""
+        if pos < n and text[pos] in " \t\r\n":
+            tail = text[pos]
+            pos += 1
+        if word != "ipvsadm":
+            words.append(word)
+        if tail == "\n":
+            if words:
+                lines.append((start, words))
+            lineno += 1
+            words = []
+            start = lineno
+
+
+def _rejected(prog: str, message: str, lineno: int, code: int) -> Result:
+    note = f"{prog}: restore rejected at line {lineno}; no rule was changed\n"
+    return Result("", message + "\n" + note, code)
+
+
+def _scratch_for(backend: Backend, snap: Snapshot) -> LocalBackend:
+    interfaces = backend.interfaces if isinstance(backend, LocalBackend) else None
+    scratch = LocalBackend(director_from_snapshot(snap), time.monotonic, interfaces)
+    scratch.daemons = list(snap.daemons)
+    return scratch
+
+
+def restore(
+    backend: Backend,
+    text: str,
+    prog: str = "ipvsadm",
+    *,
+    names: NameResolver | None = None,
+    flush_first: bool = False,
+) -> Result:
+    """`-R`: check every line on a copy of the rules, then apply them all as one batch."""
+    names = names or NameResolver()
+    snap = backend.snapshot()
+    scratch = _scratch_for(backend, snap)
+    ops: list[BatchOp] = []
+    op_lines: list[int] = []
+    if flush_first:
+        ops.append(BatchOp("flush"))
+        op_lines.append(0)
+        scratch.flush()
+    out: list[str] = []
+    for lineno, words in split_rules(text):
+        try:
+            cmd = parse([prog, *words], names)
+        except UsageError as e:
+            return _rejected(prog, e.message, lineno, e.exit_code)
+        if cmd.cmd == "restore":
+            return _rejected(prog, tryhelp_text(prog), lineno, 255)
+        if cmd.cmd in ("help", "version"):
+            # ipvsadm prints and exits there: the lines before are kept, the rest is not read.
+            out.append(usage_text(prog) if cmd.cmd == "help" else version_text())
+            break
+        op = command_op(cmd)
+        if op is None:
+            shown = _show(scratch, cmd, names)
+            if shown.code:
+                return _rejected(prog, shown.err.rstrip("\n"), lineno, shown.code)
+            out.append(shown.out)
+            continue
+        try:
+            apply_op(scratch, op)
+        except IPVSError as e:
+            return _rejected(prog, e.message, lineno, 255)
+        ops.append(op)
+        op_lines.append(lineno)
+    if ops:
+        try:
+            backend.apply_batch(ops)
+        except BatchError as e:
+            line = op_lines[e.index] if 0 <= e.index < len(op_lines) else 0
+            return _rejected(prog, e.message, line, 255)
+        except IPVSError as e:
+            return _rejected(prog, e.message, 0, 255)
+    return Result("".join(out), "", 0)

@@ -1,0 +1,119 @@
+"""ipvsadm's sort: glibc's qsort (a stable top-down merge sort) with libipvs's comparators.
+
+The comparators subtract unsigned 32-bit values and read the result as a signed int, so two
+addresses more than 2**31 apart compare "backwards" and the order is not transitive for some
+triples. Python's sorted() assumes a consistent order; this reproduces the C result exactly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import TypeVar
+
+from pylvs.core.snapshot import DestView, ServiceView
+from pylvs.core.types import AF_INET6
+
+T = TypeVar("T")
+
+
+def s32(v: int) -> int:
+    """C: (int)(unsigned)v."""
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def merge_sort(items: list[T], cmp: Callable[[T, T], int]) -> list[T]:
+    """glibc msort: first half n//2, second half the rest; ties and 'less or equal' go left."""
+    n = len(items)
+    if n <= 1:
+        return list(items)
+    n1 = n // 2
+    left = merge_sort(items[:n1], cmp)
+    right = merge_sort(items[n1:], cmp)
+    out: list[T] = []
+    i = j = 0
+    while i < len(left) and j < len(right):
+        if cmp(left[i], right[j]) <= 0:
+            out.append(left[i])
+            i += 1
+        else:
+            out.append(right[j])
+            j += 1
+    out.extend(left[i:])
+    out.extend(right[j:])
+    return out
+
+
+def _words(addr: str) -> tuple[int, int, int, int]:
+    """The address as four host-order 32-bit words (IPv4 in the first word, as in the C union)."""
+    if not addr:
+        return (0, 0, 0, 0)
+    a = ipaddress.ip_address(addr)
+    if a.version == 4:
+        return (int(a), 0, 0, 0)
+    v = int(a)
+    return ((v >> 96) & 0xFFFFFFFF, (v >> 64) & 0xFFFFFFFF, (v >> 32) & 0xFFFFFFFF, v & 0xFFFFFFFF)
+
+
+def _cmp_addr(af1: int, w1: tuple[int, int, int, int], w2: tuple[int, int, int, int]) -> int:
+    if af1 == AF_INET6:
+        for a, b in zip(w1, w2, strict=True):
+            r = s32(a - b)
+            if r:
+                return r
+        return 0
+    return s32(w1[0] - w2[0])
+
+
+def cmp_services(s1: ServiceView, s2: ServiceView) -> int:
+    return _cmp_svc_keys(_svc_key(s1), _svc_key(s2))
+
+
+def cmp_dests(d1: DestView, d2: DestView) -> int:
+    return _cmp_dest_keys(_dest_key(d1), _dest_key(d2))
+
+
+_SvcKey = tuple[int, int, int, tuple[int, int, int, int], int]
+_DestKey = tuple[int, tuple[int, int, int, int], int]
+
+
+def _svc_key(s: ServiceView) -> _SvcKey:
+    return (s.fwmark, s.af, s.protocol, _words(s.addr), s.port)
+
+
+def _dest_key(d: DestView) -> _DestKey:
+    return (AF_INET6 if ":" in d.addr else 2, _words(d.addr), d.port)
+
+
+def _cmp_svc_keys(k1: _SvcKey, k2: _SvcKey) -> int:
+    r = s32(k1[0] - k2[0])
+    if r:
+        return r
+    r = k1[1] - k2[1]
+    if r:
+        return r
+    r = k1[2] - k2[2]
+    if r:
+        return r
+    r = _cmp_addr(k1[1], k1[3], k2[3])
+    if r:
+        return r
+    return k1[4] - k2[4]
+
+
+def _cmp_dest_keys(k1: _DestKey, k2: _DestKey) -> int:
+    r = _cmp_addr(k1[0], k1[1], k2[1])
+    if r:
+        return r
+    return k1[2] - k2[2]
+
+
+def sort_services(services: list[ServiceView]) -> list[ServiceView]:
+    keyed = [(_svc_key(s), s) for s in services]
+    return [s for _, s in merge_sort(keyed, lambda a, b: _cmp_svc_keys(a[0], b[0]))]
+
+
+def sort_dests(dests: list[DestView]) -> list[DestView]:
+    keyed = [(_dest_key(d), d) for d in dests]
+    return [d for _, d in merge_sort(keyed, lambda a, b: _cmp_dest_keys(a[0], b[0]))]
