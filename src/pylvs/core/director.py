@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import errno
 import random
+from collections import deque
+from collections.abc import Callable
 
+from pylvs.core import packet
+from pylvs.core.conn import F_INVALID, Connection, ConnectionTable, split_key
 from pylvs.core.ctl import ServiceTable
 from pylvs.core.errors import IPVSError, Op
 from pylvs.core.sched.base import SchedEnv
 from pylvs.core.service import RealServer, VirtualService
-from pylvs.core.snapshot import DestView, ServiceView, Snapshot
+from pylvs.core.snapshot import ConnView, DestView, ServiceView, Snapshot
+from pylvs.core.stats import ESTIMATOR_PERIOD
 from pylvs.core.sysctl import Sysctls
-from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey, Timeouts
+from pylvs.core.types import DestConfig, IPAddr, Packet, Proto, ServiceConfig, ServiceKey, Timeouts
 
 MAX_TIMEOUT = 2678400  # ipvsadm's own bound for --set; the kernel allows up to INT_MAX/HZ
+PERIODIC = 60.0  # s between scheduler ticks (lblc/lblcr garbage collection) and trash checks
+RATELIMIT_INTERVAL = 5.0  # net_ratelimit(): at most RATELIMIT_BURST messages per interval
+RATELIMIT_BURST = 10
+MAX_CATCH_UP_TICKS = 300  # after this many idle estimator ticks every average is back to 0
 
 
 class Director:
@@ -28,6 +37,16 @@ class Director:
         self.timeouts = Timeouts()
         self.sysctl = sysctl or Sysctls()
         self.env = SchedEnv(now=0.0, rng=rng or random.Random(), sysctl=self.sysctl)
+        # -- the packet path's state (packet.py, conn.py) --
+        self.conns = ConnectionTable()
+        self.events: deque[tuple[float, str]] = deque(maxlen=1000)  # kernel log lines, newest last
+        self.log: Callable[[str], None] | None = None  # called with each logged line, if set
+        self._rl_start = -RATELIMIT_INTERVAL
+        self._rl_count = 0
+        self._est_next = ESTIMATOR_PERIOD
+        self._periodic_next = PERIODIC
+        self._nodest_sweep = False
+        self._deadline = ESTIMATOR_PERIOD  # earliest time tick() has something to do
 
     # -- control: thin wrappers that keep one place for cross-cutting effects ---------------
     def add_service(self, key: ServiceKey, cfg: ServiceConfig) -> VirtualService:
@@ -38,9 +57,11 @@ class Director:
 
     def del_service(self, key: ServiceKey) -> None:
         self.services.del_service(key, self.env.now)
+        self._nodest_sweep = True
 
     def flush(self) -> None:
         self.services.flush(self.env.now)
+        self._nodest_sweep = True
 
     def add_dest(self, key: ServiceKey, cfg: DestConfig) -> RealServer:
         return self.services.add_dest(key, cfg, self.env.now)
@@ -49,7 +70,9 @@ class Director:
         return self.services.edit_dest(key, cfg)
 
     def del_dest(self, key: ServiceKey, addr: IPAddr, port: int) -> RealServer:
-        return self.services.del_dest(key, addr, port, self.env.now)
+        dest = self.services.del_dest(key, addr, port, self.env.now)
+        self._nodest_sweep = True  # expire_nodest_conn's background flush, on the next tick
+        return dest
 
     def zero(self, key: ServiceKey | None = None) -> None:
         self.services.zero(key)
@@ -61,6 +84,136 @@ class Director:
                 raise IPVSError(Op.SET_TIMEOUT, errno.EINVAL)
         cur = self.timeouts
         self.timeouts = Timeouts(tcp or cur.tcp, tcpfin or cur.tcpfin, udp or cur.udp)
+
+    # -- the packet path (packet.py) -----------------------------------------------------------
+    def process_in(self, pkt: Packet, now: float) -> packet.Verdict:
+        """A client->director packet: lookup, scheduling, state, counters, timer (spec §A3)."""
+        return packet.process_in(self, pkt, now)
+
+    def process_out(self, conn: Connection, pkt: Packet, now: float) -> None:
+        """A real server's reply seen by the director (NAT, FULLNAT)."""
+        packet.process_out(self, conn, pkt, now)
+
+    def lookup_out(
+        self, protocol: Proto | int, raddr: IPAddr, rport: int, caddr: IPAddr, cport: int
+    ) -> Connection | None:
+        """The entry a reply (real server -> client) belongs to, for methods whose replies cross us."""
+        conn = self.conns.lookup_out(int(protocol), raddr, rport, caddr, cport)
+        return conn if conn is not None and not conn.dead else None
+
+    def lookup_in(
+        self, protocol: Proto | int, caddr: IPAddr, cport: int, vaddr: IPAddr, vport: int
+    ) -> Connection | None:
+        return self.conns.lookup_in(int(protocol), caddr, cport, vaddr, vport)
+
+    # -- logging ---------------------------------------------------------------------------------
+    def log_ratelimited(self, text: str, now: float) -> None:
+        """Log a line the kernel logs through net_ratelimit() (10 per 5 s)."""
+        if now - self._rl_start >= RATELIMIT_INTERVAL:
+            self._rl_start = now
+            self._rl_count = 0
+        if self._rl_count >= RATELIMIT_BURST:
+            return
+        self._rl_count += 1
+        self.events.append((now, text))
+        if self.log is not None:
+            self.log(text)
+
+    # -- time --------------------------------------------------------------------------------------
+    def advance(self, now: float) -> None:
+        """Set the clock (never backwards) and run the timers that are due."""
+        if now > self.env.now:
+            self.env.now = now
+        if self.env.now >= self._deadline or self._nodest_sweep:
+            self.tick(self.env.now)
+
+    def tick(self, now: float) -> None:
+        """Expire entries, run the estimator every 2 s, the periodic jobs every 60 s."""
+        if now > self.env.now:
+            self.env.now = now
+        now = self.env.now
+        if self._nodest_sweep:
+            self._nodest_sweep = False
+            if self.sysctl.expire_nodest_conn:
+                self._flush_nodest(now)
+        table = self.conns
+        for conn in table.due(now):
+            table.expire(conn, now)
+        if now >= self._est_next:
+            self._estimate(now)
+        if now >= self._periodic_next:
+            self._periodic_next += PERIODIC * max(1, int((now - self._periodic_next) // PERIODIC) + 1)
+            self.services.purge_trash(now)
+            for svc in self.services:
+                if svc.scheduler is not None:
+                    svc.scheduler.tick(self.env)
+        nd = self.next_deadline()
+        self._deadline = nd if nd is not None else float("inf")
+
+    def _estimate(self, now: float) -> None:
+        """Estimator ticks for every stats object, catching up over a long gap."""
+        n = int((now - self._est_next) // ESTIMATOR_PERIOD) + 1
+        self._est_next += n * ESTIMATOR_PERIOD
+        if not self.sysctl.run_estimation:
+            return
+        objs = [self.services.tot_stats]
+        for svc in self.services:
+            objs.append(svc.stats)
+            objs.extend(d.stats for d in svc.dests)
+        objs.extend(d.stats for d in self.services.trash)
+        for _ in range(min(n, MAX_CATCH_UP_TICKS)):
+            for st in objs:
+                st.estimate()
+
+    def _flush_nodest(self, now: float) -> None:
+        """expire_nodest_conn: expire entries whose server was deleted (and templates left empty)."""
+        table = self.conns
+        for conn in list(table):
+            if conn.dead or conn.dest.available or conn.n_control or conn.is_template:
+                continue
+            ctl = conn.control
+            table.expire(conn, now)
+            if ctl is not None and not ctl.n_control:
+                table.expire(ctl, now)
+
+    def next_deadline(self) -> float | None:
+        """The next time tick() has work to do."""
+        nd = min(self._est_next, self._periodic_next)
+        exp = self.conns.next_expiry()
+        return nd if exp is None else min(nd, exp)
+
+    # -- listing ---------------------------------------------------------------------------------
+    def connections_view(self, now: float | None = None) -> list[ConnView]:
+        """What /proc/net/ip_vs_conn lists: every entry and template; one-packet entries never."""
+        if now is not None:
+            self.advance(now)
+        t = self.env.now
+        out = []
+        for conn in self.conns:
+            if conn.dead:
+                continue
+            proto, caddr, cport, vaddr, vport = split_key(conn.key)
+            dport = conn.dport
+            if conn.flags & F_INVALID:  # the kernel rewrites the key of a dead template so
+                cport, vport, dport = 0, 0xFFFF, 0xFFFF  # it never matches again
+            left = max(conn.expires - t, 0.0)
+            out.append(
+                ConnView(
+                    protocol=proto,
+                    caddr=str(caddr),
+                    cport=cport,
+                    vaddr=str(vaddr),
+                    vport=vport,
+                    daddr=str(conn.dest.addr),
+                    dport=dport,
+                    state=conn.state_name,
+                    expires=int(left),
+                    pe_name=conn.dest.service.pe_name if conn.is_template else "",
+                    fwd=int(conn.fwd),
+                    template=conn.is_template,
+                )
+            )
+        return out
 
 
 def take_snapshot(director: Director) -> Snapshot:

@@ -1,0 +1,336 @@
+"""The connection table (ip_vs_conn.c): entries, their keys, timers and server bookkeeping.
+
+Memory matters here (a million entries must fit in a few hundred MB), so an entry keeps only what
+cannot be derived: its lookup key packed into one int (protocol, client and virtual address/port),
+the real server object it shares with every other entry of that server, its destination port,
+flags, state, timer and persistence links. Addresses are decoded from the key when asked for.
+
+Timers are a lazy wheel of one-second buckets: an entry sits in a bucket no later than its expiry,
+and is moved on when its bucket comes up early (packets only push `expires` forward). A re-arm that
+brings the expiry *earlier* (a state with a shorter timeout) files it once more.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+from collections.abc import Iterator
+
+from pylvs.core.proto import TEMPLATE_NAMES, get_protocol
+from pylvs.core.service import RealServer
+from pylvs.core.types import Fwd, IPAddr, Proto
+
+# Connection flags (IP_VS_CONN_F_*), plus two of ours above the kernel's range.
+F_FWD_MASK = 0x0007
+F_NOOUTPUT = 0x0010
+F_INACTIVE = 0x0020
+F_TEMPLATE = 0x1000
+F_ONE_PACKET = 0x2000
+F_DEAD = 0x4000_0000  # unlinked: expired and gone (engines may still hold a reference)
+F_INVALID = 0x2000_0000  # a template whose server went away: never matches again
+
+TEMPLATE_EXPIRE_LATER = 60  # s: an entry that still controls others is looked at again after this
+INITIAL_TIMEOUT = 3  # s: the provisional timeout of a new entry before its first state change
+
+_M16 = 0xFFFF
+_NAT_LIKE = (Fwd.MASQ, Fwd.FULLNAT)  # replies cross the director: findable by their reply key
+
+
+def make_key(proto: int, caddr: IPAddr, cport: int, vaddr: IPAddr, vport: int) -> int:
+    """Pack (protocol, client addr:port, virtual addr:port) into one int; bit 0 tells IPv6."""
+    if caddr.version == 4:
+        return ((((((proto << 32) | int(caddr)) << 16 | cport) << 32 | int(vaddr)) << 16) | vport) << 1
+    return (((((((proto << 128) | int(caddr)) << 16 | cport) << 128 | int(vaddr)) << 16) | vport) << 1) | 1
+
+
+def split_key(key: int) -> tuple[int, IPAddr, int, IPAddr, int]:
+    """The inverse of make_key."""
+    v6 = key & 1
+    key >>= 1
+    width = 128 if v6 else 32
+    amask = (1 << width) - 1
+    vport = key & _M16
+    key >>= 16
+    vaddr = key & amask
+    key >>= width
+    cport = key & _M16
+    key >>= 16
+    caddr = key & amask
+    proto = key >> width
+    if v6:
+        return proto, ipaddress.IPv6Address(caddr), cport, ipaddress.IPv6Address(vaddr), vport
+    return proto, ipaddress.IPv4Address(caddr), cport, ipaddress.IPv4Address(vaddr), vport
+
+
+class Connection:
+    """One entry of the table: a connection, or a persistence template (F_TEMPLATE)."""
+
+    __slots__ = (
+        "control",
+        "dest",
+        "dport",
+        "expires",
+        "flags",
+        "fwmark",
+        "key",
+        "n_control",
+        "state",
+        "timeout",
+    )
+
+    def __init__(
+        self, key: int, dest: RealServer, dport: int, flags: int, timeout: int, fwmark: int = 0
+    ) -> None:
+        self.key = key
+        self.dest = dest
+        self.dport = dport
+        self.flags = flags
+        self.state = 0
+        self.timeout = timeout
+        self.expires = 0.0
+        self.control: Connection | None = None
+        self.n_control = 0
+        self.fwmark = fwmark
+
+    # -- what the key holds --------------------------------------------------------------------
+    @property
+    def protocol(self) -> Proto:
+        return Proto(split_key(self.key)[0])
+
+    @property
+    def caddr(self) -> IPAddr:
+        return split_key(self.key)[1]
+
+    @property
+    def cport(self) -> int:
+        return split_key(self.key)[2]
+
+    @property
+    def vaddr(self) -> IPAddr:
+        return split_key(self.key)[3]
+
+    @property
+    def vport(self) -> int:
+        return split_key(self.key)[4]
+
+    @property
+    def af(self) -> int:
+        return 10 if self.key & 1 else 2
+
+    # -- the rest ------------------------------------------------------------------------------
+    @property
+    def daddr(self) -> IPAddr:
+        return self.dest.addr
+
+    @property
+    def fwd(self) -> Fwd:
+        return Fwd(self.flags & F_FWD_MASK)
+
+    @property
+    def is_template(self) -> bool:
+        return bool(self.flags & F_TEMPLATE)
+
+    @property
+    def active(self) -> bool:
+        return not self.flags & F_INACTIVE
+
+    @property
+    def dead(self) -> bool:
+        return bool(self.flags & F_DEAD)
+
+    @property
+    def state_name(self) -> str:
+        if self.flags & F_TEMPLATE:
+            return TEMPLATE_NAMES[self.state]
+        proto = get_protocol(split_key(self.key)[0])
+        return proto.names[self.state] if proto is not None else "NONE"
+
+    def __repr__(self) -> str:
+        p, c, cp, v, vp = split_key(self.key)
+        kind = "T" if self.is_template else ""
+        return f"<Conn{kind} {p} {c}:{cp} {v}:{vp} -> {self.dest.addr}:{self.dport} {self.state_name}>"
+
+
+def out_key(proto: int, raddr: IPAddr, rport: int, caddr: IPAddr, cport: int) -> int:
+    """Key of a reply (real server -> client), for entries whose replies cross the director."""
+    return make_key(proto, raddr, rport, caddr, cport)
+
+
+# -- server bookkeeping (ip_vs_bind_dest / ip_vs_unbind_dest) ----------------------------------
+def _load_changed(dest: RealServer) -> None:
+    if dest.available:
+        sched = dest.service.scheduler
+        if sched is not None:
+            sched.load_changed(dest)
+
+
+def bind_dest(conn: Connection) -> None:
+    dest = conn.dest
+    if conn.flags & F_TEMPLATE:
+        dest.persistconns += 1
+    else:
+        dest.bind_conn()
+        if not conn.flags & F_INACTIVE:
+            dest.activeconns += 1
+    _load_changed(dest)
+
+
+def unbind_dest(conn: Connection) -> None:
+    dest = conn.dest
+    if conn.flags & F_TEMPLATE:
+        dest.persistconns -= 1
+    else:
+        dest.unbind_conn(was_active=not conn.flags & F_INACTIVE)
+    _load_changed(dest)
+
+
+def set_active(conn: Connection, active: bool) -> None:
+    """Move an entry between ActiveConn and InActConn of its server."""
+    if active == (not conn.flags & F_INACTIVE):
+        return
+    if active:
+        conn.flags &= ~F_INACTIVE
+        conn.dest.activeconns += 1
+    else:
+        conn.flags |= F_INACTIVE
+        conn.dest.activeconns -= 1
+    _load_changed(conn.dest)
+
+
+class ConnectionTable:
+    """All entries: lookups by client key, by reply key and by template key, and their timers."""
+
+    def __init__(self) -> None:
+        self.conns: dict[int, Connection] = {}  # normal entries by client-side key (newest wins)
+        self.templates: dict[int, Connection] = {}  # persistence templates by template key
+        self.out: dict[int, Connection] = {}  # entries whose replies cross the director
+        self.detached: set[Connection] = set()  # still alive but no longer findable by key
+        self._buckets: dict[int, list[Connection]] = {}
+        self._heap: list[int] = []  # bucket seconds present in _buckets
+
+    def __len__(self) -> int:
+        return len(self.conns) + len(self.templates) + len(self.detached)
+
+    def __iter__(self) -> Iterator[Connection]:
+        """Every live entry (our stable order: connections, templates, detached)."""
+        yield from self.conns.values()
+        yield from self.templates.values()
+        yield from self.detached
+
+    # -- lookups ---------------------------------------------------------------------------------
+    def lookup_in(
+        self, proto: int, caddr: IPAddr, cport: int, vaddr: IPAddr, vport: int
+    ) -> Connection | None:
+        return self.conns.get(make_key(proto, caddr, cport, vaddr, vport))
+
+    def lookup_out(
+        self, proto: int, raddr: IPAddr, rport: int, caddr: IPAddr, cport: int
+    ) -> Connection | None:
+        return self.out.get(make_key(proto, raddr, rport, caddr, cport))
+
+    # -- linking ---------------------------------------------------------------------------------
+    def hash(self, conn: Connection) -> None:
+        """Make a new entry findable (a same-key entry already there is pushed aside, still alive)."""
+        if conn.flags & F_TEMPLATE:
+            old = self.templates.get(conn.key)
+            self.templates[conn.key] = conn
+        else:
+            old = self.conns.get(conn.key)
+            self.conns[conn.key] = conn
+            if (conn.flags & F_FWD_MASK) in _NAT_LIKE:
+                p, c, cp, _v, _vp = split_key(conn.key)
+                self.out[make_key(p, conn.dest.addr, conn.dport, c, cp)] = conn
+        if old is not None and old is not conn:
+            self.detached.add(old)
+
+    def detach(self, conn: Connection) -> None:
+        """Keep an entry alive but stop finding it by its key."""
+        table = self.templates if conn.flags & F_TEMPLATE else self.conns
+        if table.get(conn.key) is conn:
+            del table[conn.key]
+            self.detached.add(conn)
+
+    def unhash(self, conn: Connection) -> None:
+        if conn.flags & F_TEMPLATE:
+            if self.templates.get(conn.key) is conn:
+                del self.templates[conn.key]
+        else:
+            if self.conns.get(conn.key) is conn:
+                del self.conns[conn.key]
+            p, c, cp, _v, _vp = split_key(conn.key)
+            ok = make_key(p, conn.dest.addr, conn.dport, c, cp)
+            if self.out.get(ok) is conn:
+                del self.out[ok]
+        self.detached.discard(conn)
+
+    def invalidate_template(self, tpl: Connection) -> None:
+        """The template's server is gone: it lives on until its timer but never matches again."""
+        if not tpl.flags & F_INVALID:
+            tpl.flags |= F_INVALID
+            self.detach(tpl)
+
+    # -- timers ----------------------------------------------------------------------------------
+    def arm(self, conn: Connection, now: float) -> None:
+        """Re-arm the entry's timer to its current timeout from now."""
+        old = conn.expires
+        new = now + conn.timeout
+        conn.expires = new
+        if old == 0.0 or int(new) < int(old):
+            self._file(conn, int(new))
+
+    def _file(self, conn: Connection, second: int) -> None:
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            bucket = self._buckets[second] = []
+            heapq.heappush(self._heap, second)
+        bucket.append(conn)
+
+    def next_expiry(self) -> float | None:
+        """When the earliest bucket comes up (an entry in it may turn out to expire later)."""
+        return float(self._heap[0]) if self._heap else None
+
+    def due(self, now: float) -> list[Connection]:
+        """Entries whose timer ran out by `now`, in expiry order; the others are filed again."""
+        due: list[Connection] = []
+        later: list[Connection] = []
+        heap, buckets = self._heap, self._buckets
+        while heap and heap[0] <= now:
+            second = heapq.heappop(heap)
+            for conn in buckets.pop(second):
+                if conn.flags & F_DEAD:
+                    continue
+                (due if conn.expires <= now else later).append(conn)
+        # An entry filed twice (its expiry was brought forward) may come up twice: take it once.
+        refile = {id(c): c for c in later}
+        for conn in refile.values():
+            self._file(conn, int(conn.expires))
+        unique = sorted({id(c): c for c in due}.values(), key=lambda c: c.expires)
+        for conn in unique:
+            conn.expires = 0.0  # its timer entry is used up: the next arm files it again
+        return unique
+
+    # -- expiry (ip_vs_conn_expire) --------------------------------------------------------------
+    def expire(self, conn: Connection, now: float) -> bool:
+        """The entry's timer ran out (or it is expired at once). Returns True when it was freed.
+
+        An entry that still controls others is kept and looked at again in 60 s; its timeout stays
+        60 s from then on (the kernel's quirk). Otherwise it is unlinked and its server released.
+        """
+        if conn.flags & F_DEAD:
+            return True
+        if conn.n_control:
+            conn.timeout = TEMPLATE_EXPIRE_LATER
+            self.arm(conn, now)
+            return False
+        self.free(conn)
+        return True
+
+    def free(self, conn: Connection) -> None:
+        """Unlink an entry that controls nothing and release its server (and its template's count)."""
+        self.unhash(conn)
+        conn.flags |= F_DEAD
+        ctl = conn.control
+        if ctl is not None:
+            ctl.n_control -= 1
+            conn.control = None
+        unbind_dest(conn)
