@@ -91,8 +91,8 @@ async def http_get(port: int) -> str:
 def listing(director: Director, clock: Callable[[], float]) -> str:
     """`pylvsadm -Ln` of the demo's director (the ipvsadm front end, or a plain table without it)."""
     try:
-        from pylvs.ipvsadm.local import LocalBackend  # type: ignore[import-not-found]
-        from pylvs.ipvsadm.run import run_ipvsadm  # type: ignore[import-not-found]
+        from pylvs.ipvsadm.backend import LocalBackend
+        from pylvs.ipvsadm.run import run_ipvsadm  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return _plain_listing(director)
     out, err = io.StringIO(), io.StringIO()

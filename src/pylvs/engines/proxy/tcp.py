@@ -45,6 +45,7 @@ class TcpRelay(asyncio.Protocol):
         "connect_task",
         "dirty",
         "done",
+        "early",
         "engine",
         "flow",
         "last",
@@ -69,6 +70,7 @@ class TcpRelay(asyncio.Protocol):
         self.c_eof = self.s_eof = False
         self.stalled = False
         self.connect_task: asyncio.Task[None] | None = None
+        self.early: list[bytes] = []
         self.last = self.started = 0.0
 
     # -- the client's socket --------------------------------------------------------------------
@@ -79,8 +81,14 @@ class TcpRelay(asyncio.Protocol):
         self.engine.tcp_accepted(self, t)
 
     def data_received(self, data: bytes) -> None:
+        s = self.s
+        if s is None:
+            # uvloop may deliver a chunk read before pause_reading took effect: hold it (one chunk
+            # at most, reading is paused) until the real server answers.
+            self.early.append(data)
+            return
         n = len(data)
-        self.s.write(data)  # type: ignore[union-attr]
+        s.write(data)
         self.cin_b += n
         self.cin_p += (n + MSS - 1) // MSS
         if not self.dirty:
@@ -156,6 +164,10 @@ class TcpRelay(asyncio.Protocol):
         feed.send_out(eng.director, flow, SYN_ACK, 0, now)
         feed.send_in(eng.director, flow, TCP_ACK, 0, now)
         self.last = now
+        if self.early:
+            early, self.early = self.early, []
+            for chunk in early:
+                self.data_received(chunk)
         if self.c_eof:
             transport.write_eof()
         else:
