@@ -1,0 +1,53 @@
+"""Classic BPF prefilter for the engine's packet sockets: only ARP and IPv4 frames to a virtual
+address or from a NAT real server / to a FULLNAT local address are copied to user space."""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+
+SO_ATTACH_FILTER = 26
+LD_H_ABS = 0x28
+LD_W_ABS = 0x20
+JEQ_K = 0x15
+RET_K = 0x06
+ACCEPT = 0x40000
+MAX_JUMP = 250  # jump offsets are 8 bits wide
+
+
+def program(dsts: list[bytes], srcs: list[bytes]) -> list[tuple[int, int, int, int]]:
+    """Instructions (code, jt, jf, k): accept ARP; IPv4 with daddr in dsts or saddr in srcs."""
+    dsts = sorted(set(dsts))
+    srcs = sorted(set(srcs))
+    if len(dsts) + len(srcs) + 8 > MAX_JUMP:
+        # Too many addresses for 8-bit jumps: take every ARP and IPv4 frame, Python sorts them out.
+        return [
+            (LD_H_ABS, 0, 0, 12),
+            (JEQ_K, 2, 0, 0x0806),
+            (JEQ_K, 1, 0, 0x0800),
+            (RET_K, 0, 0, 0),
+            (RET_K, 0, 0, ACCEPT),
+        ]
+    body: list[tuple[str, int]] = [("ld", 30)] + [("eq", int.from_bytes(a, "big")) for a in dsts]
+    body += [("ld", 26)] + [("eq", int.from_bytes(a, "big")) for a in srcs]
+    n = 3 + len(body)  # index of the reject instruction; accept follows it
+    insns: list[tuple[int, int, int, int]] = [(LD_H_ABS, 0, 0, 12)]
+    insns.append((JEQ_K, n + 1 - 2, 0, 0x0806))
+    insns.append((JEQ_K, 0, n - 3, 0x0800))
+    for kind, k in body:
+        pc = len(insns)
+        if kind == "ld":
+            insns.append((LD_W_ABS, 0, 0, k))
+        else:
+            insns.append((JEQ_K, n + 1 - (pc + 1), 0, k))
+    insns.append((RET_K, 0, 0, 0))
+    insns.append((RET_K, 0, 0, ACCEPT))
+    return insns
+
+
+def attach(sock: socket.socket, insns: list[tuple[int, int, int, int]]) -> None:
+    raw = b"".join(struct.pack("HBBI", *i) for i in insns)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    fprog = struct.pack("HL", len(insns), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)

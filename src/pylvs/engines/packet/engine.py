@@ -1,0 +1,262 @@
+"""`pylvsd --engine packet`: forwards real frames with LVS semantics from user space.
+
+One AF_PACKET socket per interface (ETH_P_ALL, PACKET_VNET_HDR so checksum-offloaded and GSO frames
+keep their metadata, PACKET_IGNORE_OUTGOING so we never read our own transmissions, a classic-BPF
+prefilter), plus the netdev drop table (nft.py). The Forwarder does the rewriting; this module only
+moves frames, learns the interfaces and routes, and keeps the table and filters in step with the rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pylvs.core.director import Director
+from pylvs.core.types import DestConfig, Fwd, ServiceKey
+from pylvs.engines.base import Engine
+from pylvs.engines.packet import bpf
+from pylvs.engines.packet.forward import Forwarder, Iface, Route
+from pylvs.engines.packet.neigh import Neighbours
+from pylvs.engines.packet.nft import NftTable, remove_stale, spec_from_director
+from pylvs.engines.packet.ports import DEFAULT_RANGE, PortPool
+
+log = logging.getLogger("pylvs.packet")
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_VNET_HDR = 15
+PACKET_IGNORE_OUTGOING = 23
+BATCH = 64  # frames read per wake-up before yielding to the loop
+BUF = 70000  # a 64 KB GSO frame, its Ethernet and virtio headers
+ROUTE_TTL = 30.0
+
+
+def _ip_json(args: list[str]) -> list[dict[str, Any]]:
+    """`ip -j ARGS` parsed. The iproute2 tool, not a netlink library: pyroute2's synchronous API runs
+    its own asyncio loop and cannot be used from inside the daemon's; these calls are rare (start-up,
+    rule changes, cache misses) and cached."""
+    p = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=5)
+    if p.returncode != 0 or not p.stdout.strip():
+        return []
+    data = json.loads(p.stdout)
+    return data if isinstance(data, list) else []
+
+
+class RouteCache:
+    """Kernel route lookups (`ip route get`) cached for ROUTE_TTL seconds."""
+
+    def __init__(self, clock: Callable[[], float], ifaces: dict[int, Iface]) -> None:
+        self.clock = clock
+        self.by_name = {i.name: i.index for i in ifaces.values()}
+        self.cache: dict[bytes, tuple[float, Route | None]] = {}
+
+    def __call__(self, dst: bytes) -> Route | None:
+        now = self.clock()
+        hit = self.cache.get(dst)
+        if hit is not None and now - hit[0] < ROUTE_TTL:
+            return hit[1]
+        rt: Route | None = None
+        try:
+            for m in _ip_json(["route", "get", socket.inet_ntoa(dst)]):
+                idx = self.by_name.get(m.get("dev", ""))
+                src = m.get("prefsrc")
+                if idx is not None and src:
+                    gw = m.get("gateway")
+                    rt = Route(idx, socket.inet_aton(gw) if gw else dst, socket.inet_aton(src))
+                break
+        except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+            log.debug("route get %s: %s", socket.inet_ntoa(dst), e)
+        self.cache[dst] = (now, rt)
+        return rt
+
+    def flush(self) -> None:
+        self.cache.clear()
+
+    def close(self) -> None:
+        self.cache.clear()
+
+
+def discover_ifaces(names: Sequence[str] | None = None) -> dict[int, Iface]:
+    """Ethernet interfaces that are up (or exactly `names`), with MAC, MTU and IPv4 addresses."""
+    out: dict[int, Iface] = {}
+    for link in _ip_json(["addr", "show"]):
+        name = link.get("ifname", "")
+        if names is not None:
+            if name not in names:
+                continue
+        elif link.get("link_type") != "ether" or "UP" not in link.get("flags", []) or name == "lo":
+            continue
+        mac = link.get("address") or "00:00:00:00:00:00"
+        ifc = Iface(link["ifindex"], name, bytes.fromhex(mac.replace(":", "")), int(link.get("mtu", 1500)))
+        for a in link.get("addr_info", []):
+            if a.get("family") == "inet":
+                ifc.addrs.append(socket.inet_aton(a["local"]))
+        out[ifc.index] = ifc
+    if names is not None:
+        missing = set(names) - {i.name for i in out.values()}
+        if missing:
+            raise ValueError(f"no such interface: {', '.join(sorted(missing))}")
+    return out
+
+
+class PacketEngine(Engine):
+    name = "packet"
+
+    def __init__(
+        self,
+        director: Director,
+        loop: asyncio.AbstractEventLoop | None = None,
+        interfaces: Sequence[str] | None = None,
+        fullnat_ports: tuple[int, int] = DEFAULT_RANGE,
+        clock: Callable[[], float] = time.monotonic,
+        table_name: str | None = None,
+    ) -> None:
+        super().__init__(director, loop)
+        self.interfaces = list(interfaces) if interfaces else None
+        self.clock = clock
+        self.ports = PortPool(*fullnat_ports)
+        self.table = NftTable(table_name)
+        self.socks: dict[int, socket.socket] = {}
+        self.fwd: Forwarder | None = None
+        self.routes: RouteCache | None = None
+        self.buf = bytearray(BUF)
+        self.view = memoryview(self.buf)
+        self.tx_errors = 0
+        self.cpu_start = 0.0
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def refuse_dest(self, key: ServiceKey, cfg: DestConfig) -> str | None:
+        if key.fwmark:
+            return "the packet engine cannot see firewall marks (AF_PACKET taps run before netfilter)"
+        if cfg.af != 4 or key.af != socket.AF_INET:
+            return "the packet engine forwards IPv4 only"
+        if cfg.fwd in (Fwd.TUNNEL,) and cfg.tun_type != 0:
+            return "the packet engine tunnels with ipip only"
+        return None
+
+    async def start(self) -> None:
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        ifaces = discover_ifaces(self.interfaces)
+        if not ifaces:
+            raise OSError("packet engine: no Ethernet interface is up")
+        self.routes = RouteCache(self.clock, ifaces)
+        self.fwd = Forwarder(self.director, ifaces, self.routes, Neighbours(), self.ports)
+        try:
+            remove_stale()
+        except (OSError, ValueError):
+            pass
+        for idx, ifc in ifaces.items():
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+            s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            bpf.attach(s, bpf.program([], []))
+            s.bind((ifc.name, ETH_P_ALL))
+            s.setblocking(False)
+            self.socks[idx] = s
+        self.cpu_start = time.process_time()
+        self.rules_changed()
+        for idx, s in self.socks.items():
+            self.loop.add_reader(s.fileno(), self._readable, idx, s)
+        self._sweeper = self.loop.call_later(1.0, self._sweep)
+        log.info("packet engine on %s", ", ".join(i.name for i in ifaces.values()))
+
+    def rules_changed(self) -> None:
+        if self.fwd is None or self.routes is None:
+            return
+        self.routes.flush()
+        self.fwd.load_rules()
+        lips: dict[str, str] = {}
+        for svc in self.director.services:
+            for d in svc.dests:
+                if d.fwd == Fwd.FULLNAT and d.addr.version == 4:
+                    rt = self.routes(d.addr.packed)
+                    if rt is not None:
+                        lips[str(d.addr)] = socket.inet_ntoa(rt.src)
+        spec = spec_from_director(self.director, lips)
+        devices = [self.fwd.ifaces[i].name for i in self.socks]
+        self.table.apply(devices, spec, (self.ports.lo, self.ports.hi))
+        dsts = [socket.inet_aton(a) for _p, a, _port in spec.vips] + [
+            socket.inet_aton(a) for _p, a in spec.lips
+        ]
+        srcs = [socket.inet_aton(a) for _p, a, _port in spec.nat_dests]
+        prog = bpf.program(dsts, srcs)
+        for s in self.socks.values():
+            bpf.attach(s, prog)
+        # Ask for the real servers' MACs now, so the first SYN does not wait for ARP.
+        for svc in self.director.services:
+            for d in svc.dests:
+                if d.addr.version == 4 and d.fwd in (Fwd.MASQ, Fwd.DROUTE, Fwd.TUNNEL, Fwd.FULLNAT):
+                    rt = self.routes(d.addr.packed)
+                    if rt is not None and self.fwd.neigh.lookup(rt.nexthop) is None:
+                        self._arp_probe(rt)
+
+    def _arp_probe(self, rt: Route) -> None:
+        from pylvs.engines.packet.frames import arp_request
+
+        assert self.fwd is not None
+        ifc = self.fwd.ifaces.get(rt.ifindex)
+        s = self.socks.get(rt.ifindex)
+        if ifc is None or s is None:
+            return
+        self.fwd.neigh.pending.setdefault(rt.nexthop, [])
+        try:
+            s.send(arp_request(ifc.mac, rt.src, rt.nexthop))
+        except OSError:
+            self.tx_errors += 1
+
+    def _readable(self, idx: int, s: socket.socket) -> None:
+        fwd = self.fwd
+        if fwd is None:
+            return
+        now = self.clock()
+        view = self.view
+        socks = self.socks
+        for _ in range(BATCH):
+            try:
+                n = s.recv_into(self.buf)
+            except BlockingIOError:
+                break
+            except OSError:
+                break
+            for oidx, frame in fwd.handle(idx, bytearray(view[:n]), now):
+                try:
+                    socks[oidx].send(frame)
+                    fwd.counters["tx"] += 1
+                except (OSError, KeyError):
+                    self.tx_errors += 1
+
+    def _sweep(self) -> None:
+        if self.fwd is not None:
+            self.fwd.sweep()
+        if self.loop is not None and self.socks:
+            self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    async def stop(self, drain: bool = True) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for s in self.socks.values():
+            if self.loop is not None:
+                self.loop.remove_reader(s.fileno())
+            s.close()
+        self.socks.clear()
+        self.table.remove()
+        if self.routes is not None:
+            self.routes.close()
+
+    def stats(self) -> dict[str, float]:
+        d = self.fwd.stats() if self.fwd is not None else {}
+        d["tx_errors"] = float(self.tx_errors)
+        d["cpu_seconds"] = time.process_time() - self.cpu_start
+        pkts = d.get("in", 0.0) + d.get("out", 0.0)
+        if pkts:
+            d["cpu_us_per_packet"] = d["cpu_seconds"] * 1e6 / pkts
+        return d

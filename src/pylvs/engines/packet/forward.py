@@ -1,0 +1,486 @@
+"""The packet path: one frame in, the frames to send out. No sockets here (the engine does I/O), so
+the whole of NAT, DR, TUN and FULLNAT forwarding can be exercised with synthetic frames.
+
+Per forwarding method (what IPVS does, in user space):
+- MASQ (-m): request daddr:dport VIP -> RIP, reply saddr:sport RIP -> VIP; incremental checksums.
+- DROUTE (-g): only the MACs change (destination = RS, source = ours); IP and L4 untouched.
+- TUNNEL (-i): the packet (checksums finished, GSO frames cut) inside a new IPv4 header to the RIP;
+  an oversized DF packet gets ICMP fragmentation-needed back, as the kernel's tunnel xmit does.
+- FULLNAT: like MASQ plus saddr:sport CIP -> LIP:lport from our own port pool; both reversed on replies.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from pylvs.core.director import Director
+from pylvs.core.types import Fwd, IPAddr, Packet, Proto
+from pylvs.engines.packet import coreapi
+from pylvs.engines.packet.csum import adjust, adjust_seed, get16, put16, sum_words
+from pylvs.engines.packet.frames import (
+    ETH,
+    ETH_P_ARP,
+    ETH_P_IP,
+    F_DATA_VALID,
+    F_NEEDS_CSUM,
+    IP,
+    IPPROTO_IPIP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    NO_VNET,
+    VNET,
+    arp_request,
+    complete_checksum,
+    eth_header,
+    icmp_error,
+    ipv4_header,
+    parse_arp,
+    segment_ipv4,
+)
+from pylvs.engines.packet.neigh import Neighbours
+from pylvs.engines.packet.ports import PortPool
+
+Frames = list[tuple[int, bytes | bytearray]]  # (ifindex, frame with virtio header)
+
+
+@dataclass(slots=True)
+class Iface:
+    index: int
+    name: str
+    mac: bytes
+    mtu: int = 1500
+    addrs: list[bytes] = field(default_factory=list)
+
+
+class Route(NamedTuple):
+    ifindex: int
+    nexthop: bytes  # the gateway, or the destination itself when on-link
+    src: bytes  # the address the kernel would use as source toward it
+
+
+@dataclass(slots=True)
+class FullnatEntry:
+    conn: coreapi.Conn
+    caddr: bytes
+    cport: int
+    vaddr: bytes
+    vport: int
+    raddr: bytes
+    rport: int
+    laddr: bytes
+    lport: int
+    proto: int
+
+
+@dataclass(slots=True)
+class Rules:
+    """What the fast checks need, recomputed from the director's services on every rule change."""
+
+    vips: set[tuple[int, bytes, int]] = field(default_factory=set)  # (proto, addr, port 0 = any)
+    nat_dests: set[tuple[int, bytes, int]] = field(default_factory=set)  # MASQ replies come from these
+    lips: set[bytes] = field(default_factory=set)  # FULLNAT local addresses
+
+
+_ADDR_CACHE: dict[bytes, IPAddr] = {}
+
+
+def _ip(b: bytes) -> IPAddr:
+    a = _ADDR_CACHE.get(b)
+    if a is None:
+        if len(_ADDR_CACHE) > 65536:
+            _ADDR_CACHE.clear()
+        a = _ADDR_CACHE[b] = ipaddress.ip_address(b)
+    return a
+
+
+def _l4_check_off(proto: int) -> int:
+    return 16 if proto == IPPROTO_TCP else 6
+
+
+class Forwarder:
+    """Holds the engine-side state (neighbours, client MACs, FULLNAT ports) and rewrites frames."""
+
+    def __init__(
+        self,
+        director: Director,
+        ifaces: dict[int, Iface],
+        route: Callable[[bytes], Route | None],
+        neigh: Neighbours,
+        ports: PortPool,
+    ) -> None:
+        self.director = director
+        self.ifaces = ifaces
+        self.route = route
+        self.neigh = neigh
+        self.ports = ports
+        self.rules = Rules()
+        self.clients: dict[bytes, tuple[int, bytes]] = {}  # client (or next hop) IP -> (ifindex, MAC)
+        self.fn_by_client: dict[tuple[int, bytes, int, bytes, int], FullnatEntry] = {}
+        self.fn_by_local: dict[tuple[int, bytes, int, bytes, int], FullnatEntry] = {}
+        self.ident = 0
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "rx",
+                "tx",
+                "in",
+                "out",
+                "nodest",
+                "drop",
+                "icmp_frag",
+                "arp_tx",
+                "gso_cut",
+                "other_host",
+                "unknown",
+            ),
+            0,
+        )
+
+    # -- rules ---------------------------------------------------------------------------------
+    def load_rules(self) -> None:
+        r = Rules()
+        for svc in self.director.services:
+            if svc.fwmark or svc.addr is None or svc.addr.version != 4:
+                continue
+            r.vips.add((int(svc.protocol), svc.addr.packed, svc.port))
+            for d in svc.dests:
+                if d.fwd == Fwd.MASQ:
+                    r.nat_dests.add((int(svc.protocol), d.addr.packed, d.port))
+                elif d.fwd == Fwd.FULLNAT:
+                    rt = self.route(d.addr.packed)
+                    if rt is not None:
+                        r.lips.add(rt.src)
+        self.rules = r
+
+    # -- entry point ---------------------------------------------------------------------------
+    def handle(self, ifindex: int, f: bytearray, now: float) -> Frames:
+        c = self.counters
+        c["rx"] += 1
+        out: Frames = []
+        ifc = self.ifaces.get(ifindex)
+        if ifc is None or len(f) < IP + 20:
+            return out
+        et = (f[ETH + 12] << 8) | f[ETH + 13]
+        if et == ETH_P_ARP:
+            self._arp(f, out)
+            return out
+        if f[ETH] & 1 == 0 and f[ETH : ETH + 6] != ifc.mac:
+            c["other_host"] += 1  # a bridge flooding someone else's frame: not ours to forward
+            return out
+        if et != ETH_P_IP or f[IP] >> 4 != 4:
+            return out
+        ihl = (f[IP] & 0xF) * 4
+        proto = f[IP + 9]
+        if proto not in (IPPROTO_TCP, IPPROTO_UDP) or get16(f, IP + 6) & 0x3FFF:
+            c["unknown"] += 1  # fragments and other protocols are left alone
+            return out
+        l4 = IP + ihl
+        sport = get16(f, l4)
+        dport = get16(f, l4 + 2)
+        saddr = bytes(f[IP + 12 : IP + 16])
+        daddr = bytes(f[IP + 16 : IP + 20])
+        rules = self.rules
+        if (proto, daddr, dport) in rules.vips or (proto, daddr, 0) in rules.vips:
+            self._inbound(ifc, f, out, now, proto, l4, saddr, sport, daddr, dport)
+        elif (proto, saddr, sport) in rules.nat_dests:
+            self._nat_reply(f, out, now, proto, l4, saddr, sport, daddr, dport)
+        elif daddr in rules.lips and self.ports.owns(dport):
+            self._fullnat_reply(f, out, now, proto, l4, saddr, sport, daddr, dport)
+        else:
+            c["unknown"] += 1
+        return out
+
+    # -- requests ------------------------------------------------------------------------------
+    def _inbound(
+        self,
+        ifc: Iface,
+        f: bytearray,
+        out: Frames,
+        now: float,
+        proto: int,
+        l4: int,
+        saddr: bytes,
+        sport: int,
+        daddr: bytes,
+        dport: int,
+    ) -> None:
+        length = get16(f, IP + 2)
+        flags = f[l4 + 13] if proto == IPPROTO_TCP else 0
+        pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(daddr), dport, length=length, tcp_flags=flags)
+        action, conn = coreapi.decide_in(self.director, pkt, now)
+        if action == "NO_DEST":
+            self.counters["nodest"] += 1
+            out.append((ifc.index, icmp_error(ifc.mac, bytes(f[ETH + 6 : ETH + 12]), daddr, f[IP:], 3, 3)))
+            return
+        if action != "FORWARD" or conn is None:
+            self.counters["drop"] += 1
+            return
+        self.counters["in"] += 1
+        fwd = conn.fwd
+        raddr = conn.daddr.packed
+        rport = conn.dport
+        if fwd == Fwd.DROUTE:
+            rt = self.route(raddr)
+            if rt is not None:
+                self._send_ip(out, rt, rt.nexthop, f)
+        elif fwd == Fwd.MASQ:
+            self.clients[saddr] = (ifc.index, bytes(f[ETH + 6 : ETH + 12]))
+            _rewrite(f, proto, l4, None, None, raddr, rport)
+            rt = self.route(raddr)
+            if rt is not None:
+                self._send_ip(out, rt, rt.nexthop, f)
+        elif fwd == Fwd.FULLNAT:
+            self.clients[saddr] = (ifc.index, bytes(f[ETH + 6 : ETH + 12]))
+            ent = self._fullnat_entry(conn, proto, saddr, sport, daddr, dport, raddr, rport)
+            if ent is None:
+                self.counters["drop"] += 1
+                return
+            _rewrite(f, proto, l4, ent.laddr, ent.lport, raddr, rport)
+            rt = self.route(raddr)
+            if rt is not None:
+                self._send_ip(out, rt, rt.nexthop, f)
+        elif fwd == Fwd.TUNNEL:
+            self._tunnel(ifc, f, out, raddr)
+        else:
+            self.counters["drop"] += 1  # LOCALNODE / BYPASS: the drop rule keeps these from the stack
+
+    def _fullnat_entry(
+        self,
+        conn: coreapi.Conn,
+        proto: int,
+        caddr: bytes,
+        cport: int,
+        vaddr: bytes,
+        vport: int,
+        raddr: bytes,
+        rport: int,
+    ) -> FullnatEntry | None:
+        key = (proto, caddr, cport, vaddr, vport)
+        ent = self.fn_by_client.get(key)
+        if ent is not None and ent.conn is conn and ent.raddr == raddr:
+            return ent
+        if ent is not None:
+            self._fullnat_free(ent)
+        rt = self.route(raddr)
+        if rt is None:
+            return None
+        lport = self.ports.take()
+        if lport is None:
+            return None
+        ent = FullnatEntry(conn, caddr, cport, vaddr, vport, raddr, rport, rt.src, lport, proto)
+        self.fn_by_client[key] = ent
+        self.fn_by_local[(proto, raddr, rport, rt.src, lport)] = ent
+        return ent
+
+    def _fullnat_free(self, ent: FullnatEntry) -> None:
+        self.fn_by_client.pop((ent.proto, ent.caddr, ent.cport, ent.vaddr, ent.vport), None)
+        self.fn_by_local.pop((ent.proto, ent.raddr, ent.rport, ent.laddr, ent.lport), None)
+        self.ports.give(ent.lport)
+
+    def sweep(self) -> None:
+        """Give back the local ports of FULLNAT connections the core has expired."""
+        for ent in [e for e in self.fn_by_client.values() if not coreapi.conn_alive(e.conn)]:
+            self._fullnat_free(ent)
+
+    def _tunnel(self, ifc: Iface, f: bytearray, out: Frames, raddr: bytes) -> None:
+        rt = self.route(raddr)
+        if rt is None:
+            self.counters["drop"] += 1
+            return
+        oifc = self.ifaces.get(rt.ifindex)
+        if oifc is None:
+            return
+        vflags, gso_type, _hl, gso_size, csum_start, csum_offset = VNET.unpack_from(f, 0)
+        total = get16(f, IP + 2)
+        end = IP + total
+        inner: list[bytearray]
+        if gso_type and gso_size:
+            # The RS cannot take a super-packet inside a tunnel: cut it as the kernel's GSO would.
+            inner = segment_ipv4(f[IP:end], gso_type, gso_size)
+            self.counters["gso_cut"] += 1
+            if not inner:
+                self.counters["drop"] += 1
+                return
+        else:
+            if vflags & F_NEEDS_CSUM:
+                complete_checksum(f, csum_start, csum_offset, end)
+            inner = [f[IP:end]]
+        limit = oifc.mtu - 20
+        for pkt in inner:
+            df = bool(get16(pkt, 6) & 0x4000)
+            if len(pkt) > limit:
+                if df:
+                    self.counters["icmp_frag"] += 1
+                    out.append(
+                        (
+                            ifc.index,
+                            icmp_error(
+                                ifc.mac, bytes(f[ETH + 6 : ETH + 12]), bytes(pkt[16:20]), pkt, 3, 4, limit
+                            ),
+                        )
+                    )
+                else:
+                    self.counters["drop"] += 1  # outer fragmentation is not done here
+                continue
+            self.ident = (self.ident + 1) & 0xFFFF
+            outer = ipv4_header(rt.src, raddr, IPPROTO_IPIP, len(pkt), self.ident, df, 64, pkt[1])
+            frame = bytearray(NO_VNET + bytes(14)) + outer + pkt
+            self._send_ip(out, rt, rt.nexthop, frame, eth_type=True)
+
+    # -- replies -------------------------------------------------------------------------------
+    def _nat_reply(
+        self,
+        f: bytearray,
+        out: Frames,
+        now: float,
+        proto: int,
+        l4: int,
+        saddr: bytes,
+        sport: int,
+        daddr: bytes,
+        dport: int,
+    ) -> None:
+        conn = coreapi.find_out(self.director, Proto(proto), _ip(saddr), sport, _ip(daddr), dport)
+        if conn is None:
+            self.counters["drop"] += 1
+            return
+        pkt = Packet(
+            Proto(proto),
+            _ip(saddr),
+            sport,
+            _ip(daddr),
+            dport,
+            length=get16(f, IP + 2),
+            tcp_flags=f[l4 + 13] if proto == IPPROTO_TCP else 0,
+        )
+        coreapi.note_out(self.director, conn, pkt, now)
+        self.counters["out"] += 1
+        _rewrite(f, proto, l4, conn.vaddr.packed, conn.vport, None, None)
+        self._to_client(out, daddr, f)
+
+    def _fullnat_reply(
+        self,
+        f: bytearray,
+        out: Frames,
+        now: float,
+        proto: int,
+        l4: int,
+        saddr: bytes,
+        sport: int,
+        daddr: bytes,
+        dport: int,
+    ) -> None:
+        ent = self.fn_by_local.get((proto, saddr, sport, daddr, dport))
+        if ent is None:
+            self.counters["drop"] += 1
+            return
+        pkt = Packet(
+            Proto(proto),
+            _ip(saddr),
+            sport,
+            _ip(ent.caddr),
+            ent.cport,
+            length=get16(f, IP + 2),
+            tcp_flags=f[l4 + 13] if proto == IPPROTO_TCP else 0,
+        )
+        coreapi.note_out(self.director, ent.conn, pkt, now)
+        self.counters["out"] += 1
+        _rewrite(f, proto, l4, ent.vaddr, ent.vport, ent.caddr, ent.cport)
+        self._to_client(out, ent.caddr, f)
+
+    def _to_client(self, out: Frames, caddr: bytes, f: bytearray) -> None:
+        hop = self.clients.get(caddr)
+        if hop is not None:
+            ifc = self.ifaces[hop[0]]
+            f[ETH : ETH + 6] = hop[1]
+            f[ETH + 6 : ETH + 12] = ifc.mac
+            out.append((ifc.index, f))
+            return
+        rt = self.route(caddr)
+        if rt is not None:
+            self._send_ip(out, rt, rt.nexthop, f)
+
+    # -- link layer ----------------------------------------------------------------------------
+    def _send_ip(self, out: Frames, rt: Route, hop: bytes, f: bytearray, eth_type: bool = False) -> None:
+        ifc = self.ifaces.get(rt.ifindex)
+        if ifc is None:
+            self.counters["drop"] += 1
+            return
+        if eth_type:
+            f[ETH : ETH + 14] = eth_header(bytes(6), ifc.mac, ETH_P_IP)
+        else:
+            f[ETH + 6 : ETH + 12] = ifc.mac
+        # DATA_VALID describes what we received; on the way out only NEEDS_CSUM means anything.
+        f[0] &= ~F_DATA_VALID & 0xFF
+        mac = self.neigh.lookup(hop)
+        if mac is not None:
+            f[ETH : ETH + 6] = mac
+            out.append((ifc.index, f))
+            return
+        if self.neigh.hold(hop, ifc.index, f, self._now_hint):
+            self.counters["arp_tx"] += 1
+            out.append((ifc.index, arp_request(ifc.mac, rt.src, hop)))
+
+    _now_hint = 0.0
+
+    def _arp(self, f: bytearray, out: Frames) -> None:
+        a = parse_arp(f)
+        if a is None:
+            return
+        _op, sha, spa, _tpa = a
+        for ifindex, frame in self.neigh.learn(spa, sha):
+            frame[ETH : ETH + 6] = sha
+            out.append((ifindex, frame))
+
+    def stats(self) -> dict[str, float]:
+        d: dict[str, float] = {k: float(v) for k, v in self.counters.items()}
+        d["fullnat_ports_used"] = float(len(self.fn_by_client))
+        return d
+
+
+def _rewrite(
+    f: bytearray,
+    proto: int,
+    l4: int,
+    saddr: bytes | None,
+    sport: int | None,
+    daddr: bytes | None,
+    dport: int | None,
+) -> None:
+    """Change addresses/ports of the IPv4 packet at IP, keeping the IP checksum finished and the L4
+    checksum right in either of its two forms (finished, or a CHECKSUM_PARTIAL seed)."""
+    addr_delta = 0
+    if saddr is not None:
+        addr_delta += sum_words(bytes(f[IP + 12 : IP + 16]), saddr)
+        f[IP + 12 : IP + 16] = saddr
+    if daddr is not None:
+        addr_delta += sum_words(bytes(f[IP + 16 : IP + 20]), daddr)
+        f[IP + 16 : IP + 20] = daddr
+    port_delta = 0
+    if sport is not None:
+        old = get16(f, l4)
+        port_delta += (~old & 0xFFFF) + sport
+        put16(f, l4, sport)
+    if dport is not None:
+        old = get16(f, l4 + 2)
+        port_delta += (~old & 0xFFFF) + dport
+        put16(f, l4 + 2, dport)
+    put16(f, IP + 10, adjust(get16(f, IP + 10), addr_delta))
+    co = l4 + _l4_check_off(proto)
+    check = get16(f, co)
+    if f[0] & F_NEEDS_CSUM:
+        # The seed covers only the pseudo-header; the ports are summed when the checksum is finished.
+        put16(f, co, adjust_seed(check, addr_delta))
+    elif proto == IPPROTO_UDP and check == 0:
+        return  # no UDP checksum stays no checksum
+    else:
+        new = adjust(check, addr_delta + port_delta)
+        if proto == IPPROTO_UDP and new == 0:
+            new = 0xFFFF
+        put16(f, co, new)
+
+
+__all__ = ["Forwarder", "Iface", "Route", "struct"]

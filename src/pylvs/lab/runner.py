@@ -1,0 +1,333 @@
+"""Run one of the seed's labs end to end: topology, real servers, director, the article's ipvsadm
+commands, ten requests, the listing, a measured packet-path check and a drawing of the path.
+
+Used by `pylvs lab MODE`, by the tests (which assert on the LabResult) and by the benchmark."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pylvs.lab import topology as topo
+from pylvs.lab.netns import LabError, Netns
+from pylvs.lab.probe import Probe
+from pylvs.lab.webserver import pattern_bytes
+
+MODES = ("nat", "dr", "tun", "fullnat")
+FWD_FLAG = {"nat": "-m", "dr": "-g", "tun": "-i", "fullnat": "--fullnat"}
+BULK = 3 * 1024 * 1024
+
+
+@dataclass
+class LabResult:
+    mode: str
+    engine: str
+    answers: list[str] = field(default_factory=list)
+    peer: str = ""
+    upload_ok: bool = False
+    download_ok: bool = False
+    udp_answers: list[str] = field(default_factory=list)
+    listing: str = ""
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)  # role -> label -> packets
+    engine_stats: dict[str, float] = field(default_factory=dict)
+    path: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+    @property
+    def replies_via_director(self) -> int:
+        return sum(v for k, v in self.counters.get("lvs", {}).items() if k.endswith(":reply"))
+
+    @property
+    def requests_via_director(self) -> int:
+        return sum(v for k, v in self.counters.get("lvs", {}).items() if k.endswith(":request"))
+
+
+def daemon_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("pylvs.daemon.main", "pylvs.cli.pylvsadm"))
+
+
+def _py(*mod: str) -> list[str]:
+    return [sys.executable, "-m", *mod]
+
+
+class Lab:
+    """One lab run; use as a context manager so everything is removed even on errors and Ctrl-C."""
+
+    def __init__(
+        self,
+        mode: str,
+        engine: str = "packet",
+        keep: bool = False,
+        out: Callable[[str], None] = print,
+        use_daemon: bool | None = None,
+        udp: bool = True,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown lab {mode!r} (choose {', '.join(MODES)})")
+        self.mode = mode
+        self.engine = engine
+        self.keep = keep
+        self.out = out
+        self.udp = udp
+        self.use_daemon = daemon_available() if use_daemon is None else use_daemon
+        self.n = Netns()
+        self.t: topo.Topology | None = None
+        self.probes: dict[str, Probe] = {}
+        self.stats_path = os.path.join(self.n.workdir, "director.json")
+        self.sock_path = os.path.join(self.n.workdir, "pylvsd.sock")
+        self.result = LabResult(mode, engine)
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.keep:
+            self.out(f"kept: namespaces {', '.join(self.n.names)} (remove with: ip netns del NAME)")
+            return
+        self.n.close()
+
+    # -- steps ---------------------------------------------------------------------------------
+    def build(self) -> None:
+        n = self.n
+        if self.mode in ("nat", "fullnat"):
+            self.t = topo.build_nat(n, fullnat=self.mode == "fullnat")
+        else:
+            self.t = topo.build_dr(n, self.mode)
+        t = self.t
+        for role, ip in t.rs.items():
+            if self.mode == "dr":
+                n.run(role, _py("pylvs.cli.pylvs", "realserver", "setup", "--mode", "dr", "--vip", t.vip))
+            elif self.mode == "tun":
+                n.spawn(
+                    role,
+                    _py(
+                        "pylvs.cli.pylvs",
+                        "realserver",
+                        "setup",
+                        "--mode",
+                        "tun",
+                        "--vip",
+                        t.vip,
+                        "--director",
+                        topo.DIRECTOR_DIP,
+                    ),
+                    log_name=f"{role}-agent",
+                )
+            n.spawn(role, _py("pylvs.lab.webserver", "--ip", ip), log_name=f"{role}-web")
+        for role, ip in t.rs.items():
+            n.wait_tcp(role, ip, 80)
+        self._install_probes()
+
+    def _install_probes(self) -> None:
+        t = self.t
+        assert t is not None
+        rips = ", ".join(t.rs.values())
+        p = Probe(self.n, "lvs")
+        for ifname in t.director_ifaces:
+            p.count(ifname, "request", f"ip daddr {t.vip} th dport 80")
+            p.count(ifname, "reply", f"ip saddr {{ {t.vip}, {rips} }} th sport 80")
+        p.install()
+        self.probes["lvs"] = p
+        c = Probe(self.n, "client")
+        c.count("eth0", "reply", f"ip saddr {t.vip} th sport 80")
+        c.install()
+        self.probes["client"] = c
+        if t.router:
+            r = Probe(self.n, "router")
+            r.count("eth1", "reply", f"ip saddr {t.vip} th sport 80")
+            r.install()
+            self.probes["router"] = r
+
+    def commands(self) -> list[str]:
+        t = self.t
+        assert t is not None
+        flag = FWD_FLAG[self.mode]
+        cmds = [f"-A -t {t.vip}:80 -s rr"]
+        cmds += [f"-a -t {t.vip}:80 -r {ip}:80 {flag}" for ip in t.rs.values()]
+        if self.udp:
+            cmds += [f"-A -u {t.vip}:80 -s rr"]
+            cmds += [f"-a -u {t.vip}:80 -r {ip}:80 {flag}" for ip in t.rs.values()]
+        return cmds
+
+    def start_director(self) -> None:
+        n = self.n
+        cmds = self.commands()
+        self.result.commands = cmds
+        if self.use_daemon:
+            rules = os.path.join(n.workdir, "rules")
+            n.spawn(
+                "lvs",
+                _py(
+                    "pylvs.daemon.main", "--socket", self.sock_path, "--rules", rules, "--engine", self.engine
+                ),
+                log_name="pylvsd",
+            )
+            self._wait(lambda: os.path.exists(self.sock_path), "pylvsd socket")
+            for c in cmds:
+                self.out(f"[director]# pylvsadm {c}")
+                self.pylvsadm(c.split())
+        else:
+            for c in cmds:
+                self.out(f"[director]# ipvsadm {c}   (bare director: pylvsd not installed)")
+            n.spawn(
+                "lvs",
+                _py("pylvs.lab.director", "--engine", self.engine, "--stats", self.stats_path, *cmds),
+                log_name="director",
+            )
+            self._wait(lambda: os.path.exists(self.stats_path), "director")
+        time.sleep(0.3)  # let the engine's ARP probes for the real servers come back
+
+    def _wait(self, cond: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return
+            for p in self.n.procs:
+                if p.poll() is not None and p.returncode not in (0, None):
+                    break
+            time.sleep(0.05)
+        raise LabError(f"{what} did not come up:\n{self.n.log('pylvsd') or self.n.log('director')}")
+
+    def pylvsadm(self, args: list[str]) -> str:
+        env = dict(os.environ, PYLVS_SOCKET=self.sock_path)
+        p = self.n.run("lvs", _py("pylvs.cli.pylvsadm", *args), env=env, check=False)
+        if p.returncode != 0:
+            raise LabError(f"pylvsadm {' '.join(args)}: {p.stderr.strip() or p.stdout.strip()}")
+        return p.stdout
+
+    def curl(self, path: str = "/", extra: list[str] | None = None, timeout: float = 5) -> str:
+        t = self.t
+        assert t is not None
+        cmd = ["curl", "-s", "--max-time", str(timeout), *(extra or []), f"http://{t.vip}{path}"]
+        return self.n.run("client", cmd, check=False, timeout=timeout + 5).stdout
+
+    def requests(self, count: int = 10) -> list[str]:
+        answers = []
+        for _ in range(count):
+            a = self.curl().strip() or "(no answer)"
+            answers.append(a)
+            self.out(f"[client]$ curl http://{self.t.vip if self.t else ''}/  ->  {a}")
+        self.result.answers = answers
+        return answers
+
+    def extra_checks(self) -> None:
+        r = self.result
+        r.peer = self.curl("/peer").strip()
+        self.out(f"[client]$ curl /peer  ->  the real server sees the client at {r.peer or '(no answer)'}")
+        blob = os.urandom(BULK)
+        path = os.path.join(self.n.workdir, "upload.bin")
+        with open(path, "wb") as fh:
+            fh.write(blob)
+        up = self.curl(
+            "/", ["--data-binary", f"@{path}", "-H", "Content-Type: application/octet-stream"], timeout=30
+        )
+        r.upload_ok = up.strip() == f"received {BULK} {hashlib.sha256(blob).hexdigest()}"
+        self.out(f"[client]$ 3 MB upload  ->  {'ok' if r.upload_ok else 'FAILED: ' + up.strip()[:80]}")
+        dl = os.path.join(self.n.workdir, "download.bin")
+        self.curl(f"/bytes?n={BULK}", ["-o", dl], timeout=30)
+        try:
+            with open(dl, "rb") as fh:
+                got = fh.read()
+        except OSError:
+            got = b""
+        r.download_ok = got == pattern_bytes(BULK)
+        self.out(f"[client]$ 3 MB download  ->  {'ok' if r.download_ok else f'FAILED ({len(got)} bytes)'}")
+        if self.udp:
+            r.udp_answers = self.udp_requests(4)
+            for a in r.udp_answers:
+                self.out(f"[client]$ udp {self.t.vip if self.t else ''}:80  ->  {a}")
+
+    def udp_requests(self, count: int) -> list[str]:
+        t = self.t
+        assert t is not None
+        code = (
+            "import socket\n"
+            f"for i in range({count}):\n"
+            "    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\n"
+            f"    s.sendto(b'hello', ('{t.vip}', 80))\n"
+            "    try:\n"
+            "        d,a=s.recvfrom(2048); print(d.decode().strip(), 'from', a[0])\n"
+            "    except OSError: print('(no answer)')\n"
+        )
+        return (
+            self.n.run("client", [sys.executable, "-c", code], check=False, timeout=30)
+            .stdout.strip()
+            .splitlines()
+        )
+
+    def collect(self) -> None:
+        r = self.result
+        if self.use_daemon:
+            try:
+                r.listing = self.pylvsadm(["-Ln"])
+            except LabError as e:
+                r.listing = str(e)
+        else:
+            time.sleep(0.6)  # the bare director writes its figures twice a second
+            try:
+                with open(self.stats_path) as fh:
+                    data = json.load(fh)
+                r.listing = data.get("listing", "")
+                r.engine_stats = data.get("engine", {})
+            except (OSError, ValueError):
+                pass
+        r.counters = {role: p.read() for role, p in self.probes.items()}
+        self.out(f"[director]# {'pylvsadm' if self.use_daemon else 'ipvsadm'} -Ln")
+        for line in r.listing.splitlines():
+            self.out("  " + line)
+        r.path = draw_path(self)
+        self.out("Packet path, as measured:")
+        for line in r.path:
+            self.out("  " + line)
+
+    def run(self) -> LabResult:
+        self.build()
+        self.start_director()
+        self.requests()
+        self.extra_checks()
+        self.collect()
+        return self.result
+
+
+def draw_path(lab: Lab) -> list[str]:
+    """The route the packets took, drawn from the lab's counters."""
+    r = lab.result
+    t = lab.t
+    assert t is not None
+    req = r.requests_via_director
+    rep = r.replies_via_director
+    got = sum(r.counters.get("client", {}).values())
+    rs = " / ".join(f"{k} {v}" for k, v in t.rs.items())
+    lines = []
+    if t.router:
+        direct = sum(r.counters.get("router", {}).values())
+        lines.append(
+            f"client {topo.CLIENT} --> router --> director {topo.DIRECTOR_DIP} [{req} request packets]"
+        )
+        how = {"dr": "new destination MAC", "tun": "IP-in-IP"}.get(lab.mode, "")
+        lines.append(f"director --({how})--> {rs}")
+        lines.append(
+            f"{rs} --> router [{direct} reply packets, straight from the real servers] --> client [{got}]"
+        )
+        lines.append(
+            f"replies seen by the director: {rep}"
+            + ("  (bypassed, as LVS-DR/TUN should)" if rep == 0 else "  (!)")
+        )
+    else:
+        lines.append(f"client {topo.CLIENT} --> director {t.vip} eth0 [{req} request packets]")
+        what = "VIP->RIP" if lab.mode == "nat" else "CIP->LIP, VIP->RIP"
+        lines.append(f"director eth1 --({what})--> {rs}")
+        lines.append(f"{rs} --> director eth1 [{rep} reply packets] --> client [{got}]")
+    if r.engine_stats:
+        es = r.engine_stats
+        lines.append(
+            f"engine: {int(es.get('in', 0))} in, {int(es.get('out', 0))} out"
+            + (f", {es['cpu_us_per_packet']:.1f} us CPU per packet" if "cpu_us_per_packet" in es else "")
+        )
+    return lines

@@ -1,0 +1,91 @@
+"""The seed's labs as tests: each fails when the packets take the wrong path.
+
+NAT and FULLNAT replies must pass the director; DR and TUN replies must bypass it (counted by an nft
+probe table on the director, independent of the engine). The real server must see the client's
+address (NAT, DR, TUN) or the director's (FULLNAT); 3 MB up and down and UDP must work in every mode.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from pylvs.core.director import Director
+from pylvs.lab.netns import is_root
+from pylvs.lab.runner import Lab, LabResult
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.slow,
+    pytest.mark.skipif(not is_root(), reason="needs root for network namespaces"),
+    pytest.mark.skipif(
+        shutil.which("nft") is None or shutil.which("curl") is None, reason="needs nft and curl"
+    ),
+    pytest.mark.skipif(not hasattr(Director, "process_in"), reason="the core's packet API has not landed"),
+]
+
+_results: dict[str, LabResult] = {}
+
+
+def lab(mode: str) -> LabResult:
+    if mode not in _results:
+        with Lab(mode, "packet", out=lambda _s: None, use_daemon=False) as run:
+            _results[mode] = run.run()
+    return _results[mode]
+
+
+@pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])
+def test_ten_requests_alternate_between_the_real_servers(mode: str) -> None:
+    r = lab(mode)
+    assert (
+        r.answers == ["welcome to 192.168.1.10", "welcome to 192.168.1.20"] * 5
+        or r.answers
+        == [
+            "welcome to 192.168.1.20",
+            "welcome to 192.168.1.10",
+        ]
+        * 5
+    ), r.answers
+
+
+@pytest.mark.parametrize("mode", ["nat", "fullnat"])
+def test_replies_pass_the_director(mode: str) -> None:
+    r = lab(mode)
+    assert r.requests_via_director > 0
+    assert r.replies_via_director > 0, r.counters
+
+
+@pytest.mark.parametrize("mode", ["dr", "tun"])
+def test_replies_bypass_the_director(mode: str) -> None:
+    r = lab(mode)
+    assert r.requests_via_director > 0
+    assert r.replies_via_director == 0, r.counters
+    assert sum(r.counters["router"].values()) > 0  # they reached the router straight from the RS
+
+
+@pytest.mark.parametrize("mode", ["nat", "dr", "tun"])
+def test_real_server_sees_the_client(mode: str) -> None:
+    assert lab(mode).peer.startswith("172.25.254.10:")
+
+
+def test_fullnat_real_server_sees_the_director() -> None:
+    peer = lab("fullnat").peer
+    addr, _, port = peer.partition(":")
+    assert addr == "192.168.1.100" and 10000 <= int(port) <= 30000
+
+
+@pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])
+def test_three_megabytes_up_and_down(mode: str) -> None:
+    r = lab(mode)
+    assert r.upload_ok and r.download_ok
+
+
+@pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])
+def test_udp(mode: str) -> None:
+    r = lab(mode)
+    assert len(r.udp_answers) == 4
+    vip = "192.168.1.220" if mode in ("dr", "tun") else "172.25.254.100"
+    for a in r.udp_answers:
+        assert a.startswith("welcome to 192.168.1.") and a.endswith(f"from {vip}"), a
+    assert {a.split()[2] for a in r.udp_answers} == {"192.168.1.10", "192.168.1.20"}
