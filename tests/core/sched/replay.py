@@ -157,8 +157,8 @@ class Replay:
             self._end(w[1], CLOSE_TIMEOUT)
 
 
-def replay_file(path: Path) -> list[str]:
-    r = Replay()
+def replay_file(path: Path, seed: int = 0) -> list[str]:
+    r = Replay(seed)
     for line in path.read_text().splitlines():
         r.line(line)
     return r.out
