@@ -1,0 +1,112 @@
+"""The keepalived oracle lab rebuilt in network namespaces of our own (root only).
+
+Director namespace D (192.168.201.1, no default route: nothing it sends can leave) and real-server
+namespace R (192.168.201.10-13 and .20) joined by a veth; lab_servers.py serves in R. Names are
+unique ("plv" + random hex) and everything is removed on exit, even after a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ORACLE = Path(__file__).resolve().parent.parent / "data" / "oracle" / "keepalived"
+
+
+def can_netns() -> bool:
+    return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@contextmanager
+def lab() -> Iterator[tuple[str, str]]:
+    tag = "plv" + secrets.token_hex(3)
+    d, r = f"{tag}d", f"{tag}r"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        _ip("netns", "add", d)
+        _ip("netns", "add", r)
+        for ns in (d, r):
+            _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", d, "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", r)
+        _ip("-n", d, "addr", "add", "192.168.201.1/24", "dev", "veth0")
+        _ip("-n", d, "link", "set", "veth0", "up")
+        for a in (10, 11, 12, 13, 20):
+            _ip("-n", r, "addr", "add", f"192.168.201.{a}/24", "dev", "eth0")
+        _ip("-n", r, "link", "set", "eth0", "up")
+        srv = subprocess.Popen(
+            ["ip", "netns", "exec", r, sys.executable, str(ORACLE / "lab_servers.py"), str(ORACLE)],
+            stdout=subprocess.PIPE,
+        )
+        procs.append(srv)
+        assert srv.stdout is not None
+        if srv.stdout.readline().strip() != b"lab ready":
+            raise RuntimeError("lab servers did not start")
+        yield d, r
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        for ns in (d, r):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+LATE_LISTENER = """
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("192.168.201.13", 80)); s.listen(16); s.settimeout(0.2)
+end = time.time() + 60
+while time.time() < end:
+    try:
+        c, _ = s.accept(); c.close()
+    except OSError:
+        pass
+"""
+
+
+def run_two_phases(conf: Path, first: float = 8.0, second: float = 16.0) -> tuple[str, str]:
+    """Run `conf` through pylvs in the lab; 192.168.201.13:80 starts listening after the first dump."""
+    with lab() as (d, r):
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
+        cmd = ["ip", "netns", "exec", d, sys.executable, "-m", "pylvs.health", "run", str(conf)]
+        run = subprocess.Popen(
+            [*cmd, "--dump-at", f"{first},{second}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            text=True,
+        )
+        late: subprocess.Popen[bytes] | None = None
+        dumps: list[list[str]] = []
+        try:
+            assert run.stdout is not None
+            for line in run.stdout:
+                if line.startswith("== dump"):
+                    dumps.append([])
+                elif line.startswith("== end"):
+                    if late is None:
+                        late = subprocess.Popen(
+                            ["ip", "netns", "exec", r, sys.executable, "-c", LATE_LISTENER]
+                        )
+                elif dumps:
+                    dumps[-1].append(line)
+            run.wait(timeout=30)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+            if late is not None:
+                late.kill()
+                late.wait()
+        if len(dumps) != 2:
+            raise RuntimeError(f"pylvs.health run printed {len(dumps)} dumps, not 2")
+        return "".join(dumps[0]), "".join(dumps[1])
