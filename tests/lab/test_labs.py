@@ -30,7 +30,7 @@ _results: dict[str, LabResult] = {}
 
 def lab(mode: str) -> LabResult:
     if mode not in _results:
-        with Lab(mode, "packet", out=lambda _s: None, use_daemon=False) as run:
+        with Lab(mode, "packet", out=lambda _s: None) as run:
             _results[mode] = run.run()
     return _results[mode]
 

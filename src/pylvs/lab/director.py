@@ -155,11 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interface", action="append")
     ap.add_argument("lines", nargs="*")
     a = ap.parse_args(argv)
-    shim = os.environ.get("PYLVS_LAB_SHIM")  # TEMPORARY until the core's packet API lands
-    if shim:
-        import runpy
-
-        runpy.run_path(shim)["install"]()
     try:
         asyncio.run(run(a.engine, a.lines, a.stats, a.interface))
     except (ValueError, OSError) as e:

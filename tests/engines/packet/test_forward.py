@@ -256,7 +256,7 @@ def test_fullnat_ports_come_back_when_connections_expire() -> None:
         f.handle(1, tcp_frame(CIP, 41000 + port, VIP, 80), 1.0)
     assert len(f.ports.used) == 5
     for c in core.conns.values():
-        c.expired = True
+        c.dead = True
     f.sweep()
     assert not f.ports.used and len(f.ports.free) == 11
 

@@ -134,7 +134,7 @@ class PacketEngine(Engine):
     def refuse_dest(self, key: ServiceKey, cfg: DestConfig) -> str | None:
         if key.fwmark:
             return "the packet engine cannot see firewall marks (AF_PACKET taps run before netfilter)"
-        if cfg.af != 4 or key.af != socket.AF_INET:
+        if cfg.addr.version != 4 or key.af != socket.AF_INET:
             return "the packet engine forwards IPv4 only"
         if cfg.fwd in (Fwd.TUNNEL,) and cfg.tun_type != 0:
             return "the packet engine tunnels with ipip only"
