@@ -63,6 +63,7 @@ class Rows:
     stats: Counters
     rates: Counters
     services: list[ServiceRow]
+    layout: object = None  # same object while services, servers and labels stay the same; None: unknown
 
 
 def rows_from_snapshot(snap: Snapshot) -> Rows:
@@ -123,4 +124,4 @@ class LiveRows:
             ]
             services.append(ServiceRow(sid, slabels, svc.stats.shown(), svc.stats.rates(), ids, lbls, vals))
         tot = self.director.services.tot_stats
-        return Rows(tot.shown(), tot.rates(), services)
+        return Rows(tot.shown(), tot.rates(), services, self._layout)
