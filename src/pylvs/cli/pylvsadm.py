@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
+from pylvs.ipvsadm.names import NameResolver
 from pylvs.ipvsadm.run import Result, restore, run_ipvsadm
 
 if TYPE_CHECKING:
@@ -37,7 +39,8 @@ def _reason(exc: BaseException) -> str:
 def _backend() -> Backend:
     from pylvs.daemon.client import DaemonBackend  # lazy: the tests use other backends
 
-    return DaemonBackend(socket_path())  # type: ignore[no-any-return]
+    # pylvsd's client batches through transaction() instead of apply_batch (run.restore uses either).
+    return cast("Backend", DaemonBackend(socket_path()))
 
 
 def _emit(result: Result) -> int:
@@ -50,7 +53,7 @@ def _emit(result: Result) -> int:
     return result.code
 
 
-def _run(call: object) -> int:
+def _run(call: Callable[[Backend], Result]) -> int:
     """Run `call(backend) -> Result`, turning an unreachable daemon into the init failure."""
     try:
         from pylvs.daemon.client import DaemonUnavailable
@@ -58,15 +61,12 @@ def _run(call: object) -> int:
         sys.stderr.write(unavailable_message(socket_path(), "no daemon client"))
         return INIT_FAILURE_EXIT
     try:
-        backend = _backend()
-        assert callable(call)
-        result = call(backend)
+        result = call(_backend())
     except DaemonUnavailable as e:
         sys.stderr.write(unavailable_message(socket_path(), _reason(e)))
         return INIT_FAILURE_EXIT
     except KeyboardInterrupt:
         return 130
-    assert isinstance(result, Result)
     return _emit(result)
 
 
@@ -95,36 +95,44 @@ SAVE_HELP = (
 )
 
 
-def save_main(argv: list[str] | None = None) -> int:
-    """pylvsadm-save [-n]: like ipvsadm-save (any other option: help on stderr, exit 1)."""
-    args = sys.argv[1:] if argv is None else argv
-    name = os.path.basename(sys.argv[0]) if argv is None and sys.argv and sys.argv[0] else "pylvsadm-save"
+def save_result(
+    backend: Backend, args: list[str], name: str = "pylvsadm-save", names: NameResolver | None = None
+) -> Result:
+    """What `pylvsadm-save ARGS` prints: `-S [-n]`, or its help (exit 1) for any other option."""
     numeric = False
     for a in args:
         if a == "-n":
             numeric = True
         elif a.startswith("-"):
-            sys.stderr.write(SAVE_HELP.format(name=name))
-            return 1
+            return Result("", SAVE_HELP.format(name=name), 1)
+    return run_ipvsadm(backend, ["-S", "-n"] if numeric else ["-S"], prog="pylvsadm", names=names)
 
-    def call(backend: Backend) -> Result:
-        return run_ipvsadm(backend, ["-S", "-n"] if numeric else ["-S"], prog="pylvsadm")
 
-    return _run(call)
+def save_main(argv: list[str] | None = None) -> int:
+    """pylvsadm-save [-n]: like ipvsadm-save."""
+    args = sys.argv[1:] if argv is None else argv
+    name = os.path.basename(sys.argv[0]) if argv is None and sys.argv and sys.argv[0] else "pylvsadm-save"
+    if any(a.startswith("-") and a != "-n" for a in args):
+        return _emit(Result("", SAVE_HELP.format(name=name), 1))
+    return _run(lambda backend: save_result(backend, args, name))
 
 
 def strip_comment_lines(text: str) -> str:
-    """ipvsadm-restore drops the lines that begin with '#' (only those)."""
-    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
+    """ipvsadm-restore drops the lines that begin with '#' (only those); we blank them instead, so
+    that line numbers in messages are those of the input."""
+    return "".join("\n" if line.startswith("#") else line for line in text.splitlines(keepends=True))
+
+
+def restore_result(
+    backend: Backend, text: str, prog: str = "pylvsadm", names: NameResolver | None = None
+) -> Result:
+    """What `pylvsadm-restore` prints for `text` on stdin: -C then -R, as one transaction."""
+    return restore(backend, strip_comment_lines(text), prog, names=names, flush_first=True)
 
 
 def restore_main(argv: list[str] | None = None) -> int:
     """pylvsadm-restore: clear the table and restore stdin without its '#' lines, in one transaction."""
-
-    def call(backend: Backend) -> Result:
-        return restore(backend, strip_comment_lines(_read_stdin()), "pylvsadm", flush_first=True)
-
-    return _run(call)
+    return _run(lambda backend: restore_result(backend, _read_stdin()))
 
 
 if __name__ == "__main__":

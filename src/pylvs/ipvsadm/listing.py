@@ -243,9 +243,11 @@ def service_entry(se: ServiceView, fmt: Format, names: NameResolver | None, rule
             line += " ops"
     out.append(line + "\n")
 
+    # The kernel reports no protocol for a fwmark service, so its ports are never named.
+    protocol = 0 if se.fwmark else se.protocol
     dests = list(se.dests) if fmt.nosort else sort_dests(list(se.dests))
     for d in dests:
-        dname = addrport_name(d.addr, d.port, se.protocol, numeric, names)
+        dname = addrport_name(d.addr, d.port, protocol, numeric, names)
         if not rule and ":" not in d.addr:
             dname = dname[:28]
         if rule:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from pylvs.core.errors import IPVSError
 from pylvs.core.snapshot import ServiceView, Snapshot
@@ -214,47 +215,65 @@ def restore(
     names: NameResolver | None = None,
     flush_first: bool = False,
 ) -> Result:
-    """`-R`: check every line on a copy of the rules, then apply them all as one batch."""
+    """`-R`: check every line on a copy of the rules, then apply them all as one batch.
+
+    A backend with a `transaction()` method (pylvsd's client) supplies its own checking copy and
+    commit; any other backend is checked on a throw-away LocalBackend and gets `apply_batch`.
+    """
     names = names or NameResolver()
-    snap = backend.snapshot()
-    scratch = _scratch_for(backend, snap)
+    make_txn = getattr(backend, "transaction", None)
+    target: Any
+    if callable(make_txn):
+        target = make_txn()
+    else:
+        target = _scratch_for(backend, backend.snapshot())
     ops: list[BatchOp] = []
     op_lines: list[int] = []
-    if flush_first:
-        ops.append(BatchOp("flush"))
-        op_lines.append(0)
-        scratch.flush()
-    out: list[str] = []
-    for lineno, words in split_rules(text):
-        try:
-            cmd = parse([prog, *words], names)
-        except UsageError as e:
-            return _rejected(prog, e.message, lineno, e.exit_code)
-        if cmd.cmd == "restore":
-            return _rejected(prog, tryhelp_text(prog), lineno, 255)
-        if cmd.cmd in ("help", "version"):
-            # ipvsadm prints and exits there: the lines before are kept, the rest is not read.
-            out.append(usage_text(prog) if cmd.cmd == "help" else version_text())
-            break
-        op = command_op(cmd)
-        if op is None:
-            shown = _show(scratch, cmd, names)
-            if shown.code:
-                return _rejected(prog, shown.err.rstrip("\n"), lineno, shown.code)
-            out.append(shown.out)
-            continue
-        try:
-            apply_op(scratch, op)
-        except IPVSError as e:
-            return _rejected(prog, e.message, lineno, 255)
+
+    def play(op: BatchOp, lineno: int) -> None:
+        if hasattr(target, "line"):
+            target.line = lineno
+        apply_op(target, op)
         ops.append(op)
         op_lines.append(lineno)
-    if ops:
-        try:
+
+    out: list[str] = []
+    try:
+        if flush_first:
+            play(BatchOp("flush"), 0)
+        for lineno, words in split_rules(text):
+            try:
+                cmd = parse([prog, *words], names)
+            except UsageError as e:
+                return _rejected(prog, e.message, lineno, e.exit_code)
+            if cmd.cmd == "restore":
+                return _rejected(prog, tryhelp_text(prog), lineno, 255)
+            if cmd.cmd in ("help", "version"):
+                # ipvsadm prints and exits there: the lines before are kept, the rest is not read.
+                out.append(usage_text(prog) if cmd.cmd == "help" else version_text())
+                break
+            op = command_op(cmd)
+            if op is None:
+                shown = _show(target, cmd, names)
+                if shown.code:
+                    return _rejected(prog, shown.err.rstrip("\n"), lineno, shown.code)
+                out.append(shown.out)
+                continue
+            try:
+                play(op, lineno)
+            except IPVSError as e:
+                return _rejected(prog, e.message, lineno, 255)
+    except UnicodeError:
+        return _rejected(prog, "unreadable input", 0, 255)
+    try:
+        if callable(make_txn):
+            target.commit()
+        elif ops:
             backend.apply_batch(ops)
-        except BatchError as e:
-            line = op_lines[e.index] if 0 <= e.index < len(op_lines) else 0
-            return _rejected(prog, e.message, line, 255)
-        except IPVSError as e:
-            return _rejected(prog, e.message, 0, 255)
+    except BatchError as e:
+        line = op_lines[e.index] if 0 <= e.index < len(op_lines) else 0
+        return _rejected(prog, e.message, line, 255)
+    except IPVSError as e:
+        line = getattr(e, "line", None) or 0
+        return _rejected(prog, e.message, line, 255)
     return Result("".join(out), "", 0)
