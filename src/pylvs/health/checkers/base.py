@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -71,4 +72,6 @@ def open_socket(target: Target, kind: socket.SocketKind) -> socket.socket:
 
 
 def os_reason(what: str, e: OSError) -> str:
-    return f"{what}: {e.strerror or e.__class__.__name__}"
+    # asyncio words connect errors as "Connect call failed (...)": prefer the errno's own text
+    text = os.strerror(e.errno) if e.errno else (e.strerror or e.__class__.__name__)
+    return f"{what}: {text}"
