@@ -372,7 +372,7 @@ class ProxyEngine(Engine):
                     n = 0
                     self.expire_idle()
                     if self.drive_tick:
-                        self.director.tick(self.clock())  # type: ignore[attr-defined]
+                        self.director.tick(self.clock())
             except Exception:  # one bad flow must not stop the housekeeping of all the others
                 self.log.exception("proxy: housekeeping failed")
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pylvs.core.conn import Connection
 from pylvs.core.director import Director
+from pylvs.core.packet import Verdict
 from pylvs.core.types import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, IPAddr, Packet, Proto
 
 MSS = 1460  # on-the-wire segment size used to estimate packets from relayed bytes
@@ -42,7 +44,7 @@ class Flow:
             self.hdr = UDP_HDR6 if v6 else UDP_HDR4
         else:
             self.hdr = TCP_HDR6 if v6 else TCP_HDR4
-        self.conn: Any = None
+        self.conn: Any = None  # the core's Connection once scheduled
 
     def inbound(self, flags: int, length: int) -> Packet:
         """A packet from the client to the virtual service."""
@@ -54,30 +56,30 @@ class Flow:
         return Packet(self.proto, conn.daddr, conn.dport, self.caddr, self.cport, 0, length, flags)
 
 
-def send_in(director: Director, flow: Flow, flags: int, nbytes: int, now: float) -> Any:
+def send_in(director: Director, flow: Flow, flags: int, nbytes: int, now: float) -> Verdict:
     """One synthetic client->VS segment (or datagram); returns the core's verdict."""
-    return director.process_in(flow.inbound(flags, nbytes + flow.hdr), now)  # type: ignore[attr-defined]
+    return director.process_in(flow.inbound(flags, nbytes + flow.hdr), now)
 
 
 def send_out(director: Director, flow: Flow, flags: int, nbytes: int, now: float) -> None:
-    director.process_out(flow.conn, flow.outbound(flags, nbytes + flow.hdr), now)  # type: ignore[attr-defined]
+    director.process_out(flow.conn, flow.outbound(flags, nbytes + flow.hdr), now)
 
 
-def data_in(director: Director, flow: Flow, nbytes: int, npkts: int, now: float) -> Any:
+def data_in(director: Director, flow: Flow, nbytes: int, npkts: int, now: float) -> Verdict:
     """Relayed client bytes: one core packet carrying all the bytes, plus the extra packet count."""
-    v = director.process_in(flow.inbound(TCP_ACK, nbytes + npkts * flow.hdr), now)  # type: ignore[attr-defined]
-    if npkts > 1 and v.conn is flow.conn:
-        _more_packets(flow.conn, npkts - 1, inbound=True, director=director)
+    v = director.process_in(flow.inbound(TCP_ACK, nbytes + npkts * flow.hdr), now)
+    if npkts > 1 and v.conn is not None and v.conn is flow.conn:
+        _more_packets(v.conn, npkts - 1, inbound=True, director=director)
     return v
 
 
 def data_out(director: Director, flow: Flow, nbytes: int, npkts: int, now: float) -> None:
-    director.process_out(flow.conn, flow.outbound(TCP_ACK, nbytes + npkts * flow.hdr), now)  # type: ignore[attr-defined]
+    director.process_out(flow.conn, flow.outbound(TCP_ACK, nbytes + npkts * flow.hdr), now)
     if npkts > 1:
         _more_packets(flow.conn, npkts - 1, inbound=False, director=director)
 
 
-def _more_packets(conn: Any, n: int, inbound: bool, director: Director) -> None:
+def _more_packets(conn: Connection, n: int, inbound: bool, director: Director) -> None:
     """Packet counters for segments folded into one synthetic packet (bytes are already counted)."""
     dest = conn.dest
     if dest is None:

@@ -22,8 +22,8 @@ def family(addr: IPAddr) -> socket.AddressFamily:
 def set_transparent(sock: socket.socket) -> None:
     """IP_TRANSPARENT + IP_FREEBIND: bind to an address that is not ours (needs CAP_NET_ADMIN)."""
     if sock.family == socket.AF_INET6:
-        sock.setsockopt(socket.SOL_IPV6, IPV6_TRANSPARENT, 1)
-        sock.setsockopt(socket.SOL_IPV6, IPV6_FREEBIND, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
     else:
         sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
         sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
@@ -33,7 +33,7 @@ def set_freebind(sock: socket.socket) -> None:
     """Let a listener bind a VIP that is not (yet) configured on this host."""
     try:
         if sock.family == socket.AF_INET6:
-            sock.setsockopt(socket.SOL_IPV6, IPV6_FREEBIND, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
         else:
             sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
     except OSError:

@@ -24,14 +24,14 @@ WRITE_LOW = 128 * 1024
 MSS = feed.MSS
 
 
-def _reset(transport: asyncio.BaseTransport | None) -> None:
+def _reset(transport: asyncio.Transport | None) -> None:
     """Close with a RST, not a FIN (the client sees the refusal at once)."""
     if transport is None or transport.is_closing():
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:
         set_linger_rst(sock)
-    transport.abort()  # type: ignore[attr-defined]
+    transport.abort()
 
 
 class TcpRelay(asyncio.Protocol):
