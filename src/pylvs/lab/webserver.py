@@ -30,6 +30,19 @@ class Web:
     def __init__(self, ip: str) -> None:
         self.ip = ip
 
+    @staticmethod
+    async def stream(writer: asyncio.StreamWriter, n: int) -> None:
+        """A large download, written a pattern block at a time (never the whole body in memory)."""
+        writer.write(
+            f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\n\r\n".encode()
+        )
+        full, rest = divmod(n, len(PATTERN))
+        for _ in range(full):
+            writer.write(PATTERN)
+            await writer.drain()
+        writer.write(PATTERN[:rest])
+        await writer.drain()
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
@@ -55,6 +68,9 @@ class Web:
                     body = f"{peer[0]}:{peer[1]}\n".encode()
                 elif target.startswith("/bytes"):
                     n = int(target.partition("n=")[2] or 0)
+                    if n > len(PATTERN):
+                        await self.stream(writer, n)
+                        continue
                     body = pattern_bytes(n)
                 else:
                     body = f"welcome to {self.ip}\n".encode()

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from pylvs.core.director import Director
 from pylvs.core.types import Fwd, IPAddr, Packet, Proto
 from pylvs.engines.packet import coreapi
-from pylvs.engines.packet.csum import adjust, adjust_seed, get16, put16, sum_words
+from pylvs.engines.packet.csum import get16
 from pylvs.engines.packet.frames import (
     ETH,
     ETH_P_ARP,
@@ -97,6 +97,11 @@ def _ip(b: bytes) -> IPAddr:
     return a
 
 
+_HH = struct.Struct("!HH")
+_H = struct.Struct("!H")
+_HDR = struct.Struct("!HBBHHHBBH4s4s")  # ethertype + the fixed IPv4 header
+
+
 def _l4_check_off(proto: int) -> int:
     return 16 if proto == IPPROTO_TCP else 6
 
@@ -163,25 +168,21 @@ class Forwarder:
         ifc = self.ifaces.get(ifindex)
         if ifc is None or len(f) < IP + 20:
             return out
-        et = (f[ETH + 12] << 8) | f[ETH + 13]
+        # Ethernet type, then the IPv4 header and the first 4 bytes after it, in one unpack.
+        et, vihl, _tos, _tl, _id, frag, _ttl, proto, _ck, saddr, daddr = _HDR.unpack_from(f, ETH + 12)
         if et == ETH_P_ARP:
             self._arp(f, out)
             return out
         if f[ETH] & 1 == 0 and f[ETH : ETH + 6] != ifc.mac:
             c["other_host"] += 1  # a bridge flooding someone else's frame: not ours to forward
             return out
-        if et != ETH_P_IP or f[IP] >> 4 != 4:
+        if et != ETH_P_IP or vihl >> 4 != 4:
             return out
-        ihl = (f[IP] & 0xF) * 4
-        proto = f[IP + 9]
-        if proto not in (IPPROTO_TCP, IPPROTO_UDP) or get16(f, IP + 6) & 0x3FFF:
+        if (proto != IPPROTO_TCP and proto != IPPROTO_UDP) or frag & 0x3FFF:
             c["unknown"] += 1  # fragments and other protocols are left alone
             return out
-        l4 = IP + ihl
-        sport = get16(f, l4)
-        dport = get16(f, l4 + 2)
-        saddr = bytes(f[IP + 12 : IP + 16])
-        daddr = bytes(f[IP + 16 : IP + 20])
+        l4 = IP + (vihl & 0xF) * 4
+        sport, dport = _HH.unpack_from(f, l4)
         rules = self.rules
         if (proto, daddr, dport) in rules.vips or (proto, daddr, 0) in rules.vips:
             self._inbound(ifc, f, out, now, proto, l4, saddr, sport, daddr, dport)
@@ -441,6 +442,11 @@ class Forwarder:
         return d
 
 
+def _fold(x: int) -> int:
+    x = (x & 0xFFFF) + (x >> 16)
+    return (x & 0xFFFF) + (x >> 16)
+
+
 def _rewrite(
     f: bytearray,
     proto: int,
@@ -452,35 +458,36 @@ def _rewrite(
 ) -> None:
     """Change addresses/ports of the IPv4 packet at IP, keeping the IP checksum finished and the L4
     checksum right in either of its two forms (finished, or a CHECKSUM_PARTIAL seed)."""
-    addr_delta = 0
+    # One's complement deltas (RFC 1624): for each 16-bit word, ~old + new.
+    ad = 0
     if saddr is not None:
-        addr_delta += sum_words(bytes(f[IP + 12 : IP + 16]), saddr)
+        o1, o2 = _HH.unpack_from(f, IP + 12)
+        n1, n2 = _HH.unpack(saddr)
+        ad += (o1 ^ 0xFFFF) + (o2 ^ 0xFFFF) + n1 + n2
         f[IP + 12 : IP + 16] = saddr
     if daddr is not None:
-        addr_delta += sum_words(bytes(f[IP + 16 : IP + 20]), daddr)
+        o1, o2 = _HH.unpack_from(f, IP + 16)
+        n1, n2 = _HH.unpack(daddr)
+        ad += (o1 ^ 0xFFFF) + (o2 ^ 0xFFFF) + n1 + n2
         f[IP + 16 : IP + 20] = daddr
-    port_delta = 0
-    if sport is not None:
-        old = get16(f, l4)
-        port_delta += (~old & 0xFFFF) + sport
-        put16(f, l4, sport)
-    if dport is not None:
-        old = get16(f, l4 + 2)
-        port_delta += (~old & 0xFFFF) + dport
-        put16(f, l4 + 2, dport)
-    put16(f, IP + 10, adjust(get16(f, IP + 10), addr_delta))
-    co = l4 + _l4_check_off(proto)
-    check = get16(f, co)
+    pd = 0
+    if sport is not None or dport is not None:
+        osp, odp = _HH.unpack_from(f, l4)
+        nsp = osp if sport is None else sport
+        ndp = odp if dport is None else dport
+        pd = (osp ^ 0xFFFF) + (odp ^ 0xFFFF) + nsp + ndp
+        _HH.pack_into(f, l4, nsp, ndp)
+    (ipc,) = _H.unpack_from(f, IP + 10)
+    _H.pack_into(f, IP + 10, _fold((ipc ^ 0xFFFF) + ad) ^ 0xFFFF)
+    co = l4 + (16 if proto == IPPROTO_TCP else 6)
+    (check,) = _H.unpack_from(f, co)
     if f[0] & F_NEEDS_CSUM:
         # The seed covers only the pseudo-header; the ports are summed when the checksum is finished.
-        put16(f, co, adjust_seed(check, addr_delta))
+        _H.pack_into(f, co, _fold(check + ad))
     elif proto == IPPROTO_UDP and check == 0:
         return  # no UDP checksum stays no checksum
     else:
-        new = adjust(check, addr_delta + port_delta)
+        new = _fold((check ^ 0xFFFF) + ad + pd) ^ 0xFFFF
         if proto == IPPROTO_UDP and new == 0:
             new = 0xFFFF
-        put16(f, co, new)
-
-
-__all__ = ["Forwarder", "Iface", "Route", "struct"]
+        _H.pack_into(f, co, new)

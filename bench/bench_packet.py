@@ -1,0 +1,207 @@
+"""Packet engine benchmark: one run in network namespaces (root), every forwarding mode, beside the
+kernel forwarding the same traffic (nftables dnat / netdev fwd) as the reference.
+
+For each mode: requests/s (a new TCP connection per request, bounded in time and count), bulk MB/s
+(one download through the director), and the director's CPU microseconds per forwarded packet (the
+engine process's CPU time over the packets it forwarded in both directions, start-up excluded).
+
+    sudo .venv/bin/python bench/bench_packet.py [--seconds 4] [--bulk-mb 100] [--modes nat,dr,tun,fullnat]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+from pylvs.lab import topology as topo
+from pylvs.lab.netns import Netns, is_root
+from pylvs.lab.runner import Lab
+
+LOADGEN = r"""
+import asyncio, json, sys, time
+vip, seconds, conc, limit = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+done = 0; errors = 0
+async def worker(end):
+    global done, errors
+    while time.monotonic() < end and done < limit:
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection(vip, 80), 2)
+            w.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            await asyncio.wait_for(r.read(), 2)
+            w.close()
+            done += 1
+        except Exception:
+            errors += 1
+async def main():
+    end = time.monotonic() + seconds
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker(end) for _ in range(conc)))
+    print(json.dumps({"requests": done, "errors": errors, "seconds": time.monotonic() - t0}))
+asyncio.run(main())
+"""
+
+
+def load(n: Netns, vip: str, seconds: float, conc: int = 8, limit: int = 200000) -> dict[str, float]:
+    p = n.run(
+        "client",
+        [sys.executable, "-c", LOADGEN, vip, str(seconds), str(conc), str(limit)],
+        timeout=seconds + 30,
+    )
+    d: dict[str, float] = json.loads(p.stdout)
+    d["rps"] = d["requests"] / d["seconds"]
+    return d
+
+
+def bulk(n: Netns, vip: str, mb: int) -> float:
+    p = n.run(
+        "client",
+        [
+            "curl",
+            "-s",
+            "--max-time",
+            "60",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download} %{time_total}",
+            f"http://{vip}/bytes?n={mb << 20}",
+        ],
+        check=False,
+        timeout=90,
+    )
+    size, secs = p.stdout.split()
+    return int(size) / float(secs) / 1e6 if float(secs) else 0.0
+
+
+def read_stats(lab: Lab) -> dict[str, float]:
+    time.sleep(0.6)
+    with open(lab.stats_path) as fh:
+        s: dict[str, float] = json.load(fh)["engine"]
+    return s
+
+
+def run_engine(mode: str, seconds: float, mb: int) -> dict[str, float]:
+    with Lab(mode, "packet", out=lambda _s: None, use_daemon=False, udp=False) as lab:
+        lab.build()
+        lab.start_director()
+        lab.curl()
+        assert lab.t is not None
+        s0 = read_stats(lab)
+        r = load(lab.n, lab.t.vip, seconds)
+        s1 = read_stats(lab)
+        rate = bulk(lab.n, lab.t.vip, mb)
+        s2 = read_stats(lab)
+    pk_load = (s1["in"] + s1["out"]) - (s0["in"] + s0["out"])
+    pk_bulk = (s2["in"] + s2["out"]) - (s1["in"] + s1["out"])
+    cpu_load = s1["cpu_seconds"] - s0["cpu_seconds"]
+    cpu_bulk = s2["cpu_seconds"] - s1["cpu_seconds"]
+    return {
+        "rps": r["rps"],
+        "errors": r["errors"],
+        "mbps": rate,
+        "us_pkt": cpu_load * 1e6 / pk_load if pk_load else 0.0,
+        "us_pkt_bulk": cpu_bulk * 1e6 / pk_bulk if pk_bulk else 0.0,
+        "frames_bulk": pk_bulk,
+        "gso_cut": s2.get("gso_cut", 0.0),
+    }
+
+
+def _mac(n: Netns, role: str, ifname: str = "eth0") -> str:
+    return str(json.loads(n.run(role, ["ip", "-j", "link", "show", ifname]).stdout)[0]["address"])
+
+
+def run_kernel(mode: str, seconds: float, mb: int) -> dict[str, float] | None:
+    """The same traffic forwarded by the kernel alone (what the director would cost with IPVS-like
+    in-kernel forwarding); TUN has no kernel equivalent here (no ipip module)."""
+    if mode == "tun":
+        return None
+    n = Netns()
+    try:
+        if mode in ("nat", "fullnat"):
+            t = topo.build_nat(n, fullnat=mode == "fullnat")
+            snat = (
+                "  chain post { type nat hook postrouting priority srcnat; oif eth1 masquerade; }\n"
+                if mode == "fullnat"
+                else ""
+            )
+            rules = (
+                "table ip plvk {\n"
+                "  chain pre { type nat hook prerouting priority dstnat;\n"
+                f"    ip daddr {t.vip} tcp dport 80 dnat to numgen inc mod 2 map {{ 0 : 192.168.1.10, 1 : 192.168.1.20 }}\n  }}\n"
+                + snat
+                + "}\n"
+            )
+        else:
+            t = topo.build_dr(n, "dr")
+            for role in t.rs:
+                n.run(
+                    role,
+                    [
+                        sys.executable,
+                        "-m",
+                        "pylvs.cli.pylvs",
+                        "realserver",
+                        "setup",
+                        "--mode",
+                        "dr",
+                        "--vip",
+                        t.vip,
+                    ],
+                )
+            me = _mac(n, "lvs")
+            m1, m2 = _mac(n, "rs1"), _mac(n, "rs2")
+            rules = (
+                'table netdev plvk {\n  chain in { type filter hook ingress device "eth0" priority 0;\n'
+                f'    ip daddr {t.vip} tcp dport 80 ether saddr set {me} ether daddr set jhash ip saddr . tcp sport mod 2 map {{ 0 : {m1}, 1 : {m2} }} fwd to "eth0"\n'
+                "  }\n}\n"
+            )
+        for role, ip in t.rs.items():
+            n.spawn(role, [sys.executable, "-m", "pylvs.lab.webserver", "--ip", ip], log_name=f"{role}-web")
+        for role, ip in t.rs.items():
+            n.wait_tcp(role, ip, 80)
+        subprocess.run(
+            ["ip", "netns", "exec", n.ns("lvs"), "nft", "-f", "-"], input=rules, text=True, check=True
+        )
+        n.run("client", ["curl", "-s", "--max-time", "5", f"http://{t.vip}/"], check=False)
+        r = load(n, t.vip, seconds)
+        rate = bulk(n, t.vip, mb)
+        return {"rps": r["rps"], "errors": r["errors"], "mbps": rate}
+    finally:
+        n.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--bulk-mb", type=int, default=100)
+    ap.add_argument("--modes", default="nat,dr,tun,fullnat")
+    a = ap.parse_args()
+    if not is_root():
+        print("bench_packet: needs root (network namespaces)")
+        return 1
+    print(
+        f"{'mode':<9} {'engine':<8} {'req/s':>7} {'err':>4} {'bulk MB/s':>10} {'us/pkt (req)':>13} {'us/pkt (bulk)':>14} {'bulk frames':>12}"
+    )
+    for mode in a.modes.split(","):
+        e = run_engine(mode, a.seconds, a.bulk_mb)
+        print(
+            f"{mode:<9} {'packet':<8} {e['rps']:>7.0f} {e['errors']:>4.0f} {e['mbps']:>10.1f} {e['us_pkt']:>13.1f} "
+            f"{e['us_pkt_bulk']:>14.1f} {e['frames_bulk']:>12.0f}",
+            flush=True,
+        )
+        k = run_kernel(mode, a.seconds, a.bulk_mb)
+        if k is None:
+            print(f"{mode:<9} {'kernel':<8} {'(no kernel ipip here)':>30}", flush=True)
+        else:
+            print(
+                f"{mode:<9} {'kernel':<8} {k['rps']:>7.0f} {k['errors']:>4.0f} {k['mbps']:>10.1f} {'-':>13} {'-':>14}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
