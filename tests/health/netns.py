@@ -73,7 +73,7 @@ while time.time() < end:
 """
 
 
-def run_two_phases(conf: Path, first: float = 8.0, second: float = 16.0) -> tuple[str, str]:
+def run_two_phases(conf: Path, first: float = 7.0, second: float = 14.0) -> tuple[str, str]:
     """Run `conf` through pylvs in the lab; 192.168.201.13:80 starts listening after the first dump."""
     with lab() as (d, r):
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
