@@ -32,7 +32,8 @@ def unavailable_message(path: str, reason: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
+    reason = getattr(exc, "reason", None)
+    text = (reason if isinstance(reason, str) and reason else str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
