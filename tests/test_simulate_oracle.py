@@ -13,6 +13,9 @@ from pylvs.simulate import simulate
 
 ORACLE = Path(__file__).parent / "data" / "oracle"
 PAIRS = sorted(p for p in ORACLE.rglob("*.sim") if p.with_name(p.name + ".out").exists())
+# Pairs under a `statistical/` folder come from random schedulers (twos): their kernel answer is one
+# draw, so they are compared by the scheduler's own tests, not line for line here.
+RANDOM = "statistical"
 
 
 def test_pairs_found() -> None:
@@ -21,6 +24,8 @@ def test_pairs_found() -> None:
 
 @pytest.mark.parametrize("sim", PAIRS, ids=[str(p.relative_to(ORACLE)) for p in PAIRS])
 def test_simulate_matches_kernel(sim: Path) -> None:
+    if RANDOM in sim.relative_to(ORACLE).parts:
+        pytest.skip("random scheduler: one draw of the kernel, not comparable line for line")
     out = io.StringIO()
     rc = simulate(sim.read_text(encoding="utf-8").splitlines(), out)
     expected = sim.with_name(sim.name + ".out").read_text(encoding="utf-8")

@@ -289,25 +289,29 @@ class ConnectionTable:
         """When the earliest bucket comes up (an entry in it may turn out to expire later)."""
         return float(self._heap[0]) if self._heap else None
 
-    def due(self, now: float) -> list[Connection]:
-        """Entries whose timer ran out by `now`, in expiry order; the others are filed again."""
-        due: list[Connection] = []
-        later: list[Connection] = []
+    def due(self, now: float) -> list[tuple[float, Connection]]:
+        """(expiry time, entry) for entries whose timer ran out by `now`, in expiry order.
+
+        Their wheel entries are used up: an entry kept alive must be armed again (expire does).
+        Entries found in a bucket that came up early are filed again.
+        """
+        due: dict[int, Connection] = {}
+        later: dict[int, Connection] = {}
         heap, buckets = self._heap, self._buckets
         while heap and heap[0] <= now:
             second = heapq.heappop(heap)
             for conn in buckets.pop(second):
                 if conn.flags & F_DEAD:
                     continue
-                (due if conn.expires <= now else later).append(conn)
-        # An entry filed twice (its expiry was brought forward) may come up twice: take it once.
-        refile = {id(c): c for c in later}
-        for conn in refile.values():
-            self._file(conn, int(conn.expires))
-        unique = sorted({id(c): c for c in due}.values(), key=lambda c: c.expires)
-        for conn in unique:
+                # an entry filed twice (its expiry was brought forward) may come up twice
+                (due if conn.expires <= now else later)[id(conn)] = conn
+        for conn in later.values():
+            if id(conn) not in due:
+                self._file(conn, int(conn.expires))
+        out = sorted(((c.expires, c) for c in due.values()), key=lambda x: x[0])
+        for _, conn in out:
             conn.expires = 0.0  # its timer entry is used up: the next arm files it again
-        return unique
+        return out
 
     # -- expiry (ip_vs_conn_expire) --------------------------------------------------------------
     def expire(self, conn: Connection, now: float) -> bool:

@@ -137,8 +137,11 @@ class Director:
             if self.sysctl.expire_nodest_conn:
                 self._flush_nodest(now)
         table = self.conns
-        for conn in table.due(now):
-            table.expire(conn, now)
+        # Each timer fires at its own time: an entry kept alive is re-armed from then, and may
+        # come up again within this same call.
+        while batch := table.due(now):
+            for when, conn in batch:
+                table.expire(conn, when)
         if now >= self._est_next:
             self._estimate(now)
         if now >= self._periodic_next:
