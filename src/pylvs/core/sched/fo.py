@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pylvs.core.sched import register
 from pylvs.core.sched.base import SchedEnv, eligible
-from pylvs.core.sched.index import BestIndex, IndexedScheduler, SortKey
+from pylvs.core.sched.index import BestIndex, IndexedScheduler, with_list_order
 from pylvs.core.service import RealServer
-from pylvs.core.types import Packet
+from pylvs.core.types import MAX_WEIGHT, Packet
 
 
-def fo_key(d: RealServer) -> SortKey | None:
-    return (-d.weight, -d.seq) if eligible(d) else None
+def fo_key(d: RealServer) -> int | None:
+    # Highest weight first: order by the complement of the (31-bit) weight.
+    return with_list_order(MAX_WEIGHT - d.weight, d) if eligible(d) else None
 
 
 @register

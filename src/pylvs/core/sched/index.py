@@ -1,81 +1,90 @@
 """A "best server" index for the least-load schedulers (lc, wlc, sed, nq, fo, ovf).
 
-The kernel scans the whole list for every new connection. A scheduler here keeps, for each server,
-a sort key that orders servers exactly as that scan ranks them (ties broken by list order: the higher
-seq, the nearer the front), or None when the scan would skip the server. A heap with lazy deletion
-answers "the smallest key" in O(log n); keys change only through the scheduler hooks (add_dest,
-del_dest, upd_dest, load_changed).
+The kernel scans the whole list for every new connection. A scheduler here gives each server an
+integer sort key that orders servers exactly as that scan ranks them, ties included (the tie-break,
+the position in list order, is folded into the low bits), or None when the scan would skip the
+server. A heap of plain integers with lazy deletion answers "the smallest key" in O(log n); keys
+change only through the scheduler hooks (add_dest, del_dest, upd_dest, load_changed).
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Callable
-from typing import Any
 
 from pylvs.core.sched.base import Scheduler
 from pylvs.core.service import RealServer, VirtualService
 
-SortKey = tuple[int, ...]
-
 # Weighted loads are compared as (load << RATIO_SHIFT) // weight. For weights below 2^31 two different
 # ratios a/b < c/d differ by at least 1/(b*d) > 2^-62, so after scaling by 2^64 the floors still differ:
-# the integer key orders exactly like the kernel's cross-multiplied comparison, and equal ratios tie.
+# the integer orders exactly like the kernel's cross-multiplied comparison, and equal ratios tie.
 RATIO_SHIFT = 64
+SEQ_BITS = 48
+SEQ_MASK = (1 << SEQ_BITS) - 1
 
 
 def ratio_key(load: int, weight: int) -> int:
     return (load << RATIO_SHIFT) // weight
 
 
+def with_list_order(primary: int, dest: RealServer) -> int:
+    """`primary`, ties broken by list order: the newest server (highest seq) is the smallest."""
+    return (primary << SEQ_BITS) | (SEQ_MASK - (dest.seq & SEQ_MASK))
+
+
 class BestIndex:
     """Servers ordered by key(dest); best() is the server with the smallest key, or None."""
 
-    __slots__ = ("_counter", "_current", "_heap", "_key")
+    __slots__ = ("_by_key", "_current", "_heap", "_key")
 
-    def __init__(self, key: Callable[[RealServer], SortKey | None]) -> None:
+    def __init__(self, key: Callable[[RealServer], int | None]) -> None:
         self._key = key
-        self._heap: list[tuple[Any, ...]] = []
-        self._current: dict[RealServer, tuple[Any, ...]] = {}
-        self._counter = itertools.count()
+        self._heap: list[int] = []
+        self._current: dict[RealServer, int] = {}
+        self._by_key: dict[int, RealServer] = {}  # keys are unique: each embeds its server's seq
 
     def rebuild(self, dests: list[RealServer]) -> None:
         self._current.clear()
+        self._by_key.clear()
         for d in dests:
             k = self._key(d)
             if k is not None:
-                self._current[d] = (*k, next(self._counter), d)
+                self._current[d] = k
+                self._by_key[k] = d
+        self._compact()
+
+    def _compact(self) -> None:
         self._heap = list(self._current.values())
         heapq.heapify(self._heap)
 
     def update(self, dest: RealServer) -> None:
         """Recompute dest's key (dest is in the list)."""
         k = self._key(dest)
-        if k is None:
-            self._current.pop(dest, None)
-            return
         old = self._current.get(dest)
-        if old is not None and old[: len(k)] == k:
+        if k == old:
             return
-        entry = (*k, next(self._counter), dest)
-        self._current[dest] = entry
-        heapq.heappush(self._heap, entry)
+        if old is not None:
+            del self._by_key[old]  # its heap copies become stale
+        if k is None:
+            del self._current[dest]
+            return
+        self._current[dest] = k
+        self._by_key[k] = dest
+        heapq.heappush(self._heap, k)
         if len(self._heap) > 2 * len(self._current) + 64:
-            # Too many stale entries: start again from the live ones.
-            self._heap = list(self._current.values())
-            heapq.heapify(self._heap)
+            self._compact()  # too many stale entries: start again from the live ones
 
     def remove(self, dest: RealServer) -> None:
-        self._current.pop(dest, None)
+        old = self._current.pop(dest, None)
+        if old is not None:
+            del self._by_key[old]
 
     def best(self) -> RealServer | None:
-        heap, current = self._heap, self._current
+        heap, by_key = self._heap, self._by_key
         while heap:
-            entry = heap[0]
-            dest: RealServer = entry[-1]
-            if current.get(dest) is entry:
-                return dest
+            d = by_key.get(heap[0])
+            if d is not None:
+                return d
             heapq.heappop(heap)
         return None
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pylvs.core.sched import register
 from pylvs.core.sched.base import SchedEnv, conn_overhead, eligible
-from pylvs.core.sched.index import BestIndex, IndexedScheduler, SortKey
+from pylvs.core.sched.index import BestIndex, IndexedScheduler, with_list_order
 from pylvs.core.service import RealServer
 from pylvs.core.types import Packet
 
 
-def lc_key(d: RealServer) -> SortKey | None:
-    return (conn_overhead(d), -d.seq) if eligible(d) else None
+def lc_key(d: RealServer) -> int | None:
+    return with_list_order(conn_overhead(d), d) if eligible(d) else None
 
 
 @register

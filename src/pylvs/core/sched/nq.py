@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pylvs.core.sched import register
 from pylvs.core.sched.base import SchedEnv, eligible
-from pylvs.core.sched.index import BestIndex, IndexedScheduler, SortKey
+from pylvs.core.sched.index import BestIndex, IndexedScheduler, with_list_order
 from pylvs.core.sched.sed import sed_key
 from pylvs.core.service import RealServer
 from pylvs.core.types import Packet
 
 
-def idle_key(d: RealServer) -> SortKey | None:
-    return (-d.seq,) if eligible(d) and d.activeconns == 0 else None
+def idle_key(d: RealServer) -> int | None:
+    return with_list_order(0, d) if eligible(d) and d.activeconns == 0 else None
 
 
 @register

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from pylvs.core.sched import register
 from pylvs.core.sched.base import SchedEnv
-from pylvs.core.sched.index import BestIndex, IndexedScheduler, SortKey
+from pylvs.core.sched.index import BestIndex, IndexedScheduler, with_list_order
 from pylvs.core.service import RealServer
-from pylvs.core.types import Packet
+from pylvs.core.types import MAX_WEIGHT, Packet
 
 
-def ovf_key(d: RealServer) -> SortKey | None:
+def ovf_key(d: RealServer) -> int | None:
     w = d.weight
     if d.overload or w == 0 or d.activeconns > w:
         return None
-    return (-w, -d.seq)
+    return with_list_order(MAX_WEIGHT - w, d)
 
 
 @register

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pylvs.core.sched import register
 from pylvs.core.sched.base import SchedEnv, eligible
-from pylvs.core.sched.index import BestIndex, IndexedScheduler, SortKey, ratio_key
+from pylvs.core.sched.index import BestIndex, IndexedScheduler, ratio_key, with_list_order
 from pylvs.core.service import RealServer
 from pylvs.core.types import Packet
 
 
-def sed_key(d: RealServer) -> SortKey | None:
-    return (ratio_key(d.activeconns + 1, d.weight), -d.seq) if eligible(d) else None
+def sed_key(d: RealServer) -> int | None:
+    return with_list_order(ratio_key(d.activeconns + 1, d.weight), d) if eligible(d) else None
 
 
 @register

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pylvs.core.sched import register
 from pylvs.core.sched.base import SchedEnv, conn_overhead, eligible
-from pylvs.core.sched.index import BestIndex, IndexedScheduler, SortKey, ratio_key
+from pylvs.core.sched.index import BestIndex, IndexedScheduler, ratio_key, with_list_order
 from pylvs.core.service import RealServer
 from pylvs.core.types import Packet
 
 
-def wlc_key(d: RealServer) -> SortKey | None:
+def wlc_key(d: RealServer) -> int | None:
     # The kernel's scan skips OVERLOAD servers; a weight-0 one can never win its comparison.
-    return (ratio_key(conn_overhead(d), d.weight), -d.seq) if eligible(d) else None
+    return with_list_order(ratio_key(conn_overhead(d), d.weight), d) if eligible(d) else None
 
 
 @register
