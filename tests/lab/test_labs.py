@@ -12,8 +12,9 @@ import shutil
 import pytest
 
 from pylvs.core.director import Director
+from pylvs.lab.fwmark import run_lab as run_fwmark_lab
 from pylvs.lab.netns import is_root
-from pylvs.lab.runner import Lab, LabResult
+from pylvs.lab.runner import Lab, LabResult, daemon_available
 
 pytestmark = [
     pytest.mark.netns,
@@ -30,7 +31,8 @@ _results: dict[str, LabResult] = {}
 
 def lab(mode: str) -> LabResult:
     if mode not in _results:
-        with Lab(mode, "packet", out=lambda _s: None) as run:
+        # The bare lab director: the data plane on its own (the pylvsd path has its own test below).
+        with Lab(mode, "packet", out=lambda _s: None, use_daemon=False) as run:
             _results[mode] = run.run()
     return _results[mode]
 
@@ -89,3 +91,20 @@ def test_udp(mode: str) -> None:
     for a in r.udp_answers:
         assert a.startswith("welcome to 192.168.1.") and a.endswith(f"from {vip}"), a
     assert {a.split()[2] for a in r.udp_answers} == {"192.168.1.10", "192.168.1.20"}
+
+
+def test_fwmark_lab_shows_the_problem_then_the_fix() -> None:
+    r = run_fwmark_lab("packet", out=lambda _s: None, use_daemon=False)
+    assert r.servers(r.before) == {"welcome to 192.168.1.10", "welcome to 192.168.1.20"}
+    assert len(r.servers(r.after)) == 1 and next(iter(r.servers(r.after))).startswith("welcome to 192.168.1.")
+
+
+@pytest.mark.skipif(not daemon_available(), reason="pylvsd / pylvsadm not installed")
+def test_nat_lab_through_pylvsd_and_pylvsadm() -> None:
+    with Lab("nat", "packet", out=lambda _s: None, udp=False) as run:
+        run.build()
+        run.start_director()
+        answers = run.requests()
+        run.collect()
+    assert sorted(set(answers)) == ["welcome to 192.168.1.10", "welcome to 192.168.1.20"]
+    assert "172.25.254.100:80 rr" in run.result.listing and "Masq" in run.result.listing

@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -82,6 +83,9 @@ class Lab:
         self.stats_path = os.path.join(self.n.workdir, "director.json")
         self.sock_path = os.path.join(self.n.workdir, "pylvsd.sock")
         self.result = LabResult(mode, engine)
+        self.bare: subprocess.Popen[bytes] | None = None
+        self.bare_lines: list[str] = []
+        self.web_ports = [80]
 
     def __enter__(self) -> Lab:
         return self
@@ -119,9 +123,15 @@ class Lab:
                     ),
                     log_name=f"{role}-agent",
                 )
-            n.spawn(role, _py("pylvs.lab.webserver", "--ip", ip), log_name=f"{role}-web")
+            for port in self.web_ports:
+                n.spawn(
+                    role,
+                    _py("pylvs.lab.webserver", "--ip", ip, "--port", str(port)),
+                    log_name=f"{role}-web{port}",
+                )
         for role, ip in t.rs.items():
-            n.wait_tcp(role, ip, 80)
+            for port in self.web_ports:
+                n.wait_tcp(role, ip, port)
         self._install_probes()
 
     def _install_probes(self) -> None:
@@ -155,13 +165,11 @@ class Lab:
             cmds += [f"-a -u {t.vip}:80 -r {ip}:80 {flag}" for ip in t.rs.values()]
         return cmds
 
-    def start_director(self) -> None:
-        n = self.n
-        cmds = self.commands()
-        self.result.commands = cmds
+    def start_director(self, cmds: list[str] | None = None) -> None:
+        """Start pylvsd (or the bare lab director) in the director namespace and apply `cmds`."""
         if self.use_daemon:
-            rules = os.path.join(n.workdir, "rules")
-            n.spawn(
+            rules = os.path.join(self.n.workdir, "rules")
+            self.n.spawn(
                 "lvs",
                 _py(
                     "pylvs.daemon.main", "--socket", self.sock_path, "--rules", rules, "--engine", self.engine
@@ -169,15 +177,37 @@ class Lab:
                 log_name="pylvsd",
             )
             self._wait(lambda: os.path.exists(self.sock_path), "pylvsd socket")
+        self.configure(self.commands() if cmds is None else cmds)
+
+    def configure(self, cmds: list[str]) -> None:
+        """Apply ipvsadm command lines: through pylvsadm, or by restarting the bare director with them."""
+        self.result.commands += cmds
+        if self.use_daemon:
             for c in cmds:
                 self.out(f"[director]# pylvsadm {c}")
                 self.pylvsadm(c.split())
         else:
             for c in cmds:
-                self.out(f"[director]# ipvsadm {c}   (bare director: pylvsd not installed)")
-            n.spawn(
+                self.out(f"[director]# ipvsadm {c}   (bare lab director)")
+                if c.split()[0] == "-C":
+                    self.bare_lines = []
+                else:
+                    self.bare_lines.append(c)
+            if self.bare is not None:
+                self.bare.terminate()
+                self.bare.wait(10)
+            if os.path.exists(self.stats_path):
+                os.unlink(self.stats_path)
+            self.bare = self.n.spawn(
                 "lvs",
-                _py("pylvs.lab.director", "--engine", self.engine, "--stats", self.stats_path, *cmds),
+                _py(
+                    "pylvs.lab.director",
+                    "--engine",
+                    self.engine,
+                    "--stats",
+                    self.stats_path,
+                    *self.bare_lines,
+                ),
                 log_name="director",
             )
             self._wait(lambda: os.path.exists(self.stats_path), "director")
@@ -201,10 +231,12 @@ class Lab:
             raise LabError(f"pylvsadm {' '.join(args)}: {p.stderr.strip() or p.stdout.strip()}")
         return p.stdout
 
-    def curl(self, path: str = "/", extra: list[str] | None = None, timeout: float = 5) -> str:
+    def curl(
+        self, path: str = "/", extra: list[str] | None = None, timeout: float = 5, port: int = 80
+    ) -> str:
         t = self.t
         assert t is not None
-        cmd = ["curl", "-s", "--max-time", str(timeout), *(extra or []), f"http://{t.vip}{path}"]
+        cmd = ["curl", "-s", "--max-time", str(timeout), *(extra or []), f"http://{t.vip}:{port}{path}"]
         return self.n.run("client", cmd, check=False, timeout=timeout + 5).stdout
 
     def requests(self, count: int = 10) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import subprocess
 import time
@@ -23,6 +24,7 @@ from pylvs.engines.base import Engine
 from pylvs.engines.packet import bpf
 from pylvs.engines.packet.forward import Forwarder, Iface, Route
 from pylvs.engines.packet.neigh import Neighbours
+from pylvs.engines.packet.nfq import NF_ACCEPT, NF_DROP, NfQueue
 from pylvs.engines.packet.nft import NftTable, remove_stale, spec_from_director
 from pylvs.engines.packet.ports import DEFAULT_RANGE, PortPool
 
@@ -46,6 +48,16 @@ def _ip_json(args: list[str]) -> list[dict[str, Any]]:
         return []
     data = json.loads(p.stdout)
     return data if isinstance(data, list) else []
+
+
+def _iptables(op: str, rule: list[str]) -> None:
+    """`iptables -w -t TABLE OP CHAIN MATCH...` (the same iptables the user marks packets with)."""
+    table, chain, rest = rule[:2], rule[2], rule[3:]
+    p = subprocess.run(
+        ["iptables", "-w", *table, op, chain, *rest], capture_output=True, text=True, timeout=10
+    )
+    if p.returncode != 0 and op == "-A":
+        raise OSError(f"iptables {op} {' '.join(rule)}: {p.stderr.strip()}")
 
 
 class RouteCache:
@@ -130,10 +142,12 @@ class PacketEngine(Engine):
         self.tx_errors = 0
         self.cpu_start = 0.0
         self._sweeper: asyncio.TimerHandle | None = None
+        # Firewall-mark services: marked packets reach us through NFQUEUE (AF_PACKET cannot see marks).
+        self.queue_num = 1000 + os.getpid() % 60000
+        self.nfq: NfQueue | None = None
+        self.mark_rules: list[list[str]] = []
 
     def refuse_dest(self, key: ServiceKey, cfg: DestConfig) -> str | None:
-        if key.fwmark:
-            return "the packet engine cannot see firewall marks (AF_PACKET taps run before netfilter)"
         if cfg.addr.version != 4 or key.af != socket.AF_INET:
             return "the packet engine forwards IPv4 only"
         if cfg.fwd in (Fwd.TUNNEL,) and cfg.tun_type != 0:
@@ -188,6 +202,7 @@ class PacketEngine(Engine):
             socket.inet_aton(a) for _p, a in spec.lips
         ]
         srcs = [socket.inet_aton(a) for _p, a, _port in spec.nat_dests]
+        self._sync_marks()
         prog = bpf.program(dsts, srcs)
         for s in self.socks.values():
             bpf.attach(s, prog)
@@ -198,6 +213,52 @@ class PacketEngine(Engine):
                     rt = self.routes(d.addr.packed)
                     if rt is not None and self.fwd.neigh.lookup(rt.nexthop) is None:
                         self._arp_probe(rt)
+
+    def _sync_marks(self) -> None:
+        """One iptables NFQUEUE rule per fwmark service, after the user's MARK rules in mangle PREROUTING."""
+        marks = sorted({svc.fwmark for svc in self.director.services if svc.fwmark})
+        want = [
+            [
+                "-t",
+                "mangle",
+                "PREROUTING",
+                "-m",
+                "mark",
+                "--mark",
+                str(m),
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                str(self.queue_num),
+            ]
+            for m in marks
+        ]
+        if want and self.nfq is None:
+            self.nfq = NfQueue(self.queue_num)
+            if self.loop is not None:
+                self.loop.add_reader(self.nfq.fileno(), self._queued)
+        for rule in self.mark_rules:
+            if rule not in want:
+                _iptables("-D", rule)
+        for rule in want:
+            if rule not in self.mark_rules:
+                _iptables("-A", rule)
+        self.mark_rules = want
+
+    def _queued(self) -> None:
+        fwd, nfq = self.fwd, self.nfq
+        if fwd is None or nfq is None:
+            return
+        now = self.clock()
+        for q in nfq.receive():
+            frames, keep = fwd.handle_marked(q.indev, q.hwaddr, q.payload, q.mark, now)
+            nfq.verdict(q.packet_id, NF_ACCEPT if keep else NF_DROP)
+            for oidx, frame in frames:
+                try:
+                    self.socks[oidx].send(frame)
+                    fwd.counters["tx"] += 1
+                except (OSError, KeyError):
+                    self.tx_errors += 1
 
     def _arp_probe(self, rt: Route) -> None:
         from pylvs.engines.packet.frames import arp_request
@@ -249,6 +310,14 @@ class PacketEngine(Engine):
             s.close()
         self.socks.clear()
         self.table.remove()
+        for rule in self.mark_rules:
+            _iptables("-D", rule)
+        self.mark_rules = []
+        if self.nfq is not None:
+            if self.loop is not None:
+                self.loop.remove_reader(self.nfq.fileno())
+            self.nfq.close()
+            self.nfq = None
         if self.routes is not None:
             self.routes.close()
 

@@ -148,7 +148,14 @@ class Forwarder:
     def load_rules(self) -> None:
         r = Rules()
         for svc in self.director.services:
-            if svc.fwmark or svc.addr is None or svc.addr.version != 4:
+            if svc.fwmark:
+                # Requests come through NFQUEUE; NAT replies still arrive on the packet sockets.
+                for d in svc.dests:
+                    if d.fwd == Fwd.MASQ and d.addr.version == 4:
+                        r.nat_dests.add((IPPROTO_TCP, d.addr.packed, d.port))
+                        r.nat_dests.add((IPPROTO_UDP, d.addr.packed, d.port))
+                continue
+            if svc.addr is None or svc.addr.version != 4:
                 continue
             r.vips.add((int(svc.protocol), svc.addr.packed, svc.port))
             for d in svc.dests:
@@ -186,13 +193,33 @@ class Forwarder:
         rules = self.rules
         if (proto, daddr, dport) in rules.vips or (proto, daddr, 0) in rules.vips:
             self._inbound(ifc, f, out, now, proto, l4, saddr, sport, daddr, dport)
-        elif (proto, saddr, sport) in rules.nat_dests:
+        elif (proto, saddr, sport) in rules.nat_dests or (proto, saddr, 0) in rules.nat_dests:
             self._nat_reply(f, out, now, proto, l4, saddr, sport, daddr, dport)
         elif daddr in rules.lips and self.ports.owns(dport):
             self._fullnat_reply(f, out, now, proto, l4, saddr, sport, daddr, dport)
         else:
             c["unknown"] += 1
         return out
+
+    def handle_marked(
+        self, indev: int, hwaddr: bytes, payload: bytes, fwmark: int, now: float
+    ) -> tuple[Frames, bool]:
+        """A packet NFQUEUE handed us with its firewall mark (IP layer, checksums finished, no GSO).
+        Returns the frames to send and whether the kernel should keep the packet (the core said PASS)."""
+        out: Frames = []
+        ifc = self.ifaces.get(indev)
+        if ifc is None or len(payload) < 20 or payload[0] >> 4 != 4:
+            return out, True
+        proto = payload[9]
+        if proto not in (IPPROTO_TCP, IPPROTO_UDP) or (payload[6] << 8 | payload[7]) & 0x3FFF:
+            return out, True
+        f = bytearray(NO_VNET + ifc.mac + (hwaddr[:6] or bytes(6)) + b"\x08\x00") + payload
+        l4 = IP + (payload[0] & 0xF) * 4
+        sport, dport = _HH.unpack_from(f, l4)
+        saddr = bytes(f[IP + 12 : IP + 16])
+        daddr = bytes(f[IP + 16 : IP + 20])
+        action = self._inbound(ifc, f, out, now, proto, l4, saddr, sport, daddr, dport, fwmark)
+        return out, action == "PASS"
 
     # -- requests ------------------------------------------------------------------------------
     def _inbound(
@@ -207,18 +234,19 @@ class Forwarder:
         sport: int,
         daddr: bytes,
         dport: int,
-    ) -> None:
+        fwmark: int = 0,
+    ) -> str:
         length = get16(f, IP + 2)
         flags = f[l4 + 13] if proto == IPPROTO_TCP else 0
-        pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(daddr), dport, length=length, tcp_flags=flags)
+        pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(daddr), dport, fwmark, length, flags)
         action, conn = coreapi.decide_in(self.director, pkt, now)
         if action == "NO_DEST":
             self.counters["nodest"] += 1
             out.append((ifc.index, icmp_error(ifc.mac, bytes(f[ETH + 6 : ETH + 12]), daddr, f[IP:], 3, 3)))
-            return
+            return action
         if action != "FORWARD" or conn is None:
             self.counters["drop"] += 1
-            return
+            return action
         self.counters["in"] += 1
         fwd = conn.fwd
         raddr = conn.daddr.packed
@@ -238,7 +266,7 @@ class Forwarder:
             ent = self._fullnat_entry(conn, proto, saddr, sport, daddr, dport, raddr, rport)
             if ent is None:
                 self.counters["drop"] += 1
-                return
+                return "DROP"
             _rewrite(f, proto, l4, ent.laddr, ent.lport, raddr, rport)
             rt = self.route(raddr)
             if rt is not None:
@@ -247,6 +275,7 @@ class Forwarder:
             self._tunnel(ifc, f, out, raddr)
         else:
             self.counters["drop"] += 1  # LOCALNODE / BYPASS: the drop rule keeps these from the stack
+        return action
 
     def _fullnat_entry(
         self,

@@ -32,7 +32,12 @@ def spec_from_director(director: object, lips_for: dict[str, str]) -> DropSpec:
     """The drop rules for the director's services; lips_for maps a FULLNAT RIP to our local address."""
     spec = DropSpec()
     for svc in director.services:  # type: ignore[attr-defined]
-        if svc.fwmark or svc.addr is None or svc.addr.version != 4:
+        if svc.fwmark:
+            for d in svc.dests:
+                if d.fwd == Fwd.MASQ and d.addr.version == 4:
+                    spec.nat_dests += [(6, str(d.addr), d.port), (17, str(d.addr), d.port)]
+            continue
+        if svc.addr is None or svc.addr.version != 4:
             continue
         p = int(svc.protocol)
         if p not in PROTO_NAMES:
