@@ -452,12 +452,22 @@ class HealthManager:
                     have[ident] = d
 
     def _add_service(self, vs: _Vs, rule: ServiceRule) -> None:
+        have = vs.programmed.setdefault(rule.key, {})
         try:
             self.backend.add_service(rule.key, rule.cfg)
+            return
         except IPVSError:
-            # already there (e.g. left by an earlier run): take it over with our settings
-            self._call(vs, "", self.backend.edit_service, rule.key, rule.cfg)
-        vs.programmed.setdefault(rule.key, {})
+            pass
+        # already there (restored from a rules file, or left by an earlier run): take it over with
+        # our settings, and start from the real servers it has so the next reconcile fixes them
+        self._call(vs, "", self.backend.edit_service, rule.key, rule.cfg)
+        snapshot = getattr(self.backend, "snapshot", None)
+        if snapshot is None:
+            return
+        for sv in snapshot().services:
+            if sv.key() == rule.key:
+                for dv in sv.dests:
+                    have[(dv.ip, dv.port)] = dv.config()
 
     def _call(self, vs: _Vs, rs: str, fn: Callable[..., object], *args: object) -> bool:
         try:
