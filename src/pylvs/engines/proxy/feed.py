@@ -65,16 +65,23 @@ def send_out(director: Director, flow: Flow, flags: int, nbytes: int, now: float
     director.process_out(flow.conn, flow.outbound(flags, nbytes + flow.hdr), now)
 
 
-def data_in(director: Director, flow: Flow, nbytes: int, npkts: int, now: float) -> Verdict:
-    """Relayed client bytes: one core packet carrying all the bytes, plus the extra packet count."""
-    v = director.process_in(flow.inbound(TCP_ACK, nbytes + npkts * flow.hdr), now)
+def data_in(
+    director: Director, flow: Flow, nbytes: int, npkts: int, now: float, flags: int = TCP_ACK
+) -> Verdict:
+    """Relayed client bytes: one core packet carrying all the bytes (and the flags of the last
+    segment: a FIN may ride on it), plus the extra packet count."""
+    npkts = max(npkts, 1)
+    v = director.process_in(flow.inbound(flags, nbytes + npkts * flow.hdr), now)
     if npkts > 1 and v.conn is not None and v.conn is flow.conn:
         _more_packets(v.conn, npkts - 1, inbound=True, director=director)
     return v
 
 
-def data_out(director: Director, flow: Flow, nbytes: int, npkts: int, now: float) -> None:
-    director.process_out(flow.conn, flow.outbound(TCP_ACK, nbytes + npkts * flow.hdr), now)
+def data_out(
+    director: Director, flow: Flow, nbytes: int, npkts: int, now: float, flags: int = TCP_ACK
+) -> None:
+    npkts = max(npkts, 1)
+    director.process_out(flow.conn, flow.outbound(flags, nbytes + npkts * flow.hdr), now)
     if npkts > 1:
         _more_packets(flow.conn, npkts - 1, inbound=False, director=director)
 

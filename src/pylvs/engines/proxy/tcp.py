@@ -46,6 +46,7 @@ class TcpRelay(asyncio.Protocol):
         "dirty",
         "done",
         "early",
+        "early_n",
         "engine",
         "flow",
         "last",
@@ -71,21 +72,24 @@ class TcpRelay(asyncio.Protocol):
         self.stalled = False
         self.connect_task: asyncio.Task[None] | None = None
         self.early: list[bytes] = []
+        self.early_n = 0
         self.last = self.started = 0.0
 
     # -- the client's socket --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         t = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
-        t.pause_reading()  # nothing moves until the real server answers
         self.c = t
         self.engine.tcp_accepted(self, t)
 
     def data_received(self, data: bytes) -> None:
         s = self.s
         if s is None:
-            # uvloop may deliver a chunk read before pause_reading took effect: hold it (one chunk
-            # at most, reading is paused) until the real server answers.
+            # Until the real server answers, hold what the client sends (usually its request), and
+            # stop reading once that passes the buffer bound.
             self.early.append(data)
+            self.early_n += len(data)
+            if self.early_n >= WRITE_HIGH and self.c is not None:
+                self.c.pause_reading()
             return
         n = len(data)
         s.write(data)
@@ -99,13 +103,11 @@ class TcpRelay(asyncio.Protocol):
         self.c_eof = True
         if self.done or self.flow is None:
             return False
-        eng = self.engine
-        now = eng.clock()
-        self.flush(now)
-        feed.send_in(eng.director, self.flow, TCP_FIN | TCP_ACK, 0, now)
-        if self.s is None:
-            self.finish()
+        self.flush(self.engine.clock(), fin_in=True)
+        if self.done:
             return False
+        if self.s is None:
+            return True  # still connecting: the request and the EOF go out once connected
         if self.s.can_write_eof():
             self.s.write_eof()  # half-close: the server may still answer
         if self.s_eof:
@@ -162,16 +164,23 @@ class TcpRelay(asyncio.Protocol):
         flow = self.flow
         assert flow is not None and self.c is not None
         feed.send_out(eng.director, flow, SYN_ACK, 0, now)
-        feed.send_in(eng.director, flow, TCP_ACK, 0, now)
         self.last = now
         if self.early:
+            # The client's ACK and what it sent meanwhile: one packet for the core.
             early, self.early = self.early, []
             for chunk in early:
-                self.data_received(chunk)
+                transport.write(chunk)
+                self.cin_p += (len(chunk) + MSS - 1) // MSS
+            self.cin_b += self.early_n
+            if self.early_n >= WRITE_HIGH and not self.c_eof:
+                self.c.resume_reading()
+            self.flush(now)
+            if self.done:
+                return
+        else:
+            feed.send_in(eng.director, flow, TCP_ACK, 0, now)
         if self.c_eof:
             transport.write_eof()
-        else:
-            self.c.resume_reading()
 
     def server_data(self, data: bytes) -> None:
         n = len(data)
@@ -186,11 +195,10 @@ class TcpRelay(asyncio.Protocol):
         self.s_eof = True
         if self.done:
             return False
-        eng = self.engine
-        now = eng.clock()
-        self.flush(now)
-        assert self.flow is not None and self.c is not None
-        feed.send_out(eng.director, self.flow, TCP_FIN | TCP_ACK, 0, now)
+        self.flush(self.engine.clock(), fin_out=True)
+        if self.done:
+            return False
+        assert self.c is not None
         if self.c.can_write_eof():
             self.c.write_eof()
         if self.c_eof:
@@ -209,8 +217,9 @@ class TcpRelay(asyncio.Protocol):
             self.finish()
 
     # -- accounting and the end ------------------------------------------------------------------
-    def flush(self, now: float) -> None:
-        """Hand the bytes relayed since the last flush to the core; obey its verdict."""
+    def flush(self, now: float, fin_in: bool = False, fin_out: bool = False) -> None:
+        """Hand the bytes relayed since the last flush to the core (a FIN rides on the last batch of
+        its direction); obey the core's verdict."""
         self.dirty = False
         self.last = now
         flow = self.flow
@@ -218,14 +227,19 @@ class TcpRelay(asyncio.Protocol):
             self.cin_b = self.cin_p = self.sout_b = self.sout_p = 0
             return
         director = self.engine.director
-        if self.cin_b:
-            v = feed.data_in(director, flow, self.cin_b, self.cin_p, now)
+        if self.sout_b and not fin_out:
+            feed.data_out(director, flow, self.sout_b, self.sout_p, now)
+            self.sout_b = self.sout_p = 0
+        if self.cin_b or fin_in:
+            data = self.cin_b
+            flags = TCP_FIN | TCP_ACK if fin_in else TCP_ACK
+            v = feed.data_in(director, flow, self.cin_b, self.cin_p, now, flags)
             self.cin_b = self.cin_p = 0
-            if v.conn is not flow.conn or v.action.name != "FORWARD":
+            if data and (v.conn is not flow.conn or v.action.name != "FORWARD"):
                 self.lost_entry(v)
                 return
-        if self.sout_b:
-            feed.data_out(director, flow, self.sout_b, self.sout_p, now)
+        if fin_out:
+            feed.data_out(director, flow, self.sout_b, self.sout_p, now, TCP_FIN | TCP_ACK)
             self.sout_b = self.sout_p = 0
 
     def lost_entry(self, v: Any) -> None:
