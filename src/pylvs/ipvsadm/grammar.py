@@ -29,7 +29,7 @@ from pylvs.core.types import (
 )
 from pylvs.ipvsadm.cnum import atoi, inet_aton, inet_pton4, inet_pton6, string_to_number, strtol_full
 from pylvs.ipvsadm.names import NameResolver
-from pylvs.ipvsadm.popt import ArgKind, OptSpec, PoptError, Scanner
+from pylvs.ipvsadm.popt import ArgKind, OptSpec, OptTable, PoptError, Scanner
 
 MAX_TIMEOUT = 86400 * 31
 DEFAULT_PERSIST_TIMEOUT = 360
@@ -183,6 +183,8 @@ OPTION_TABLE: list[OptSpec] = [
     OptSpec("tun-csum", None, _N, "tun-csum"),
     OptSpec("tun-remcsum", None, _N, "tun-remcsum"),
 ]
+
+_OPTS = OptTable(OPTION_TABLE)
 
 # Options that only set a format flag (tag -> option name).
 _FLAG_OPTS = {
@@ -350,7 +352,20 @@ def _parse_sched_flags(sched: str, arg: str) -> SvcFlags:
     return flags
 
 
+_ALLOWED = {
+    c: frozenset(n for n, m in zip(OPTNAMES, row, strict=True) if m != "x") for c, row in _TABLE.items()
+}
+_REQUIRED = {
+    c: frozenset(n for n, m in zip(OPTNAMES, row, strict=True) if m == "+") for c, row in _TABLE.items()
+}
+_ONE_OF = {
+    c: frozenset(n for n, m in zip(OPTNAMES, row, strict=True) if m == "1") for c, row in _TABLE.items()
+}
+
+
 def _check_table(cmd: str, options: set[str]) -> None:
+    if options <= _ALLOWED[cmd] and _REQUIRED[cmd] <= options and len(options & _ONE_OF[cmd]) <= 1:
+        return  # the common case; the loop below finds the first violation in ipvsadm's order
     row = _TABLE[cmd]
     last = ""
     count = 0
@@ -404,7 +419,7 @@ def parse(argv: list[str], names: NameResolver | None = None) -> Command:
     """Parse a whole command line (argv[0] is the program name). Raises UsageError."""
     names = names or NameResolver()
     prog = argv[0] if argv else "ipvsadm"
-    sc = Scanner(list(argv[1:]), OPTION_TABLE)
+    sc = Scanner(list(argv[1:]), _OPTS)
 
     first = sc.next_opt()
     if first is None or isinstance(first, PoptError):

@@ -47,17 +47,25 @@ class PoptError:
         return f"{self.bad_option}: {POPT_MESSAGES[self.code]}"
 
 
+class OptTable:
+    """The options a program accepts, indexed by long and by short name (build it once)."""
+
+    def __init__(self, specs: list[OptSpec]) -> None:
+        self.long = {o.long: o for o in specs if o.long}
+        self.short = {o.short: o for o in specs if o.short}
+
+
 class Scanner:
     """poptGetNextOpt / poptGetArg over argv[1:]."""
 
-    def __init__(self, args: list[str], table: list[OptSpec]) -> None:
+    def __init__(self, args: list[str], table: OptTable) -> None:
         self.args = args
         self.next = 0
         self.leftovers: list[str] = []
         self._rest_leftover = False
         self._next_char: str | None = None  # rest of a bundle of short options
-        self._long = {o.long: o for o in table if o.long}
-        self._short = {o.short: o for o in table if o.short}
+        self._long = table.long
+        self._short = table.short
 
     def _bad_word(self) -> str:
         return self.args[self.next - 1] if self.next > 0 else ""

@@ -9,6 +9,7 @@ before the bad one (and after a kernel error goes on with the rest).
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -134,65 +135,55 @@ def run_ipvsadm(
 # -- restore ----------------------------------------------------------------------------------
 
 
+_WORD = re.compile(rf"[^ \t\r]{{1,{RULE_WORD_MAX}}}")
+
+
 def split_rules(text: str) -> list[tuple[int, list[str]]]:
     """ipvsadm's config_stream_read(): (line number, words) of each line with words.
 
     Words are split on spaces, tabs and carriage returns, cut into pieces of 4096 characters; the
-    word `ipvsadm` is dropped anywhere. As in ipvsadm, white space after the last word of a file
-    that does not end in a newline ends the input without that line.
+    word `ipvsadm` is dropped anywhere. As in ipvsadm, a last line without a newline that ends in
+    two or more white-space characters is lost (its reader hits the end of input while skipping).
     """
     lines: list[tuple[int, list[str]]] = []
-    pos = 0
-    n = len(text)
-    lineno = 1
-    words: list[str] = []
-    start = 1
-    while True:
-        if pos >= n:
-            if words:
-                lines.append((start, words))
-            return lines
-        c = text[pos]
-        if c in " \t\r\n":
-            eof_drop = False
-            while True:
-                if pos >= n:
-                    eof_drop = True
-                    break
-                c = text[pos]
-                pos += 1
-                if c == "\n":
-                    break
-                if c in " \t\r":
-                    continue
-                pos -= 1
-                break
-            if eof_drop:
-                return lines
-            if c == "\n":
-                if words:
-                    lines.append((start, words))
-                lineno += 1
-                words = []
-                start = lineno
-            continue
-        end = pos
-        while end < n and end - pos < RULE_WORD_MAX and text[end] not in " \t\r\n":
-            end += 1
-        word = text[pos:end]
-        pos = end
-        tail = ""
-        if pos < n and text[pos] in " \t\r\n":
-            tail = text[pos]
-            pos += 1
-        if word != "ipvsadm":
-            words.append(word)
-        if tail == "\n":
-            if words:
-                lines.append((start, words))
-            lineno += 1
-            words = []
-            start = lineno
+    segments = text.split("\n")
+    last = segments[-1]
+    if last and len(last) - len(last.rstrip(" \t\r")) >= 2:
+        segments.pop()
+    for lineno, segment in enumerate(segments, 1):
+        words = [w for w in _WORD.findall(segment) if w != "ipvsadm"]
+        if words:
+            lines.append((lineno, words))
+    return lines
+
+
+def _restore_batch_only(
+    backend: Backend, text: str, prog: str, names: NameResolver, flush_first: bool
+) -> Result | None:
+    """A restore made only of rule changes: parse it all, then one apply_batch (which checks).
+
+    None when a line needs the state as it is half-way (a listing, -h): restore() then plays the
+    lines one by one on a copy.
+    """
+    ops: list[BatchOp] = [BatchOp("flush")] if flush_first else []
+    op_lines: list[int] = [0] if flush_first else []
+    for lineno, words in split_rules(text):
+        try:
+            cmd = parse([prog, *words], names)
+        except UsageError:
+            return None  # an earlier line may fail first: let the line-by-line path say which
+        op = command_op(cmd)
+        if op is None:
+            return None
+        ops.append(op)
+        op_lines.append(lineno)
+    if ops:
+        try:
+            backend.apply_batch(ops)
+        except BatchError as e:
+            line = op_lines[e.index] if 0 <= e.index < len(op_lines) else 0
+            return _rejected(prog, e.message, line, 255)
+    return Result("", "", 0)
 
 
 def _rejected(prog: str, message: str, lineno: int, code: int) -> Result:
@@ -222,6 +213,10 @@ def restore(
     """
     names = names or NameResolver()
     make_txn = getattr(backend, "transaction", None)
+    if not callable(make_txn):
+        fast = _restore_batch_only(backend, text, prog, names, flush_first)
+        if fast is not None:
+            return fast
     target: Any
     if callable(make_txn):
         target = make_txn()
