@@ -1,0 +1,1 @@
+"""The dashboard: one page served by pylvsd --web (see docs/observability.md)."""
