@@ -216,3 +216,26 @@ def parse_change(v: Any) -> Change:
     if state not in ("master", "backup"):
         raise BadRequest("state must be master or backup", op)
     return Change(kind, state=state, syncid=codec._int(d, "syncid", op, 0, 255, 0))
+
+
+def change_from_call(method: str, args: tuple[Any, ...]) -> Change:
+    """The Change a Backend call `method(*args)` makes (ipvsadm's BatchOp carries exactly that)."""
+    if method in ("add_service", "edit_service"):
+        return Change(method, key=args[0], svc=args[1])
+    if method == "del_service":
+        return Change(method, key=args[0])
+    if method == "flush":
+        return Change(method)
+    if method in ("add_dest", "edit_dest"):
+        return Change(method, key=args[0], dest=args[1])
+    if method == "del_dest":
+        return Change(method, key=args[0], addr=args[1], port=args[2])
+    if method == "zero":
+        return Change(method, key=args[0] if args else None)
+    if method == "set_timeouts":
+        return Change(method, timeouts=(args[0], args[1], args[2]))
+    if method == "start_daemon":
+        return Change(method, daemon=args[0])
+    if method == "stop_daemon":
+        return Change(method, state=args[0], syncid=args[1] if len(args) > 1 else 0)
+    raise ValueError(f"unknown change {method!r}")

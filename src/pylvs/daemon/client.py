@@ -15,13 +15,14 @@ import http.client
 import json
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from pylvs.core.errors import IPVSError, Op
 from pylvs.core.snapshot import ConnView, DaemonView, Snapshot
 from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey
 from pylvs.daemon import codec
-from pylvs.daemon.changes import Change, daemon_to_json
+from pylvs.daemon.changes import Change, change_from_call, daemon_to_json
 from pylvs.daemon.recorder import RecordingBackend
 from pylvs.daemon.rules import Rules
 
@@ -41,15 +42,18 @@ class DaemonUnavailable(Exception):
         super().__init__(f"cannot reach pylvsd on {socket_path}: {reason}")
 
 
-class DaemonError(Exception):
-    """pylvsd answered with an error that is not a kernel-style refusal (bad request, save failure)."""
+class DaemonError(IPVSError):
+    """pylvsd answered with an error that is not a kernel-style refusal (malformed request, rules file
+    not written). An IPVSError too, so pylvsadm prints its message like any refusal, never a traceback."""
 
     def __init__(self, status: int, body: dict[str, Any]) -> None:
+        err = body.get("errno")
+        super().__init__(Op.FLUSH, err if isinstance(err, int) else _errno.EIO, str(body.get("detail", "")))
         self.status = status
         self.body = body
-        self.message = str(body.get("message", "")) or f"HTTP {status}"
-        detail = body.get("detail")
-        super().__init__(f"{self.message} ({detail})" if detail else self.message)
+        text = str(body.get("message", "")) or f"HTTP {status}"
+        self.message = f"{text} ({self.detail})" if self.detail else text
+        self.args = (self.message,)
 
 
 class BatchRefused(IPVSError):
@@ -204,6 +208,16 @@ class DaemonBackend:
             if lines is not None and 0 <= e.index < len(lines):
                 e.line = lines[e.index]
             raise
+
+    def apply_batch(self, ops: Sequence[Any]) -> None:
+        """The Backend protocol's batch (ipvsadm's BatchOp list); BatchError names the refused one."""
+        from pylvs.ipvsadm.backend import BatchError
+
+        changes = [change_from_call(op.method, tuple(op.args)) for op in ops]
+        try:
+            self.apply_changes(changes)
+        except BatchRefused as e:
+            raise BatchError(e.index, e) from None
 
     def transaction(self, check_locally: bool = True) -> Transaction:
         return Transaction(self, check_locally)

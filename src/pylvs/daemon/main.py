@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engine", default=env("PYLVSD_ENGINE") or None, help="none, proxy or packet (default proxy)"
     )
+    p.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="neither read nor write a rules file (dry runs, config checks, tests)",
+    )
     p.add_argument("--config", metavar="FILE", help="keepalived.conf to run health checks from")
     p.add_argument("--metrics", metavar="HOST:PORT", type=_hostport, help="serve Prometheus metrics")
     p.add_argument("--web", metavar="HOST:PORT", type=_hostport, help="serve the dashboard")
@@ -169,7 +174,7 @@ def _addon_module(module: str, what: str) -> Any:
         raise RuntimeError(f"{what} is not available in this build ({module}: {e})") from None
 
 
-async def _start_addons(state: Any, args: argparse.Namespace) -> list[Addon]:
+async def _start_addons(state: Any, args: argparse.Namespace, token: str | None = None) -> list[Addon]:
     addons: list[Addon] = []
     if args.config:
         mod = _addon_module("pylvs.health.daemon", "--config (keepalived health checks)")
@@ -179,7 +184,7 @@ async def _start_addons(state: Any, args: argparse.Namespace) -> list[Addon]:
         addons.append(Addon("metrics", await mod.start(state, *args.metrics)))
     if args.web:
         mod = _addon_module("pylvs.web.daemon", "--web")
-        addons.append(Addon("web", await mod.start(state, *args.web)))
+        addons.append(Addon("web", await mod.start(state, *args.web, token=token)))  # edits need the token
     return addons
 
 
@@ -189,17 +194,21 @@ async def serve(args: argparse.Namespace, engine_cls: type[Any], token: str | No
     from pylvs.daemon.api import make_app
     from pylvs.daemon.counters import restore_counters, save_counters
     from pylvs.daemon.events import EventLog
+    from pylvs.daemon.rules import Rules
     from pylvs.daemon.state import DaemonState
     from pylvs.daemon.store import RulesFileError, RulesStore
 
     loop = asyncio.get_running_loop()
-    store = RulesStore(args.rules, numeric=_yes(args.numeric))
-    try:
-        store.prepare()
-        rules = await loop.run_in_executor(None, store.load)
-    except (RulesFileError, OSError, ImportError) as e:
-        return _fail(f"cannot restore rules: {e}")
-    if _yes(args.save_counters):
+    store: RulesStore | None = None
+    rules = Rules()
+    if not args.ephemeral:
+        store = RulesStore(args.rules, numeric=_yes(args.numeric))
+        try:
+            store.prepare()
+            rules = await loop.run_in_executor(None, store.load)
+        except (RulesFileError, OSError, ImportError) as e:
+            return _fail(f"cannot restore rules: {e}")
+    if _yes(args.save_counters) and store is not None:
         restore_counters(rules, Path(f"{args.rules}.counters"))
 
     engine = engine_cls(rules.director, loop)
@@ -240,7 +249,7 @@ async def serve(args: argparse.Namespace, engine_cls: type[Any], token: str | No
             await trunner.setup()
             await web.TCPSite(trunner, args.tcp[0], args.tcp[1]).start()
             runners.append(trunner)
-        addons = await _start_addons(state, args)
+        addons = await _start_addons(state, args, token)
     except (RuntimeError, OSError) as e:
         rc = _fail(str(e))
         stop.set()
@@ -248,8 +257,8 @@ async def serve(args: argparse.Namespace, engine_cls: type[Any], token: str | No
     async def on_hup() -> None:
         try:
             n = await state.reload("daemon")
-            log.info("reloaded %s: %d changes", store.path, n)
-            state.events.add("reload", f"{store.path}: {n} changes", "daemon")
+            log.info("reloaded %s: %d changes", args.rules, n)
+            state.events.add("reload", f"{args.rules}: {n} changes", "daemon")
         except RulesFileError as e:
             log.error("reload refused, old rules kept: %s", e)
             state.events.add("reload-failed", str(e), "daemon")
@@ -309,7 +318,7 @@ async def serve(args: argparse.Namespace, engine_cls: type[Any], token: str | No
             await state.save_now()
         except Exception as e:
             log.error("final save failed: %s", e)
-    if _yes(args.save_counters):
+    if _yes(args.save_counters) and store is not None:
         save_counters(state.rules, Path(f"{args.rules}.counters"))
     state.events.add("stop", "pylvsd stopped", "daemon")
     return rc

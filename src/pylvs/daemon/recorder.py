@@ -8,12 +8,13 @@ batch, or replayed. The daemon restores its rules file through it too.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pylvs.core.errors import IPVSError
 from pylvs.core.snapshot import ConnView, DaemonView, Snapshot
 from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey
-from pylvs.daemon.changes import Change
+from pylvs.daemon.changes import Change, change_from_call
 from pylvs.daemon.rules import Rules
 
 RefuseDest = Callable[[ServiceKey, DestConfig], str | None]
@@ -72,6 +73,17 @@ class RecordingBackend:
 
     def connections(self) -> list[ConnView]:
         return []
+
+    # -- transactions: changes already went to `rules`, which the caller drops if the restore fails
+    def transaction(self) -> RecordingBackend:
+        return self
+
+    def commit(self) -> int:
+        return len(self.changes)
+
+    def apply_batch(self, ops: Sequence[Any]) -> None:
+        for op in ops:
+            self._do(change_from_call(op.method, tuple(op.args)))
 
 
 def engine_refusal(change: Change, message: str) -> IPVSError:

@@ -78,18 +78,18 @@ class DaemonState:
 
     # -- time ------------------------------------------------------------------------------------
     def _set_now(self) -> float:
+        """Bring the core's clock to now (running any timer that is due) before it is read or changed."""
         now = self.clock()
-        self.director.env.now = now
+        advance = getattr(self.director, "advance", None)
+        if advance is not None:
+            advance(now)
+        elif now > self.director.env.now:
+            self.director.env.now = now
         return now
 
     def tick(self) -> float:
         """Drive the core's timers; returns seconds until the next wanted call (at most 1 s)."""
-        now = self.clock()
-        tick = getattr(self.director, "tick", None)
-        if tick is not None:
-            tick(now)
-        else:
-            self.director.env.now = now
+        now = self._set_now()
         nd = getattr(self.director, "next_deadline", None)
         wait = 1.0
         if nd is not None:

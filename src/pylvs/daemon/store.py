@@ -36,21 +36,20 @@ def format_rules(snap: Snapshot, numeric: bool = True) -> str:
 
 
 def restore_text(text: str, rules: Rules | None = None) -> RecordingBackend:
-    """Apply a rules file (ipvsadm -R input) to `rules` (a fresh Rules by default); RulesFileError if bad."""
-    import io
+    """Apply a rules file (ipvsadm -R input) to `rules` (a fresh Rules by default); RulesFileError if bad.
 
-    from pylvs.ipvsadm.run import run_ipvsadm
+    Lines starting with '#' are blanked first, as ipvsadm-restore drops them (line numbers are kept).
+    """
+    from pylvs.ipvsadm.run import restore
 
     backend = RecordingBackend(rules)
-    out, err = io.StringIO(), io.StringIO()
-    # ipvsadm-restore's habit: comment lines are dropped before -R sees them.
-    body = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
+    body = "".join("\n" if ln.startswith("#") else ln for ln in text.splitlines(keepends=True))
     try:
-        rc = run_ipvsadm(backend, ["-R"], stdin=body, stdout=out, stderr=err)
+        result = restore(backend, body, "pylvsd")
     except Exception as e:  # a parser bug must not take the daemon down; report it as a bad file
         raise RulesFileError(f"restore failed: {e!r}") from e
-    if rc != 0 or err.getvalue():
-        msg = err.getvalue().strip() or out.getvalue().strip() or f"exit status {rc}"
+    if result.code != 0:
+        msg = " ".join(result.err.split("\n")).strip() or f"exit status {result.code}"
         raise RulesFileError(msg)
     return backend
 

@@ -1,0 +1,152 @@
+"""Restore benchmark: 10,000 services with 100,000 real servers through pylvsd.
+
+Figure of merit: seconds from the start of `pylvsadm -R < FILE` to the end of a `pylvsadm -Ln` that
+shows every service and server (goal: under 2 s). Also prints where the time goes: the daemon's batch
+alone (one POST /batch of pre-built changes), the snapshot fetch, and the rules file write.
+
+    .venv/bin/python bench/bench_restore.py [--services 10000] [--per 10] [--repeat 3]
+
+Runs pylvsd with --engine none on a temporary socket and rules file; everything stays on this host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey
+from pylvs.daemon.changes import Change
+from pylvs.daemon.client import DaemonBackend, DaemonUnavailable
+
+
+def vip(i: int) -> str:
+    return f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"
+
+
+def rip(i: int, j: int) -> str:
+    return f"172.{16 + j}.{i // 256 % 256}.{i % 256}"
+
+
+def rules_text(n: int, per: int) -> str:
+    lines = []
+    for i in range(n):
+        lines.append(f"-A -t {vip(i)}:80 -s wlc")
+        lines.extend(f"-a -t {vip(i)}:80 -r {rip(i, j)}:8080 -m -w {j + 1}" for j in range(per))
+    return "\n".join(lines) + "\n"
+
+
+def changes(n: int, per: int) -> list[Change]:
+    out = []
+    for i in range(n):
+        k = ServiceKey.for_addr(Proto.TCP, ipaddress.ip_address(vip(i)), 80)
+        out.append(Change("add_service", key=k, svc=ServiceConfig("wlc")))
+        out.extend(
+            Change("add_dest", key=k, dest=DestConfig(ipaddress.ip_address(rip(i, j)), 8080, Fwd.MASQ, j + 1))
+            for j in range(per)
+        )
+    return out
+
+
+class Daemon:
+    def __init__(self, tmp: Path) -> None:
+        self.sock = str(tmp / "pylvsd.sock")
+        self.rules = tmp / "rules"
+        self.rules.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "pylvs.daemon.main", "--engine", "none", "--socket", self.sock]
+        argv += ["--rules", str(self.rules), "--log-level", "warning"]
+        self.proc = subprocess.Popen(argv)
+        b = DaemonBackend(self.sock)
+        for _ in range(400):
+            try:
+                b.status()
+                return
+            except DaemonUnavailable:
+                time.sleep(0.05)
+        raise SystemExit("pylvsd did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
+def pylvsadm() -> list[str] | None:
+    exe = shutil.which("pylvsadm", path=os.path.dirname(sys.executable))
+    if exe is None:
+        return None
+    try:
+        import pylvs.cli.pylvsadm  # noqa: F401
+    except ImportError:
+        return None
+    return [exe]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--services", type=int, default=10000)
+    ap.add_argument("--per", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    n, per = args.services, args.per
+    total = n * (1 + per)
+    tmp = Path(tempfile.mkdtemp(prefix="pylvs-bench-"))
+    try:
+        text = rules_text(n, per)
+        (tmp / "in.rules").write_text(text)
+        print(f"{n} services, {n * per} real servers ({total} lines, {len(text) / 1e6:.1f} MB)")
+        cmd = pylvsadm()
+        env = {**os.environ, "PYLVS_SOCKET": str(tmp / "pylvsd.sock")}
+
+        runs: list[float] = []
+        if cmd is not None:
+            for _ in range(args.repeat):
+                d = Daemon(tmp)
+                t0 = time.perf_counter()
+                with open(tmp / "in.rules") as f:
+                    r = subprocess.run([*cmd, "-R"], stdin=f, env=env, capture_output=True, text=True)
+                t1 = time.perf_counter()
+                out = subprocess.run([*cmd, "-Ln"], env=env, capture_output=True, text=True)
+                t2 = time.perf_counter()
+                shown = sum(1 for line in out.stdout.splitlines() if line.startswith(("TCP ", "  -> 1")))
+                d.stop()
+                if r.returncode != 0 or shown != total:
+                    print(f"pylvsadm -R rc={r.returncode} {r.stderr[:300]!r}; -Ln showed {shown}/{total}")
+                    return 1
+                runs.append(t2 - t0)
+                print(f"  pylvsadm -R {t1 - t0:.2f} s + pylvsadm -Ln {t2 - t1:.2f} s = {t2 - t0:.2f} s")
+            print(f"pylvsadm -R .. -Ln (median of {len(runs)}): {statistics.median(runs):.2f} s")
+        else:
+            print("pylvsadm not available yet: only the API path is measured")
+
+        # The daemon's side alone: one batch of pre-built changes, then one snapshot.
+        ch = changes(n, per)
+        api_runs = []
+        for _ in range(args.repeat):
+            d = Daemon(tmp)
+            b = DaemonBackend(d.sock)
+            t0 = time.perf_counter()
+            b.apply_changes(ch)
+            t1 = time.perf_counter()
+            snap = b.snapshot()
+            t2 = time.perf_counter()
+            assert sum(len(s.dests) for s in snap.services) == n * per
+            assert len(d.rules.read_text().splitlines()) == total
+            d.stop()
+            api_runs.append(t2 - t0)
+            print(f"  POST /batch {t1 - t0:.2f} s (validate, apply, save) + GET /snapshot {t2 - t1:.2f} s")
+        print(f"API batch + snapshot (median of {len(api_runs)}): {statistics.median(api_runs):.2f} s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
