@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cmp_to_key
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pylvs.core.snapshot import DestView, ServiceView
-from pylvs.ipvsadm.grammar import UsageError, parse
+from pylvs.ipvsadm.grammar import UsageError, parse, parse_fast
 from pylvs.ipvsadm.listing import largenum
 from pylvs.ipvsadm.names import NameResolver
 from pylvs.ipvsadm.run import split_rules
-from pylvs.ipvsadm.sort import cmp_dests, merge_sort, sort_dests, sort_services
+from pylvs.ipvsadm.sort import cmp_dests, cmp_services, merge_sort, sort_dests, sort_services
 
 NO_NAMES = NameResolver(hosts_text="", services_text="http 80/tcp www\n")
 
@@ -91,3 +94,51 @@ def test_fullnat_is_a_forwarding_method() -> None:
     with pytest.raises(UsageError) as e:
         parse(["ipvsadm", "-a", "-t", "10.0.0.1:80", "-r", "10.0.0.2", "-m", "--fullnat"], NO_NAMES)
     assert e.value.message == "multiple 'forwarding-method' options specified"
+
+
+_V4 = st.integers(0, 2**32 - 1).map(lambda v: str(ipaddress.IPv4Address(v)))
+_V6 = st.integers(0, 2**128 - 1).map(lambda v: ipaddress.IPv6Address(v).compressed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.one_of(_V4, _V6), st.integers(0, 65535)), max_size=12), st.booleans())
+def test_sort_fast_path_equals_merge_sort(pairs: list[tuple[str, int]], small: bool) -> None:
+    if small:  # mostly consistent orders, so that the fast path is taken
+        pairs = [(a if ":" in a else f"10.0.{p % 256}.{p // 256 % 256}", p) for a, p in pairs]
+    dests = [_dest(a, p) for a, p in pairs]
+    assert sort_dests(dests) == merge_sort(dests, cmp_dests)
+    services = [ServiceView(10 if ":" in a else 2, 6, a, p, 0, "rr", 0, 0, 0, "") for a, p in pairs] + [
+        ServiceView(2, 6, "", 0, p * (2**20 if small else 2**17), "rr", 0, 0, 0, "") for _, p in pairs
+    ]
+    assert sort_services(services) == merge_sort(services, cmp_services)
+
+
+_PIECE = st.sampled_from(
+    ["1.2.3.4", "10.0.0.1", "255.255.255.255", "0.0.0.0", "01.2.3.4", "1.2.3", "a.b.c.d"]
+)
+_PORT = st.sampled_from(["0", "80", "65535", "65536", "080", "+80", "http", "99999"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(["-A", "-a", "-E"]),
+    st.sampled_from(["-t", "-u", "--sctp-service", "-f"]),
+    _PIECE,
+    _PORT,
+    _PIECE,
+    _PORT,
+    st.sampled_from(["-m", "-g", "-i", "--fullnat", "-x"]),
+    st.sampled_from(["0", "1", "2147483647", "2147483648", "-1", "+3", "x"]),
+    st.sampled_from(["rr", "wlc", "averyveryverylongschedulername", "-p"]),
+)
+def test_parse_fast_agrees_with_parse(
+    c: str, proto: str, va: str, vp: str, ra: str, rp: str, fwd: str, w: str, sched: str
+) -> None:
+    for words in (
+        [c, proto, f"{va}:{vp}", "-s", sched],
+        [c, proto, f"{va}:{vp}", "-r", f"{ra}:{rp}", fwd, "-w", w],
+    ):
+        fast = parse_fast(words)
+        if fast is None:
+            continue
+        assert fast == parse(["ipvsadm", *words], NO_NAMES)

@@ -10,6 +10,8 @@ Our one extension: `--fullnat` (forwarding method FULLNAT), a fourth "forwarding
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -720,3 +722,47 @@ def parse(argv: list[str], names: NameResolver | None = None) -> Command:
 
 
 Parser = Callable[[list[str]], Command]
+
+# -- a shortcut for the lines -Sn writes ---------------------------------------------------------
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_V4PORT = re.compile(rf"({_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}):([0-9]{{1,5}})")
+_SVC_OPT = {"-t": Proto.TCP, "-u": Proto.UDP, "--sctp-service": Proto.SCTP}
+_FWD_OPT = {"-m": Fwd.MASQ, "-g": Fwd.DROUTE, "-i": Fwd.TUNNEL, "--fullnat": Fwd.FULLNAT}
+_ADD_SVC_OPTS = frozenset({"service-address", "scheduler"})
+_ADD_DEST_OPTS = frozenset({"service-address", "real-server", "forwarding-method", "weight"})
+
+
+def _v4port(word: str) -> tuple[ipaddress.IPv4Address, int] | None:
+    m = _V4PORT.fullmatch(word)
+    if m is None:
+        return None
+    port = int(m.group(2))
+    if port > 65535:
+        return None
+    return ipaddress.IPv4Address(socket.inet_aton(m.group(1))), port
+
+
+def parse_fast(words: list[str]) -> Command | None:
+    """The two line shapes of `-Sn` for IPv4 (`-A -t A:P -s S`, `-a -t A:P -r A:P -m -w N`), parsed
+    without the general machinery: the same Command parse() gives, or None for anything else."""
+    n = len(words)
+    if n == 5 and words[0] == "-A" and words[3] == "-s" and words[1] in _SVC_OPT:
+        vip = _v4port(words[2])
+        if vip is None or vip[1] == 0:
+            return None
+        key = ServiceKey(AF_INET, _SVC_OPT[words[1]], vip[0], vip[1], 0)
+        return Command("add-service", _ADD_SVC_OPTS, key, ServiceConfig(words[4][:SCHEDNAME_MAX]))
+    if n == 8 and words[0] == "-a" and words[3] == "-r" and words[6] == "-w" and words[1] in _SVC_OPT:
+        fwd = _FWD_OPT.get(words[5])
+        vip = _v4port(words[2])
+        rip = _v4port(words[4])
+        weight = string_to_number(words[7], 0, WEIGHT_MAX)
+        if fwd is None or vip is None or rip is None or weight is None:
+            return None
+        key = ServiceKey(AF_INET, _SVC_OPT[words[1]], vip[0], vip[1], 0)
+        port = vip[1] if fwd in (Fwd.TUNNEL, Fwd.DROUTE) else rip[1]
+        return Command(
+            "add-server", _ADD_DEST_OPTS, key, ServiceConfig(), DestConfig(rip[0], port, fwd, weight)
+        )
+    return None

@@ -68,6 +68,8 @@ def _parse_addr(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
 
 def addrport_name(addr: str, port: int, protocol: int, numeric: bool, names: NameResolver | None) -> str:
     """ipvsadm's addrport_to_anyname(): `a.b.c.d:port` / `[v6]:port`, or names without -n."""
+    if numeric and ":" not in addr and addr.count(".") == 3:
+        return f"{addr}:{port}"  # views hold IPv4 addresses in their one dotted form
     a = _parse_addr(addr)
     v6 = a is not None and a.version == 6
     host = addr if a is None else ntop(a)

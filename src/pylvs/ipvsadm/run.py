@@ -25,7 +25,7 @@ from pylvs.ipvsadm.backend import (
     apply_op,
     director_from_snapshot,
 )
-from pylvs.ipvsadm.grammar import Command, Format, UsageError, parse, tryhelp_text
+from pylvs.ipvsadm.grammar import Command, Format, UsageError, parse, parse_fast, tryhelp_text
 from pylvs.ipvsadm.names import NameResolver
 from pylvs.ipvsadm.save import format_save
 from pylvs.ipvsadm.usage import usage_text, version_text
@@ -169,7 +169,7 @@ def _restore_batch_only(
     op_lines: list[int] = [0] if flush_first else []
     for lineno, words in split_rules(text):
         try:
-            cmd = parse([prog, *words], names)
+            cmd = parse_fast(words) or parse([prog, *words], names)
         except UsageError:
             return None  # an earlier line may fail first: let the line-by-line path say which
         op = command_op(cmd)

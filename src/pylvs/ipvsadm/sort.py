@@ -109,11 +109,33 @@ def _cmp_dest_keys(k1: _DestKey, k2: _DestKey) -> int:
     return k1[2] - k2[2]
 
 
+_HALF = 1 << 31
+
+
+def _spans_ok(values: list[int]) -> bool:
+    """Differences of these unsigned values never wrap as a signed int: C order == plain order."""
+    return not values or max(values) - min(values) < _HALF
+
+
+def _words_ok(keys: list[tuple[int, int, int, int]]) -> bool:
+    return all(_spans_ok([k[i] for k in keys]) for i in range(4))
+
+
 def sort_services(services: list[ServiceView]) -> list[ServiceView]:
     keyed = [(_svc_key(s), s) for s in services]
+    # When no comparison can wrap, the comparator is a total order, and any stable sort gives the
+    # merge sort's result: take Python's (much faster on big tables).
+    addr_keys = [k for k, _ in keyed if not k[0]]
+    consistent = _spans_ok([k[0] for k, _ in keyed]) and all(
+        _words_ok([k[3] for k in addr_keys if k[1] == af]) for af in {k[1] for k in addr_keys}
+    )
+    if consistent:
+        return [s for _, s in sorted(keyed, key=lambda ks: ks[0])]
     return [s for _, s in merge_sort(keyed, lambda a, b: _cmp_svc_keys(a[0], b[0]))]
 
 
 def sort_dests(dests: list[DestView]) -> list[DestView]:
     keyed = [(_dest_key(d), d) for d in dests]
+    if len({k[0] for k, _ in keyed}) <= 1 and _words_ok([k[1] for k, _ in keyed]):
+        return [d for _, d in sorted(keyed, key=lambda kd: (kd[0][1], kd[0][2]))]
     return [d for _, d in merge_sort(keyed, lambda a, b: _cmp_dest_keys(a[0], b[0]))]
