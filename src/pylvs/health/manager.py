@@ -23,18 +23,29 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pylvs.core.errors import IPVSError
-from pylvs.core.types import DestConfig, IPAddr, ServiceKey
+from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey
 from pylvs.health.checkers import CHECKERS, Checker, CheckResult
 from pylvs.health.config.model import KeepalivedConfig, RealServerConf, VirtualServerConf
 from pylvs.health.resolve import Settings, settings, target
 from pylvs.health.rules import ServiceRule, dest_config, services_of, sorry_config
-from pylvs.ipvsadm.backend import Backend
 
 SCRIPT_TIMEOUT = 30.0
 EVENT_LOG_SIZE = 1000
 LAG_SAMPLES = 4096
+
+
+class RuleBackend(Protocol):
+    """The part of pylvs.ipvsadm.backend.Backend the manager uses (a Director fits it as well)."""
+
+    def add_service(self, key: ServiceKey, cfg: ServiceConfig) -> object: ...
+    def edit_service(self, key: ServiceKey, cfg: ServiceConfig) -> object: ...
+    def del_service(self, key: ServiceKey) -> object: ...
+    def add_dest(self, key: ServiceKey, cfg: DestConfig) -> object: ...
+    def edit_dest(self, key: ServiceKey, cfg: DestConfig) -> object: ...
+    def del_dest(self, key: ServiceKey, addr: IPAddr, port: int) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +152,7 @@ class HealthManager:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: RuleBackend,
         config: KeepalivedConfig,
         clock: Callable[[], float] = time.time,
         on_event: Callable[[HealthEvent], None] | None = None,

@@ -99,8 +99,8 @@ def _read_file(
             params[m.group(1)] = value.rstrip("\\")
             continue
         line = _substitute(line, params)
-        for sub in line.split("\n"):
-            sub = _conditional(sub, cid)
+        for part in line.split("\n"):
+            sub = _conditional(part, cid)
             if sub is None:
                 continue
             toks = _split(sub, where)
@@ -247,7 +247,7 @@ def _build(lines: list[list[_Tok]]) -> list[Stmt]:
         if words:
             stack[-1][0].append(Stmt(words, where))
     if len(stack) > 1:
-        owner = stack[-1][1]
-        assert owner is not None
-        raise ConfigError(owner.where, f"block of '{owner.keyword}' is never closed (missing '}}')")
+        last = stack[-1][1]
+        assert last is not None
+        raise ConfigError(last.where, f"block of '{last.keyword}' is never closed (missing '}}')")
     return root
