@@ -11,7 +11,7 @@ import pytest
 from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey
 from pylvs.engines.proxy import ProxyEngine
 from pylvs.engines.proxy.feed import TCP_HDR4, UDP_HDR4
-from pylvs.engines.proxy.tcp import WRITE_HIGH
+from pylvs.engines.proxy.tcp import CHUNK
 
 from .helpers import LO, LO_IP, Backend, Harness, ask, free_port, run
 
@@ -105,6 +105,7 @@ def test_connection_states_follow_the_relay() -> None:
             reader, writer = await asyncio.open_connection(LO, h.vport)
             writer.write(b"ping")
             await reader.readexactly(4)
+            await asyncio.sleep(0.3)  # the engine hands its batches to the core every 0.1 s here
             during = [c.state for c in h.director.connections_view(h.clock())]
             writer.write_eof()
             await reader.read()
@@ -211,12 +212,15 @@ def test_no_destination_refuses_at_once_and_logs_once(caplog: pytest.LogCaptureF
         try:
             for _ in range(5):
                 t0 = loop.time()
-                reader, writer = await asyncio.open_connection(LO, h.vport)
-                writer.write(b"x")
                 with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError, BrokenPipeError)):
-                    await asyncio.wait_for(reader.readexactly(1), 2)
+                    # The reset may even beat the client's own connect() completion.
+                    reader, writer = await asyncio.open_connection(LO, h.vport)
+                    writer.write(b"x")
+                    try:
+                        await asyncio.wait_for(reader.readexactly(1), 2)
+                    finally:
+                        writer.close()
                 took.append(loop.time() - t0)
-                writer.close()
             return took
         finally:
             await h.stop()
@@ -329,14 +333,13 @@ def test_backpressure_bounds_the_relay_buffers() -> None:
                             break
                     await asyncio.sleep(0)
                 relay = next(iter(eng.relays))
-                assert relay.s is not None
-                return pushed, relay.s.get_write_buffer_size()
+                return pushed, relay.buffered()
         finally:
             await h.stop()
             server.close()
 
     pushed, buffered = run(body)
-    assert buffered <= WRITE_HIGH + 512 * 1024
+    assert buffered <= CHUNK
     assert pushed < 64 * 1024 * 1024
 
 

@@ -24,7 +24,7 @@ from pylvs.engines.base import Engine
 from pylvs.engines.proxy import feed
 from pylvs.engines.proxy.feed import TCP_RST, TCP_SYN, Flow
 from pylvs.engines.proxy.sockets import family, get_mark, outgoing, tcp_listener, udp_listener
-from pylvs.engines.proxy.tcp import TcpRelay, _reset
+from pylvs.engines.proxy.tcp import TcpRelay, close_with_rst
 from pylvs.engines.proxy.udp import UdpService
 
 DEFAULT_TPROXY_PORT = 9999
@@ -34,19 +34,43 @@ ListenerKey = tuple[Any, ...]
 
 
 class TcpListener:
-    """What an accepted socket needs to know about the socket that accepted it."""
+    """A listening socket, accepting in batches from the event loop's readiness callback."""
 
-    __slots__ = ("server", "tproxy", "vaddr", "vport")
+    __slots__ = ("engine", "sock", "tproxy", "vaddr", "vport")
 
-    def __init__(self, vaddr: IPAddr | None, vport: int, tproxy: bool) -> None:
+    ACCEPT_BATCH = 64  # accepts per wake-up: bounded, so one busy service cannot starve the rest
+
+    def __init__(self, engine: ProxyEngine, sock: socket.socket, vaddr: IPAddr | None, vport: int) -> None:
+        self.engine = engine
+        self.sock = sock
         self.vaddr = vaddr
         self.vport = vport
-        self.tproxy = tproxy
-        self.server: asyncio.AbstractServer | None = None
+        self.tproxy = vaddr is None
+
+    def start(self) -> None:
+        assert self.engine.loop is not None
+        self.engine.loop.add_reader(self.sock.fileno(), self.accept_ready)
+
+    def accept_ready(self) -> None:
+        accept = self.sock.accept
+        accepted = self.engine.tcp_accepted
+        for _ in range(self.ACCEPT_BATCH):
+            try:
+                c, peer = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # EMFILE and friends: leave the rest in the backlog for now
+                self.engine._warn_once(("accept", e.errno), f"accept failed: {e.strerror}")
+                return
+            c.setblocking(False)
+            accepted(self, c, peer)
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        loop = self.engine.loop
+        if self.sock.fileno() >= 0:
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 class ProxyEngine(Engine):
@@ -193,25 +217,17 @@ class ProxyEngine(Engine):
             if key[0] == "tproxy":
                 self._fwmark_accept()
                 sock = tcp_listener(self.tproxy_addr, port, socket.AF_INET, transparent=True)
-                lst = TcpListener(None, port, tproxy=True)
+                lst = TcpListener(self, sock, None, port)
             else:
                 assert addr is not None
                 sock = tcp_listener(str(addr), port, family(addr))
-                lst = TcpListener(addr, port, tproxy=False)
+                lst = TcpListener(self, sock, addr, port)
         except OSError as e:
             where = f"{self.tproxy_addr}:{port} (TPROXY)" if key[0] == "tproxy" else f"{addr}:{port}"
             self.log.error("proxy: cannot listen on %s %s: %s", key[0].upper(), where, e.strerror or e)
             return
         self.listeners[key] = lst
-        self._spawn(self._serve(lst, sock))
-
-    async def _serve(self, lst: TcpListener, sock: socket.socket) -> None:
-        assert self.loop is not None
-        try:
-            lst.server = await self.loop.create_server(lambda: TcpRelay(self, lst), sock=sock, backlog=4096)
-        except OSError as e:
-            sock.close()
-            self.log.error("proxy: cannot serve %s:%d: %s", lst.vaddr, lst.vport, e)
+        lst.start()
 
     def _spawn(self, coro: Any) -> None:
         assert self.loop is not None
@@ -257,14 +273,12 @@ class ProxyEngine(Engine):
     def transparent_for(self, conn: Any) -> bool:
         return bool(conn.fwd == Fwd.MASQ)
 
-    def tcp_accepted(self, relay: TcpRelay, transport: asyncio.Transport) -> None:
+    def tcp_accepted(self, lst: TcpListener, c: socket.socket, peer: tuple[Any, ...]) -> None:
         """A client's SYN reached the service: ask the core, then connect to the chosen server."""
-        lst = relay.listener
-        peer = transport.get_extra_info("peername")
         if lst.tproxy:
-            local = transport.get_extra_info("sockname")
+            local = c.getsockname()
             vaddr, vport = self.ip(local[0]), local[1]
-            mark = get_mark(transport.get_extra_info("socket"))
+            mark = get_mark(c)
         else:
             assert lst.vaddr is not None
             vaddr, vport, mark = lst.vaddr, lst.vport, 0
@@ -276,30 +290,28 @@ class ProxyEngine(Engine):
             if v.action.name == "NO_DEST":
                 self.no_dest(Proto.TCP, vaddr, vport, mark)
             self.counters["refused"] += 1
-            relay.done = True
-            _reset(transport)
+            close_with_rst(c)
             return
         self.counters["accepted"] += 1
         flow.conn = conn
-        relay.flow = flow
-        relay.started = relay.last = now
-        self.relays.add(relay)
         addr = (str(conn.daddr), conn.dport)
-        sock = None
         try:
-            if self.transparent_for(conn):
-                sock = outgoing(family(conn.daddr), socket.SOCK_STREAM, (peer[0], peer[1]))
+            bind_to = (peer[0], peer[1]) if self.transparent_for(conn) else None
+            s = outgoing(family(conn.daddr), socket.SOCK_STREAM, bind_to)
         except OSError as e:
-            self.connect_failed(relay, addr, e)
+            feed.send_out(self.director, flow, TCP_RST, 0, now)
+            self.counters["connect_failed"] += 1
+            self.log.warning("proxy: cannot make a socket towards %s:%d: %s", addr[0], addr[1], e)
+            close_with_rst(c)
             return
-        assert self.loop is not None
-        relay.connect_task = self.loop.create_task(relay.connect(addr, sock))
+        relay = TcpRelay(self, c, s, flow, now)
+        self.relays.add(relay)
+        relay.connect(addr)
 
     def connect_failed(self, relay: TcpRelay, addr: tuple[str, int], err: BaseException) -> None:
         """The real server refused or did not answer: the client sees a reset, the core an RST out."""
-        relay.connect_task = None
         self.counters["connect_failed"] += 1
-        if relay.flow is not None and relay.flow.conn is not None and not relay.done:
+        if relay.flow.conn is not None and not relay.done:
             feed.send_out(self.director, relay.flow, TCP_RST, 0, self.clock())
         self.log.debug("proxy: connect to %s:%d failed: %s", addr[0], addr[1], err)
         relay.finish(reset=True)
@@ -344,12 +356,12 @@ class ProxyEngine(Engine):
     def expire_idle(self) -> None:
         now = self.clock()
         for relay in list(self.relays):
-            if relay.s is None:
-                if now - relay.started > self.connect_timeout and relay.flow is not None:
+            if not relay.connected:
+                if now - relay.started > self.connect_timeout:
                     self.connect_failed(relay, ("?", 0), TimeoutError("connect timed out"))
                 continue
-            assert relay.flow is not None
-            if now - relay.last > self.idle_limit(relay.flow.conn):
+            conn = relay.flow.conn
+            if conn.dead or now - relay.last > self.idle_limit(conn):
                 self.counters["idle_closed"] += 1
                 relay.finish(reset=True)
         for lst in self.listeners.values():
