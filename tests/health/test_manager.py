@@ -310,3 +310,26 @@ def test_backend_refusal_becomes_an_error_event(tmp_path: Path) -> None:
 
     asyncio.run(go())
     assert any(e.kind == "error" for e in events)
+
+
+def test_global_lvs_timeouts_and_omega_scripts(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    p = tmp_path / "k.conf"
+    p.write_text(
+        "global_defs {\n lvs_timeouts tcp 600 udp 30\n}\n"
+        f"virtual_server {VIP} 80 {{\n protocol TCP\n omega\n"
+        f" quorum_down \"/bin/sh -c 'touch {marks}/qdown'\"\n"
+        f" real_server 127.0.0.2 80 {{\n  notify_down \"/bin/sh -c 'touch {marks}/down'\"\n }}\n}}\n"
+    )
+
+    async def go() -> Director:
+        d = Director()
+        m = HealthManager(d, load_config(str(p)))
+        await m.start()
+        await m.stop()
+        return d
+
+    d = asyncio.run(go())
+    assert (d.timeouts.tcp, d.timeouts.tcpfin, d.timeouts.udp) == (600, 120, 30)
+    assert sorted(os.listdir(marks)) == ["down", "qdown"]

@@ -76,6 +76,12 @@ class StateBackend:
     def del_dest(self, key: ServiceKey, addr: IPAddr, port: int) -> None:
         self._do(kind="del_dest", key=key, addr=addr, port=port)
 
+    def flush(self) -> None:
+        self._do(kind="flush")
+
+    def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
+        self._do(kind="set_timeouts", timeouts=(tcp, tcpfin, udp))
+
     def snapshot(self) -> Snapshot:
         snap: Snapshot = self.state.snapshot()
         return snap

@@ -33,6 +33,7 @@ from pylvs.health.resolve import Settings, settings, target
 from pylvs.health.rules import ServiceRule, dest_config, services_of, sorry_config
 
 SCRIPT_TIMEOUT = 30.0
+STOP_SCRIPT_WAIT = 5.0  # how long stop() lets running scripts finish
 EVENT_LOG_SIZE = 1000
 LAG_SAMPLES = 4096
 
@@ -176,6 +177,11 @@ class HealthManager:
     async def start(self) -> None:
         """Program every service (real servers up unless alpha) and start the checkers."""
         self._vs = self._build(self.config, {})
+        g = self.config.global_defs
+        if g.lvs_flush and hasattr(self.backend, "flush"):
+            self._call(None, "", self.backend.flush)
+        if g.lvs_timeouts is not None and hasattr(self.backend, "set_timeouts"):
+            self._call(None, "", self.backend.set_timeouts, *g.lvs_timeouts)
         for vs in self._vs:
             for rule in vs.rules:
                 self._add_service(vs, rule)
@@ -189,12 +195,23 @@ class HealthManager:
         """Stop checking; remove the services this manager added (as keepalived does on shutdown)."""
         self._running = False
         tasks = [ck.task for vs in self._vs for rs in vs.rs for ck in rs.checkers if ck.task]
-        tasks += list(self._scripts)
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        # omega: shutting down counts as the servers and the quorum going down, for the scripts
+        for vs in self._vs:
+            if vs.conf.omega:
+                for rs in vs.rs:
+                    if rs.alive:
+                        self._script(rs.conf.notify_down)
+                if vs.quorum_up:
+                    self._script(vs.conf.quorum_down)
+        if self._scripts:
+            _, pending = await asyncio.wait(list(self._scripts), timeout=STOP_SCRIPT_WAIT)
+            for t in pending:
+                t.cancel()
         if remove_services:
             for vs in self._vs:
                 for rule in vs.rules:
@@ -480,11 +497,11 @@ class HealthManager:
                 for dv in sv.dests:
                     have[(dv.ip, dv.port)] = dv.config()
 
-    def _call(self, vs: _Vs, rs: str, fn: Callable[..., object], *args: object) -> bool:
+    def _call(self, vs: _Vs | None, rs: str, fn: Callable[..., object], *args: object) -> bool:
         try:
             fn(*args)
         except IPVSError as e:
-            self._event("error", vs.label, rs, f"{fn.__name__}: {e}")
+            self._event("error", vs.label if vs is not None else "", rs, f"{fn.__name__}: {e}")
             return False
         return True
 
@@ -530,9 +547,11 @@ class HealthManager:
         try:
             async with asyncio.timeout(SCRIPT_TIMEOUT):
                 rc = await proc.wait()
-        except TimeoutError:
+        except (TimeoutError, asyncio.CancelledError) as e:
             proc.kill()
-            await proc.wait()
+            await asyncio.shield(proc.wait())
+            if isinstance(e, asyncio.CancelledError):
+                raise
             self._event("error", "", "", f"script {cmd!r} killed after {SCRIPT_TIMEOUT:g}s")
             return
         if rc != 0:

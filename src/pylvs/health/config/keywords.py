@@ -191,6 +191,18 @@ def _lvs_flush(w: Walker, stmt: Stmt, g: GlobalDefs) -> None:
     g.lvs_flush = True
 
 
+def _lvs_timeouts(w: Walker, stmt: Stmt, g: GlobalDefs) -> None:
+    vals = {"tcp": 0, "tcpfin": 0, "udp": 0}
+    args = stmt.args
+    if not args or len(args) % 2:
+        raise ConfigError(stmt.where, "'lvs_timeouts' needs [tcp SECS] [tcpfin SECS] [udp SECS]")
+    for i in range(0, len(args), 2):
+        if args[i] not in vals:
+            raise ConfigError(stmt.where, f"'lvs_timeouts': unknown timeout '{args[i]}' (tcp, tcpfin or udp)")
+        vals[args[i]] = arg_int(stmt, i + 1, 1, 2678400)
+    g.lvs_timeouts = (vals["tcp"], vals["tcpfin"], vals["udp"])
+
+
 def _script_user(w: Walker, stmt: Stmt, g: GlobalDefs) -> None:
     g.script_user = arg_str(stmt)
 
@@ -215,7 +227,7 @@ GLOBAL_DEFS: Table = {
     "no_email_faults": _global_value,
     "enable_script_security": _global_value,
     "max_auto_priority": _global_value,
-    "lvs_timeouts": _global_value,
+    "lvs_timeouts": _lvs_timeouts,
     "lvs_sync_daemon": _unacted("the LVS sync daemon setting (use pylvsadm --start-daemon)"),
     "enable_traps": _global_value,
     "dynamic_interfaces": _global_value,

@@ -148,6 +148,7 @@ class VirtualServerConf:
 class GlobalDefs:
     router_id: str | None = None
     lvs_flush: bool = False
+    lvs_timeouts: tuple[int, int, int] | None = None  # tcp, tcpfin, udp (0 = leave as is)
     script_user: str | None = None
     values: dict[str, list[str]] = field(default_factory=dict)  # everything else, as written
 
