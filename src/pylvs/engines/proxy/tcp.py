@@ -2,8 +2,8 @@
 
 The relay works on the two non-blocking sockets directly, driven by the event loop's readiness
 callbacks (add_reader/add_writer): accept, connect, recv and send are one system call each and nothing
-else runs per chunk (no transport objects, no coroutine per connection or per chunk). That halves the
-cost of a new connection compared with asyncio transports.
+else runs per chunk (no transport objects, no coroutine per connection or per chunk): 10-20% less CPU
+per new connection than asyncio Protocols on uvloop transports.
 
 Bytes are counted on the relay and handed to the core in batches (see ProxyEngine.flush). Backpressure:
 when the destination socket does not take a whole chunk, the rest is kept (one chunk at most) and
