@@ -19,6 +19,9 @@ Which packets an event stands for (what the director sees):
 * Direct routing (-g) and tunnel (-i) servers answer the client directly, so the director sees only
   the client's side: TCP open = SYN, ACK, ACK (INPUT_ONLY table: ESTABLISHED); close = FIN, ACK
   (FIN_WAIT); UDP open = one datagram. The printed server is the one the packets were sent to.
+  With `--dr-replies` their replies cross the director instead (it is the real servers' gateway, as
+  in the oracle's lab): the kernel then finds the entry by the reply from VIP:port, counts it and
+  applies the OUTPUT table, so the packets and states are those of NAT (close ends in TIME_WAIT).
 * reset = one client RST (+ACK) for either method (CLOSE).
 
 This is what `../shared/oracle/guest/kernel_sim.py` plays through the real kernel (with NAT real
@@ -80,7 +83,9 @@ class Flow:
     mark: int
     raddr: IPAddr
     rport: int
-    replies: bool  # the server's replies cross the director (NAT, FULLNAT)
+    replies: bool  # the server's replies cross the director (NAT, FULLNAT; DR/TUN with --dr-replies)
+    oaddr: IPAddr  # where replies come from: the real server (NAT) or the virtual address (DR, TUN)
+    oport: int
 
     def inbound(self, flags: int = 0, length: int = TCP_HDR, chunk: int = -1) -> Packet:
         return Packet(
@@ -88,7 +93,7 @@ class Flow:
         )
 
     def outbound(self, flags: int = 0, length: int = TCP_HDR, chunk: int = -1) -> Packet:
-        return Packet(self.proto, self.raddr, self.rport, self.caddr, self.cport, 0, length, flags, chunk)
+        return Packet(self.proto, self.oaddr, self.oport, self.caddr, self.cport, 0, length, flags, chunk)
 
 
 def parse_hostport(text: str) -> tuple[IPAddr, int]:
@@ -116,10 +121,13 @@ def format_hostport(addr: IPAddr, port: int) -> str:
 class Simulation:
     """Plays event lines against one Director; results go to `out`."""
 
-    def __init__(self, out: TextIO, log: TextIO | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, out: TextIO, log: TextIO | None = None, seed: int = 0, dr_replies: bool = False
+    ) -> None:
         from pylvs.ipvsadm.backend import LocalBackend  # the ipvsadm front end's in-process backend
 
         self.out = out
+        self.dr_replies = dr_replies
         self.now = 0.0
         self.director = Director(rng=random.Random(seed))
         if log is not None:
@@ -213,7 +221,7 @@ class Simulation:
             if not args[5].isdigit() or int(args[5]) > 0xFFFFFFFF:
                 raise SimError(f"bad mark {args[5]!r}")
             mark = int(args[5])
-        flow = Flow(proto, caddr, cport, vaddr, vport, mark, caddr, 0, False)
+        flow = Flow(proto, caddr, cport, vaddr, vport, mark, caddr, 0, False, vaddr, vport)
         self.flows.pop(cid, None)
         conn = self._open(flow)
         if conn is None:
@@ -235,7 +243,10 @@ class Simulation:
         if v.action != Action.FORWARD or conn is None:
             return None
         flow.raddr, flow.rport = conn.daddr, conn.dport
-        flow.replies = conn.fwd in (Fwd.MASQ, Fwd.FULLNAT)
+        if conn.fwd in (Fwd.MASQ, Fwd.FULLNAT):
+            flow.replies, flow.oaddr, flow.oport = True, conn.daddr, conn.dport
+        else:
+            flow.replies = self.dr_replies
         reply = len(format_hostport(flow.raddr, flow.rport)) + 1  # what the real server answers
         if flow.proto == Proto.TCP:
             self._out(flow, TCP_SYN | TCP_ACK, TCP_HDR + 8)
@@ -287,11 +298,11 @@ class Simulation:
         if not flow.replies:
             return  # DR and tunnel servers answer the client directly
         d = self.director
-        conn = d.lookup_out(flow.proto, flow.raddr, flow.rport, flow.caddr, flow.cport)
+        conn = d.lookup_out(flow.proto, flow.oaddr, flow.oport, flow.caddr, flow.cport)
         if conn is not None:
             d.process_out(conn, flow.outbound(flags, length, chunk), self.now)
 
 
-def simulate(lines: Iterable[str], out: TextIO, log: TextIO | None = None) -> int:
+def simulate(lines: Iterable[str], out: TextIO, log: TextIO | None = None, dr_replies: bool = False) -> int:
     """Play `lines`; returns the exit status."""
-    return Simulation(out, log).run(lines)
+    return Simulation(out, log, dr_replies=dr_replies).run(lines)

@@ -418,3 +418,18 @@ def test_next_deadline_and_periodic_jobs() -> None:
     d.process_in(pkt(TCP_RST), 59.5)
     d.tick(200)
     assert c.dead and not d.services.trash  # freed, then purged from the trash
+
+
+def test_dr_reply_crossing_the_director_is_found_by_the_vip() -> None:
+    d = Director()
+    k = svc(d, scheduler="rr")
+    r = rs(d, k, "192.168.1.1", fwd=Fwd.DROUTE)
+    c = d.process_in(pkt(TCP_SYN), 0).conn
+    assert d.lookup_out(Proto.TCP, r.addr, 80, ip("172.16.0.1"), 40000) is None  # not from the RIP
+    found = d.lookup_out(Proto.TCP, ip(VIP), 80, ip("172.16.0.1"), 40000)
+    assert found is c
+    d.process_out(c, Packet(Proto.TCP, ip(VIP), 80, ip("172.16.0.1"), 40000, 0, 60, TCP_SYN | TCP_ACK), 0)
+    assert not c.flags & F_NOOUTPUT and r.stats.outpkts == 1  # counted, and the OUTPUT table from now on
+    d.process_in(pkt(TCP_ACK), 0)
+    d.process_in(pkt(TCP_FIN | TCP_ACK), 0)
+    assert c.state_name == "CLOSE_WAIT"

@@ -224,9 +224,21 @@ class ConnectionTable:
         return self.conns.get(make_key(proto, caddr, cport, vaddr, vport))
 
     def lookup_out(
-        self, proto: int, raddr: IPAddr, rport: int, caddr: IPAddr, cport: int
+        self, proto: int, saddr: IPAddr, sport: int, caddr: IPAddr, cport: int
     ) -> Connection | None:
-        return self.out.get(make_key(proto, raddr, rport, caddr, cport))
+        """The entry a packet from saddr:sport to a client belongs to (ip_vs_conn_out_get).
+
+        NAT entries answer from the real server's address and port. Other methods (DR, tunnel)
+        answer from the virtual address and port: when such a reply happens to cross the director
+        (it is the real servers' gateway), the kernel finds the entry by that and counts it.
+        """
+        conn = self.out.get(make_key(proto, saddr, sport, caddr, cport))
+        if conn is not None:
+            return conn
+        conn = self.conns.get(make_key(proto, caddr, cport, saddr, sport))
+        if conn is not None and (conn.flags & F_FWD_MASK) not in _NAT_LIKE:
+            return conn
+        return None
 
     # -- linking ---------------------------------------------------------------------------------
     def hash(self, conn: Connection) -> None:

@@ -97,7 +97,8 @@ class Director:
     def lookup_out(
         self, protocol: Proto | int, raddr: IPAddr, rport: int, caddr: IPAddr, cport: int
     ) -> Connection | None:
-        """The entry a reply (real server -> client) belongs to, for methods whose replies cross us."""
+        """The entry a reply (server -> client) belongs to: NAT/FULLNAT replies come from the real
+        server's address and port; DR/tunnel replies, if they cross the director, from the VIP."""
         conn = self.conns.lookup_out(int(protocol), raddr, rport, caddr, cport)
         return conn if conn is not None and not conn.dead else None
 
@@ -124,7 +125,8 @@ class Director:
         """Set the clock (never backwards) and run the timers that are due."""
         if now > self.env.now:
             self.env.now = now
-        if self.env.now >= self._deadline or self._nodest_sweep:
+        exp = self.conns.next_expiry()  # entries armed since the last tick may be due sooner
+        if self.env.now >= self._deadline or self._nodest_sweep or (exp is not None and exp <= self.env.now):
             self.tick(self.env.now)
 
     def tick(self, now: float) -> None:
