@@ -60,7 +60,14 @@ def run_lab(
         rule = MARK_RULE.format(vip=vip)
         out(f"[director]# {rule}")
         lab.n.run("lvs", rule.split())
-        lab.configure(["-C", "-A -f 66 -s rr -p"] + [f"-a -f 66 -r {ip} -m" for ip in rs])
+        if engine == "proxy":
+            # The proxy engine serves a fwmark service from one TPROXY listener (docs/proxy.md).
+            tp = "iptables -t mangle -A PREROUTING -m mark --mark 66 -p tcp -j TPROXY --on-port 9999 --on-ip 0.0.0.0 --tproxy-mark 0x0/0x0"
+            out(f"[director]# {tp}")
+            lab.n.run("lvs", tp.split())
+        # On the proxy engine a fwmark service relays as FULLNAT (its TPROXY listener, docs/proxy.md).
+        flag = "--fullnat" if engine == "proxy" else "-m"
+        lab.configure(["-C", "-A -f 66 -s rr -p"] + [f"-a -f 66 -r {ip} {flag}" for ip in rs])
         res.after = _visit(lab, out)
         lab.collect()
         res.listing = lab.result.listing

@@ -167,6 +167,8 @@ class Lab:
 
     def start_director(self, cmds: list[str] | None = None) -> None:
         """Start pylvsd (or the bare lab director) in the director namespace and apply `cmds`."""
+        if self.engine == "proxy" and self.mode == "nat":
+            self._transparent_proxy_routing()
         if self.use_daemon:
             rules = os.path.join(self.n.workdir, "rules")
             self.n.spawn(
@@ -178,6 +180,20 @@ class Lab:
             )
             self._wait(lambda: os.path.exists(self.sock_path), "pylvsd socket")
         self.configure(self.commands() if cmds is None else cmds)
+
+    def _transparent_proxy_routing(self) -> None:
+        """-m on the proxy engine is a transparent proxy: replies addressed to the client must be
+        delivered to the director's own socket (docs/proxy.md)."""
+        self.n.sh("lvs", "ip rule add fwmark 1 lookup 100\nip route add local 0.0.0.0/0 dev lo table 100")
+        subprocess.run(
+            ["ip", "netns", "exec", self.n.ns("lvs"), "nft", "-f", "-"],
+            input="table ip pylvs_tproxy {\n chain pre { type filter hook prerouting priority mangle; policy accept;\n"
+            "  socket transparent 1 meta mark set 1\n }\n}\n",
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+        self.n.sysctl("lvs", net__ipv4__conf__all__rp_filter=0)
 
     def configure(self, cmds: list[str]) -> None:
         """Apply ipvsadm command lines: through pylvsadm, or by restarting the bare director with them."""
