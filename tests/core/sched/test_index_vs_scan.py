@@ -1,4 +1,4 @@
-"""The indexed least-load schedulers (lc wlc sed nq fo ovf) against literal translations of the
+"""The indexed least-load schedulers (lc wlc sed nq fo ovf, and the wlc step of lblc/lblcr) against literal translations of the
 kernel's list scans, over random histories of adds, deletes, edits (weight 0, thresholds),
 connections bound, made inactive and released, and scheduler switches."""
 
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pylvs.core.director import Director
 from pylvs.core.sched.base import SchedEnv, conn_overhead
 from pylvs.core.sched.index import ratio_key
+from pylvs.core.sched.locality import LocalityScheduler
 from pylvs.core.service import RealServer
 from pylvs.core.types import DestConfig, Fwd, ServiceConfig
 
@@ -111,7 +112,7 @@ OPS = st.one_of(
     st.tuples(st.just("release"), st.integers(0, 11), st.booleans()),
     st.tuples(st.just("pick")),
     st.tuples(st.just("pick")),
-    st.tuples(st.just("switch"), st.sampled_from(sorted(SCANS))),
+    st.tuples(st.just("switch"), st.sampled_from([*sorted(SCANS), "lblc", "lblcr"])),
 )
 
 
@@ -183,13 +184,19 @@ def run_history(sched: str, ops: list[tuple[object, ...]]) -> None:
                 notify(got)
         elif kind == "switch":
             director.edit_service(key, ServiceConfig(scheduler=str(op[1])))
-        assert svc.scheduler is not None
+        sched_now = svc.scheduler
+        assert sched_now is not None
+        if isinstance(sched_now, LocalityScheduler):
+            # lblc/lblcr: their wlc step and their "some server below half its weight" test.
+            assert sched_now.least.best() is scan_wlc(svc.dests)
+            assert bool(sched_now.below_half) == any(2 * x.activeconns < x.weight for x in svc.dests)
+            continue
         want = SCANS[svc.scheduler_name](svc.dests)
-        assert svc.scheduler.schedule(syn(), env) is want, (svc.scheduler_name, svc.dests)
+        assert sched_now.schedule(syn(), env) is want, (svc.scheduler_name, svc.dests)
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from(sorted(SCANS)), st.lists(OPS, max_size=60))
+@given(st.sampled_from([*sorted(SCANS), "lblc", "lblcr"]), st.lists(OPS, max_size=60))
 def test_index_gives_the_scan_answer(sched: str, ops: list[tuple[object, ...]]) -> None:
     run_history(sched, ops)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pylvs.core.sched import register
 from pylvs.core.sched.base import SchedEnv
-from pylvs.core.sched.locality import LocalityScheduler, lblc_overloaded, wlc_scan
+from pylvs.core.sched.locality import LocalityScheduler
 from pylvs.core.service import RealServer
 from pylvs.core.types import Packet
 
@@ -19,15 +19,14 @@ class LocalityLeastConnection(LocalityScheduler[RealServer]):
 
     def schedule(self, pkt: Packet, env: SchedEnv) -> RealServer | None:
         self.tick(env)
-        svc = self.svc
         en = self.table.get(pkt.daddr)
         if en is not None:
             en.lastuse = env.now
             d = en.value
             # The threshold OVERLOAD flag is not looked at on this path.
-            if d.available and d.weight > 0 and not lblc_overloaded(d, svc):
+            if d.available and d.weight > 0 and not self.lblc_overloaded(d):
                 return d
-        d2 = wlc_scan(svc)
+        d2 = self.least.best()
         if d2 is None:
             self.last_fail_text = self.no_dest_text
             return None

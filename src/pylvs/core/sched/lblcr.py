@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pylvs.core.sched import register
 from pylvs.core.sched.base import SchedEnv, conn_overhead
-from pylvs.core.sched.locality import LocalityScheduler, lblc_overloaded, wlc_scan
+from pylvs.core.sched.locality import LocalityScheduler
 from pylvs.core.service import RealServer
 from pylvs.core.types import Packet
 
@@ -76,10 +76,10 @@ class LocalityLeastConnectionReplicated(LocalityScheduler[DestSet]):
 
     def schedule(self, pkt: Packet, env: SchedEnv) -> RealServer | None:
         self.tick(env)
-        svc, now = self.svc, env.now
+        now = env.now
         en = self.table.get(pkt.daddr)
         if en is None:
-            d = wlc_scan(svc)
+            d = self.least.best()
             if d is None:
                 self.last_fail_text = ""  # the kernel only debug-logs this case
                 return None
@@ -92,9 +92,9 @@ class LocalityLeastConnectionReplicated(LocalityScheduler[DestSet]):
             m = dset.most()
             if m is not None:
                 dset.erase(m, now)
-        if d is not None and not lblc_overloaded(d, svc):
+        if d is not None and not self.lblc_overloaded(d):
             return d
-        d = wlc_scan(svc)
+        d = self.least.best()
         if d is None:
             self.last_fail_text = self.no_dest_text
             return None

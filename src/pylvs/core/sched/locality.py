@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from pylvs.core.sched.base import Scheduler, conn_overhead
+from pylvs.core.sched.base import conn_overhead
 from pylvs.core.sched.hashing import fold, hash_32
+from pylvs.core.sched.index import BestIndex, IndexedScheduler
+from pylvs.core.sched.wlc import wlc_key
 from pylvs.core.service import RealServer, VirtualService
 from pylvs.core.types import IPAddr
 
@@ -93,7 +95,7 @@ class LocalityTable(Generic[T]):
 
 
 def wlc_scan(svc: VirtualService) -> RealServer | None:
-    """The wlc choice over the whole list, as lblc/lblcr compute it (a plain scan)."""
+    """The wlc choice as the kernel's lblc/lblcr code scans for it (kept as the reference)."""
     least: RealServer | None = None
     loh = 0
     for d in svc.dests:
@@ -108,19 +110,44 @@ def wlc_scan(svc: VirtualService) -> RealServer | None:
     return least
 
 
-def lblc_overloaded(dest: RealServer, svc: VirtualService) -> bool:
-    """More active connections than weight while some server is below half its weight."""
-    if dest.activeconns > dest.weight:
-        return any(d.activeconns * 2 < d.weight for d in svc.dests)
-    return False
-
-
-class LocalityScheduler(Scheduler, Generic[T]):
-    """Common hooks of lblc and lblcr: the table lives as long as the scheduler."""
+class LocalityScheduler(IndexedScheduler, Generic[T]):
+    """Common parts of lblc and lblcr: the table lives as long as the scheduler; the wlc choice
+    comes from the wlc index, and "some server is below half its weight" from a kept set."""
 
     def __init__(self, svc: VirtualService) -> None:
-        super().__init__(svc)
         self.table: LocalityTable[T] = LocalityTable()
+        self.below_half: set[RealServer] = {d for d in svc.dests if 2 * d.activeconns < d.weight}
+        super().__init__(svc)
+
+    def make_indexes(self) -> tuple[BestIndex, ...]:
+        self.least = BestIndex(wlc_key)
+        return (self.least,)
+
+    def _track(self, dest: RealServer) -> None:
+        if dest.available and 2 * dest.activeconns < dest.weight:
+            self.below_half.add(dest)
+        else:
+            self.below_half.discard(dest)
+
+    def add_dest(self, dest: RealServer) -> None:
+        super().add_dest(dest)
+        self._track(dest)
+
+    def del_dest(self, dest: RealServer, index: int) -> None:
+        super().del_dest(dest, index)
+        self.below_half.discard(dest)
+
+    def upd_dest(self, dest: RealServer) -> None:
+        super().upd_dest(dest)
+        self._track(dest)
+
+    def load_changed(self, dest: RealServer) -> None:
+        super().load_changed(dest)
+        self._track(dest)
+
+    def lblc_overloaded(self, dest: RealServer) -> bool:
+        """More active connections than weight while some server is below half its weight."""
+        return dest.activeconns > dest.weight and bool(self.below_half)
 
     def done(self) -> None:
         self.table.clear()
