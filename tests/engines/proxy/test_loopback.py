@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -412,3 +413,45 @@ def test_demo_prints_alternating_answers_and_the_table(capsys: pytest.CaptureFix
     who = [line.split("backend ")[1][0] for line in answers]
     assert all(who[i] != who[i + 1] for i in range(9))
     assert "FullNat" in out or "FULLNAT" in out.upper()
+
+
+def test_health_checks_move_new_connections_off_a_killed_backend(tmp_path: Path) -> None:
+    from pylvs.health.config import load_config
+    from pylvs.health.manager import HealthManager
+
+    async def body() -> tuple[set[str], list[str]]:
+        a, b = await Backend("A").start(), await Backend("B").start()
+        vport = free_port()
+        conf = tmp_path / "keepalived.conf"
+        rs = "".join(
+            f"  real_server {LO} {p} {{\n    weight 1\n    TCP_CHECK {{\n      connect_timeout 1\n    }}\n  }}\n"
+            for p in (a.port, b.port)
+        )
+        conf.write_text(
+            f"virtual_server {LO} {vport} {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind FULLNAT\n"
+            f"  protocol TCP\n{rs}}}\n"
+        )
+        h = Harness()
+        h.director.del_service(h.key)  # the manager programs its own service
+        health = HealthManager(h.director, load_config(str(conf)), run_scripts=False)
+        await health.start()
+        eng = await h.start()
+        try:
+            before = {(await ask(vport)).split()[0] for _ in range(4)}
+            await b.stop()
+            key = ServiceKey.for_addr(Proto.TCP, LO_IP, vport)
+            for _ in range(100):  # the checker notices within a few delay_loops
+                svc = h.director.services.get(key)
+                if svc is not None and svc.find_dest(LO_IP, b.port) is None:
+                    break
+                await asyncio.sleep(0.1)
+            after = [(await ask(vport)).split()[0] for _ in range(4)]
+            return before, after
+        finally:
+            await health.stop()
+            await eng.stop(drain=False)
+            await a.stop()
+
+    before, after = run(body, timeout=40)
+    assert before == {"A", "B"}
+    assert after == ["A"] * 4
