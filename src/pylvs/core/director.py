@@ -116,6 +116,10 @@ class Director:
         if self._rl_count >= RATELIMIT_BURST:
             return
         self._rl_count += 1
+        self.log_line(text, now)
+
+    def log_line(self, text: str, now: float) -> None:
+        """Log a line (the kernel's pr_err): kept in `events` and handed to `log` if set."""
         self.events.append((now, text))
         if self.log is not None:
             self.log(text)

@@ -181,7 +181,7 @@ def schedule(d: Director, svc: VirtualService, pkt: Packet, now: float) -> Verdi
         return _schedule_persist(d, svc, pkt, now, key, one_packet)
     if not svc.fwmark and pkt.dport != svc.port:
         if not svc.port:
-            d.log_ratelimited(
+            d.log_line(
                 "IPVS: Schedule: port zero only supported in persistent services, "
                 "check your ipvs configuration",
                 now,
@@ -240,7 +240,11 @@ def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
                 and proto.reusable(conn.state, bool(conn.flags & F_NOOUTPUT), sysctl.conn_reuse_mode)
             )
         if resched:
-            _expire_now(d, conn, now)
+            # an entry that still controls others is left to its timer; the new one takes its key
+            if conn.n_control:
+                table.detach(conn)
+            else:
+                table.free(conn)
             conn = None
     if conn is not None and not conn.dest.available:
         if not sysctl.expire_nodest_conn:
