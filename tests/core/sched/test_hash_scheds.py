@@ -14,7 +14,7 @@ from pylvs.core.sched.mh import TAB_SIZE as MH_SIZE
 from pylvs.core.sched.mh import MaglevHashing, mh_hashkey
 from pylvs.core.sched.sh import SourceHashing
 from pylvs.core.service import VirtualService
-from pylvs.core.types import DestConfig, Fwd, ServiceConfig, ServiceKey, SvcFlags
+from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey, SvcFlags
 
 from ..helpers import director_with, ip, syn
 
@@ -189,3 +189,15 @@ def test_sh_add_reshapes_exactly_as_rebuilt() -> None:
         assert mapping(svc) == [
             str(r.addr) if (r := fresh.schedule(syn(client=c), SchedEnv())) else "none" for c in CLIENTS
         ]
+
+
+def test_ipv6_clients_fold_their_address() -> None:
+    key = ServiceKey.for_addr(Proto.TCP, ip("2001:db8::100"), 80)
+    d, key = director_with("sh", [("2001:db8:1::10", 1), ("2001:db8:1::20", 1)], key=key, netmask=128)
+    svc = svc_of(d, key)
+    sched = svc.scheduler
+    assert isinstance(sched, SourceHashing)
+    for c in ("2001:db8:5::1", "2001:db8:5::2", "fe80::1234"):
+        h = hash_32(fold(ip(c)), 8)
+        b = sched.buckets[h]
+        assert b is not None and pick(svc, c, vip="2001:db8::100") == str(b.addr)
