@@ -101,10 +101,12 @@ def test_fwmark_lab_shows_the_problem_then_the_fix() -> None:
 
 @pytest.mark.skipif(not daemon_available(), reason="pylvsd / pylvsadm not installed")
 def test_nat_lab_through_pylvsd_and_pylvsadm() -> None:
+    """The lab as `pylvs lab nat` runs it: pylvsd + pylvsadm, and the article's -Sn / -C / -R epilogue."""
     with Lab("nat", "packet", out=lambda _s: None, udp=False) as run:
-        run.build()
-        run.start_director()
-        answers = run.requests()
-        run.collect()
-    assert sorted(set(answers)) == ["welcome to 192.168.1.10", "welcome to 192.168.1.20"]
-    assert "172.25.254.100:80 rr" in run.result.listing and "Masq" in run.result.listing
+        r = run.run()
+    assert sorted(set(r.answers)) == ["welcome to 192.168.1.10", "welcome to 192.168.1.20"]
+    assert r.upload_ok and r.download_ok and r.replies_via_director > 0
+    assert "172.25.254.100:80 rr" in r.listing and "Masq" in r.listing
+    assert (
+        r.restored and len(r.after_restore) == 2 and all(a.startswith("welcome to") for a in r.after_restore)
+    )

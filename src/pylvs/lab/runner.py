@@ -39,6 +39,8 @@ class LabResult:
     engine_stats: dict[str, float] = field(default_factory=dict)
     path: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    after_restore: list[str] = field(default_factory=list)
+    restored: bool | None = None  # NAT lab through pylvsd: -Sn, -C, -R gave back the same rules
 
     @property
     def replies_via_director(self) -> int:
@@ -240,9 +242,10 @@ class Lab:
             time.sleep(0.05)
         raise LabError(f"{what} did not come up:\n{self.n.log('pylvsd') or self.n.log('director')}")
 
-    def pylvsadm(self, args: list[str]) -> str:
+    def pylvsadm(self, args: list[str], stdin: str | None = None) -> str:
         env = dict(os.environ, PYLVS_SOCKET=self.sock_path)
-        p = self.n.run("lvs", _py("pylvs.cli.pylvsadm", *args), env=env, check=False)
+        full = ["ip", "netns", "exec", self.n.ns("lvs"), *_py("pylvs.cli.pylvsadm", *args)]
+        p = subprocess.run(full, input=stdin, capture_output=True, text=True, timeout=30, env=env)
         if p.returncode != 0:
             raise LabError(f"pylvsadm {' '.join(args)}: {p.stderr.strip() or p.stdout.strip()}")
         return p.stdout
@@ -334,12 +337,40 @@ class Lab:
         for line in r.path:
             self.out("  " + line)
 
+    def save_clear_restore(self) -> None:
+        """The article's 2.2 epilogue: save the rules, clear them, restore them from the file."""
+        path = os.path.join(self.n.workdir, "ipvsadm")  # the article's /etc/sysconfig/ipvsadm
+        saved = self.pylvsadm(["-Sn"])
+        with open(path, "w") as fh:
+            fh.write(saved)
+        self.out(f"[director]# pylvsadm -Sn > {path}")
+        for line in saved.splitlines():
+            self.out("  " + line)
+        self.pylvsadm(["-C"])
+        self.out("[director]# pylvsadm -C")
+        left = self.pylvsadm(["-Ln"]).splitlines()
+        self.out(f"[director]# pylvsadm -Ln   ->  {max(0, len(left) - 3)} services left")
+        self.pylvsadm(["-R"], stdin=saved)
+        self.out(f"[director]# pylvsadm -R < {path}")
+        again = self.pylvsadm(["-Sn"])
+        self.result.restored = again == saved
+        self.out(
+            f"[director]# pylvsadm -Sn   ->  {'the same rules as saved' if self.result.restored else 'DIFFERENT:'}"
+        )
+        if not self.result.restored:
+            self.out(again)
+
     def run(self) -> LabResult:
         self.build()
         self.start_director()
         self.requests()
         self.extra_checks()
         self.collect()
+        if self.mode == "nat" and self.use_daemon:
+            self.save_clear_restore()
+            ten = self.result.answers
+            self.result.after_restore = self.requests(2)
+            self.result.answers = ten
         return self.result
 
 
