@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import io
 import ipaddress
 import socket
 import sys
@@ -88,22 +86,15 @@ async def http_get(port: int) -> str:
     return f"{status.split(' ', 1)[-1]}  {body.decode(errors='replace').strip()}"
 
 
-def listing(director: Director, clock: Callable[[], float]) -> str:
-    """`pylvsadm -Ln` of the demo's director (the ipvsadm front end, or a plain table without it)."""
+def listing(director: Director, clock: Callable[[], float], argv: list[str]) -> str:
+    """What `pylvsadm ARGV` prints for the demo's director (a plain table if the front end is missing)."""
     try:
         from pylvs.ipvsadm.backend import LocalBackend
-        from pylvs.ipvsadm.run import run_ipvsadm  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
+        from pylvs.ipvsadm.run import run_ipvsadm
+    except ImportError:  # pragma: no cover - only while the ipvsadm front end is absent
         return _plain_listing(director)
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        result = run_ipvsadm(LocalBackend(director, clock), ["-Ln"])
-    text = out.getvalue() + err.getvalue()
-    if isinstance(result, tuple):  # (rc, text) or (rc, out, err) forms
-        text += "".join(x for x in result if isinstance(x, str))
-    elif isinstance(result, str):
-        text += result
-    return text
+    result = run_ipvsadm(LocalBackend(director, clock), argv, prog="pylvsadm")
+    return str(result.out) + str(result.err)
 
 
 def _plain_listing(director: Director) -> str:
@@ -145,10 +136,11 @@ async def demo(requests: int, scheduler: str) -> int:
                 print(f"  {i:2d}: {await http_get(vport)}")
             except (OSError, TimeoutError, ValueError) as e:
                 print(f"  {i:2d}: failed: {e or type(e).__name__}")
+        await asyncio.sleep(0.1)  # let the relays see the clients' last FINs
         engine.flush()
-        print()
-        print("$ pylvsadm -Ln")
-        print(listing(director, clock), end="")
+        for argv in (["-Ln"], ["-Ln", "--stats"]):
+            print(f"\n$ pylvsadm {' '.join(argv)}")
+            print(listing(director, clock, argv), end="")
         return 0
     finally:
         if engine is not None:
