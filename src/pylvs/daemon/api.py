@@ -24,7 +24,7 @@ from pylvs import __version__ as PYLVS_VERSION
 from pylvs.core.errors import IPVSError, Op
 from pylvs.core.snapshot import ConnView
 from pylvs.daemon import codec
-from pylvs.daemon.changes import Change, daemon_to_json, parse_change, parse_daemon
+from pylvs.daemon.changes import Change, ChangeParser, daemon_to_json, parse_change, parse_daemon
 from pylvs.daemon.codec import BadRequest
 from pylvs.daemon.events import SOURCES
 from pylvs.daemon.openapi import openapi_document
@@ -159,7 +159,10 @@ async def get_status(request: web.Request) -> web.Response:
 
 
 async def get_snapshot(request: web.Request) -> web.Response:
-    return _json(codec.snapshot_to_json(_state(request).snapshot()))
+    snap = _state(request).snapshot()
+    if request.query.get("compact") in ("1", "true", "yes"):
+        return _json(codec.snapshot_to_compact(snap))
+    return _json(codec.snapshot_to_json(snap))
 
 
 async def list_services(request: web.Request) -> web.Response:
@@ -305,9 +308,10 @@ async def batch(request: web.Request) -> web.Response:
     if not isinstance(raw, list):
         raise BadRequest("changes must be a list")
     changes = []
+    parser = ChangeParser()
     for i, item in enumerate(raw):
         try:
-            changes.append(parse_change(item))
+            changes.append(parser.parse(item))
         except BadRequest as e:
             return _json(error_body(e.op, e.errno, e.message, detail=e.detail, index=i), e.status)
     src = body.get("source", _source(request))

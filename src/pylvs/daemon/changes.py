@@ -11,7 +11,7 @@ from typing import Any
 
 from pylvs.core.errors import Op
 from pylvs.core.snapshot import DaemonView
-from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey
+from pylvs.core.types import DestConfig, Fwd, IPAddr, ServiceConfig, ServiceKey, TunFlags, TunType
 from pylvs.daemon import codec
 from pylvs.daemon.codec import BadRequest
 from pylvs.daemon.rules import Rules
@@ -239,3 +239,97 @@ def change_from_call(method: str, args: tuple[Any, ...]) -> Change:
     if method == "stop_daemon":
         return Change(method, state=args[0], syncid=args[1] if len(args) > 1 else 0)
     raise ValueError(f"unknown change {method!r}")
+
+
+# -- compact form, for big batches (pylvsadm -R): positional arrays, parsed on a fast path ------------
+#   ["S", service_id, scheduler, flags, timeout, netmask, pe_name]                     add_service
+#   ["D", service_id, addr, port, fwd, weight, u_thr, l_thr, tun_type, tun_port, tun_flags]  add_dest
+# Every other change travels in the object form.
+_FWD_BY_INT = {int(f): f for f in Fwd}
+_TUN_TYPE_BY_INT = {int(t): t for t in TunType}
+_TUN_FLAGS_BY_INT = {v: TunFlags(v) for v in range(4)}
+_DEST_RANGES = (
+    (0, 65535),  # port
+    (0, 7),  # fwd (then checked against the enum)
+    (-(2**31), 2**31 - 1),  # weight
+    (0, codec.U32),  # u_threshold
+    (0, codec.U32),  # l_threshold
+    (0, 2),  # tun_type
+    (0, 65535),  # tun_port
+    (0, 3),  # tun_flags
+)
+
+
+def change_to_compact(c: Change) -> list[Any] | dict[str, Any]:
+    if c.kind == "add_dest" and c.key is not None and c.dest is not None:
+        d = c.dest
+        return [
+            "D",
+            codec.service_id(c.key),
+            str(d.addr),
+            d.port,
+            int(d.fwd),
+            d.weight,
+            d.u_threshold,
+            d.l_threshold,
+            int(d.tun_type),
+            d.tun_port,
+            int(d.tun_flags),
+        ]
+    if c.kind == "add_service" and c.key is not None and c.svc is not None:
+        s = c.svc
+        return ["S", codec.service_id(c.key), s.scheduler, int(s.flags), s.timeout, s.netmask, s.pe_name]
+    return c.to_json()
+
+
+class ChangeParser:
+    """Parses changes in either form; remembers service ids, which repeat in a batch."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, ServiceKey] = {}
+
+    def _key(self, sid: Any, op: Op) -> ServiceKey:
+        if not isinstance(sid, str) or len(sid) > 80:
+            raise BadRequest("service id must be a string", op)
+        key = self._keys.get(sid)
+        if key is None:
+            key = codec.parse_service_id(sid, op)
+            self._keys[sid] = key
+        return key
+
+    def parse(self, v: Any) -> Change:
+        if not isinstance(v, list):
+            return parse_change(v)
+        tag = v[0] if v else None
+        if tag == "D" and len(v) == 11:
+            op = Op.ADD_DEST
+            key = self._key(v[1], op)
+            nums = v[3:]
+            for n, (lo, hi) in zip(nums, _DEST_RANGES, strict=True):
+                if type(n) is not int or not lo <= n <= hi:
+                    raise BadRequest("compact add_dest: a number is missing or out of range", op)
+            fwd = _FWD_BY_INT.get(nums[1])
+            if fwd is None:
+                raise BadRequest("compact add_dest: bad forwarding method", op)
+            dest = DestConfig(
+                codec.parse_ip(v[2], op),
+                nums[0],
+                fwd,
+                nums[2],
+                nums[3],
+                nums[4],
+                _TUN_TYPE_BY_INT[nums[5]],
+                nums[6],
+                _TUN_FLAGS_BY_INT[nums[7]],
+            )
+            return Change("add_dest", key=key, dest=dest)
+        if tag == "S" and len(v) == 7:
+            op = Op.ADD_SERVICE
+            key = self._key(v[1], op)
+            cfg = codec.parse_service_config(
+                {"scheduler": v[2], "flags": v[3], "timeout": v[4], "netmask": v[5], "pe_name": v[6]},
+                op,
+                key.af,
+            )
+            return Change("add_service", key=key, svc=cfg)
+        raise BadRequest('a compact change is ["S", ...7 items] or ["D", ...11 items]')

@@ -22,7 +22,7 @@ from pylvs.core.errors import IPVSError, Op
 from pylvs.core.snapshot import ConnView, DaemonView, Snapshot
 from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey
 from pylvs.daemon import codec
-from pylvs.daemon.changes import Change, change_from_call, daemon_to_json
+from pylvs.daemon.changes import Change, change_from_call, change_to_compact, daemon_to_json
 from pylvs.daemon.recorder import RecordingBackend
 from pylvs.daemon.rules import Rules
 
@@ -192,7 +192,7 @@ class DaemonBackend:
         self.request("DELETE", f"/daemons/{state}?syncid={int(syncid)}")
 
     def snapshot(self) -> Snapshot:
-        return codec.snapshot_from_json(self.request("GET", "/snapshot"))
+        return codec.snapshot_from_compact(self.request("GET", "/snapshot?compact=1"))
 
     def connections(self) -> list[ConnView]:
         data = self.request("GET", "/connections")
@@ -201,7 +201,7 @@ class DaemonBackend:
     # -- batches ---------------------------------------------------------------------------------
     def apply_changes(self, changes: list[Change], lines: list[int | None] | None = None) -> None:
         """Send `changes` as one transaction; BatchRefused (with .index and .line) if one is refused."""
-        body = {"changes": [c.to_json() for c in changes], "source": self.source}
+        body = {"changes": [change_to_compact(c) for c in changes], "source": self.source}
         try:
             self.request("POST", "/batch", body)
         except BatchRefused as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import socket
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import quote, unquote
@@ -99,6 +100,11 @@ def _only(d: dict[str, Any], allowed: frozenset[str], what: str, op: Op | None) 
 def parse_ip(v: Any, op: Op | None, what: str = "addr") -> IPAddr:
     if not isinstance(v, str) or len(v) > 64:
         raise BadRequest(f"{what} must be an IP address string", op)
+    try:
+        # inet_pton accepts exactly the dotted quad, and is 5x faster than ipaddress's parser
+        return ipaddress.IPv4Address(int.from_bytes(socket.inet_pton(socket.AF_INET, v), "big"))
+    except OSError:
+        pass
     try:
         return ipaddress.ip_address(v)
     except ValueError:
@@ -352,6 +358,94 @@ def snapshot_from_json(data: dict[str, Any]) -> Snapshot:
                 dests,
                 _t5(s["stats"]),
                 _t5(s["rates"]),
+            )
+        )
+    t = data["timeouts"]
+    return Snapshot(
+        services=tuple(services),
+        stats=_t5(data["stats"]),
+        rates=_t5(data["rates"]),
+        timeouts=(t[0], t[1], t[2]),
+        conn_tab_size=int(data["conn_tab_size"]),
+        daemons=tuple(DaemonView(**d) for d in data.get("daemons", ())),
+    )
+
+
+# -- compact snapshots (GET /snapshot?compact=1): rows instead of objects, for big listings ----------
+def snapshot_to_compact(snap: Snapshot) -> dict[str, Any]:
+    return {
+        "compact": 1,
+        "services": [
+            [
+                s.af,
+                s.protocol,
+                s.addr,
+                s.port,
+                s.fwmark,
+                s.scheduler,
+                s.flags,
+                s.timeout,
+                s.netmask,
+                s.pe_name,
+                s.stats,
+                s.rates,
+                [
+                    [
+                        d.addr,
+                        d.port,
+                        d.fwd,
+                        d.weight,
+                        d.u_threshold,
+                        d.l_threshold,
+                        d.activeconns,
+                        d.inactconns,
+                        d.persistconns,
+                        d.tun_type,
+                        d.tun_port,
+                        d.tun_flags,
+                        d.stats,
+                        d.rates,
+                        d.health,
+                    ]
+                    for d in s.dests
+                ],
+            ]
+            for s in snap.services
+        ],
+        "stats": snap.stats,
+        "rates": snap.rates,
+        "timeouts": snap.timeouts,
+        "conn_tab_size": snap.conn_tab_size,
+        "daemons": [asdict(d) for d in snap.daemons],
+    }
+
+
+def snapshot_from_compact(data: dict[str, Any]) -> Snapshot:
+    services = []
+    for s in data["services"]:
+        dests = tuple(
+            DestView(
+                d[0],
+                d[1],
+                d[2],
+                d[3],
+                d[4],
+                d[5],
+                d[6],
+                d[7],
+                d[8],
+                d[9],
+                d[10],
+                d[11],
+                _t5(d[12]),
+                _t5(d[13]),
+                d[14],
+            )
+            for d in s[12]
+        )
+        services.append(
+            ServiceView(
+                s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], dests, _t5(s[10]), _t5(s[11])
             )
         )
     t = data["timeouts"]

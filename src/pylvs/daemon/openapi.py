@@ -249,6 +249,15 @@ def openapi_document() -> dict[str, Any]:
         "/snapshot": {
             "get": {
                 "summary": "rules, counters, rates, timeouts, daemons",
+                "parameters": [
+                    {
+                        "name": "compact",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["0", "1"]},
+                        "description": "1: services and servers as positional rows (big listings)",
+                    }
+                ],
                 "responses": _resp("snapshot", _ref("Snapshot")),
             }
         },
@@ -377,7 +386,20 @@ def openapi_document() -> dict[str, Any]:
                         "required": ["changes"],
                         "additionalProperties": False,
                         "properties": {
-                            "changes": {"type": "array", "items": _ref("Change")},
+                            "changes": {
+                                "type": "array",
+                                "items": {
+                                    "oneOf": [
+                                        _ref("Change"),
+                                        {
+                                            "type": "array",
+                                            "description": 'compact: ["S", service_id, scheduler, flags, '
+                                            'timeout, netmask, pe_name] or ["D", service_id, addr, port, fwd, '
+                                            "weight, u_threshold, l_threshold, tun_type, tun_port, tun_flags]",
+                                        },
+                                    ]
+                                },
+                            },
                             "source": {"type": "string", "enum": ["pylvsadm", "api", "config", "daemon"]},
                         },
                     }

@@ -105,20 +105,40 @@ class DaemonState:
             if msg is not None:
                 raise engine_refusal(change, msg)
 
-    def _validate_batch(self, changes: list[Change]) -> None:
-        """Try the whole batch on a throw-away copy; BatchError at the first refusal."""
-        if changes and changes[0].kind == "flush":
-            trial = Rules()  # a leading flush leaves only the timeouts and daemons: skip the rebuild
-            trial.director.timeouts = self.rules.director.timeouts
+    def _live_is_empty(self) -> bool:
+        """No services, no trashed servers, no connections: nothing a batch could interact with."""
+        d = self.director
+        return len(d.services) == 0 and not d.services.trash and len(getattr(d, "conns", ())) == 0
+
+    def _trial(self, changes: list[Change]) -> Rules:
+        """A throw-away copy of the rules to try a batch on."""
+        if (changes and changes[0].kind == "flush") or len(self.director.services) == 0:
+            # Nothing but the timeouts and daemons would survive (or exist): skip the rebuild.
+            trial = Rules()
+            trial.director.timeouts = self.director.timeouts
             trial.daemons = dict(self.rules.daemons)
-        else:
-            trial = Rules.from_snapshot(self.rules.snapshot())
+            return trial
+        return Rules.from_snapshot(self.rules.snapshot())
+
+    def _validate_batch(self, changes: list[Change], trial: Rules) -> None:
+        """Try the whole batch on `trial`; BatchError at the first refusal."""
         for i, c in enumerate(changes):
             try:
                 self._refuse(c)
                 c.apply(trial)
             except IPVSError as e:
                 raise BatchError(i, e) from None
+
+    def _adopt(self, trial: Rules) -> None:
+        """Take the checked copy's table as the live one (only when the live one is empty, see
+        _live_is_empty): the same result as replaying the batch, without doing it twice."""
+        live = self.director
+        table = trial.director.services
+        table.tot_stats = live.services.tot_stats
+        table.generation = live.services.generation + 1
+        live.services = table
+        live.timeouts = trial.director.timeouts
+        self.rules.daemons = trial.daemons
 
     async def apply(self, changes: list[Change], source: str) -> None:
         """Apply all of `changes` or none; raises IPVSError (one change) or BatchError (several)."""
@@ -130,9 +150,13 @@ class DaemonState:
                 self._refuse(changes[0])
                 changes[0].apply(self.rules)  # the core checks first: a refusal changes nothing
             else:
-                self._validate_batch(changes)
-                for c in changes:
-                    c.apply(self.rules)
+                trial = self._trial(changes)
+                self._validate_batch(changes, trial)
+                if self._live_is_empty():
+                    self._adopt(trial)
+                else:
+                    for c in changes:
+                        c.apply(self.rules)
             self._after_change(changes, source)
             if any(c.changes_rules for c in changes):
                 await self._save()
