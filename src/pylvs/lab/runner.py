@@ -101,6 +101,7 @@ class Lab:
     # -- steps ---------------------------------------------------------------------------------
     def build(self) -> None:
         n = self.n
+        self.out(f"lab {self.mode}: network namespaces {n.prefix}-* (engine {self.engine})")
         if self.mode in ("nat", "fullnat"):
             self.t = topo.build_nat(n, fullnat=self.mode == "fullnat")
         else:
