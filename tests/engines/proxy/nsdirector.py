@@ -1,6 +1,6 @@
 """Run a Director and the proxy engine inside a lab namespace (started by nslab.Lab.director).
 
-argv[1] is JSON: {"services": [{"tcp": "ADDR:PORT" | "fwmark": N, "sched": "rr", "persistent": SECONDS,
+argv[1] is JSON: {"services": [{"tcp" | "udp": "ADDR:PORT" | "fwmark": N, "sched": "rr", "persistent": SECONDS,
 "dests": [["ADDR", PORT, "fullnat" | "masq"], ...]}], "tproxy_port": PORT}. Prints READY, runs until
 SIGTERM, then stops with a drain.
 """
@@ -32,8 +32,9 @@ async def main(cfg: dict) -> None:  # type: ignore[type-arg]
         if "fwmark" in s:
             key = ServiceKey.for_fwmark(int(s["fwmark"]))
         else:
-            addr, port = s["tcp"].rsplit(":", 1)
-            key = ServiceKey.for_addr(Proto.TCP, ipaddress.ip_address(addr), int(port))
+            proto = Proto.UDP if "udp" in s else Proto.TCP
+            addr, port = s.get("udp", s.get("tcp", "")).rsplit(":", 1)
+            key = ServiceKey.for_addr(proto, ipaddress.ip_address(addr), int(port))
         persist = int(s.get("persistent", 0))
         flags = SvcFlags.PERSISTENT if persist else SvcFlags.NONE
         director.add_service(key, ServiceConfig(scheduler=s.get("sched", "rr"), flags=flags, timeout=persist))

@@ -42,6 +42,29 @@ for p in ports[1:]:
 serve(ports[0])
 """
 
+# A UDP real server: answers each datagram with "<name> <peer addr>:<peer port>".
+UDP_BACKEND = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[2])))
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(f"{sys.argv[1]} {peer[0]}:{peer[1]}".encode(), peer)
+"""
+
+UDP_CLIENT = r"""
+import socket, sys
+src, dst, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+for _ in range(n):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(1); c.bind((src, 0))
+    for attempt in range(5):  # a datagram sent before the real server listened is simply lost
+        c.sendto(b"hello", (dst, port))
+        try:
+            print(c.recvfrom(2048)[0].decode()); break
+        except socket.timeout:
+            pass
+    c.close()
+"""
+
 CLIENT = r"""
 import socket, sys
 src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -168,6 +191,13 @@ class Lab:
             self.spawn(role, [sys.executable, "-c", BACKEND, name, *map(str, ports)], name)
         for ip in RS.values():
             self.wait_tcp("d", ip, ports[0])
+
+    def udp_backends(self, port: int) -> None:
+        for role, name in (("r1", "rs1"), ("r2", "rs2")):
+            self.spawn(role, [sys.executable, "-c", UDP_BACKEND, name, str(port)], name + "-udp")
+
+    def udp_requests(self, src: str, port: int, n: int) -> list[str]:
+        return self.run("c", [sys.executable, "-c", UDP_CLIENT, src, VIP, str(port), str(n)]).split("\n")[:n]
 
     def director(self, config: dict[str, object]) -> None:
         argv = [sys.executable, str(HERE / "nsdirector.py"), json.dumps(config)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from pathlib import Path
@@ -455,3 +456,25 @@ def test_health_checks_move_new_connections_off_a_killed_backend(tmp_path: Path)
     before, after = run(body, timeout=40)
     assert before == {"A", "B"}
     assert after == ["A"] * 4
+
+
+def test_ipv6_service_on_loopback() -> None:
+    async def body() -> list[str]:
+        v6 = ipaddress.ip_address("::1")
+        a = await Backend("A", host="::1").start()
+        h = Harness()
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+            vport = s.getsockname()[1]
+        key = ServiceKey.for_addr(Proto.TCP, v6, vport)
+        h.director.add_service(key, ServiceConfig(scheduler="rr", netmask=128))
+        h.director.add_dest(key, DestConfig(v6, a.port, fwd=Fwd.FULLNAT))
+        await h.start()
+        try:
+            return [await ask(vport, host="::1") for _ in range(2)]
+        finally:
+            await h.stop()
+            await a.stop()
+
+    answers = run(body)
+    assert all(a.startswith("A ::1:") for a in answers), answers

@@ -79,3 +79,22 @@ def test_fwmark_persistence_keeps_ports_80_and_443_on_one_server(lab: Lab) -> No
     assert all(len(s) == 1 for s in seen.values()), seen  # one server per client, both ports
     assert seen[CLIENTS[0]] != seen[CLIENTS[1]], seen  # and rr spread the two clients
     assert all(p == {"80", "443"} for p in ports.values()), ports
+
+
+def test_transparent_udp_flows_show_the_client_address(lab: Lab) -> None:
+    lab.transparent_routing()
+    lab.udp_backends(53)
+    lab.director(
+        {
+            "services": [
+                {
+                    "udp": f"{VIP}:53",
+                    "sched": "rr",
+                    "dests": [[RS["rs1"], 53, "masq"], [RS["rs2"], 53, "masq"]],
+                }
+            ]
+        }
+    )
+    answers = lab.udp_requests(CLIENTS[1], 53, 4)
+    assert {a.split()[0] for a in answers} == {"rs1", "rs2"}, answers
+    assert all(a.split()[1].startswith(CLIENTS[1] + ":") for a in answers), answers
