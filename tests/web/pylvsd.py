@@ -38,11 +38,31 @@ class Pylvsd:
                 raise AssertionError(f"pylvsd exited {self.proc.returncode}: {self.log.read_text()}")
             try:
                 backend.status()
-                return self
             except DaemonUnavailable:
                 time.sleep(0.05)
+                continue
+            # The add-ons (--metrics, --web) start after the control socket answers.
+            if all(self._listening(a) for a in self._addon_addresses()):
+                return self
+            time.sleep(0.05)
         self.stop()
         raise AssertionError(f"pylvsd not ready: {self.log.read_text()}")
+
+    def _addon_addresses(self) -> list[tuple[str, int]]:
+        out = []
+        for flag, value in zip(self.argv, self.argv[1:], strict=False):
+            if flag in ("--metrics", "--web"):
+                host, _, port = value.rpartition(":")
+                out.append((host.strip("[]"), int(port)))
+        return out
+
+    @staticmethod
+    def _listening(addr: tuple[str, int]) -> bool:
+        try:
+            socket.create_connection(addr, timeout=1).close()
+            return True
+        except OSError:
+            return False
 
     def pylvsadm(self, *args: str) -> str:
         env = {**os.environ, "PYLVS_SOCKET": self.socket}

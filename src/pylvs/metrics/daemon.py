@@ -33,11 +33,12 @@ CONN_STATES_BIG = 5000
 
 
 class DaemonFigures:
-    """Counts the daemon's events by kind (rule changes, reload errors) from the moment it starts."""
+    """Counts the daemon's events by kind (rule changes, reload errors) since the daemon started."""
 
     def __init__(self, state: Any) -> None:
         self.state = state
-        self.kinds: Counter[str] = Counter()
+        # Add-ons started before this one (health checks) already logged changes: count the ring too.
+        self.kinds: Counter[str] = Counter(e.kind for e in state.events.recent(0, 10**9))
         self._queue = state.events.subscribe()
         self._task = asyncio.get_running_loop().create_task(self._run())
 

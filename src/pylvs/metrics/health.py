@@ -1,6 +1,6 @@
 """Real-server health for metrics and the dashboard, read from the health add-on when it runs.
 
-The health add-on (pylvs.health) keeps a HealthManager; pylvsd hands it over as `state.health`.
+The health add-on (pylvs.health.daemon) sets `state.health`, whose `.manager` is the HealthManager.
 Without it every server is unchecked (no health series, "" on the page).
 """
 
@@ -15,6 +15,7 @@ from pylvs.metrics.model import Health
 def health_map(state: Any) -> dict[tuple[str, str], Health]:
     """(service_id, dest_id) -> Health for every real server the checkers program."""
     mgr = getattr(state, "health", None)
+    mgr = getattr(mgr, "manager", mgr)
     if mgr is None:
         return {}
     words = getattr(mgr, "dest_health", None)
