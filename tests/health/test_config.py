@@ -41,11 +41,33 @@ def rules_of(path: Path) -> list[str]:
 # -- the oracle: keepalived 2.2.7 in a VM, `ipvsadm -Sn` after it started these files ---------------
 
 
-@pytest.mark.parametrize("name", ["ka-sample", "ka-group"])
+@pytest.mark.parametrize("name", ["ka-sample", "ka-group", "ka-extra"])
 def test_same_rules_as_keepalived(name: str) -> None:
     # These files have no checkers, so the rules are what keepalived programs at start (phase1 = phase2).
     want = sorted((ORACLE / "out" / f"{name}.phase1.Sn").read_text().splitlines())
     assert rules_of(ORACLE / f"{name}.conf") == want
+
+
+def test_thresholds_and_timeouts_as_keepalived_set_them() -> None:
+    # `ipvsadm -Ln --thresholds` / `--timeout` after keepalived started ka-extra.conf (out/ka-extra.phase1.extra)
+    extra = (ORACLE / "out" / "ka-extra.phase1.extra").read_text()
+    assert (
+        "192.168.201.2:80             200        50" in extra
+        and "Timeout (tcp tcpfin udp): 600 60 45" in extra
+    )
+    cfg = load_config(str(ORACLE / "ka-extra.conf"))
+    d = Director()
+
+    async def go() -> None:
+        m = HealthManager(d, cfg, run_scripts=False)
+        await m.start()
+        await m.stop(remove_services=False)
+
+    asyncio.run(go())
+    snap = take_snapshot(d)
+    (dest,) = next(s for s in snap.services if s.port == 80 and s.addr == "10.50.0.1").dests
+    assert (dest.u_threshold, dest.l_threshold) == (200, 50)
+    assert snap.timeouts == (600, 60, 45)
 
 
 def test_oracle_files_load_with_expected_warnings() -> None:

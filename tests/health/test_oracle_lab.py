@@ -17,7 +17,7 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("name", ["ka-checks", "ka-quorum"])
+@pytest.mark.parametrize("name", ["ka-checks", "ka-quorum", "ka-quorum2"])
 def test_checker_outcomes_match_keepalived(name: str) -> None:
     first, second = run_two_phases(ORACLE / f"{name}.conf")
     for phase, got in (("phase1", first), ("phase2", second)):

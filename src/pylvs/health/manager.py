@@ -235,9 +235,10 @@ class HealthManager:
             for rule in vs.rules:
                 if rule.key not in new_keys:
                     self._call(vs, "", self.backend.del_service, rule.key)
+        prev_rules = {r.key: r for pv in self._vs for r in pv.rules}
+        prev_programmed = {k: dests for pv in self._vs for k, dests in pv.programmed.items()}
         for vs in fresh:
             prev = old.get(vs.ident())
-            prev_rules = {r.key: r for pv in self._vs for r in pv.rules}
             for rule in vs.rules:
                 before = prev_rules.get(rule.key)
                 if before is None:
@@ -245,8 +246,7 @@ class HealthManager:
                     continue
                 if before.cfg != rule.cfg:
                     self._call(vs, "", self.backend.edit_service, rule.key, rule.cfg)
-                owner = next(pv for pv in self._vs if rule.key in pv.programmed)
-                vs.programmed[rule.key] = owner.programmed.get(rule.key, {})
+                vs.programmed[rule.key] = prev_programmed.get(rule.key, {})
             if prev is not None:
                 vs.quorum_up = prev.quorum_up
             self._eval_quorum(vs, initial=prev is None)

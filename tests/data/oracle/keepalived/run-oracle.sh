@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs inside the oracle VM (keepalived 2.2 + real IPVS). From the repo root:
 #   ../shared/oracle/ipvs-vm.sh -m 768 -t 600 -d tests/data/oracle/keepalived -o OUT \
-#       tests/data/oracle/keepalived/run-oracle.sh
+#       tests/data/oracle/keepalived/run-oracle.sh [ka-NAME.conf ...]
 # For each ka-*.conf: start the lab's real servers (lab_servers.py) in a namespace "rs" reached
 # over a veth from the root namespace, run keepalived's checker alone (-C) for SETTLE seconds,
 # save `ipvsadm -Sn` to OUT/NAME.phase1.Sn; then start a listener on 192.168.201.13:80 (a failed
@@ -19,7 +19,8 @@ ip addr add 192.168.201.1/24 dev vrs
 ip link set vrs up
 for a in 10 11 12 13 20; do ip -n rs addr add 192.168.201.$a/24 dev eth0; done
 ip -n rs link set eth0 up
-for conf in ka-*.conf; do
+[ $# -gt 0 ] || set -- ka-*.conf   # the configs to run (default: all)
+for conf in "$@"; do
     name=${conf%.conf}
     ipvsadm -C
     ip netns exec rs python3 /tmp/ka/lab_servers.py /tmp/ka > /dev/null &
@@ -29,6 +30,7 @@ for conf in ka-*.conf; do
     ka=$!
     sleep "$SETTLE"
     ipvsadm -Sn > "$OUT/$name.phase1.Sn"
+    { ipvsadm -Ln --thresholds; ipvsadm -Ln --timeout; } > "$OUT/$name.phase1.extra"
     ip netns exec rs python3 -c '
 import socket, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
