@@ -97,11 +97,14 @@ class TcpRelay:
     def on_connect(self) -> None:
         if self.done:
             return
-        self.loop.remove_writer(self.sfd)
         err = self.s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
+            self.loop.remove_writer(self.sfd)
             self.engine.connect_failed(self, ("?", 0), OSError(err, "connect failed"))
             return
+        # Reader first, then drop the writer: the loop keeps its poll handle for the fd.
+        self.loop.add_reader(self.sfd, self.s_readable)
+        self.loop.remove_writer(self.sfd)
         self.connected = True
         # The server's SYN+ACK and the client's ACK ride with the first batch of each direction (the
         # states come out the same, and a short connection costs the core 4 packets instead of 6).
@@ -111,7 +114,6 @@ class TcpRelay:
             self.engine.dirty.append(self)
         # Only now read the client: what it sent meanwhile waited in its socket.
         self.loop.add_reader(self.cfd, self.c_readable)
-        self.loop.add_reader(self.sfd, self.s_readable)
         self.c_reading = self.s_reading = True
 
     # -- client -> server ------------------------------------------------------------------------
