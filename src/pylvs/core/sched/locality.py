@@ -17,7 +17,6 @@ from pylvs.core.types import IPAddr
 TAB_BITS = 10
 TAB_SIZE = 1 << TAB_BITS
 MAX_SIZE = TAB_SIZE * 16  # soft limit: partial collection starts above it
-HARD_LIMIT = MAX_SIZE * 3 // 2  # no new entries at or above this
 CHECK_EXPIRE_INTERVAL = 60.0
 ENTRY_TIMEOUT = 6 * 60.0
 COUNT_FOR_FULL_EXPIRATION = 30
@@ -45,9 +44,9 @@ class LocalityTable(Generic[T]):
     def get(self, addr: IPAddr) -> Entry[T] | None:
         return self.entries.get(addr)
 
-    def add(self, addr: IPAddr, now: float, value: T) -> Entry[T] | None:
-        if len(self.entries) >= HARD_LIMIT:
-            return None
+    def add(self, addr: IPAddr, now: float, value: T) -> Entry[T]:
+        # No upper bound here: the kernel's lblc/lblcr code (6.1, 6.12) creates entries without a
+        # limit and relies on the timer to trim the table back towards MAX_SIZE.
         en = Entry(addr, now, value)
         self.entries[addr] = en
         self.buckets[hash_32(fold(addr), TAB_BITS)].insert(0, en)
