@@ -6,11 +6,12 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import struct
 from pathlib import Path
 
 import pytest
 
-from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey
+from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey, SvcFlags
 from pylvs.engines.proxy import ProxyEngine
 from pylvs.engines.proxy.feed import TCP_HDR4, UDP_HDR4
 from pylvs.engines.proxy.tcp import CHUNK
@@ -478,3 +479,80 @@ def test_ipv6_service_on_loopback() -> None:
 
     answers = run(body)
     assert all(a.startswith("A ::1:") for a in answers), answers
+
+
+def test_persistence_keeps_a_client_on_one_server() -> None:
+    async def body() -> list[str]:
+        a, b = await Backend("A").start(), await Backend("B").start()
+        h = Harness()
+        h.director.edit_service(h.key, ServiceConfig(scheduler="rr", flags=SvcFlags.PERSISTENT, timeout=60))
+        h.add(a.port)
+        h.add(b.port)
+        await h.start()
+        try:
+            return [(await ask(h.vport)).split()[0] for _ in range(6)]
+        finally:
+            await h.stop()
+            await a.stop()
+            await b.stop()
+
+    names = run(body)
+    assert len(set(names)) == 1, names
+
+
+def test_upper_threshold_refuses_the_connection_over_it() -> None:
+    async def body() -> tuple[bytes, bool]:
+        a = await Backend("A", "echo").start()
+        h = Harness()
+        h.director.add_dest(h.key, DestConfig(LO_IP, a.port, fwd=Fwd.FULLNAT, weight=1, u_threshold=1))
+        await h.start()
+        try:
+            reader, writer = await asyncio.open_connection(LO, h.vport)
+            writer.write(b"1")
+            first = await reader.readexactly(1)
+            try:
+                await ask(h.vport, timeout=2)
+                refused = False
+            except (ConnectionResetError, asyncio.IncompleteReadError, BrokenPipeError):
+                refused = True
+            writer.close()
+            return first, refused
+        finally:
+            await h.stop()
+            await a.stop()
+
+    first, refused = run(body)
+    assert first == b"1" and refused
+
+
+def test_a_server_reset_reaches_the_client_as_a_reset() -> None:
+    async def body() -> tuple[str, list[str]]:
+        async def rude(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+
+        server = await asyncio.start_server(rude, LO, 0)
+        h = Harness()
+        h.add(server.sockets[0].getsockname()[1])
+        await h.start()
+        try:
+            reader, writer = await asyncio.open_connection(LO, h.vport)
+            writer.write(b"x")
+            try:
+                await asyncio.wait_for(reader.read(10), 3)
+                outcome = "eof"
+            except ConnectionResetError:
+                outcome = "reset"
+            writer.close()
+            await asyncio.sleep(0.2)
+            states = [c.state for c in h.director.connections_view(h.clock())]
+            return outcome, states
+        finally:
+            await h.stop()
+            server.close()
+
+    outcome, states = run(body)
+    assert outcome == "reset"
+    assert states == ["CLOSE"], states
