@@ -281,3 +281,17 @@ def test_dns_check_root_soa_default_and_answer_checks() -> None:
     assert judge_answer(q, bytes(resp))[0]
     resp[0] ^= 1
     assert judge_answer(q, bytes(resp)) == (False, "answer id does not match")
+
+
+def test_tcp_check_over_ipv6_loopback() -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET6) as s:
+        try:
+            s.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback")
+        s.listen(4)
+        port = s.getsockname()[1]
+        res = probe("TCP_CHECK", port, host="::1")
+    assert res.ok and "[::1]" in res.reason

@@ -31,7 +31,7 @@ def rules_of(path: Path) -> list[str]:
 
     async def go() -> None:
         m = HealthManager(d, cfg, run_scripts=False)
-        await m.start()
+        await m.start(checks=False)
         await m.stop(remove_services=False)
 
     asyncio.run(go())
@@ -60,7 +60,7 @@ def test_thresholds_and_timeouts_as_keepalived_set_them() -> None:
 
     async def go() -> None:
         m = HealthManager(d, cfg, run_scripts=False)
-        await m.start()
+        await m.start(checks=False)
         await m.stop(remove_services=False)
 
     asyncio.run(go())

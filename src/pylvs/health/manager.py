@@ -174,8 +174,11 @@ class HealthManager:
         self._running = False
 
     # -- life cycle ---------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Program every service (real servers up unless alpha) and start the checkers."""
+    async def start(self, checks: bool = True) -> None:
+        """Program every service (real servers up unless alpha) and start the checkers.
+
+        checks=False only programs the rules (no checker runs, no traffic): `python -m pylvs.health
+        check` and parser tests use it."""
         self._vs = self._build(self.config, {})
         g = self.config.global_defs
         if g.lvs_flush and hasattr(self.backend, "flush"):
@@ -187,9 +190,10 @@ class HealthManager:
                 self._add_service(vs, rule)
             self._eval_quorum(vs, initial=True)
             self._reconcile(vs)
-        self._running = True
-        for vs in self._vs:
-            self._start_checkers(vs)
+        self._running = checks
+        if checks:
+            for vs in self._vs:
+                self._start_checkers(vs)
 
     async def stop(self, remove_services: bool = True) -> None:
         """Stop checking; remove the services this manager added (as keepalived does on shutdown)."""
