@@ -7,6 +7,8 @@ alone (one POST /batch of pre-built changes), the snapshot fetch, and the rules 
     .venv/bin/python bench/bench_restore.py [--services 10000] [--per 10] [--repeat 3]
 
 Runs pylvsd with --engine none on a temporary socket and rules file; everything stays on this host.
+Besides wall-clock seconds it prints CPU seconds (pylvsadm's and pylvsd's user+system time), which
+stay meaningful when other work shares the machine.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -73,9 +76,19 @@ class Daemon:
                 time.sleep(0.05)
         raise SystemExit("pylvsd did not start")
 
+    def cpu(self) -> float:
+        """pylvsd's user+system CPU seconds so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(60)
+
+
+def children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def pylvsadm() -> list[str] | None:
@@ -109,19 +122,26 @@ def main() -> int:
         if cmd is not None:
             for _ in range(args.repeat):
                 d = Daemon(tmp)
+                d0, c0 = d.cpu(), children_cpu()
                 t0 = time.perf_counter()
                 with open(tmp / "in.rules") as f:
                     r = subprocess.run([*cmd, "-R"], stdin=f, env=env, capture_output=True, text=True)
                 t1 = time.perf_counter()
+                c1, d1 = children_cpu(), d.cpu()
                 out = subprocess.run([*cmd, "-Ln"], env=env, capture_output=True, text=True)
                 t2 = time.perf_counter()
+                c2, d2 = children_cpu(), d.cpu()
                 shown = sum(1 for line in out.stdout.splitlines() if line.startswith(("TCP ", "  -> 1")))
                 d.stop()
                 if r.returncode != 0 or shown != total:
                     print(f"pylvsadm -R rc={r.returncode} {r.stderr[:300]!r}; -Ln showed {shown}/{total}")
                     return 1
                 runs.append(t2 - t0)
-                print(f"  pylvsadm -R {t1 - t0:.2f} s + pylvsadm -Ln {t2 - t1:.2f} s = {t2 - t0:.2f} s")
+                print(
+                    f"  pylvsadm -R {t1 - t0:.2f} s (cpu: pylvsadm {c1 - c0:.2f}, pylvsd {d1 - d0:.2f})"
+                    f" + pylvsadm -Ln {t2 - t1:.2f} s (cpu: pylvsadm {c2 - c1:.2f}, pylvsd {d2 - d1:.2f})"
+                    f" = {t2 - t0:.2f} s"
+                )
             print(f"pylvsadm -R .. -Ln (median of {len(runs)}): {statistics.median(runs):.2f} s")
         else:
             print("pylvsadm not available yet: only the API path is measured")
@@ -132,16 +152,22 @@ def main() -> int:
         for _ in range(args.repeat):
             d = Daemon(tmp)
             b = DaemonBackend(d.sock)
+            d0 = d.cpu()
             t0 = time.perf_counter()
             b.apply_changes(ch)
             t1 = time.perf_counter()
+            d1 = d.cpu()
             snap = b.snapshot()
             t2 = time.perf_counter()
+            d2 = d.cpu()
             assert sum(len(s.dests) for s in snap.services) == n * per
             assert len(d.rules.read_text().splitlines()) == total
             d.stop()
             api_runs.append(t2 - t0)
-            print(f"  POST /batch {t1 - t0:.2f} s (validate, apply, save) + GET /snapshot {t2 - t1:.2f} s")
+            print(
+                f"  POST /batch {t1 - t0:.2f} s (pylvsd cpu {d1 - d0:.2f}: parse, check, apply, save)"
+                f" + GET /snapshot {t2 - t1:.2f} s (pylvsd cpu {d2 - d1:.2f})"
+            )
         print(f"API batch + snapshot (median of {len(api_runs)}): {statistics.median(api_runs):.2f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
