@@ -29,7 +29,8 @@ def _dest_addr_ok(addr: IPAddr) -> bool:
     """The kernel wants a unicast (or local) address for a new real server."""
     if isinstance(addr, ipaddress.IPv4Address):
         return not (addr.is_multicast or addr.is_unspecified or int(addr) == 0xFFFFFFFF)
-    return not (addr.is_multicast or addr.is_unspecified or addr.is_link_local)
+    # An IPv4-mapped address (::ffff:a.b.c.d) is not of the kernel's unicast type either.
+    return not (addr.is_multicast or addr.is_unspecified or addr.is_link_local or addr.ipv4_mapped is not None)
 
 
 class ServiceTable:
