@@ -140,3 +140,36 @@ def test_without_a_token_the_page_is_read_only() -> None:
             assert r.status in (404, 405)
 
     run(t, token=None)
+
+
+class _Manager:
+    """The two HealthManager methods the dashboard reads."""
+
+    def dest_health(self) -> dict[tuple[Any, str, int], str]:
+        return {(WEB, "127.0.0.2", 8080): "up", (WEB, "127.0.0.3", 8080): "down"}
+
+    def state(self) -> tuple[Any, ...]:
+        from pylvs.health.manager import CheckerView, RealServerView, VirtualServerView
+
+        def rs(addr: str, ok: bool) -> RealServerView:
+            return RealServerView(addr, 8080, ok, 1, "", 0.0, (CheckerView("TCP_CHECK", ok, 0, ok, "", 1.0),))
+
+        return (
+            VirtualServerView(
+                "vs", (), True, 1, 0, 0, False, (rs("127.0.0.2", True), rs("127.0.0.3", False))
+            ),
+        )
+
+
+def test_health_from_the_checkers_is_on_the_page() -> None:
+    async def t(state: Any, http: aiohttp.ClientSession, base: str) -> None:
+        state.health = type("Addon", (), {"manager": _Manager()})()
+        async with http.get(base + "/state") as r:
+            st = await r.json()
+        dests = {d["id"]: d for d in st["services"][0]["dests"]}
+        assert (dests["127.0.0.2:8080"]["health"], dests["127.0.0.2:8080"]["last_ok"]) == ("up", True)
+        assert (dests["127.0.0.3:8080"]["health"], dests["127.0.0.3:8080"]["last_ok"]) == ("down", False)
+        assert dests["127.0.0.3:8080"]["checker"] == "TCP_CHECK"
+        assert st["services"][1]["dests"][0]["health"] == ""  # unchecked
+
+    run(t)

@@ -17,11 +17,12 @@ from typing import Any
 from aiohttp import web
 
 from pylvs.metrics.health import health_map
-from pylvs.web.view import connections_json, state_json
+from pylvs.web.view import Order, connections_json, listing_order, state_json
 
 log = logging.getLogger("pylvs.web")
 
 STATE_PERIOD = 1.0  # seconds between state pushes on the stream (a rule change pushes at once)
+STATE_BUDGET = 0.1  # at most this share of a core for periodic pushes: big tables refresh less often
 STATE_MAX_AGE = 0.5  # several open pages share one rendering this fresh
 RECENT_EVENTS = 100
 _STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
@@ -42,6 +43,8 @@ class Dashboard:
         self.static = _load_static()
         self._cache: tuple[float, int, bytes] | None = None
         self.clients = 0
+        self.cost = 0.0  # CPU seconds the last state rendering took
+        self._order: tuple[int, Order] | None = None
 
     # -- data ------------------------------------------------------------------------------------
     def _generation(self) -> int:
@@ -53,12 +56,21 @@ class Dashboard:
         c = self._cache
         if c is not None and c[1] == gen and now - c[0] < STATE_MAX_AGE:
             return c[2]
+        t0 = time.process_time()
         extra = {"engine": getattr(self.state, "engine_name", ""), "writable": self.token is not None}
+        snap = self.state.snapshot()
+        if self._order is None or self._order[0] != gen:
+            self._order = (gen, listing_order(snap))  # the sort parses every address: once per rule set
         body = json.dumps(
-            state_json(self.state.snapshot(), health_map(self.state), time.time(), extra)
+            state_json(snap, health_map(self.state), time.time(), extra, self._order[1])
         ).encode()
         self._cache = (now, gen, body)
+        self.cost = time.process_time() - t0
         return body
+
+    def period(self) -> float:
+        """Seconds until the next periodic push: 1 s, longer when rendering is dear (10,000 servers)."""
+        return max(STATE_PERIOD, self.cost / STATE_BUDGET)
 
     def events_json(self, since: int = 0) -> list[dict[str, Any]]:
         return [e.to_json() for e in self.state.events.recent(since, RECENT_EVENTS)]
@@ -100,7 +112,7 @@ class Dashboard:
         try:
             await resp.write(b"event: events\ndata: " + json.dumps(self.events_json()).encode() + b"\n\n")
             await resp.write(b"event: state\ndata: " + self.state_bytes() + b"\n\n")
-            next_state = loop.time() + STATE_PERIOD
+            next_state = loop.time() + self.period()
             while True:
                 try:
                     ev = await asyncio.wait_for(q.get(), timeout=max(next_state - loop.time(), 0.01))
@@ -115,7 +127,7 @@ class Dashboard:
                     self._cache = None  # the rules may have changed: never show the old ones
                 if evs or loop.time() >= next_state:
                     await resp.write(b"event: state\ndata: " + self.state_bytes() + b"\n\n")
-                    next_state = loop.time() + STATE_PERIOD
+                    next_state = loop.time() + self.period()
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -33,10 +33,25 @@ def _fwd_label(fwd: int) -> str:
         return str(fwd)
 
 
-def service_json(s: ServiceView, health: Mapping[tuple[str, str], Health]) -> dict[str, Any]:
+Order = list[tuple[int, list[int]]]  # (service index, its dests' indexes) in listing order
+
+
+def listing_order(snap: Snapshot) -> Order:
+    """Where each service and server goes in `ipvsadm -Ln` order (depends on the rules only)."""
+    spos = {id(v): i for i, v in enumerate(snap.services)}
+    out = []
+    for s in sort_services(list(snap.services)):
+        dpos = {id(v): i for i, v in enumerate(s.dests)}
+        out.append((spos[id(s)], [dpos[id(d)] for d in sort_dests(list(s.dests))]))
+    return out
+
+
+def service_json(
+    s: ServiceView, health: Mapping[tuple[str, str], Health], order: list[int] | None = None
+) -> dict[str, Any]:
     sid = service_id(s.af, s.protocol, s.addr, s.port, s.fwmark)
     dests = []
-    for d in sort_dests(list(s.dests)):
+    for d in sort_dests(list(s.dests)) if order is None else [s.dests[i] for i in order]:
         did = dest_id(d.addr, d.port)
         h = health.get((sid, did))
         dests.append(
@@ -54,7 +69,17 @@ def service_json(s: ServiceView, health: Mapping[tuple[str, str], Health]) -> di
                 "checker": h.checker if h is not None else "",
                 "stats": list(d.stats),
                 "rates": list(d.rates),
-                "config": codec.dest_config_to_json(d.config()),
+                "config": {  # what PUT .../dests/{id} takes back (see daemon.codec)
+                    "addr": d.addr,
+                    "port": d.port,
+                    "fwd": d.fwd,
+                    "weight": d.weight,
+                    "u_threshold": d.u_threshold,
+                    "l_threshold": d.l_threshold,
+                    "tun_type": d.tun_type,
+                    "tun_port": d.tun_port,
+                    "tun_flags": d.tun_flags,
+                },
             }
         )
     flags = []
@@ -79,12 +104,14 @@ def state_json(
     health: Mapping[tuple[str, str], Health],
     now: float,
     extra: Mapping[str, Any] | None = None,
+    order: Order | None = None,
 ) -> dict[str, Any]:
+    order = listing_order(snap) if order is None else order
     return {
         "time": now,
         "stats": list(snap.stats),
         "rates": list(snap.rates),
-        "services": [service_json(s, health) for s in sort_services(list(snap.services))],
+        "services": [service_json(snap.services[i], health, dorder) for i, dorder in order],
         **(extra or {}),
     }
 
