@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+from socket import inet_aton as socket_aton
 
 from pylvs.lab import topology as topo
 from pylvs.lab.netns import Netns, is_root
@@ -98,11 +99,14 @@ def run_engine(mode: str, seconds: float, mb: int) -> dict[str, float]:
     pk_bulk = (s2["in"] + s2["out"]) - (s1["in"] + s1["out"])
     cpu_load = s1["cpu_seconds"] - s0["cpu_seconds"]
     cpu_bulk = s2["cpu_seconds"] - s1["cpu_seconds"]
+    user_load = s1["cpu_user_seconds"] - s0["cpu_user_seconds"]
     return {
         "rps": r["rps"],
         "errors": r["errors"],
         "mbps": rate,
         "us_pkt": cpu_load * 1e6 / pk_load if pk_load else 0.0,
+        "us_pkt_user": user_load * 1e6 / pk_load if pk_load else 0.0,
+        "fast_share": (s1.get("fast", 0.0) - s0.get("fast", 0.0)) / pk_load if pk_load else 0.0,
         "us_pkt_bulk": cpu_bulk * 1e6 / pk_bulk if pk_bulk else 0.0,
         "frames_bulk": pk_bulk,
         "gso_cut": s2.get("gso_cut", 0.0),
@@ -173,23 +177,97 @@ def run_kernel(mode: str, seconds: float, mb: int) -> dict[str, float] | None:
         n.close()
 
 
+def micro(n: int = 20000) -> None:
+    """In-process cost of the packet path (no sockets, no kernel): synthetic frames through the
+    Forwarder and the real core. 'core path' = every packet asks the core (a short connection: SYN,
+    ACK, request, FIN); 'fast path' = packets of ESTABLISHED connections (data and ACKs)."""
+    import ipaddress
+    import struct
+
+    from pylvs.core.director import Director
+    from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey
+    from pylvs.engines.packet.csum import checksum, pseudo_sum_v4
+    from pylvs.engines.packet.forward import Forwarder, Iface, Route
+    from pylvs.engines.packet.frames import ipv4_header
+    from pylvs.engines.packet.neigh import Neighbours
+    from pylvs.engines.packet.ports import PortPool
+
+    a = socket_aton
+    me, lan, cl = bytes.fromhex("020000000001"), bytes.fromhex("020000000002"), bytes.fromhex("02000000000c")
+    vip, cip = "172.25.254.100", "172.25.254.10"
+
+    def frame(src: str, sp: int, dst: str, dp: int, flags: int, to: bytes, payload: bytes = b"") -> bytearray:
+        tcp = bytearray(struct.pack("!HHIIBBHHH", sp, dp, 1, 0, 0x50, flags, 65535, 0, 0)) + payload
+        struct.pack_into("!H", tcp, 16, checksum(tcp, pseudo_sum_v4(a(src), a(dst), 6, len(tcp))))
+        return bytearray(
+            bytes(10) + to + cl + b"\x08\x00" + bytes(ipv4_header(a(src), a(dst), 6, len(tcp))) + tcp
+        )
+
+    print(f"{'method':<8} {'core path us/pkt':>17} {'fast path us/pkt':>17}")
+    for fwd in (Fwd.MASQ, Fwd.DROUTE, Fwd.TUNNEL, Fwd.FULLNAT):
+        d = Director()
+        key = ServiceKey.for_addr(Proto.TCP, ipaddress.ip_address(vip), 80)
+        d.add_service(key, ServiceConfig(scheduler="rr"))
+        d.add_dest(key, DestConfig(addr=ipaddress.ip_address("192.168.1.10"), port=80, fwd=fwd))
+        ifaces = {1: Iface(1, "eth0", me, 1500), 2: Iface(2, "eth1", lan, 1500)}
+
+        def route(dst: bytes) -> Route:
+            return (
+                Route(2, dst, a("192.168.1.100"))
+                if dst[:3] == a("192.168.1.0")[:3]
+                else Route(1, dst, a(vip))
+            )
+
+        nb = Neighbours(kernel_table=None)
+        nb.macs[a("192.168.1.10")] = bytes.fromhex("0200000000a1")
+        fw = Forwarder(d, ifaces, route, nb, PortPool(10000, 60000))
+        fw.load_rules()
+        short = []
+        for i in range(n // 4):
+            cp = 1024 + i
+            short += [frame(cip, cp, vip, 80, 0x02, me), frame(cip, cp, vip, 80, 0x10, me)]
+            short += [frame(cip, cp, vip, 80, 0x18, me, b"GET"), frame(cip, cp, vip, 80, 0x11, me)]
+        t0 = time.process_time()
+        now = 1.0
+        for f in short:
+            fw.handle(1, f, now)
+            now += 1e-5
+        core_us = (time.process_time() - t0) * 1e6 / len(short)
+        steady = [frame(cip, 65000, vip, 80, 0x02, me), frame(cip, 65000, vip, 80, 0x10, me)]
+        steady += [frame(cip, 65000, vip, 80, 0x10, me, b"x" * 100) for _ in range(n)]
+        for f in steady[:2]:
+            fw.handle(1, f, now)
+        t0 = time.process_time()
+        for f in steady[2:]:
+            fw.handle(1, f, now)
+            now += 1e-5
+        fast_us = (time.process_time() - t0) * 1e6 / n
+        print(f"{fwd.label:<8} {core_us:>17.1f} {fast_us:>17.1f}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--bulk-mb", type=int, default=100)
     ap.add_argument("--modes", default="nat,dr,tun,fullnat")
+    ap.add_argument(
+        "--micro", action="store_true", help="only the in-process cost per packet (no root needed)"
+    )
     a = ap.parse_args()
+    if a.micro:
+        micro()
+        return 0
     if not is_root():
         print("bench_packet: needs root (network namespaces)")
         return 1
     print(
-        f"{'mode':<9} {'engine':<8} {'req/s':>7} {'err':>4} {'bulk MB/s':>10} {'us/pkt (req)':>13} {'us/pkt (bulk)':>14} {'bulk frames':>12}"
+        f"{'mode':<9} {'engine':<8} {'req/s':>7} {'err':>4} {'bulk MB/s':>10} {'us/pkt':>7} {'(user)':>7} {'fast':>5} {'us/frame bulk':>14} {'bulk frames':>12}"
     )
     for mode in a.modes.split(","):
         e = run_engine(mode, a.seconds, a.bulk_mb)
         print(
-            f"{mode:<9} {'packet':<8} {e['rps']:>7.0f} {e['errors']:>4.0f} {e['mbps']:>10.1f} {e['us_pkt']:>13.1f} "
-            f"{e['us_pkt_bulk']:>14.1f} {e['frames_bulk']:>12.0f}",
+            f"{mode:<9} {'packet':<8} {e['rps']:>7.0f} {e['errors']:>4.0f} {e['mbps']:>10.1f} {e['us_pkt']:>7.1f} "
+            f"{e['us_pkt_user']:>7.1f} {e['fast_share']:>5.0%} {e['us_pkt_bulk']:>14.1f} {e['frames_bulk']:>12.0f}",
             flush=True,
         )
         k = run_kernel(mode, a.seconds, a.bulk_mb)
@@ -197,7 +275,7 @@ def main() -> int:
             print(f"{mode:<9} {'kernel':<8} {'(no kernel ipip here)':>30}", flush=True)
         else:
             print(
-                f"{mode:<9} {'kernel':<8} {k['rps']:>7.0f} {k['errors']:>4.0f} {k['mbps']:>10.1f} {'-':>13} {'-':>14}",
+                f"{mode:<9} {'kernel':<8} {k['rps']:>7.0f} {k['errors']:>4.0f} {k['mbps']:>10.1f} {'-':>7} {'-':>7} {'':>5} {'-':>14}",
                 flush=True,
             )
     return 0

@@ -310,3 +310,41 @@ def test_nft_ruleset_is_scoped() -> None:
 def test_port_pool_rejects_bad_range() -> None:
     with pytest.raises(ValueError):
         PortPool(0, 10)
+
+
+def real_core_forwarder(fwd: Fwd) -> Forwarder:
+    d = Director()
+    key = ServiceKey.for_addr(Proto.TCP, ipaddress.ip_address(VIP), 80)
+    d.add_service(key, ServiceConfig(scheduler="rr"))
+    d.add_dest(key, DestConfig(addr=ipaddress.ip_address("192.168.1.10"), port=80, fwd=fwd))
+    f, _ = make_forwarder(fwd)
+    f.director = d
+    f.load_rules()
+    return f
+
+
+def test_steady_connections_skip_the_core_but_keep_its_counters_and_states() -> None:
+    f = real_core_forwarder(Fwd.MASQ)
+    rs = "192.168.1.10"
+    seq = [
+        (1, tcp_frame(CIP, 40000, VIP, 80, b"", 0x02)),
+        (2, tcp_frame(rs, 80, CIP, 40000, b"", 0x12, to_mac=MAC_LAN)),
+        (1, tcp_frame(CIP, 40000, VIP, 80, b"", 0x10)),
+    ]
+    for _ in range(5):  # fresh frames: handle() rewrites them in place
+        seq += [
+            (1, tcp_frame(CIP, 40000, VIP, 80, b"data", 0x18)),
+            (2, tcp_frame(rs, 80, CIP, 40000, b"ok", 0x18, to_mac=MAC_LAN)),
+        ]
+    now = 1.0
+    for idx, fr in seq:
+        assert f.handle(idx, fr, now), "every packet is forwarded"
+        now += 0.01
+    assert f.counters["fast"] >= 9
+    conn = next(iter(f.director.conns))
+    assert conn.state_name == "ESTABLISHED" and conn.expires == pytest.approx(now - 0.01 + conn.timeout)
+    st = conn.dest.stats
+    assert (st.inpkts, st.outpkts) == (7, 6)
+    # A FIN leaves the fast path: the core sees it and moves the state.
+    f.handle(1, tcp_frame(CIP, 40000, VIP, 80, b"", 0x11), now)
+    assert conn.state_name != "ESTABLISHED" and st.inpkts == 8

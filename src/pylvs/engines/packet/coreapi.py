@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from pylvs.core.director import Director
+from pylvs.core.proto.tcp import ESTABLISHED as TCP_ESTABLISHED
 from pylvs.core.types import IPAddr, Packet, Proto
 
 Conn = Any  # pylvs.core.conn.Connection (duck-typed so tests can drive the path with a small fake)
@@ -27,6 +28,23 @@ def find_out(
 
 def note_out(director: Director, conn: Conn, pkt: Packet, now: float) -> None:
     director.process_out(conn, pkt, now)
+
+
+def steady(conn: Conn, proto: int) -> bool:
+    """True when the next packets of `conn` without SYN/FIN/RST cannot change its state: TCP in
+    ESTABLISHED, or UDP. The engine may then skip the core for them (see account())."""
+    if getattr(conn, "dead", False) or not hasattr(conn, "state"):
+        return False
+    if proto == 6:
+        return bool(conn.state == TCP_ESTABLISHED)
+    return proto == 17
+
+
+def stats_of(director: Director, conn: Conn) -> tuple[Any, ...]:
+    """The counters process_in/out add a packet to (server, service, total); for a steady
+    connection the engine adds to them itself and re-arms the entry's timer (conns.arm)."""
+    dest = conn.dest
+    return (dest.stats, dest.service.stats, director.services.tot_stats)
 
 
 def conn_alive(conn: Conn) -> bool:

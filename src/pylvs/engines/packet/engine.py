@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import resource
 import socket
 import subprocess
 import time
@@ -325,6 +326,11 @@ class PacketEngine(Engine):
         d = self.fwd.stats() if self.fwd is not None else {}
         d["tx_errors"] = float(self.tx_errors)
         d["cpu_seconds"] = time.process_time() - self.cpu_start
+        # User time is the Python cost; system time also holds what veth delivery does on our CPU
+        # (the receiving namespace's stack often runs in the sender's softirq context).
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        d["cpu_user_seconds"] = ru.ru_utime
+        d["cpu_sys_seconds"] = ru.ru_stime
         pkts = d.get("in", 0.0) + d.get("out", 0.0)
         if pkts:
             d["cpu_us_per_packet"] = d["cpu_seconds"] * 1e6 / pkts

@@ -15,7 +15,7 @@ import ipaddress
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pylvs.core.director import Director
 from pylvs.core.types import Fwd, IPAddr, Packet, Proto
@@ -77,6 +77,24 @@ class FullnatEntry:
 
 
 @dataclass(slots=True)
+class FastEntry:
+    """What the core decided for a steady connection, and the facts that must not change to reuse it."""
+
+    conn: coreapi.Conn
+    state: int
+    cflags: int
+    timeouts: object
+    kind: int  # 0 request, 1 NAT reply, 2 FULLNAT reply
+    fn: FullnatEntry | None
+    stats: tuple[Any, ...]  # the counters the core adds to (server, service, total)
+    fwd: int
+    raddr: bytes
+    rport: int
+    vaddr: bytes
+    vport: int
+
+
+@dataclass(slots=True)
 class Rules:
     """What the fast checks need, recomputed from the director's services on every rule change."""
 
@@ -127,6 +145,8 @@ class Forwarder:
         self.fn_by_client: dict[tuple[int, bytes, int, bytes, int], FullnatEntry] = {}
         self.fn_by_local: dict[tuple[int, bytes, int, bytes, int], FullnatEntry] = {}
         self.ident = 0
+        self.fast: dict[tuple[int, bytes, int, bytes, int], FastEntry] = {}
+        self.conn_table: Any = getattr(director, "conns", None)
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "rx",
@@ -140,6 +160,7 @@ class Forwarder:
                 "gso_cut",
                 "other_host",
                 "unknown",
+                "fast",
             ),
             0,
         )
@@ -166,6 +187,7 @@ class Forwarder:
                     if rt is not None:
                         r.lips.add(rt.src)
         self.rules = r
+        self.fast.clear()
 
     # -- entry point ---------------------------------------------------------------------------
     def handle(self, ifindex: int, f: bytearray, now: float) -> Frames:
@@ -190,6 +212,10 @@ class Forwarder:
             return out
         l4 = IP + (vihl & 0xF) * 4
         sport, dport = _HH.unpack_from(f, l4)
+        if self.fast:
+            fe = self.fast.get((proto, saddr, sport, daddr, dport))
+            if fe is not None and self._fast(fe, ifc, f, out, now, proto, l4, saddr, sport, daddr, dport):
+                return out
         rules = self.rules
         if (proto, daddr, dport) in rules.vips or (proto, daddr, 0) in rules.vips:
             self._inbound(ifc, f, out, now, proto, l4, saddr, sport, daddr, dport)
@@ -221,6 +247,75 @@ class Forwarder:
         action = self._inbound(ifc, f, out, now, proto, l4, saddr, sport, daddr, dport, fwmark)
         return out, action == "PASS"
 
+    def _remember(
+        self,
+        key: tuple[int, bytes, int, bytes, int],
+        conn: coreapi.Conn,
+        kind: int,
+        ent: FullnatEntry | None = None,
+    ) -> None:
+        """Keep what the core decided for a connection now in a steady state (see _fast)."""
+        self.fast[key] = FastEntry(
+            conn,
+            conn.state,
+            conn.flags,
+            self.director.timeouts,
+            kind,
+            ent,
+            coreapi.stats_of(self.director, conn),
+            conn.fwd,
+            conn.daddr.packed,
+            conn.dport,
+            conn.vaddr.packed,
+            conn.vport,
+        )
+
+    def _fast(
+        self,
+        fe: FastEntry,
+        ifc: Iface,
+        f: bytearray,
+        out: Frames,
+        now: float,
+        proto: int,
+        l4: int,
+        saddr: bytes,
+        sport: int,
+        daddr: bytes,
+        dport: int,
+    ) -> bool:
+        """A packet of a connection in a steady state (TCP ESTABLISHED without SYN/FIN/RST, or UDP):
+        the core's answer is known (same entry, no state change), so only its counters and timer move.
+        Anything else, or any change of the entry, goes the full way through the core."""
+        conn = fe.conn
+        if (
+            (proto == IPPROTO_TCP and f[l4 + 13] & 0x07)
+            or conn.state != fe.state
+            or conn.flags != fe.cflags
+            or self.director.timeouts is not fe.timeouts
+            or not conn.dest.available
+        ):
+            del self.fast[(proto, saddr, sport, daddr, dport)]
+            return False
+        length = get16(f, IP + 2)
+        if fe.kind == 0:
+            for st in fe.stats:
+                st.inpkts += 1
+                st.inbytes += length
+        else:
+            for st in fe.stats:
+                st.outpkts += 1
+                st.outbytes += length
+        self.conn_table.arm(conn, now)  # the timer, as the core re-arms it on every packet
+        self.counters["fast"] += 1
+        if fe.kind == 0:
+            self._forward(ifc, f, out, conn, proto, l4, saddr, sport, daddr, dport, fe)
+        elif fe.kind == 1:
+            self._nat_out(f, out, conn, proto, l4, daddr, fe)
+        elif fe.fn is not None:
+            self._fullnat_out(f, out, fe.fn, proto, l4)
+        return True
+
     # -- requests ------------------------------------------------------------------------------
     def _inbound(
         self,
@@ -247,10 +342,30 @@ class Forwarder:
         if action != "FORWARD" or conn is None:
             self.counters["drop"] += 1
             return action
+        if coreapi.steady(conn, proto):
+            self._remember((proto, saddr, sport, daddr, dport), conn, 0)
+        return self._forward(ifc, f, out, conn, proto, l4, saddr, sport, daddr, dport)
+
+    def _forward(
+        self,
+        ifc: Iface,
+        f: bytearray,
+        out: Frames,
+        conn: coreapi.Conn,
+        proto: int,
+        l4: int,
+        saddr: bytes,
+        sport: int,
+        daddr: bytes,
+        dport: int,
+        fe: FastEntry | None = None,
+    ) -> str:
+        action = "FORWARD"
         self.counters["in"] += 1
-        fwd = conn.fwd
-        raddr = conn.daddr.packed
-        rport = conn.dport
+        if fe is not None:
+            fwd, raddr, rport = fe.fwd, fe.raddr, fe.rport
+        else:
+            fwd, raddr, rport = conn.fwd, conn.daddr.packed, conn.dport
         if fwd == Fwd.DROUTE:
             rt = self.route(raddr)
             if rt is not None:
@@ -314,6 +429,8 @@ class Forwarder:
         """Give back the local ports of FULLNAT connections the core has expired."""
         for ent in [e for e in self.fn_by_client.values() if not coreapi.conn_alive(e.conn)]:
             self._fullnat_free(ent)
+        for key in [k for k, fe in self.fast.items() if not coreapi.conn_alive(fe.conn)]:
+            del self.fast[key]
 
     def _tunnel(self, ifc: Iface, f: bytearray, out: Frames, raddr: bytes) -> None:
         rt = self.route(raddr)
@@ -387,8 +504,25 @@ class Forwarder:
             tcp_flags=f[l4 + 13] if proto == IPPROTO_TCP else 0,
         )
         coreapi.note_out(self.director, conn, pkt, now)
+        if coreapi.steady(conn, proto):
+            self._remember((proto, saddr, sport, daddr, dport), conn, 1)
+        self._nat_out(f, out, conn, proto, l4, daddr)
+
+    def _nat_out(
+        self,
+        f: bytearray,
+        out: Frames,
+        conn: coreapi.Conn,
+        proto: int,
+        l4: int,
+        daddr: bytes,
+        fe: FastEntry | None = None,
+    ) -> None:
         self.counters["out"] += 1
-        _rewrite(f, proto, l4, conn.vaddr.packed, conn.vport, None, None)
+        if fe is not None:
+            _rewrite(f, proto, l4, fe.vaddr, fe.vport, None, None)
+        else:
+            _rewrite(f, proto, l4, conn.vaddr.packed, conn.vport, None, None)
         self._to_client(out, daddr, f)
 
     def _fullnat_reply(
@@ -417,6 +551,12 @@ class Forwarder:
             tcp_flags=f[l4 + 13] if proto == IPPROTO_TCP else 0,
         )
         coreapi.note_out(self.director, ent.conn, pkt, now)
+        conn = ent.conn
+        if coreapi.steady(conn, proto):
+            self._remember((proto, saddr, sport, daddr, dport), conn, 2, ent)
+        self._fullnat_out(f, out, ent, proto, l4)
+
+    def _fullnat_out(self, f: bytearray, out: Frames, ent: FullnatEntry, proto: int, l4: int) -> None:
         self.counters["out"] += 1
         _rewrite(f, proto, l4, ent.vaddr, ent.vport, ent.caddr, ent.cport)
         self._to_client(out, ent.caddr, f)
