@@ -7,7 +7,7 @@ triples. Python's sorted() assumes a consistent order; this reproduces the C res
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -49,10 +49,9 @@ def _words(addr: str) -> tuple[int, int, int, int]:
     """The address as four host-order 32-bit words (IPv4 in the first word, as in the C union)."""
     if not addr:
         return (0, 0, 0, 0)
-    a = ipaddress.ip_address(addr)
-    if a.version == 4:
-        return (int(a), 0, 0, 0)
-    v = int(a)
+    if ":" not in addr:
+        return (int.from_bytes(socket.inet_aton(addr), "big"), 0, 0, 0)
+    v = int.from_bytes(socket.inet_pton(socket.AF_INET6, addr), "big")
     return ((v >> 96) & 0xFFFFFFFF, (v >> 64) & 0xFFFFFFFF, (v >> 32) & 0xFFFFFFFF, v & 0xFFFFFFFF)
 
 
