@@ -201,3 +201,24 @@ def test_ipv6_clients_fold_their_address() -> None:
         h = hash_32(fold(ip(c)), 8)
         b = sched.buckets[h]
         assert b is not None and pick(svc, c, vip="2001:db8::100") == str(b.addr)
+
+
+def test_sh_quiesce_reshapes_weighted_tables_like_the_kernel() -> None:
+    """sh reads weights at rebuild time: quiescing a weight-2 server shrinks it to one bucket per
+    round, so clients of *other* servers move too (the kernel is no more stable than this)."""
+    d, key = director_with("sh", [("192.168.1.10", 2), ("192.168.1.20", 1), ("192.168.1.30", 1)])
+    svc = svc_of(d, key)
+    sched = svc.scheduler
+    assert isinstance(sched, SourceHashing)
+    before = list(sched.buckets)
+    d.edit_dest(key, DestConfig(ip("192.168.1.10"), 80, Fwd.MASQ, 0))
+    after = list(sched.buckets)
+    moved_others = [
+        i
+        for i, (b, a) in enumerate(zip(before, after, strict=True))
+        if b is not a and b is not None and str(b.addr) != "192.168.1.10"
+    ]
+    assert moved_others
+    # 256 buckets, round of 4 then 3: .30 .20 .10 .10 | .30 .20 .10
+    assert [str(b.addr)[-2:] for b in before[:8] if b] == ["30", "20", "10", "10", "30", "20", "10", "10"]
+    assert [str(b.addr)[-2:] for b in after[:6] if b] == ["30", "20", "10", "30", "20", "10"]
