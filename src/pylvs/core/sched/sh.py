@@ -60,8 +60,10 @@ class SourceHashing(Scheduler):
         d = self.buckets[h]
         if d is None:
             return None
-        if eligible(d) or not self.svc.flags & SH_FALLBACK:
-            return d if eligible(d) else None
+        if eligible(d):
+            return d
+        if not self.svc.flags & SH_FALLBACK:
+            return None
         # The kernel re-hashes with an offset of h + k on top of h: the probe starts at 2h.
         for k in range(TAB_SIZE):
             d = self.buckets[(2 * h + k) % TAB_SIZE]
