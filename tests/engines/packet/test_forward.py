@@ -348,3 +348,44 @@ def test_steady_connections_skip_the_core_but_keep_its_counters_and_states() -> 
     # A FIN leaves the fast path: the core sees it and moves the state.
     f.handle(1, tcp_frame(CIP, 40000, VIP, 80, b"", 0x11), now)
     assert conn.state_name != "ESTABLISHED" and st.inpkts == 8
+
+
+def icmp_frame(src: str, dst: str, quoted_pkt: bytes, icmp_type: int, code: int, to_mac: bytes) -> bytearray:
+    body = bytearray(struct.pack("!BBHI", icmp_type, code, 0, 1480 if code == 4 else 0)) + quoted_pkt[:28]
+    struct.pack_into("!H", body, 2, checksum(body))
+    ip = ipv4_header(A(src), A(dst), 1, len(body), df=False)
+    return bytearray(bytes(10) + to_mac + MAC_CLIENT + b"\x08\x00" + bytes(ip) + bytes(body))
+
+
+def test_icmp_from_a_nat_server_reaches_the_client_as_from_the_vip() -> None:
+    f = real_core_forwarder(Fwd.MASQ)
+    sent = f.handle(1, tcp_frame(CIP, 40000, VIP, 80), 1.0)[0][1]
+    err = icmp_frame("192.168.1.10", CIP, bytes(sent[IP:]), 3, 3, MAC_LAN)
+    out = f.handle(2, err, 1.1)
+    assert len(out) == 1 and out[0][0] == 1 and f.counters["icmp_relayed"] == 1
+    pkt = out[0][1][IP:]
+    assert pkt[12:16] == A(VIP) and ip_ok(pkt) and checksum(bytes(pkt[20:])) == 0
+    inner = pkt[28:]
+    assert (
+        inner[16:20] == A(VIP)
+        and struct.unpack_from("!H", inner, 22)[0] == 80
+        and checksum(bytes(inner[:20])) == 0
+    )
+
+
+@pytest.mark.parametrize("fwd", [Fwd.DROUTE, Fwd.MASQ])
+def test_frag_needed_from_the_client_side_goes_to_the_real_server(fwd: Fwd) -> None:
+    f = real_core_forwarder(fwd)
+    f.handle(1, tcp_frame(CIP, 40000, VIP, 80), 1.0)
+    reply = tcp_frame(VIP, 80, CIP, 40000, bytes(1400), 0x10)  # a reply the client's router could not pass on
+    err = icmp_frame("172.25.254.1", VIP, bytes(reply[IP:]), 3, 4, MAC_IN)
+    out = f.handle(1, err, 1.1)
+    assert len(out) == 1 and out[0][0] == 2
+    fr = out[0][1]
+    assert fr[ETH : ETH + 6] == MAC_RS[A("192.168.1.10")]
+    if fwd == Fwd.MASQ:
+        pkt = fr[IP:]
+        assert pkt[16:20] == A("192.168.1.10") and pkt[28 + 12 : 28 + 16] == A("192.168.1.10")
+        assert ip_ok(pkt) and checksum(bytes(pkt[20:])) == 0
+    else:
+        assert fr[IP:] == err[IP:]

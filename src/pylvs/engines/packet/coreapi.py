@@ -26,6 +26,12 @@ def find_out(
     return director.lookup_out(proto, raddr, rport, caddr, cport)
 
 
+def find_in(
+    director: Director, proto: Proto, caddr: IPAddr, cport: int, vaddr: IPAddr, vport: int
+) -> Conn | None:
+    return director.lookup_in(proto, caddr, cport, vaddr, vport)
+
+
 def note_out(director: Director, conn: Conn, pkt: Packet, now: float) -> None:
     director.process_out(conn, pkt, now)
 

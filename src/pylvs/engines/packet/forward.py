@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from pylvs.core.director import Director
 from pylvs.core.types import Fwd, IPAddr, Packet, Proto
-from pylvs.engines.packet import coreapi
+from pylvs.engines.packet import coreapi, icmp
 from pylvs.engines.packet.csum import get16
 from pylvs.engines.packet.frames import (
     ETH,
@@ -28,6 +28,7 @@ from pylvs.engines.packet.frames import (
     F_DATA_VALID,
     F_NEEDS_CSUM,
     IP,
+    IPPROTO_ICMP,
     IPPROTO_IPIP,
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -101,6 +102,8 @@ class Rules:
     vips: set[tuple[int, bytes, int]] = field(default_factory=set)  # (proto, addr, port 0 = any)
     nat_dests: set[tuple[int, bytes, int]] = field(default_factory=set)  # MASQ replies come from these
     lips: set[bytes] = field(default_factory=set)  # FULLNAT local addresses
+    vip_addrs: set[bytes] = field(default_factory=set)  # ICMP errors to these may concern a connection
+    nat_addrs: set[bytes] = field(default_factory=set)  # ... and from these (NAT real servers)
 
 
 _ADDR_CACHE: dict[bytes, IPAddr] = {}
@@ -161,6 +164,7 @@ class Forwarder:
                 "other_host",
                 "unknown",
                 "fast",
+                "icmp_relayed",
             ),
             0,
         )
@@ -186,6 +190,8 @@ class Forwarder:
                     rt = self.route(d.addr.packed)
                     if rt is not None:
                         r.lips.add(rt.src)
+        r.vip_addrs = {a for _p, a, _port in r.vips}
+        r.nat_addrs = {a for _p, a, _port in r.nat_dests}
         self.rules = r
         self.fast.clear()
 
@@ -208,7 +214,10 @@ class Forwarder:
         if et != ETH_P_IP or vihl >> 4 != 4:
             return out
         if (proto != IPPROTO_TCP and proto != IPPROTO_UDP) or frag & 0x3FFF:
-            c["unknown"] += 1  # fragments and other protocols are left alone
+            if proto == IPPROTO_ICMP and not frag & 0x3FFF:
+                self._icmp(ifc, f, out, saddr, daddr)
+            else:
+                c["unknown"] += 1  # fragments and other protocols are left alone
             return out
         l4 = IP + (vihl & 0xF) * 4
         sport, dport = _HH.unpack_from(f, l4)
@@ -315,6 +324,49 @@ class Forwarder:
         elif fe.fn is not None:
             self._fullnat_out(f, out, fe.fn, proto, l4)
         return True
+
+    def _icmp(self, ifc: Iface, f: bytearray, out: Frames, saddr: bytes, daddr: bytes) -> None:
+        """Relay an ICMP error about a tracked connection (see icmp.py)."""
+        ihl = (f[IP] & 0xF) * 4
+        total = get16(f, IP + 2)
+        q = icmp.quoted(f[IP + ihl : IP + total])
+        if q is None:
+            return
+        proto, qs, qsp, qd, qdp, _off = q
+        rules = self.rules
+        d = self.director
+        f[0:10] = NO_VNET  # every checksum is recomputed below: nothing left to finish
+        if daddr in rules.vip_addrs:
+            # From the client's side, about a reply VIP:vport -> CIP:cport: to the connection's server.
+            conn = coreapi.find_in(d, Proto(proto), _ip(qd), qdp, _ip(qs), qsp)
+            if conn is None or getattr(conn, "dead", False):
+                return
+            fwd = conn.fwd
+            raddr = conn.daddr.packed
+            rt = self.route(raddr)
+            if rt is None:
+                return
+            self.counters["icmp_relayed"] += 1
+            if fwd == Fwd.MASQ:
+                pkt = f[IP : total + IP]
+                icmp.rewrite(pkt, None, raddr, (raddr, conn.dport), None)
+                f[IP : IP + total] = pkt
+                self._send_ip(out, rt, rt.nexthop, f)
+            elif fwd == Fwd.DROUTE:
+                self._send_ip(out, rt, rt.nexthop, f)
+            elif fwd == Fwd.TUNNEL:
+                self._tunnel(ifc, f, out, raddr)
+        elif saddr in rules.nat_addrs:
+            # From a NAT real server, about a packet CIP:cport -> RIP:rport: to the client, as the VIP.
+            conn = coreapi.find_out(d, Proto(proto), _ip(qd), qdp, _ip(qs), qsp)
+            if conn is None or conn.fwd != Fwd.MASQ:
+                return
+            self.counters["icmp_relayed"] += 1
+            vaddr = conn.vaddr.packed
+            pkt = f[IP : IP + total]
+            icmp.rewrite(pkt, vaddr, None, None, (vaddr, conn.vport))
+            f[IP : IP + total] = pkt
+            self._to_client(out, daddr, f)
 
     # -- requests ------------------------------------------------------------------------------
     def _inbound(

@@ -63,6 +63,9 @@ def _chain_rules(spec: DropSpec, port_range: tuple[int, int]) -> list[str]:
         pn = PROTO_NAMES[p]
         sp = f" {pn} sport {port}" if port else f" meta l4proto {pn}"
         rules.append(f"ip saddr {addr}{sp} fib daddr type != local drop")
+    for addr in sorted({a for _p, a, _port in spec.nat_dests}):
+        # ICMP errors from NAT real servers to clients are relayed by the engine, rewritten.
+        rules.append(f"ip saddr {addr} meta l4proto icmp fib daddr type != local drop")
     lo, hi = port_range
     for p, addr in sorted(set(spec.lips)):
         rules.append(f"ip daddr {addr} {PROTO_NAMES[p]} dport {lo}-{hi} drop")
