@@ -433,3 +433,24 @@ def test_dr_reply_crossing_the_director_is_found_by_the_vip() -> None:
     d.process_in(pkt(TCP_ACK), 0)
     d.process_in(pkt(TCP_FIN | TCP_ACK), 0)
     assert c.state_name == "CLOSE_WAIT"
+
+
+def test_cache_bypass_lets_fwmark_packets_pass() -> None:
+    d = Director()
+    fwm(d, 7, scheduler="rr")
+    assert d.process_in(pkt(mark=7), 0).action == Action.NO_DEST
+    d.sysctl.cache_bypass = 1
+    assert d.process_in(pkt(mark=7, cport=2), 0).action == Action.PASS
+
+
+def test_ipv6_persistence_prefix() -> None:
+    d = Director()
+    k = svc(d, vip="2001:db8::1", scheduler="rr", flags=SvcFlags.PERSISTENT, timeout=60, netmask=64)
+    rs(d, k, "2001:db8:1::1")
+    rs(d, k, "2001:db8:1::2")
+    a = open_nat(d, client="2001:db8:5::1", vip="2001:db8::1").conn
+    b = open_nat(d, client="2001:db8:5::ffff", vip="2001:db8::1", cport=2).conn
+    c = open_nat(d, client="2001:db8:6::1", vip="2001:db8::1", cport=3).conn
+    assert a.dest is b.dest and c.dest is not a.dest and a.af == AF_INET6
+    nets = sorted(v.caddr for v in d.connections_view(0) if v.template)
+    assert nets == ["2001:db8:5::", "2001:db8:6::"]

@@ -165,7 +165,11 @@ def _run_scheduler(d: Director, svc: VirtualService, pkt: Packet, now: float) ->
 
 
 def _leave(d: Director, svc: VirtualService, pkt: Packet) -> Verdict:
-    """ip_vs_leave: no server. FTP's other ports pass on; everything else is refused."""
+    """ip_vs_leave: no server. With cache_bypass a fwmark service's packet goes on to its own
+    destination (the kernel makes a bypass entry for it; we let the packet pass); FTP's other
+    ports pass on; everything else is refused (ICMP port unreachable)."""
+    if d.sysctl.cache_bypass and svc.fwmark:
+        return PASS
     if svc.port == FTPPORT and pkt.dport != FTPPORT:
         return PASS
     return NO_DEST
