@@ -206,3 +206,61 @@ def raw_request(b: DaemonBackend, method: str, path: str, data: bytes) -> None:
     conn.close()
     assert 400 <= resp.status < 500 and "message" in body
     raise IPVSError(Op(body["op"]), body["errno"])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_tcp_api_needs_the_bearer_token(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    import http.client
+    import json
+
+    port = _free_port()
+    d = make_daemon("--tcp", f"127.0.0.1:{port}", "--token", "s3cret-token", ephemeral=True).start()
+
+    def get(headers: dict[str, str]) -> tuple[int, dict]:  # type: ignore[type-arg]
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/status", headers=headers)
+        r = c.getresponse()
+        body = json.loads(r.read())
+        c.close()
+        return r.status, body
+
+    status, body = get({})
+    assert status == 401 and body["message"] == "Permission denied (you must be root)"
+    assert get({"Authorization": "Bearer wrong-token"})[0] == 401
+    status, body = get({"Authorization": "Bearer s3cret-token"})
+    assert status == 200 and body["engine"] == "none"
+    d.stop()
+
+
+def test_tcp_without_token_is_refused(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = make_daemon("--tcp", "127.0.0.1:1", ephemeral=True).start(wait=False)
+    assert d.proc.wait(20) == 2
+    assert "--tcp needs --token" in d.log.read_text()
+
+
+def test_event_stream(ephemeral: Pylvsd) -> None:
+    import json
+
+    from pylvs.daemon.client import _UnixHTTPConnection
+
+    conn = _UnixHTTPConnection(ephemeral.socket, 10)
+    conn.request("GET", "/events/stream")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type", "").startswith("text/event-stream")
+    ephemeral.backend().add_service(KEY, ServiceConfig("rr"))
+    data = None
+    for _ in range(20):
+        line = resp.fp.readline().decode()
+        if line.startswith("data: "):
+            data = json.loads(line[6:])
+            break
+    conn.close()
+    assert data is not None and data["kind"] == "add_service" and data["source"] == "pylvsadm"

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-SOURCES = ("pylvsadm", "api", "config", "daemon")
+SOURCES = ("pylvsadm", "api", "config", "health", "web", "daemon")
 
 
 @dataclass(frozen=True, slots=True)

@@ -239,19 +239,21 @@ async def serve(args: argparse.Namespace, engine_cls: type[Any], token: str | No
     rc = 0
     stop = asyncio.Event()
     try:
-        runner = web.AppRunner(make_app(state), access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.SockSite(runner, usock).start()
-        runners.append(runner)
+        # The unix socket is served last: once it answers, everything else is up.
         if args.tcp:
             assert token is not None
             trunner = web.AppRunner(make_app(state, token=token), access_log=None, handle_signals=False)
             await trunner.setup()
-            await web.TCPSite(trunner, args.tcp[0], args.tcp[1]).start()
             runners.append(trunner)
+            await web.TCPSite(trunner, args.tcp[0], args.tcp[1]).start()
         addons = await _start_addons(state, args, token)
-    except (RuntimeError, OSError) as e:
-        rc = _fail(str(e))
+        runner = web.AppRunner(make_app(state), access_log=None, handle_signals=False)
+        await runner.setup()
+        runners.append(runner)
+        await web.SockSite(runner, usock).start()
+    except Exception as e:  # an add-on's own error (bad keepalived.conf, port taken...): say it, exit 1
+        log.debug("start-up failed", exc_info=True)
+        rc = _fail(str(e) or type(e).__name__)
         stop.set()
 
     async def on_hup() -> None:

@@ -192,7 +192,7 @@ SCHEMAS: dict[str, Any] = {
             "time": {"type": "number"},
             "kind": _STR,
             "detail": _STR,
-            "source": {"type": "string", "enum": ["pylvsadm", "api", "config", "daemon"]},
+            "source": {"type": "string", "enum": ["pylvsadm", "api", "config", "health", "web", "daemon"]},
         },
     },
 }
@@ -400,7 +400,10 @@ def openapi_document() -> dict[str, Any]:
                                     ]
                                 },
                             },
-                            "source": {"type": "string", "enum": ["pylvsadm", "api", "config", "daemon"]},
+                            "source": {
+                                "type": "string",
+                                "enum": ["pylvsadm", "api", "config", "health", "web", "daemon"],
+                            },
                         },
                     }
                 ),

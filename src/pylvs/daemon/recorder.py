@@ -104,3 +104,38 @@ def changes_from_snapshot(snap: Snapshot) -> list[Change]:
     out.append(Change("set_timeouts", timeouts=snap.timeouts))
     out.extend(Change("start_daemon", daemon=d) for d in snap.daemons)
     return out
+
+
+def diff_changes(live: Snapshot, new: Snapshot) -> list[Change]:
+    """The changes that turn `live`'s rules into `new`'s, touching only what differs (a reload keeps
+    the connections and counters of everything it leaves alone). Sync daemons are not part of it."""
+    out: list[Change] = []
+    live_svcs = {s.key(): s for s in live.services}
+    new_keys = {s.key() for s in new.services}
+    out.extend(Change("del_service", key=k) for k in live_svcs if k not in new_keys)
+    for s in new.services:
+        key = s.key()
+        cur = live_svcs.get(key)
+        if cur is None:
+            out.append(Change("add_service", key=key, svc=s.config()))
+            out.extend(Change("add_dest", key=key, dest=dv.config()) for dv in reversed(s.dests))
+            continue
+        if cur.config() != s.config():
+            out.append(Change("edit_service", key=key, svc=s.config()))
+        cur_dests = {(dv.addr, dv.port): dv.config() for dv in cur.dests}
+        new_dests = {(dv.addr, dv.port) for dv in s.dests}
+        out.extend(
+            Change("del_dest", key=key, addr=cfg.addr, port=cfg.port)
+            for k, cfg in cur_dests.items()
+            if k not in new_dests
+        )
+        for dv in reversed(s.dests):
+            cfg = dv.config()
+            old = cur_dests.get((dv.addr, dv.port))
+            if old is None:
+                out.append(Change("add_dest", key=key, dest=cfg))
+            elif old != cfg:
+                out.append(Change("edit_dest", key=key, dest=cfg))
+    if tuple(live.timeouts) != tuple(new.timeouts):
+        out.append(Change("set_timeouts", timeouts=new.timeouts))
+    return out

@@ -19,7 +19,7 @@ from pylvs.core.errors import IPVSError
 from pylvs.core.snapshot import ConnView, Snapshot
 from pylvs.daemon.changes import Change
 from pylvs.daemon.events import EventLog
-from pylvs.daemon.recorder import RecordingBackend, changes_from_snapshot, engine_refusal
+from pylvs.daemon.recorder import RecordingBackend, diff_changes, engine_refusal
 from pylvs.daemon.rules import Rules
 from pylvs.daemon.store import RulesFileError, RulesStore
 from pylvs.engines.base import Engine
@@ -205,9 +205,9 @@ class DaemonState:
             restore_text(text, new.rules)
         except RulesFileError as e:
             raise RulesFileError(f"{store.path}: {e}") from None
-        changes = [Change("flush"), *changes_from_snapshot(new.rules.snapshot())]
+        changes = diff_changes(self.rules.snapshot(), new.rules.snapshot())
         try:
             await self.apply(changes, source)
-        except BatchError as e:
+        except (BatchError, IPVSError) as e:
             raise RulesFileError(f"{store.path}: {e}") from None
-        return len(changes) - 1
+        return len(changes)
