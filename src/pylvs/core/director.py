@@ -15,6 +15,7 @@ from pylvs.core import packet
 from pylvs.core.conn import F_INVALID, Connection, ConnectionTable, split_key
 from pylvs.core.ctl import ServiceTable
 from pylvs.core.errors import IPVSError, Op
+from pylvs.core.proto import Protocol
 from pylvs.core.sched.base import SchedEnv
 from pylvs.core.service import RealServer, VirtualService
 from pylvs.core.snapshot import ConnView, DestView, ServiceView, Snapshot
@@ -47,6 +48,8 @@ class Director:
         self._periodic_next = PERIODIC
         self._nodest_sweep = False
         self._deadline = ESTIMATOR_PERIOD  # earliest time tick() has something to do
+        self._state_timeouts: dict[int, tuple[int, ...]] = {}
+        self._state_timeouts_of = self.timeouts
 
     # -- control: thin wrappers that keep one place for cross-cutting effects ---------------
     def add_service(self, key: ServiceKey, cfg: ServiceConfig) -> VirtualService:
@@ -84,6 +87,16 @@ class Director:
                 raise IPVSError(Op.SET_TIMEOUT, errno.EINVAL)
         cur = self.timeouts
         self.timeouts = Timeouts(tcp or cur.tcp, tcpfin or cur.tcpfin, udp or cur.udp)
+
+    def state_timeouts(self, proto: Protocol) -> tuple[int, ...]:
+        """Timeout of each state of `proto` with the current `--set` values (cached per packet path)."""
+        if self._state_timeouts_of is not self.timeouts:  # `timeouts` may be replaced by anyone
+            self._state_timeouts.clear()
+            self._state_timeouts_of = self.timeouts
+        table = self._state_timeouts.get(proto.proto)
+        if table is None:
+            table = self._state_timeouts[proto.proto] = proto.timeouts(self.timeouts)
+        return table
 
     # -- the packet path (packet.py) -----------------------------------------------------------
     def process_in(self, pkt: Packet, now: float) -> packet.Verdict:

@@ -138,7 +138,7 @@ def transition(d: Director, proto: Protocol, conn: Connection, pkt: Packet, dire
     elif direction == Direction.OUTPUT and proto.established < 0:
         assure_template(conn)  # UDP: a reply assures the template
     conn.state = new
-    conn.timeout = proto.timeouts(d.timeouts)[new]
+    conn.timeout = d.state_timeouts(proto)[new]
 
 
 # -- scheduling (ip_vs_schedule, ip_vs_sched_persist) -------------------------------------------
