@@ -238,7 +238,7 @@ def restore(
             play(BatchOp("flush"), 0)
         for lineno, words in split_rules(text):
             try:
-                cmd = parse([prog, *words], names)
+                cmd = parse_fast(words) or parse([prog, *words], names)
             except UsageError as e:
                 return _rejected(prog, e.message, lineno, e.exit_code)
             if cmd.cmd == "restore":
