@@ -21,7 +21,7 @@ from pylvs.daemon.changes import Change
 from pylvs.daemon.events import EventLog
 from pylvs.daemon.recorder import RecordingBackend, diff_changes, engine_refusal
 from pylvs.daemon.rules import Rules
-from pylvs.daemon.store import RulesFileError, RulesStore
+from pylvs.daemon.store import RulesFileError, RulesStore, restore_text
 from pylvs.engines.base import Engine
 
 log = logging.getLogger("pylvsd")
@@ -145,21 +145,24 @@ class DaemonState:
         if not changes:
             return
         async with self.lock:
-            self._set_now()
-            if len(changes) == 1:
-                self._refuse(changes[0])
-                changes[0].apply(self.rules)  # the core checks first: a refusal changes nothing
+            await self._apply_locked(changes, source)
+
+    async def _apply_locked(self, changes: list[Change], source: str) -> None:
+        self._set_now()
+        if len(changes) == 1:
+            self._refuse(changes[0])
+            changes[0].apply(self.rules)  # the core checks first: a refusal changes nothing
+        else:
+            trial = self._trial(changes)
+            self._validate_batch(changes, trial)
+            if self._live_is_empty():
+                self._adopt(trial)
             else:
-                trial = self._trial(changes)
-                self._validate_batch(changes, trial)
-                if self._live_is_empty():
-                    self._adopt(trial)
-                else:
-                    for c in changes:
-                        c.apply(self.rules)
-            self._after_change(changes, source)
-            if any(c.changes_rules for c in changes):
-                await self._save()
+                for c in changes:
+                    c.apply(self.rules)
+        self._after_change(changes, source)
+        if any(c.changes_rules for c in changes):
+            await self._save()
 
     def _after_change(self, changes: list[Change], source: str) -> None:
         if self.engine is not None:
@@ -197,17 +200,19 @@ class DaemonState:
             raise RulesFileError("no rules file")
         store = self.store
         loop = asyncio.get_running_loop()
-        text = await loop.run_in_executor(None, store.read)
-        new = RecordingBackend()
-        from pylvs.daemon.store import restore_text
-
-        try:
-            restore_text(text, new.rules)
-        except RulesFileError as e:
-            raise RulesFileError(f"{store.path}: {e}") from None
-        changes = diff_changes(self.rules.snapshot(), new.rules.snapshot())
-        try:
-            await self.apply(changes, source)
-        except (BatchError, IPVSError) as e:
-            raise RulesFileError(f"{store.path}: {e}") from None
-        return len(changes)
+        # Under the lock: a change being saved right now must not be undone by reading the file early.
+        async with self.lock:
+            text = await loop.run_in_executor(None, store.read)
+            new = RecordingBackend()
+            try:
+                restore_text(text, new.rules)
+            except RulesFileError as e:
+                raise RulesFileError(f"{store.path}: {e}") from None
+            changes = diff_changes(self.rules.snapshot(), new.rules.snapshot())
+            if not changes:
+                return 0
+            try:
+                await self._apply_locked(changes, source)
+            except (BatchError, IPVSError) as e:
+                raise RulesFileError(f"{store.path}: {e}") from None
+            return len(changes)
