@@ -67,3 +67,14 @@ def test_batch_errors_name_the_line_in_a_live_table() -> None:
         "Service not defined\nipvsadm: restore rejected at line 3; no rule was changed\n",
     )
     assert run_ipvsadm(b, ["-Sn"]).out == "-A -t 10.0.0.1:80 -s wlc\n"
+
+
+def test_undecodable_arguments_come_back_as_bytes(
+    monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    backend = LocalBackend(Director(), lambda: 0.0)
+    monkeypatch.setattr(pylvsadm, "_backend", lambda: backend)
+    assert pylvsadm.main(["-L", "caf\udce9"]) == 2
+    assert capsysbinary.readouterr().err == b"unexpected argument caf\xe9\n"
+    assert pylvsadm.main(["-A", "-t", "\udcff:80"]) == 2
+    assert capsysbinary.readouterr().err == b"illegal virtual server address[:port] specified\n"

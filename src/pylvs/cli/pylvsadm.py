@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TextIO, cast
 
 from pylvs.ipvsadm.names import NameResolver
 from pylvs.ipvsadm.run import Result, restore, run_ipvsadm
@@ -44,13 +44,22 @@ def _backend() -> Backend:
     return cast("Backend", DaemonBackend(socket_path()))
 
 
+def _write(stream: TextIO, text: str) -> None:
+    """Write as C would: the bytes of the arguments as given (undecodable ones included)."""
+    stream.flush()
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        stream.write(text)
+    else:
+        buffer.write(text.encode("utf-8", "surrogateescape"))
+        buffer.flush()
+
+
 def _emit(result: Result) -> int:
     if result.out:
-        sys.stdout.write(result.out)
-        sys.stdout.flush()
+        _write(sys.stdout, result.out)
     if result.err:
-        sys.stderr.write(result.err)
-        sys.stderr.flush()
+        _write(sys.stderr, result.err)
     return result.code
 
 
@@ -59,13 +68,11 @@ def _run(call: Callable[[Backend], Result]) -> int:
     try:
         from pylvs.daemon.client import DaemonUnavailable
     except ImportError:  # the daemon client is not installed: nothing to talk to
-        sys.stderr.write(unavailable_message(socket_path(), "no daemon client"))
-        return INIT_FAILURE_EXIT
+        return _emit(Result("", unavailable_message(socket_path(), "no daemon client"), INIT_FAILURE_EXIT))
     try:
         result = call(_backend())
     except DaemonUnavailable as e:
-        sys.stderr.write(unavailable_message(socket_path(), _reason(e)))
-        return INIT_FAILURE_EXIT
+        return _emit(Result("", unavailable_message(socket_path(), _reason(e)), INIT_FAILURE_EXIT))
     except KeyboardInterrupt:
         return 130
     return _emit(result)

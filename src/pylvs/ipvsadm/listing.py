@@ -354,7 +354,7 @@ def list_connections(
         dname = addrport_name(c.daddr, c.dport, c.protocol, numeric, names)
         expires = max(int(c.expires), 0)
         expire = f"{expires // 60:02d}:{expires % 60:02d}"
-        if persistent_conn and c.pe_name:
+        if persistent_conn and c.pe_name and c.pe_data:  # /proc shows both or neither
             out.append(
                 f"{proto:<3} {expire:<6} {c.state:<11} {cname:<18} {vname:<18} {dname:<16} "
                 f"{c.pe_name:<18} {c.pe_data}\n"
