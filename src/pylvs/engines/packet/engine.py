@@ -35,6 +35,7 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
+PACKET_QDISC_BYPASS = 20
 BATCH = 64  # frames read per wake-up before yielding to the loop
 BUF = 70000  # a 64 KB GSO frame, its Ethernet and virtio headers
 ROUTE_TTL = 30.0
@@ -143,6 +144,7 @@ class PacketEngine(Engine):
         self.tx_errors = 0
         self.cpu_start = 0.0
         self._sweeper: asyncio.TimerHandle | None = None
+        self._pending: asyncio.Handle | None = None
         # Firewall-mark services: marked packets reach us through NFQUEUE (AF_PACKET cannot see marks).
         self.queue_num = 1000 + os.getpid() % 60000
         self.nfq: NfQueue | None = None
@@ -167,26 +169,65 @@ class PacketEngine(Engine):
             remove_stale()
         except (OSError, ValueError):
             pass
-        for idx, ifc in ifaces.items():
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-            s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-            bpf.attach(s, bpf.program([], []))
-            s.bind((ifc.name, ETH_P_ALL))
-            s.setblocking(False)
-            self.socks[idx] = s
+        for ifc in ifaces.values():
+            self._open(ifc)
         self.cpu_start = time.process_time()
-        self.rules_changed()
-        for idx, s in self.socks.items():
-            self.loop.add_reader(s.fileno(), self._readable, idx, s)
+        self._sync()
+        for idx, sock in self.socks.items():
+            self.loop.add_reader(sock.fileno(), self._readable, idx, sock)
         self._sweeper = self.loop.call_later(1.0, self._sweep)
         log.info("packet engine on %s", ", ".join(i.name for i in ifaces.values()))
 
+    def _open(self, ifc: Iface) -> socket.socket:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)  # we are the only sender that matters here
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        bpf.attach(s, bpf.program([], []))  # nothing until the rules say what to take
+        s.bind((ifc.name, ETH_P_ALL))
+        s.setblocking(False)
+        self.socks[ifc.index] = s
+        return s
+
+    def _refresh_ifaces(self) -> None:
+        """Interfaces that came up since the last look (only when we chose them ourselves)."""
+        if self.interfaces is not None or self.fwd is None:
+            return
+        try:
+            now = discover_ifaces(None)
+        except (OSError, ValueError):
+            return
+        for idx, ifc in now.items():
+            old = self.fwd.ifaces.get(idx)
+            if old is not None:
+                old.addrs, old.mtu = ifc.addrs, ifc.mtu
+                continue
+            self.fwd.ifaces[idx] = ifc
+            try:
+                s = self._open(ifc)
+            except OSError as e:
+                log.warning("packet engine: cannot open %s: %s", ifc.name, e)
+                continue
+            if self.loop is not None:
+                self.loop.add_reader(s.fileno(), self._readable, idx, s)
+            if self.routes is not None:
+                self.routes.by_name[ifc.name] = idx
+            log.info("packet engine: now also on %s", ifc.name)
+
     def rules_changed(self) -> None:
+        """Coalesce bursts (a restore changes thousands of rules): one sync per loop turn."""
+        if self.loop is None or not self.socks:
+            self._sync()
+        elif self._pending is None:
+            self._pending = self.loop.call_soon(self._sync)
+
+    def _sync(self) -> None:
+        self._pending = None
         if self.fwd is None or self.routes is None:
             return
+        self._refresh_ifaces()
         self.routes.flush()
         self.fwd.load_rules()
         lips: dict[str, str] = {}
@@ -303,6 +344,9 @@ class PacketEngine(Engine):
             self._sweeper = self.loop.call_later(1.0, self._sweep)
 
     async def stop(self, drain: bool = True) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
         if self._sweeper is not None:
             self._sweeper.cancel()
         for s in self.socks.values():
