@@ -5,6 +5,7 @@ and with the token a weight is set, quiesced and restored from the page. Saves a
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,51 @@ def test_dashboard_in_chromium(daemon: Any) -> None:
             await b.close()
 
     asyncio.run(drive())
+
+
+def test_dashboard_shows_health_in_chromium(tmp_path: Path) -> None:
+    """With --config, each real server's health (and the check that decided) is on the page."""
+    from tests.metrics.test_health import conf
+
+    live = socket.create_server(("127.0.0.2", 0))
+    dead = socket.create_server(("127.0.0.3", 0))
+    up_port, down_port = live.getsockname()[1], dead.getsockname()[1]
+    dead.close()
+    vport, wport = free_port(), free_port()
+    cfg = tmp_path / "keepalived.conf"
+    cfg.write_text(conf(vport, up_port, down_port))
+    d = Pylvsd(tmp_path, "--config", str(cfg), "--web", f"127.0.0.1:{wport}").start()
+
+    async def drive() -> None:
+        assert CHROMIUM is not None
+        b = Browser(CHROMIUM)
+        try:
+            await b.start()
+            await b.goto(f"http://127.0.0.1:{wport}/")
+            sid = f"tcp:127.0.0.1:{vport}"
+            up, down = row(sid, f"127.0.0.2:{up_port}"), row(sid, f"127.0.0.3:{down_port}")
+            await b.wait_for(
+                f"{up}?.querySelector('td.health').textContent === 'up' && "
+                f"{down}?.querySelector('td.health').textContent === 'down' && "
+                f"{down}.querySelector('td.weight').textContent === '0'",
+                15,
+            )
+            assert "TCP_CHECK: last check failed" == await b.evaluate(
+                f"{down}.querySelector('td.health').title"
+            )
+            page = await b.evaluate(PAGE_TABLE)
+            want = listing(d.pylvsadm("-Ln"))
+            assert [(s["title"], s["dests"]) for s in page] == [(s["title"], s["dests"]) for s in want]
+            await b.wait_for(
+                "[...document.querySelectorAll('#events .ev-source')].some(e => e.textContent === 'health')",
+                5,
+            )
+            await b.screenshot(ARTIFACTS / "dashboard-health.png")
+        finally:
+            await b.close()
+
+    try:
+        asyncio.run(drive())
+    finally:
+        d.stop()
+        live.close()
