@@ -12,6 +12,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,40 +74,73 @@ while time.time() < end:
 """
 
 
-def run_two_phases(conf: Path, first: float = 7.0, second: float = 14.0) -> tuple[str, str]:
-    """Run `conf` through pylvs in the lab; 192.168.201.13:80 starts listening after the first dump."""
+def run_two_phases(
+    confs: list[Path], first: float = 7.0, second: float = 14.0
+) -> dict[Path, tuple[str, str]]:
+    """Run each of `confs` through pylvs (side by side, one process each) in one lab; once all have
+    printed their first dump, 192.168.201.13:80 starts listening. Returns each file's two dumps."""
     with lab() as (d, r):
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
-        cmd = ["ip", "netns", "exec", d, sys.executable, "-m", "pylvs.health", "run", str(conf)]
-        run = subprocess.Popen(
-            [*cmd, "--dump-at", f"{first},{second}"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            text=True,
-        )
-        late: subprocess.Popen[bytes] | None = None
-        dumps: list[list[str]] = []
-        try:
-            assert run.stdout is not None
-            for line in run.stdout:
+        runs = {
+            conf: subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    d,
+                    sys.executable,
+                    "-m",
+                    "pylvs.health",
+                    "run",
+                    str(conf),
+                    "--dump-at",
+                    f"{first},{second}",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                text=True,
+            )
+            for conf in confs
+        }
+        dumps: dict[Path, list[list[str]]] = {conf: [] for conf in confs}
+        firsts = threading.Barrier(len(confs) + 1)
+        late: list[subprocess.Popen[bytes]] = []
+
+        def read(conf: Path, proc: subprocess.Popen[str]) -> None:
+            assert proc.stdout is not None
+            ended = 0
+            for line in proc.stdout:
                 if line.startswith("== dump"):
-                    dumps.append([])
+                    dumps[conf].append([])
                 elif line.startswith("== end"):
-                    if late is None:
-                        late = subprocess.Popen(
-                            ["ip", "netns", "exec", r, sys.executable, "-c", LATE_LISTENER]
-                        )
-                elif dumps:
-                    dumps[-1].append(line)
-            run.wait(timeout=30)
+                    ended += 1
+                    if ended == 1:
+                        firsts.wait(timeout=60)
+                elif dumps[conf]:
+                    dumps[conf][-1].append(line)
+            if ended == 0:
+                firsts.abort()
+
+        readers = [threading.Thread(target=read, args=(c, p)) for c, p in runs.items()]
+        try:
+            for t in readers:
+                t.start()
+            firsts.wait(timeout=60)
+            late.append(subprocess.Popen(["ip", "netns", "exec", r, sys.executable, "-c", LATE_LISTENER]))
+            for t in readers:
+                t.join(timeout=60)
         finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
-            if late is not None:
-                late.kill()
-                late.wait()
-        if len(dumps) != 2:
-            raise RuntimeError(f"pylvs.health run printed {len(dumps)} dumps, not 2")
-        return "".join(dumps[0]), "".join(dumps[1])
+            for proc in runs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+            for p in late:
+                p.kill()
+                p.wait()
+        out = {}
+        for conf, got in dumps.items():
+            if len(got) != 2:
+                raise RuntimeError(f"pylvs.health run {conf.name} printed {len(got)} dumps, not 2")
+            out[conf] = ("".join(got[0]), "".join(got[1]))
+        return out
