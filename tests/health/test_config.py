@@ -275,6 +275,7 @@ virtual_server 10.0.0.1 80 {
         ),
         ("virtual_server 10.0.0.1 80 {\n lb_kind BRIDGE\n}\n", 2, "unknown method"),
         ("virtual_server 10.0.0.1 80 {\n protocol ICMP\n}\n", 2, "not one of TCP"),
+        ("virtual_server 10.0.0.1 80 {\n lb_algo loadbalance\n}\n", 2, "unknown scheduler"),
         ("virtual_server group NOPE {\n}\n", 1, "no virtual_server_group"),
         ("virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n  HTTP_GET {\n  }\n }\n}\n", 3, "url"),
         (
@@ -311,6 +312,16 @@ def test_error_in_included_file_names_that_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as ei:
         load_config(str(p))
     assert ei.value.file == str(tmp_path / "bad.conf") and ei.value.line == 2
+
+
+def test_persistence_timeout_zero_is_not_persistent(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        "global_defs {\n lvs_id OLD\n}\nvirtual_server 10.0.0.1 80 {\n protocol TCP\n persistence_timeout 0\n}\n",
+    )
+    cfg = load_config(str(p))
+    (rule,) = services_of(cfg.virtual_servers[0], cfg)
+    assert not rule.cfg.persistent and cfg.global_defs.router_id == "OLD"
 
 
 def test_quorum_above_total_weight_is_reduced(tmp_path: Path) -> None:

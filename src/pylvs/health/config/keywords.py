@@ -213,6 +213,7 @@ def _global_vrrp(w: Walker, stmt: Stmt, g: GlobalDefs) -> None:
 
 GLOBAL_DEFS: Table = {
     "router_id": _router_id,
+    "lvs_id": _router_id,  # its older name
     "lvs_flush": _lvs_flush,
     "script_user": _script_user,
     "notification_email": _ignore,
@@ -452,7 +453,15 @@ def _protocol(stmt: Stmt) -> Proto:
 
 
 def _scheduler(stmt: Stmt) -> str:
-    return arg_str(stmt).lower()
+    from pylvs.core.sched import scheduler_names
+
+    name = arg_str(stmt).lower()
+    names = scheduler_names()
+    if name not in names:
+        raise ConfigError(
+            stmt.where, f"'{stmt.keyword}': unknown scheduler '{stmt.args[0]}' ({', '.join(names)})"
+        )
+    return name
 
 
 def _vs_method(w: Walker, stmt: Stmt, vs: VirtualServerConf) -> None:
@@ -464,8 +473,9 @@ def _sorry_method(w: Walker, stmt: Stmt, vs: VirtualServerConf) -> None:
 
 
 def _persistence_timeout(w: Walker, stmt: Stmt, vs: VirtualServerConf) -> None:
-    # keepalived: the keyword alone means the default of 6 minutes
-    vs.persistence_timeout = arg_int(stmt, 0, 1, 2**31 - 1) if stmt.args else 360
+    # keepalived: the keyword alone means the default of 6 minutes; 0 means not persistent
+    timeout = arg_int(stmt, 0, 0, 2**31 - 1) if stmt.args else 360
+    vs.persistence_timeout = timeout or None
 
 
 def _granularity(w: Walker, stmt: Stmt, vs: VirtualServerConf) -> None:
