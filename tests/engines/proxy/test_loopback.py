@@ -556,3 +556,37 @@ def test_a_server_reset_reaches_the_client_as_a_reset() -> None:
     outcome, states = run(body)
     assert outcome == "reset"
     assert states == ["CLOSE"], states
+
+
+def test_removed_server_connections_follow_expire_nodest_conn() -> None:
+    async def body(expire: int) -> str:
+        a = await Backend("A", "echo").start()
+        h = Harness()
+        h.director.sysctl.expire_nodest_conn = expire
+        h.add(a.port)
+        await h.start()
+        try:
+            reader, writer = await asyncio.open_connection(LO, h.vport)
+            writer.write(b"1")
+            await reader.readexactly(1)
+            h.director.del_dest(h.key, LO_IP, a.port)
+            writer.write(b"2")  # relayed, then handed to the core with the next batch
+            await reader.readexactly(1)
+            await asyncio.sleep(0.3)
+            try:
+                writer.write(b"3")
+                got = await asyncio.wait_for(reader.read(10), 1.5)
+                outcome = "eof" if got == b"" else "data"
+            except (ConnectionResetError, BrokenPipeError, RuntimeError):  # RuntimeError: uvloop's
+                outcome = "reset"  # transport was already closed by the reset
+            except TimeoutError:
+                outcome = "stalled"
+            writer.close()
+            return outcome
+        finally:
+            await h.stop()
+            await a.stop()
+
+    # The kernel's rule: 1 = the entry is expired and the flow reset, 0 = its packets are dropped.
+    assert run(lambda: body(1)) in ("reset", "eof")
+    assert run(lambda: body(0)) == "stalled"

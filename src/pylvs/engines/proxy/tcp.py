@@ -266,13 +266,14 @@ class TcpRelay:
         if self.cin_p or fin_in:
             data = self.cin_b
             flags = TCP_FIN | TCP_ACK if fin_in else TCP_ACK
+            self.cin_p += fin_in  # the FIN is a segment of its own (for the packet counter)
             v = feed.data_in(director, flow, self.cin_b, self.cin_p, now, flags)
             self.cin_b = self.cin_p = 0
             if data and (v.conn is not flow.conn or v.action.name != "FORWARD"):
                 self.lost_entry(v.action.name)
                 return
         if fin_out:
-            feed.data_out(director, flow, self.sout_b, self.sout_p, now, TCP_FIN | TCP_ACK)
+            feed.data_out(director, flow, self.sout_b, self.sout_p + 1, now, TCP_FIN | TCP_ACK)
             self.sout_b = self.sout_p = 0
 
     def lost_entry(self, action: str) -> None:
