@@ -295,3 +295,26 @@ def test_tcp_check_over_ipv6_loopback() -> None:
         port = s.getsockname()[1]
         res = probe("TCP_CHECK", port, host="::1")
     assert res.ok and "[::1]" in res.reason
+
+
+def test_http_get_does_not_wait_for_a_server_that_keeps_the_connection() -> None:
+    port = free_port()
+
+    async def go() -> tuple[CheckResult, float]:
+        async def keepalive(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await r.readuntil(b"\r\n\r\n")
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n" + BODY)
+            await w.drain()
+            await asyncio.sleep(3)  # never closes on its own
+            w.close()
+
+        srv = await asyncio.start_server(keepalive, LO, port)
+        c = CheckerConf("HTTP_GET", Where("t", 0), urls=[UrlCheck("/", digest=MD5)])
+        t0 = time.monotonic()
+        res = await CHECKERS["HTTP_GET"](c, Target(ipaddress.ip_address(LO), port, 2.0)).check()
+        took = time.monotonic() - t0
+        srv.close()
+        return res, took
+
+    res, took = asyncio.run(go())
+    assert res.ok and took < 1.0, (res, took)

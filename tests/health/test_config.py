@@ -314,6 +314,16 @@ def test_error_in_included_file_names_that_file(tmp_path: Path) -> None:
     assert ei.value.file == str(tmp_path / "bad.conf") and ei.value.line == 2
 
 
+def test_extra_words_are_reported(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        "virtual_server 10.0.0.1 80 {\n protocol TCP\n real_server 10.0.0.2 80 {\n  weight 3 4\n }\n}\n",
+    )
+    cfg = load_config(str(p))
+    assert cfg.warnings == [f"{p}:4: 'weight': extra words ignored: 4"]
+    assert cfg.virtual_servers[0].real_servers[0].weight == 3
+
+
 def test_persistence_timeout_zero_is_not_persistent(tmp_path: Path) -> None:
     p = write(
         tmp_path,

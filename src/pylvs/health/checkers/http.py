@@ -43,6 +43,22 @@ def parse_response(data: bytes) -> tuple[int, bytes]:
     return int(parts[1]), body
 
 
+def _complete(buf: bytearray) -> bool:
+    """Whether `buf` holds a whole response by its Content-Length or final chunk (else: read to EOF)."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    head = bytes(buf[:end]).lower()
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip()
+        if name == b"content-length" and value.strip().isdigit():
+            return len(buf) - end - 4 >= int(value)
+        if name == b"transfer-encoding" and b"chunked" in value:
+            return buf.endswith(b"0\r\n\r\n")
+    return False
+
+
 def _dechunk(data: bytes) -> bytes:
     out = bytearray()
     while True:
@@ -98,14 +114,15 @@ class HttpGet(Checker):
         try:
             writer.write(self.request(url))
             await writer.drain()
-            data = await reader.read(MAX_BODY + 65536)
-            chunks = [data]
-            total = len(data)
-            while data and total < MAX_BODY + 65536:
+            buf = bytearray()
+            while len(buf) < MAX_BODY + 65536:
                 data = await reader.read(65536)
-                chunks.append(data)
-                total += len(data)
-            return parse_response(b"".join(chunks))
+                if not data:
+                    break
+                buf += data
+                if _complete(buf):  # a server that keeps the connection open: stop at the body's end
+                    break
+            return parse_response(bytes(buf))
         finally:
             writer.close()
             try:

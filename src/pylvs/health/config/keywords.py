@@ -93,16 +93,23 @@ def _unacted(what: str) -> Handler:
     return handler
 
 
+def _extra(w: Walker, stmt: Stmt, max_args: int) -> None:
+    if len(stmt.args) > max_args:
+        w.warn(f"{stmt.where}: '{stmt.keyword}': extra words ignored: {' '.join(stmt.args[max_args:])}")
+
+
 def _timing(attr: str, conv: Callable[[Stmt], Any]) -> Handler:
     def handler(w: Walker, stmt: Stmt, target: Any) -> None:
         setattr(target.timing, attr, conv(stmt))
+        _extra(w, stmt, 1)
 
     return handler
 
 
-def _set(attr: str, conv: Callable[[Stmt], Any]) -> Handler:
+def _set(attr: str, conv: Callable[[Stmt], Any], max_args: int = 1) -> Handler:
     def handler(w: Walker, stmt: Stmt, target: Any) -> None:
         setattr(target, attr, conv(stmt))
+        _extra(w, stmt, max_args)
 
     return handler
 
@@ -306,7 +313,7 @@ def _url_unsupported(w: Walker, stmt: Stmt, u: UrlCheck) -> None:
 URL: Table = {
     "path": _set("path", _text),
     "digest": _set("digest", _digest),
-    "status_code": _set("status_codes", _status_codes),
+    "status_code": _set("status_codes", _status_codes, 64),
     "virtualhost": _set("virtualhost", _text),
     "regex": _url_unsupported,
     "regex_no_match": _url_unsupported,
@@ -358,7 +365,7 @@ CHECKER_TABLES: dict[str, Table] = {
     },
     "MISC_CHECK": {
         **TIMING,
-        "misc_path": _set("misc_path", arg_cmd),
+        "misc_path": _set("misc_path", arg_cmd, 3),
         "misc_timeout": _set("misc_timeout", lambda s: arg_timer(s, 0, 0.001)),
         "misc_dynamic": _set("misc_dynamic", _bool),
         "user": _ignore,
@@ -409,8 +416,8 @@ REAL_SERVER: Table = {
     "lb_kind": _rs_method,
     "uthreshold": _set("u_threshold", lambda s: arg_int(s, 0, 0, 2**31 - 1)),
     "lthreshold": _set("l_threshold", lambda s: arg_int(s, 0, 0, 2**31 - 1)),
-    "notify_up": _set("notify_up", arg_cmd),
-    "notify_down": _set("notify_down", arg_cmd),
+    "notify_up": _set("notify_up", arg_cmd, 3),
+    "notify_down": _set("notify_down", arg_cmd, 3),
     "smtp_alert": _ignore,
     "snmp_name": _ignore,
 }
@@ -519,8 +526,8 @@ VIRTUAL_SERVER: Table = {
     "omega": _set("omega", _bool),
     "quorum": _set("quorum", lambda s: arg_int(s, 0, 0, 2**31 - 1)),
     "hysteresis": _set("hysteresis", lambda s: arg_int(s, 0, 0, 2**31 - 1)),
-    "quorum_up": _set("quorum_up", arg_cmd),
-    "quorum_down": _set("quorum_down", arg_cmd),
+    "quorum_up": _set("quorum_up", arg_cmd, 3),
+    "quorum_down": _set("quorum_down", arg_cmd, 3),
     "sorry_server": _sorry_server,
     "sorry_server_inhibit": _set("sorry_server_inhibit", _bool),
     "sorry_server_lvs_method": _sorry_method,
