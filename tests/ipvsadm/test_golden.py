@@ -27,6 +27,23 @@ def _is_restore(cmd: str) -> bool:
     return cmd.startswith("ipvsadm-restore") or bool(re.match(r"^ipvsadm (-R|--restore)\b", cmd))
 
 
+def _nosort_table(cmd: str) -> bool:
+    words = cmd.split()
+    return "--nosort" in words and not {"-t", "-u", "-f", "--sctp-service"} & set(words)
+
+
+def _blocks(listing: str) -> tuple[list[str], list[str]]:
+    """Header lines, and each service with its real servers as one sorted item."""
+    lines = listing.splitlines(keepends=True)
+    head, blocks = lines[:3], []
+    for line in lines[3:]:
+        if line.startswith("  ->") and blocks:
+            blocks[-1] += line
+        else:
+            blocks.append(line)
+    return head, sorted(blocks)
+
+
 def test_transcripts_present() -> None:
     assert {"help", "service", "server", "sort", "names", "daemon", "restore"} <= set(TRANSCRIPTS)
 
@@ -61,6 +78,11 @@ def test_transcript(name: str) -> None:
             else:
                 assert format_save(replayer.backend.snapshot(), True) == frozen, where
                 continue
-        assert (result.out, result.err, result.code) == (step.out, step.err, step.code), where
+        if _nosort_table(step.cmd):
+            # The kernel's hash order is not reproducible: compare the service blocks as a set.
+            assert _blocks(result.out) == _blocks(step.out), where
+            assert (result.err, result.code) == (step.err, step.code), where
+        else:
+            assert (result.out, result.err, result.code) == (step.out, step.err, step.code), where
         checked += 1
     assert checked > 0
