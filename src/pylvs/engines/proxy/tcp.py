@@ -13,12 +13,13 @@ reading from the source stops until it is sent, so nothing buffers without bound
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 from typing import TYPE_CHECKING
 
 from pylvs.engines.proxy import feed
 from pylvs.engines.proxy.feed import TCP_ACK, TCP_FIN, TCP_RST, Flow
-from pylvs.engines.proxy.sockets import set_linger_rst
+from pylvs.engines.proxy.sockets import outgoing, set_linger_rst
 
 if TYPE_CHECKING:
     from pylvs.engines.proxy.engine import ProxyEngine
@@ -89,7 +90,20 @@ class TcpRelay:
     def connect(self, addr: tuple[str, int]) -> None:
         """Start the non-blocking connect; on_connect runs when the socket becomes writable."""
         err = self.s.connect_ex(addr)
-        if err not in (0, 115, 11, 4):  # 0, EINPROGRESS, EAGAIN, EINTR
+        if err == errno.EADDRNOTAVAIL and self.s.getsockname()[1] == self.flow.cport:
+            # Transparent mode keeps the client's port when it can; this 4-tuple is still taken
+            # (an old connection in TIME_WAIT), so let the kernel pick a port.
+            host, fam = self.s.getsockname()[0], self.s.family
+            self.s.close()
+            try:
+                self.s = outgoing(fam, socket.SOCK_STREAM, (host, 0))
+            except OSError as e:
+                self.s = socket.socket()  # closed below by finish()
+                self.engine.connect_failed(self, addr, e)
+                return
+            self.sfd = self.s.fileno()
+            err = self.s.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
             self.engine.connect_failed(self, addr, OSError(err, "connect failed"))
             return
         self.loop.add_writer(self.sfd, self.on_connect)
