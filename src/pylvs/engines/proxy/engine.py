@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -27,10 +28,18 @@ from pylvs.engines.proxy.sockets import family, get_mark, outgoing, tcp_listener
 from pylvs.engines.proxy.tcp import TcpRelay, close_with_rst
 from pylvs.engines.proxy.udp import UdpService
 
-DEFAULT_TPROXY_PORT = 9999
+DEFAULT_TPROXY_PORT = 9999  # $PYLVS_TPROXY_PORT overrides it (pylvsd passes no engine options)
 FWMARK_ACCEPT = "/proc/sys/net/ipv4/tcp_fwmark_accept"
 
 ListenerKey = tuple[Any, ...]
+
+
+def _env_port(name: str, default: int) -> int:
+    try:
+        port = int(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return port if 0 < port < 65536 else default
 
 
 class TcpListener:
@@ -82,7 +91,7 @@ class ProxyEngine(Engine):
         loop: asyncio.AbstractEventLoop | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
-        tproxy_port: int = DEFAULT_TPROXY_PORT,
+        tproxy_port: int | None = None,
         tproxy_addr: str = "0.0.0.0",
         drain_timeout: float = 30.0,
         connect_timeout: float = 10.0,
@@ -92,7 +101,7 @@ class ProxyEngine(Engine):
     ) -> None:
         super().__init__(director, loop)
         self.clock = clock
-        self.tproxy_port = tproxy_port
+        self.tproxy_port = tproxy_port or _env_port("PYLVS_TPROXY_PORT", DEFAULT_TPROXY_PORT)
         self.tproxy_addr = tproxy_addr
         self.drain_timeout = drain_timeout
         self.connect_timeout = connect_timeout
