@@ -333,3 +333,35 @@ def test_global_lvs_timeouts_and_omega_scripts(tmp_path: Path) -> None:
     d = asyncio.run(go())
     assert (d.timeouts.tcp, d.timeouts.tcpfin, d.timeouts.udp) == (600, 120, 30)
     assert sorted(os.listdir(marks)) == ["down", "qdown"]
+
+
+def test_servers_changed_by_hand_are_brought_back_in_line(tmp_path: Path) -> None:
+    import ipaddress
+
+    from pylvs.core.types import DestConfig, Fwd
+
+    port = free_port("127.0.0.2")
+    path = conf(tmp_path, TIMING + tcp_rs("127.0.0.2", port, "weight 4"))
+    events: list[HealthEvent] = []
+
+    async def go() -> None:
+        b = await TcpBackend("127.0.0.2", port).start()
+        d = Director()
+        m = HealthManager(d, load_config(str(path)), on_event=events.append)
+        await m.start()
+        try:
+            key = take_snapshot(d).services[0].key()
+            d.del_dest(key, ipaddress.ip_address("127.0.0.2"), port)  # an operator removes it
+            await b.stop()
+            await wait_until(lambda: any(e.kind == "down" for e in events), 3)
+            d.add_dest(
+                key, DestConfig(ipaddress.ip_address("127.0.0.2"), port, Fwd.MASQ, 9)
+            )  # and adds it back
+            b = await TcpBackend("127.0.0.2", port).start()
+            await wait_until(lambda: dests(d) == {f"127.0.0.2:{port}": 4}, 3)
+        finally:
+            await m.stop()
+            await b.stop()
+
+    asyncio.run(go())
+    assert not [e for e in events if e.kind == "error"]

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from errno import EEXIST, ENOENT
 from typing import Protocol
 
 from pylvs.core.errors import IPVSError
@@ -473,14 +474,26 @@ class HealthManager:
             have = vs.programmed.setdefault(rule.key, {})
             want = self._wanted(vs, rule.key)
             for ident in [i for i in have if i not in want]:
-                if self._call(vs, _dest_label(ident), self.backend.del_dest, rule.key, ident[0], ident[1]):
-                    del have[ident]
+                # removed by hand meanwhile (ENOENT) or not: either way it is no longer ours to track
+                self._call(
+                    vs, _dest_label(ident), self.backend.del_dest, rule.key, ident[0], ident[1], quiet=ENOENT
+                )
+                del have[ident]
             for ident, d in want.items():
                 cur = have.get(ident)
                 if cur == d:
                     continue
-                op = self.backend.add_dest if cur is None else self.backend.edit_dest
-                if self._call(vs, _dest_label(ident), op, rule.key, d):
+                label = _dest_label(ident)
+                if cur is None:
+                    # added by hand meanwhile (EEXIST): make it what we want
+                    ok = self._call(
+                        vs, label, self.backend.add_dest, rule.key, d, quiet=EEXIST
+                    ) or self._call(vs, label, self.backend.edit_dest, rule.key, d)
+                else:
+                    ok = self._call(
+                        vs, label, self.backend.edit_dest, rule.key, d, quiet=ENOENT
+                    ) or self._call(vs, label, self.backend.add_dest, rule.key, d)
+                if ok:
                     have[ident] = d
 
     def _add_service(self, vs: _Vs, rule: ServiceRule) -> None:
@@ -501,11 +514,15 @@ class HealthManager:
                 for dv in sv.dests:
                     have[(dv.ip, dv.port)] = dv.config()
 
-    def _call(self, vs: _Vs | None, rs: str, fn: Callable[..., object], *args: object) -> bool:
+    def _call(
+        self, vs: _Vs | None, rs: str, fn: Callable[..., object], *args: object, quiet: int = 0
+    ) -> bool:
+        """Call the backend; a refusal becomes an error event (unless its errno is `quiet`) and False."""
         try:
             fn(*args)
         except IPVSError as e:
-            self._event("error", vs.label if vs is not None else "", rs, f"{fn.__name__}: {e}")
+            if e.errno != quiet:
+                self._event("error", vs.label if vs is not None else "", rs, f"{fn.__name__}: {e}")
             return False
         return True
 
