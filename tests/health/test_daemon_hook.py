@@ -148,3 +148,36 @@ def test_pylvsd_refuses_a_bad_config_at_start(tmp_path: Path) -> None:
     )
     assert r.returncode == 1
     assert f"{conf}:2: 'lb_kind': unknown method 'NOPE'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_addon_in_process_events_and_json(tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    from pylvs.daemon.rules import Rules
+    from pylvs.daemon.state import DaemonState
+    from pylvs.health import daemon as hd
+
+    p1 = free_port("127.0.0.2")
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(conf_text(p1, free_port("127.0.0.3")))
+
+    async def go() -> tuple[DaemonState, dict[str, object]]:
+        state = DaemonState(Rules())
+        addon = await hd.start(state, str(conf))
+        try:
+            wait = 0.0
+            while not any(e.kind == "health-down" for e in state.events.recent(0, 1000)) and wait < 3:
+                await asyncio.sleep(0.05)
+                wait += 0.05
+            doc = addon.to_json()
+        finally:
+            await addon.stop()
+        return state, doc
+
+    state, doc = asyncio.run(go())
+    kinds = [e.kind for e in state.events.recent(0, 1000)]
+    assert "add_service" in kinds and "health-down" in kinds and "del_service" in kinds
+    text = json.dumps(doc)
+    assert '"quorum_up"' in text and "TCP_CHECK" in text
+    assert state.snapshot().services == ()  # stop() removed what the add-on added
