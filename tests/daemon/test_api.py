@@ -264,3 +264,21 @@ def test_event_stream(ephemeral: Pylvsd) -> None:
             break
     conn.close()
     assert data is not None and data["kind"] == "add_service" and data["source"] == "pylvsadm"
+
+
+def test_second_daemon_on_the_same_socket_is_refused(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    first = make_daemon(ephemeral=True).start()
+    second = make_daemon(ephemeral=True).start(wait=False)
+    assert second.proc.wait(20) == 1
+    assert "already listening" in second.log.read_text()
+    assert first.backend().status()["engine"] == "none"
+    first.stop()
+
+
+def test_path_that_is_not_a_socket_is_left_alone(make_daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    d = make_daemon(ephemeral=True)
+    with open(d.socket, "w") as f:
+        f.write("precious\n")
+    d.start(wait=False)
+    assert d.proc.wait(20) == 1
+    assert open(d.socket).read() == "precious\n"

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,6 +118,8 @@ def _listen_unix(path: str) -> socket.socket:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     if p.exists() or p.is_symlink():
+        if not stat.S_ISSOCK(p.lstat().st_mode):
+            raise RuntimeError(f"{path} exists and is not a socket")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.settimeout(1.0)
