@@ -365,3 +365,17 @@ def test_servers_changed_by_hand_are_brought_back_in_line(tmp_path: Path) -> Non
 
     asyncio.run(go())
     assert not [e for e in events if e.kind == "error"]
+
+
+def test_sorry_server_inhibit_keeps_it_at_weight_zero(tmp_path: Path) -> None:
+    path = conf(
+        tmp_path, " sorry_server 127.0.0.9 80\n sorry_server_inhibit\n real_server 127.0.0.2 80 {\n }\n"
+    )
+
+    async def go() -> dict[str, int]:
+        d = Director()
+        m = HealthManager(d, load_config(str(path)))
+        await m.start(checks=False)
+        return dests(d)
+
+    assert asyncio.run(go()) == {"127.0.0.2:80": 1, "127.0.0.9:80": 0}

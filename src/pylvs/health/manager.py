@@ -463,8 +463,9 @@ class HealthManager:
             else:
                 continue
             out.setdefault((d.addr, d.port), d)
-        if sorry:
-            d2 = sorry_config(vs.conf, key)
+        if sorry or vs.conf.sorry_server_inhibit:
+            # sorry_server_inhibit: out of use, the sorry server stays with weight 0
+            d2 = sorry_config(vs.conf, key, 1 if sorry else 0)
             if d2 is not None:
                 out.setdefault((d2.addr, d2.port), d2)
         return out
