@@ -17,7 +17,7 @@ pytestmark = [
 ]
 
 
-NAMES = ["ka-checks", "ka-quorum", "ka-quorum2"]
+NAMES = ["ka-checks", "ka-quorum", "ka-quorum2", "ka-sorry"]
 
 
 def test_checker_outcomes_match_keepalived() -> None:
