@@ -57,6 +57,7 @@ def tcp_rs(addr: str, port: int, extra: str = "", check: str = "") -> str:
 
 
 TIMING = " delay_loop 0.5\n warmup 0\n"
+SLACK = 0.4  # event-loop scheduling on a loaded 2-core machine
 
 
 def test_stopped_backend_leaves_within_delay_loop_plus_timeout_and_returns(tmp_path: Path) -> None:
@@ -75,11 +76,11 @@ def test_stopped_backend_leaves_within_delay_loop_plus_timeout_and_returns(tmp_p
             await asyncio.sleep(0.7)  # a round of checks
             await b1.stop()
             took = await wait_until(lambda: f"127.0.0.2:{p1}" not in dests(d), 3)
-            assert took <= 0.5 + 0.5 + 0.2  # delay_loop + connect_timeout (+ scheduling slack)
+            assert took <= 0.5 + 0.5 + SLACK  # delay_loop + connect_timeout
             assert dests(d) == {f"127.0.0.3:{p2}": 1}
             b1 = await TcpBackend("127.0.0.2", p1).start()
             took = await wait_until(lambda: f"127.0.0.2:{p1}" in dests(d), 3)
-            assert took <= 0.5 + 0.2
+            assert took <= 0.5 + SLACK  # delay_loop
             view = {rs.addr: rs for vs in m.state() for rs in vs.real_servers}
             assert view["127.0.0.2"].up and view["127.0.0.2"].checkers[0].last_ok
         finally:
