@@ -1,7 +1,7 @@
 """Cost of serving /metrics: CPU of the serving process while Prometheus-style scrapes arrive every second.
 
 A child process holds a Director with SERVICES virtual services of SERVERS_PER real servers each and
-serves /metrics exactly as pylvsd does (MetricsServer over LiveRows). Every second it also moves the
+serves /metrics exactly as pylvsd does (MetricsServer over LiveRows, on uvloop when installed). Every second it also moves the
 counters of a fraction of the real servers (traffic) and runs the rate estimator. The parent measures
 the child's CPU time (utime + stime from /proc) over a quiet phase (no scrapes) and a scraping phase
 (one GET /metrics a second), and prints the difference as the cost of scraping.
@@ -86,7 +86,12 @@ def serve(services: int, per: int, changing: float, port_file: str) -> None:
             f.write(str(srv.port))
         await traffic()
 
-    asyncio.run(main())
+    try:  # pylvsd runs on uvloop when it is installed; measure what it does
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
 
 
 def run(args: argparse.Namespace) -> None:

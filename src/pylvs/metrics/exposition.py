@@ -179,13 +179,13 @@ class Exposition:
         out: list[str | bytes] = []
         for f in NODE_TOTALS:
             out.append(f"{f.header}{f.name} {rows.stats[f.index]}\n")
-        # Real servers: transpose the value tuples, then one `%` per family.
-        vals = [v for s in rows.services for v in s.dest_vals]
-        if vals:
-            cols = list(zip(*vals, strict=True))
+        # Real servers: one `%` per family fills its template with a whole column.
+        cols = rows.columns
+        ndests = len(cols[0]) if cols else 0
+        if ndests:
             for f, tmpl in zip((*NODE_BACKEND, *PYLVS_BACKEND), self._templates, strict=True):
                 out.append(f.header)
-                out.append(tmpl % cols[f.index])
+                out.append(tmpl % tuple(cols[f.index]))
             if ex.health:
                 health = [ex.health.get(i) for s in rows.services for i in s.dest_ids]
                 labels = [lb for s in rows.services for lb in s.dest_labels]
@@ -205,7 +205,7 @@ class Exposition:
         for f in GLOBAL_RATES:
             out.append(f"{f.header}{f.name} {rows.rates[f.index]}\n")
         out.append(f"{SERVICES.header}{SERVICES.name} {len(rows.services)}\n")
-        out.append(f"{BACKENDS.header}{BACKENDS.name} {len(vals)}\n")
+        out.append(f"{BACKENDS.header}{BACKENDS.name} {ndests}\n")
         if ex.conn_states:
             out.append(CONN_ENTRIES.header)
             for (proto, state), n in sorted(ex.conn_states.items()):

@@ -7,7 +7,7 @@ real servers stays cheap.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pylvs.core.director import Director
@@ -47,7 +47,7 @@ class Extras:
 
 @dataclass(slots=True)
 class ServiceRow:
-    """One virtual service and its real servers, as three parallel lists (cheap to build per scrape)."""
+    """One virtual service and the identity of its real servers (their figures are in Rows.columns)."""
 
     ident: str  # service_id(): cache and health key
     labels: str  # rendered service labels (no remote_*)
@@ -55,7 +55,6 @@ class ServiceRow:
     rates: Counters
     dest_ids: list[tuple[str, str]]  # (service_id, dest_id) per real server
     dest_labels: list[str]  # rendered node_exporter backend labels per real server
-    dest_vals: list[tuple[int, ...]]  # see ACTIVE..RATES
 
 
 @dataclass(slots=True)
@@ -63,11 +62,14 @@ class Rows:
     stats: Counters
     rates: Counters
     services: list[ServiceRow]
+    # One column per figure (ACTIVE..RATES+4), one entry per real server in service order.
+    columns: list[Sequence[int]] = field(default_factory=list)
     layout: object = None  # same object while services, servers and labels stay the same; None: unknown
 
 
 def rows_from_snapshot(snap: Snapshot) -> Rows:
     services = []
+    vals: list[tuple[int, ...]] = []
     for s in snap.services:
         sid = L.service_id(s.af, s.protocol, s.addr, s.port, s.fwmark)
         services.append(
@@ -81,13 +83,19 @@ def rows_from_snapshot(snap: Snapshot) -> Rows:
                     L.render(L.backend_labels(s.protocol, s.addr, s.port, s.fwmark, d.addr, d.port))
                     for d in s.dests
                 ],
-                [
-                    (d.activeconns, d.inactconns, d.weight, d.persistconns, *d.stats, *d.rates)
-                    for d in s.dests
-                ],
             )
         )
-    return Rows(snap.stats, snap.rates, services)
+        vals += [(d.activeconns, d.inactconns, d.weight, d.persistconns, *d.stats, *d.rates) for d in s.dests]
+    return Rows(snap.stats, snap.rates, services, list(zip(*vals, strict=True)))
+
+
+def dest_columns(dests: Sequence[RealServer]) -> list[Sequence[int]]:
+    """The figures of many real servers as columns (one per figure, ACTIVE..RATES+4)."""
+    vals = [
+        (d.activeconns, d.inactconns, d.weight, d.persistconns, *d.stats.shown(), *d.stats.rates())
+        for d in dests
+    ]
+    return list(zip(*vals, strict=True))
 
 
 class LiveRows:
@@ -96,32 +104,36 @@ class LiveRows:
     def __init__(self, director: Director) -> None:
         self.director = director
         self._generation = -1
-        self._layout: list[
-            tuple[VirtualService, str, str, list[RealServer], list[tuple[str, str]], list[str]]
-        ] = []
+        self._layout: list[tuple[VirtualService, ServiceRow]] = []
+        self._dests: list[RealServer] = []
 
     def _relayout(self) -> None:
         layout = []
+        dests: list[RealServer] = []
         for svc in self.director.services:
             addr = "" if svc.addr is None else str(svc.addr)
             proto, port, mark = int(svc.protocol), svc.port, svc.fwmark
             sid = L.service_id(svc.af, proto, addr, port, mark)
-            dests = list(svc.dests)
-            ids = [(sid, L.dest_id(str(d.addr), d.port)) for d in dests]
-            lbls = [L.render(L.backend_labels(proto, addr, port, mark, str(d.addr), d.port)) for d in dests]
-            layout.append((svc, sid, L.render(L.service_labels(proto, addr, port, mark)), dests, ids, lbls))
+            row = ServiceRow(
+                sid,
+                L.render(L.service_labels(proto, addr, port, mark)),
+                (0, 0, 0, 0, 0),
+                (0, 0, 0, 0, 0),
+                [(sid, L.dest_id(str(d.addr), d.port)) for d in svc.dests],
+                [L.render(L.backend_labels(proto, addr, port, mark, str(d.addr), d.port)) for d in svc.dests],
+            )
+            layout.append((svc, row))
+            dests += svc.dests
         self._layout = layout
+        self._dests = dests
         self._generation = self.director.services.generation
 
     def __call__(self) -> Rows:
         if self.director.services.generation != self._generation:
             self._relayout()
         services = []
-        for svc, sid, slabels, dests, ids, lbls in self._layout:
-            vals: list[tuple[int, ...]] = [
-                (d.activeconns, d.inactconns, d.weight, d.persistconns, *d.stats.shown(), *d.stats.rates())
-                for d in dests
-            ]
-            services.append(ServiceRow(sid, slabels, svc.stats.shown(), svc.stats.rates(), ids, lbls, vals))
+        for svc, row in self._layout:
+            row.stats, row.rates = svc.stats.shown(), svc.stats.rates()
+            services.append(row)
         tot = self.director.services.tot_stats
-        return Rows(tot.shown(), tot.rates(), services, self._layout)
+        return Rows(tot.shown(), tot.rates(), services, dest_columns(self._dests), self._layout)
