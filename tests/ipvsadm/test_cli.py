@@ -78,3 +78,15 @@ def test_undecodable_arguments_come_back_as_bytes(
     assert capsysbinary.readouterr().err == b"unexpected argument caf\xe9\n"
     assert pylvsadm.main(["-A", "-t", "\udcff:80"]) == 2
     assert capsysbinary.readouterr().err == b"illegal virtual server address[:port] specified\n"
+
+
+def test_unexpected_daemon_answers_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Broken(LocalBackend):
+        def snapshot(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("HTTP 500 from pylvsd")
+
+    monkeypatch.setattr(pylvsadm, "_backend", lambda: Broken(Director(), lambda: 0.0))
+    assert pylvsadm.main(["-Ln"]) == 255
+    assert capsys.readouterr().err == "pylvsadm: HTTP 500 from pylvsd\n"

@@ -75,6 +75,9 @@ def _run(call: Callable[[Backend], Result]) -> int:
         return _emit(Result("", unavailable_message(socket_path(), _reason(e)), INIT_FAILURE_EXIT))
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # pylvsd answered something unexpected: one line, never a traceback
+        message = getattr(e, "message", None) or str(e) or type(e).__name__
+        return _emit(Result("", f"pylvsadm: {message}\n", 255))
     return _emit(result)
 
 
