@@ -1,0 +1,203 @@
+"""Where the fast path talks to the core: conntrack's view of a kernel-forwarded connection turned
+into the core's packet API (synthetic packets carrying the TCP flags of each state change), counters
+added to the right stats, and adoption of connections that outlived a previous pylvsd.
+
+The core stays the only place that decides: a new connection is scheduled by `process_in` on its
+first packet; afterwards the kernel forwards, and these helpers keep the core's entry (state,
+ActiveConn/InActConn, timer, byte and packet counters) in step with what the kernel saw.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from pylvs.core import packet as corepkt
+from pylvs.core.conn import make_key, set_active
+from pylvs.core.director import Director
+from pylvs.core.proto import get_protocol
+from pylvs.core.proto import tcp as coretcp
+from pylvs.core.types import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Packet, Proto, ServiceKey
+from pylvs.netlink import conntrack as ct
+
+Conn = Any  # pylvs.core.conn.Connection
+
+# conntrack TCP state -> (direction, flags) of the packet that moved conntrack there.
+# FIN_WAIT is entered by the first FIN of either side; we say the client's (the common case for
+# HTTP/1.0 servers is the reverse, but the core's timeouts for both orders are the same).
+CT_TO_PACKET: dict[int, tuple[str, int]] = {
+    ct.CT_SYN_RECV: ("out", TCP_SYN | TCP_ACK),
+    ct.CT_ESTABLISHED: ("in", TCP_ACK),
+    ct.CT_FIN_WAIT: ("in", TCP_FIN | TCP_ACK),
+    ct.CT_CLOSE_WAIT: ("out", TCP_ACK),
+    ct.CT_LAST_ACK: ("out", TCP_FIN | TCP_ACK),
+    ct.CT_TIME_WAIT: ("in", TCP_ACK),
+    ct.CT_CLOSE: ("in", TCP_RST),
+}
+# conntrack TCP state -> the core's state for an adopted entry.
+CT_TO_CORE = {
+    ct.CT_SYN_SENT: coretcp.SYN_RECV,
+    ct.CT_SYN_RECV: coretcp.SYN_RECV,
+    ct.CT_ESTABLISHED: coretcp.ESTABLISHED,
+    ct.CT_FIN_WAIT: coretcp.FIN_WAIT,
+    ct.CT_CLOSE_WAIT: coretcp.CLOSE_WAIT,
+    ct.CT_LAST_ACK: coretcp.LAST_ACK,
+    ct.CT_TIME_WAIT: coretcp.TIME_WAIT,
+    ct.CT_CLOSE: coretcp.CLOSE,
+}
+
+_ADDR: dict[bytes, ipaddress.IPv4Address] = {}
+
+
+def ip4(b: bytes) -> ipaddress.IPv4Address:
+    """bytes -> IPv4Address, cached (a handful of VIPs and servers, many clients: bounded)."""
+    a = _ADDR.get(b)
+    if a is None:
+        if len(_ADDR) > 65536:
+            _ADDR.clear()
+        a = _ADDR[b] = ipaddress.IPv4Address(b)
+    return a
+
+
+@dataclass(slots=True)
+class Flow:
+    """One kernel-forwarded connection as the fast path follows it."""
+
+    conn: Conn
+    proto: int
+    caddr: bytes
+    cport: int
+    vaddr: bytes
+    vport: int
+    ct_state: int = -1
+    # What the core's counters already hold for this flow (the first packet, synthetic packets,
+    # earlier syncs); the kernel's counters minus these are added on the next sync.
+    in_pkts: int = 0
+    in_bytes: int = 0
+    out_pkts: int = 0
+    out_bytes: int = 0
+    replied: bool = False
+
+
+def synthetic(flow: Flow, direction: str, flags: int) -> Packet:
+    if direction == "in":
+        return Packet(
+            Proto(flow.proto), ip4(flow.caddr), flow.cport, ip4(flow.vaddr), flow.vport, tcp_flags=flags
+        )
+    c = flow.conn
+    return Packet(Proto(flow.proto), c.daddr, c.dport, ip4(flow.caddr), flow.cport, tcp_flags=flags)
+
+
+def feed(director: Director, flow: Flow, direction: str, flags: int, now: float) -> None:
+    """Give the core one synthetic packet of `flow` (counted: see Flow)."""
+    conn = flow.conn
+    if conn is None or conn.dead:
+        return
+    pkt = synthetic(flow, direction, flags)
+    if direction == "in":
+        director.process_in(pkt, now)
+        flow.in_pkts += 1
+    else:
+        director.process_out(conn, pkt, now)
+        flow.out_pkts += 1
+
+
+def ct_state_changed(director: Director, flow: Flow, state: int, now: float) -> None:
+    """conntrack moved a TCP connection to `state`: the core sees the packet that did it."""
+    if state == flow.ct_state or state < 0:
+        return
+    flow.ct_state = state
+    step = CT_TO_PACKET.get(state)
+    if step is not None:
+        feed(director, flow, step[0], step[1], now)
+
+
+def add_counters(director: Director, flow: Flow, e: ct.CtEntry, now: float) -> bool:
+    """Add what the kernel counted since the last sync; True if the connection moved packets."""
+    conn = flow.conn
+    dp = max(0, e.pkts_orig - flow.in_pkts)
+    db = max(0, e.bytes_orig - flow.in_bytes)
+    rp = max(0, e.pkts_reply - flow.out_pkts)
+    rb = max(0, e.bytes_reply - flow.out_bytes)
+    flow.in_pkts += dp
+    flow.in_bytes += db
+    flow.out_pkts += rp
+    flow.out_bytes += rb
+    if not (dp or rp):
+        return False
+    if conn is not None and not conn.dead:
+        dest = conn.dest
+        if dest.available:
+            for st in (dest.stats, dest.service.stats, director.services.tot_stats):
+                st.inpkts += dp
+                st.inbytes += db
+                st.outpkts += rp
+                st.outbytes += rb
+        director.conns.arm(conn, now)  # traffic keeps the entry alive, as each packet would
+    return True
+
+
+def add_packet_counts(director: Director, conn: Conn, pkts: int, nbytes: int, now: float) -> None:
+    """Client->server packets the kernel forwarded for a DR flow (nft set element counters)."""
+    if conn is None or conn.dead:
+        return
+    dest = conn.dest
+    if dest.available:
+        for st in (dest.stats, dest.service.stats, director.services.tot_stats):
+            st.inpkts += pkts
+            st.inbytes += nbytes
+    director.conns.arm(conn, now)
+
+
+def find_service(director: Director, proto: int, vaddr: bytes, vport: int, fwmark: int) -> Any:
+    table = director.services
+    if fwmark:
+        svc = table.get(ServiceKey.for_fwmark(fwmark))
+        if svc is not None:
+            return svc
+    v = ip4(vaddr)
+    return table.get(ServiceKey.for_addr(Proto(proto), v, vport)) or table.get(
+        ServiceKey.for_addr(Proto(proto), v, 0)
+    )
+
+
+def adopt(
+    director: Director,
+    proto: int,
+    caddr: bytes,
+    cport: int,
+    vaddr: bytes,
+    vport: int,
+    fwmark: int,
+    raddr: bytes,
+    rport: int,
+    core_state: int,
+    now: float,
+) -> Conn | None:
+    """An entry for a connection the kernel already forwards to (raddr, rport): found, or made
+    without scheduling (pylvsd restarted; the decision was taken by the previous one)."""
+    existing = director.lookup_in(proto, ip4(caddr), cport, ip4(vaddr), vport)
+    if existing is not None and not existing.dead:
+        return existing
+    svc = find_service(director, proto, vaddr, vport, fwmark)
+    if svc is None:
+        return None
+    ra = ip4(raddr)
+    dest = next((d for d in svc.dests if d.addr == ra and d.port in (rport, 0)), None)
+    if dest is None:
+        return None
+    key = make_key(proto, ip4(caddr), cport, ip4(vaddr), vport)
+    conn = corepkt.new_conn(director, key, dest, rport, 0, fwmark)
+    conn.dest.stats.conns += 1
+    svc.stats.conns += 1
+    director.services.tot_stats.conns += 1
+    p = get_protocol(proto)
+    if p is not None:
+        if proto != 6:
+            core_state = 0
+        conn.state = core_state
+        set_active(conn, core_state in p.active)
+        conn.timeout = director.state_timeouts(p)[core_state]
+    director.conns.arm(conn, now)
+    return conn

@@ -1,0 +1,689 @@
+"""`pylvsd --engine fastpath`: the core decides each new connection, the kernel forwards the rest.
+
+- NAT and FULLNAT (and firewall-mark services of those): an iptables NFQUEUE rule hands the first
+  packet of each connection (conntrack state NEW) to pylvsd; the core schedules it; the verdict's mark
+  names the real server (high 16 bits; the low 16 keep the user's fwmark); the `ip pylvs_fast` table
+  turns the mark into dnat (and snat to our local address for FULLNAT) and saves it in the ct mark;
+  conntrack forwards and un-NATs every later packet.
+- DR: only SYN/FIN/RST frames to a DR VIP reach pylvsd (classic BPF on a packet socket); for a SYN
+  the core schedules, pylvsd adds (client, port) -> real server MAC to the `netdev pylvs_fastdr` flow
+  map over netlink, waits for the ACK and forwards the SYN itself; the kernel rewrites both MACs and
+  forwards every later packet. A flow's element lives as long as the core's entry (FIN, RST and the
+  timeouts decide); the element counters of the `seen` set keep the entry alive and feed --stats.
+- TUN, services mixing methods, UDP DR and IPv6: the per-packet engine, on those services only
+  (said in the log).
+- Conntrack events (state changes, ends) and a dump every second (counters) keep the core's states,
+  ActiveConn/InActConn, timers and stats true. A restarted pylvsd adopts the kernel's connections
+  (ct mark -> server; DR flow map) and its tables instead of flushing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pylvs.core.director import Director
+from pylvs.core.packet import Action
+from pylvs.core.proto import tcp as coretcp
+from pylvs.core.types import TCP_FIN, TCP_RST, DestConfig, Fwd, Packet, Proto, ServiceKey
+from pylvs.engines.base import Engine
+from pylvs.engines.packet.engine import PacketEngine, RouteCache, discover_ifaces
+from pylvs.engines.packet.fastpath import coreglue as glue
+from pylvs.engines.packet.fastpath import drsock, tables
+from pylvs.engines.packet.fastpath.subset import SubsetDirector
+from pylvs.engines.packet.forward import Iface
+from pylvs.engines.packet.neigh import read_proc_arp
+from pylvs.netlink import conntrack as ct
+from pylvs.netlink.nfqueue import NF_ACCEPT, NF_DROP, NfQueue
+from pylvs.netlink.nftset import NFPROTO_NETDEV, NftSet, concat
+
+log = logging.getLogger("pylvs.fastpath")
+
+DEFAULT_QUEUE = 7000
+SYNC_PERIOD = 1.0
+_PORT = struct.Struct("!H")
+_FWD_NAMES = {Fwd.MASQ: "masq", Fwd.FULLNAT: "fullnat", Fwd.DROUTE: "route", Fwd.TUNNEL: "tunnel"}
+
+
+def _write_sysctl(path: str, value: str) -> bool:
+    """Set a sysctl of this network namespace; True if it changed."""
+    try:
+        with open(path) as fh:
+            if fh.read().strip() == value:
+                return False
+        with open(path, "w") as fh:
+            fh.write(value)
+        return True
+    except OSError:
+        return False
+
+
+def classify(svc: Any) -> str:
+    """queue (NAT/FULLNAT through NFQUEUE), dr (SYNs to Python, flows in the kernel), or packet."""
+    if svc.af != socket.AF_INET:
+        return "packet"
+    methods = {d.fwd for d in svc.dests}
+    if methods <= {Fwd.MASQ, Fwd.FULLNAT} and (svc.fwmark or int(svc.protocol) in (6, 17)):
+        return "queue"
+    if methods == {Fwd.DROUTE} and not svc.fwmark and int(svc.protocol) == 6:
+        return "dr"
+    return "packet"
+
+
+class FastPathEngine(Engine):
+    name = "fastpath"
+
+    def __init__(
+        self,
+        director: Director,
+        loop: asyncio.AbstractEventLoop | None = None,
+        queue_num: int | None = None,
+        queue_bypass: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(director, loop)
+        env = os.environ.get
+        self.queue_num = (
+            queue_num if queue_num is not None else int(env("PYLVS_FASTPATH_QUEUE") or DEFAULT_QUEUE)
+        )
+        if queue_bypass is None:
+            queue_bypass = (env("PYLVS_FASTPATH_BYPASS") or "1") not in ("0", "no", "false")
+        self.bypass = queue_bypass
+        self.clock = clock
+        self.nfq: NfQueue | None = None
+        self.events: ct.CtEvents | None = None
+        self.routes: RouteCache | None = None
+        self.ifaces: dict[int, Iface] = {}
+        self.arp: dict[bytes, bytes] = {}
+        # Server marks: (addr, port, fullnat) -> id; what the ip table's maps hold now.
+        self.ids: dict[tuple[str, int, str], int] = {}
+        self.dest_mark: dict[int, int] = {}  # id(RealServer) -> mark bits
+        self.flows: dict[int, glue.Flow] = {}  # conntrack id -> flow
+        self.first_len: dict[tuple[int, bytes, int, bytes, int], int] = {}
+        self.dr_socks: dict[str, socket.socket] = {}
+        self.dr_macs: dict[str, bytes] = {}
+        self.dr_flows: dict[bytes, tuple[glue.Flow, int]] = {}  # key -> (flow, kernel packets seen)
+        self.dr_set: NftSet | None = None
+        self.seen_set: NftSet | None = None
+        self.dr_created = False
+        self.inner: PacketEngine | None = None
+        self.inner_view: SubsetDirector | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._pending: asyncio.Handle | None = None
+        self.counters = dict.fromkeys(
+            ("queued", "accepted", "dropped", "dr_syn", "dr_ctl", "dr_flows_added", "ct_events", "adopted"), 0
+        )
+        self.py_seconds = 0.0  # time spent deciding new connections (NFQUEUE + DR SYNs)
+        self.new_conns = 0
+        self.cpu_start = 0.0
+        self.started = False
+
+    def refuse_dest(self, key: ServiceKey, cfg: DestConfig) -> str | None:
+        if cfg.addr.version != 4 or key.af != socket.AF_INET:
+            return "the fastpath engine forwards IPv4 only"
+        if cfg.fwd == Fwd.TUNNEL and cfg.tun_type != 0:
+            return "the fastpath engine tunnels with ipip only (on the per-packet path)"
+        return None
+
+    # -- start / stop ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        if _write_sysctl("/proc/sys/net/ipv4/ip_forward", "1"):
+            log.info("fast path: net.ipv4.ip_forward set to 1 (conntrack forwards NAT traffic)")
+        _write_sysctl("/proc/sys/net/netfilter/nf_conntrack_acct", "1")
+        self.ifaces = discover_ifaces(None)
+        self.routes = RouteCache(self.clock, self.ifaces)
+        if tables.table_exists("ip", tables.IP_TABLE):
+            log.info("fast path: adopting the existing nftables table ip %s", tables.IP_TABLE)
+            self._read_ids()
+        else:
+            rc, _o, err = tables.nft(tables.ip_table_text())
+            if rc != 0:
+                raise OSError(f"fast path: cannot create nftables table ip {tables.IP_TABLE}: {err}")
+        self.dr_created = tables.table_exists("netdev", tables.DR_TABLE)
+        self.nfq = NfQueue(self.queue_num, fail_open=self.bypass)
+        self.events = ct.CtEvents(tables.RS_MASK)
+        self.cpu_start = time.process_time()
+        self._sync()
+        self.loop.add_reader(self.nfq.fileno(), self._queued)
+        self.loop.add_reader(self.events.fileno(), self._ct_events)
+        self._adopt()
+        self._timer = self.loop.call_later(SYNC_PERIOD, self._tick)
+        self.started = True
+        log.info(
+            "fast path on: NFQUEUE %d (%s), NAT/FULLNAT/fwmark through conntrack, DR through nft flows",
+            self.queue_num,
+            "fail-open: --queue-bypass" if self.bypass else "fail-closed",
+        )
+
+    async def stop(self, drain: bool = True) -> None:
+        for h in (self._timer, self._pending):
+            if h is not None:
+                h.cancel()
+        self._timer = self._pending = None
+        loop = self.loop
+        if self.nfq is not None:
+            if loop is not None:
+                loop.remove_reader(self.nfq.fileno())
+            self.nfq.close()
+            self.nfq = None
+        if self.events is not None:
+            if loop is not None:
+                loop.remove_reader(self.events.fileno())
+            self.events.close()
+            self.events = None
+        for s in self.dr_socks.values():
+            if loop is not None:
+                loop.remove_reader(s.fileno())
+            s.close()
+        self.dr_socks.clear()
+        for st in (self.dr_set, self.seen_set):
+            if st is not None:
+                st.close()
+        if self.inner is not None:
+            await self.inner.stop(drain)
+            self.inner = None
+        # A clean stop removes everything; a crash leaves it all for the next pylvsd to adopt.
+        tables.remove_queue_rules()
+        tables.remove_tables()
+        self.started = False
+
+    # -- rules -----------------------------------------------------------------------------------
+    def rules_changed(self) -> None:
+        if self.loop is None or not self.started:
+            return
+        if self._pending is None:
+            self._pending = self.loop.call_soon(self._sync)
+
+    def _lip(self, addr: str) -> str | None:
+        if self.routes is None:
+            return None
+        rt = self.routes(socket.inet_aton(addr))
+        return socket.inet_ntoa(rt.src) if rt is not None else None
+
+    def _read_ids(self) -> None:
+        """The server marks a previous pylvsd left in the maps (so adopted ct marks keep meaning)."""
+        lips = {}
+        for k, v in tables.map_elements("ip", tables.IP_TABLE, "snat_a"):
+            lips[int(k)] = str(v)
+        for name in ("dnat_ap", "dnat_a"):
+            for k, v in tables.map_elements("ip", tables.IP_TABLE, name):
+                vals = tables.concat_vals(v)
+                addr, port = str(vals[0]), int(vals[1]) if len(vals) > 1 else 0
+                rid = int(k) >> tables.RS_SHIFT
+                self.ids[(addr, port, lips.get(int(k), ""))] = rid
+
+    def _sync(self) -> None:
+        self._pending = None
+        if self.routes is None:
+            return
+        self.routes.flush()
+        d = self.director
+        queue_vips: list[tuple[int, str, int]] = []
+        marks: list[int] = []
+        want_ids: dict[tuple[str, int, str], list[Any]] = {}
+        dr_vips: dict[str, list[tuple[str, int]]] = {}
+        per_packet: list[Any] = []
+        for svc in d.services:
+            kind = classify(svc)
+            if kind == "queue":
+                if svc.fwmark:
+                    if svc.fwmark > tables.USER_MASK:
+                        log.warning("fast path: fwmark %d is above 0xffff; its marks may clash", svc.fwmark)
+                    marks.append(svc.fwmark)
+                else:
+                    queue_vips.append((int(svc.protocol), str(svc.addr), svc.port))
+                for dest in svc.dests:
+                    lip = self._lip(str(dest.addr)) if dest.fwd == Fwd.FULLNAT else ""
+                    if lip is None:
+                        log.warning("fast path: no route to FULLNAT server %s", dest.addr)
+                        continue
+                    want_ids.setdefault((str(dest.addr), dest.port, lip), []).append(dest)
+            elif kind == "dr":
+                for dest in svc.dests:
+                    rt = self.routes(dest.addr.packed)
+                    if rt is None:
+                        log.warning("fast path: no route to DR server %s", dest.addr)
+                        continue
+                    dev = self.ifaces[rt.ifindex].name if rt.ifindex in self.ifaces else ""
+                    if dev and (str(svc.addr), svc.port) not in dr_vips.setdefault(dev, []):
+                        dr_vips[dev].append((str(svc.addr), svc.port))
+                    if read_proc_arp().get(rt.nexthop) is None:
+                        self._kick_arp(rt.nexthop)
+            else:
+                per_packet.append(svc)
+        self._sync_ids(want_ids)
+        tables.apply_queue_rules(
+            queue_rules := tables.queue_rules(queue_vips, marks, self.queue_num, self.bypass)
+        )
+        _ = queue_rules
+        self._sync_dr(dr_vips)
+        self._sync_inner(per_packet)
+
+    def _sync_ids(self, want: dict[tuple[str, int, str], list[Any]]) -> None:
+        used = set(self.ids.values())
+        adds, dels = [], []
+        for key in list(self.ids):
+            if key not in want:
+                rid = self.ids.pop(key)
+                used.discard(rid)
+                dels.append((key, rid))
+        nxt = 1
+        for key in want:
+            if key not in self.ids:
+                while nxt in used:
+                    nxt += 1
+                if nxt > 0xFFFF:
+                    log.error("fast path: more than 65535 real servers; %s not forwarded", key)
+                    continue
+                self.ids[key] = nxt
+                used.add(nxt)
+                adds.append((key, nxt))
+        lines = []
+        for (_addr, port, lip), rid in dels:
+            m = f"0x{rid << tables.RS_SHIFT:08x}"
+            lines.append(f"delete element ip {tables.IP_TABLE} {'dnat_ap' if port else 'dnat_a'} {{ {m} }}")
+            if lip:
+                lines.append(f"delete element ip {tables.IP_TABLE} snat_a {{ {m} }}")
+        for (addr, port, lip), rid in adds:
+            m = f"0x{rid << tables.RS_SHIFT:08x}"
+            if port:
+                lines.append(f"add element ip {tables.IP_TABLE} dnat_ap {{ {m} : {addr} . {port} }}")
+            else:
+                lines.append(f"add element ip {tables.IP_TABLE} dnat_a {{ {m} : {addr} }}")
+            if lip:
+                lines.append(f"add element ip {tables.IP_TABLE} snat_a {{ {m} : {lip} }}")
+        if lines:
+            rc, _o, err = tables.nft("\n".join(lines) + "\n")
+            if rc != 0:
+                log.error("fast path: server map update failed: %s", err)
+        self.dest_mark = {
+            id(dest): self.ids[key] << tables.RS_SHIFT
+            for key, dests in want.items()
+            if key in self.ids
+            for dest in dests
+        }
+
+    def _sync_dr(self, dr_vips: dict[str, list[tuple[str, int]]]) -> None:
+        if not dr_vips and not self.dr_created:
+            return
+        specs = []
+        for dev, vips in dr_vips.items():
+            ifc = next((i for i in self.ifaces.values() if i.name == dev), None)
+            if ifc is None:
+                continue
+            self.dr_macs[dev] = ifc.mac
+            specs.append(tables.DrSpec(dev, ifc.mac.hex(":"), vips))
+        seen_timeout = self.director.timeouts.tcp or 900
+        rc, _o, err = tables.nft(tables.dr_table_text(specs, seen_timeout, create=not self.dr_created))
+        if rc != 0:
+            log.error("fast path: DR table update failed: %s", err)
+            return
+        self.dr_created = True
+        if self.dr_set is None:
+            self.dr_set = NftSet(NFPROTO_NETDEV, tables.DR_TABLE, "flows")
+            self.seen_set = NftSet(NFPROTO_NETDEV, tables.DR_TABLE, "seen")
+        for dev in list(self.dr_socks):
+            if dev not in dr_vips:
+                s = self.dr_socks.pop(dev)
+                if self.loop is not None:
+                    self.loop.remove_reader(s.fileno())
+                s.close()
+        for dev, vips in dr_vips.items():
+            s = self.dr_socks.get(dev)
+            if s is None:
+                s = self.dr_socks[dev] = drsock.open_socket(dev)
+                if self.loop is not None:
+                    self.loop.add_reader(s.fileno(), self._dr_readable, dev, s)
+            drsock.attach(s, drsock.program([socket.inet_aton(v) for v, _p in vips]))
+
+    def _sync_inner(self, services: list[Any]) -> None:
+        if not services and self.inner is None:
+            return
+        for svc in services:
+            if id(svc) in (self.inner_view.keep if self.inner_view is not None else set()):
+                continue
+            methods = ",".join(sorted({_FWD_NAMES.get(x.fwd, "?") for x in svc.dests})) or "no servers"
+            where = f"fwmark {svc.fwmark}" if svc.fwmark else f"{svc.protocol.name} {svc.addr}:{svc.port}"
+            log.warning("fast path: service %s (%s) stays on the per-packet path", where, methods)
+        if self.inner is None:
+            self.inner_view = SubsetDirector(self.director)
+            self.inner_view.keep = {id(s) for s in services}
+            self.inner = PacketEngine(self.inner_view, self.loop, clock=self.clock)  # type: ignore[arg-type]
+            assert self.loop is not None
+            self.loop.create_task(self.inner.start())
+        else:
+            assert self.inner_view is not None
+            self.inner_view.keep = {id(s) for s in services}
+            self.inner.rules_changed()
+
+    def _kick_arp(self, ip: bytes) -> None:
+        """Have the kernel resolve a DR server's MAC (one datagram to its discard port)."""
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(b"", (socket.inet_ntoa(ip), 9))
+        except OSError:
+            pass
+
+    # -- NAT / FULLNAT: the first packet of each connection --------------------------------------
+    def _queued(self) -> None:
+        nfq = self.nfq
+        if nfq is None:
+            return
+        t0 = time.perf_counter()
+        now = self.clock()
+        d = self.director
+        marks = self.dest_mark
+        n = 0
+        for q in nfq.receive():
+            n += 1
+            p = q.payload
+            if len(p) < 28 or p[0] >> 4 != 4:
+                nfq.verdict(q.packet_id, NF_ACCEPT)
+                continue
+            ihl = (p[0] & 15) * 4
+            proto = p[9]
+            sport, dport = struct.unpack_from("!HH", p, ihl)
+            flags = p[ihl + 13] if proto == 6 and len(p) > ihl + 13 else 0
+            saddr, daddr = p[12:16], p[16:20]
+            length = (p[2] << 8) | p[3]
+            user = q.mark & tables.USER_MASK
+            pkt = Packet(Proto(proto), glue.ip4(saddr), sport, glue.ip4(daddr), dport, user, length, flags)
+            v = d.process_in(pkt, now)
+            if v.action is Action.FORWARD and v.conn is not None:
+                m = marks.get(id(v.conn.dest))
+                if m is None:
+                    self._sync()
+                    m = self.dest_mark.get(id(v.conn.dest))
+                if m is not None and v.conn.fwd in (Fwd.MASQ, Fwd.FULLNAT):
+                    nfq.verdict(q.packet_id, NF_ACCEPT, user | m)
+                    self.counters["accepted"] += 1
+                    self.first_len[(proto, saddr, sport, daddr, dport)] = length
+                    continue
+            elif v.action is Action.PASS:
+                nfq.verdict(q.packet_id, NF_ACCEPT)
+                continue
+            nfq.verdict(q.packet_id, NF_DROP)
+            self.counters["dropped"] += 1
+        self.counters["queued"] += n
+        self.new_conns += n
+        self.py_seconds += time.perf_counter() - t0
+        if len(self.first_len) > 100000:
+            self.first_len.clear()
+
+    # -- conntrack: states, ends, counters ------------------------------------------------------
+    def _flow_for(self, e: ct.CtEntry, now: float) -> glue.Flow | None:
+        f = self.flows.get(e.ct_id)
+        if f is not None:
+            return f
+        proto, caddr, cport, vaddr, vport = e.orig
+        if proto not in (6, 17) or len(caddr) != 4:
+            return None
+        _p, raddr, rport, _l, _lp = e.reply
+        conn = self.director.lookup_in(proto, glue.ip4(caddr), cport, glue.ip4(vaddr), vport)
+        first = self.first_len.pop((proto, caddr, cport, vaddr, vport), None)
+        if conn is None or conn.dead:
+            state = glue.CT_TO_CORE.get(e.tcp_state, coretcp.ESTABLISHED)
+            conn = glue.adopt(
+                self.director,
+                proto,
+                caddr,
+                cport,
+                vaddr,
+                vport,
+                e.mark & tables.USER_MASK,
+                raddr,
+                rport,
+                state,
+                now,
+            )
+            if conn is None:
+                return None
+            self.counters["adopted"] += 1
+            first = None
+        f = glue.Flow(conn, proto, caddr, cport, vaddr, vport, ct_state=e.tcp_state)
+        if first is not None:  # the core counted the first packet when it scheduled it
+            f.in_pkts, f.in_bytes = 1, first
+        self.flows[e.ct_id] = f
+        return f
+
+    def _ct_events(self) -> None:
+        ev = self.events
+        if ev is None:
+            return
+        now = self.clock()
+        d = self.director
+        for e in ev.read():
+            self.counters["ct_events"] += 1
+            if e.kind == ct.DESTROY:
+                f = self.flows.pop(e.ct_id, None)
+                if f is None:
+                    continue
+                glue.add_counters(d, f, e, now)
+                c = f.conn
+                if (
+                    f.proto == 6
+                    and c is not None
+                    and not c.dead
+                    and c.state
+                    in (
+                        coretcp.ESTABLISHED,
+                        coretcp.SYN_RECV,
+                        coretcp.SYN_SENT,
+                    )
+                ):
+                    glue.feed(d, f, "in", TCP_RST, now)
+                continue
+            f = self._flow_for(e, now)
+            if f is None:
+                continue
+            if f.proto == 6:
+                glue.ct_state_changed(d, f, e.tcp_state, now)
+            elif e.kind == ct.UPDATE and not f.replied:
+                f.replied = True
+                glue.feed(d, f, "out", 0, now)
+
+    def _tick(self) -> None:
+        self._timer = None
+        try:
+            self._sync_counters()
+            self._sync_dr_flows()
+        except OSError as e:
+            log.warning("fast path: periodic sync: %s", e)
+        if self.loop is not None and self.started:
+            self._timer = self.loop.call_later(SYNC_PERIOD, self._tick)
+
+    def _sync_counters(self) -> None:
+        now = self.clock()
+        d = self.director
+        alive = set()
+        for e in ct.dump(tables.RS_MASK):
+            alive.add(e.ct_id)
+            f = self._flow_for(e, now)
+            if f is None:
+                continue
+            if f.conn is None or f.conn.dead:
+                # The core let the entry go while the kernel kept the connection: follow the kernel.
+                _p, raddr, rport, _l, _lp = e.reply
+                f.conn = glue.adopt(
+                    d,
+                    f.proto,
+                    f.caddr,
+                    f.cport,
+                    f.vaddr,
+                    f.vport,
+                    e.mark & tables.USER_MASK,
+                    raddr,
+                    rport,
+                    glue.CT_TO_CORE.get(e.tcp_state, coretcp.ESTABLISHED),
+                    now,
+                )
+            glue.add_counters(d, f, e, now)
+            if f.proto == 6:
+                glue.ct_state_changed(d, f, e.tcp_state, now)
+        for cid in [c for c in self.flows if c not in alive]:
+            self.flows.pop(cid, None)
+
+    def _adopt(self) -> None:
+        """Connections a previous pylvsd left to the kernel: conntrack (NAT) and the DR flow map."""
+        self._sync_counters()
+        if not self.dr_created or self.dr_set is None:
+            return
+        now = self.clock()
+        by_mac = {mac: ip for ip, mac in read_proc_arp().items()}
+        stale = []
+        for k, v in tables.map_elements("netdev", tables.DR_TABLE, "flows"):
+            vals = tables.concat_vals(k)
+            if len(vals) != 4:
+                continue
+            vip, vport, cip, cport = (
+                socket.inet_aton(str(vals[0])),
+                int(vals[1]),
+                socket.inet_aton(str(vals[2])),
+                int(vals[3]),
+            )
+            key = _dr_key(vip, vport, cip, cport)
+            rip = by_mac.get(bytes.fromhex(str(v).replace(":", "")))
+            conn = None
+            if rip is not None:
+                conn = glue.adopt(
+                    self.director, 6, cip, cport, vip, vport, 0, rip, vport, coretcp.ESTABLISHED, now
+                )
+            if conn is None:
+                stale.append(key)
+                continue
+            self.counters["adopted"] += 1
+            self.dr_flows[key] = (glue.Flow(conn, 6, cip, cport, vip, vport), 0)
+        if stale:
+            self._dr_delete(stale)
+
+    # -- DR ----------------------------------------------------------------------------------------
+    def _dr_readable(self, dev: str, s: socket.socket) -> None:
+        t0 = time.perf_counter()
+        now = self.clock()
+        d = self.director
+        mac = self.dr_macs.get(dev, b"")
+        for _ in range(64):
+            try:
+                f = bytearray(s.recv(2048))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            ip = drsock.VNET_LEN + 14
+            if len(f) < ip + 40:
+                continue
+            ihl = (f[ip] & 15) * 4
+            t = ip + ihl
+            flags = f[t + 13]
+            caddr, vaddr = bytes(f[ip + 12 : ip + 16]), bytes(f[ip + 16 : ip + 20])
+            cport, vport = struct.unpack_from("!HH", f, t)
+            length = (f[ip + 2] << 8) | f[ip + 3]
+            pkt = Packet(Proto.TCP, glue.ip4(caddr), cport, glue.ip4(vaddr), vport, 0, length, flags)
+            v = d.process_in(pkt, now)
+            if flags & (TCP_FIN | TCP_RST):
+                self.counters["dr_ctl"] += 1
+                continue  # the kernel forwards it through the flow map; the core has seen it
+            self.counters["dr_syn"] += 1
+            self.new_conns += 1
+            conn = v.conn
+            if v.action is not Action.FORWARD or conn is None or conn.fwd != Fwd.DROUTE:
+                continue
+            rmac = self.arp.get(conn.daddr.packed)
+            if rmac is None:
+                self.arp = read_proc_arp()
+                rmac = self.arp.get(conn.daddr.packed)
+                if rmac is None:
+                    self._kick_arp(conn.daddr.packed)
+                    continue  # the client retransmits the SYN
+            key = _dr_key(vaddr, vport, caddr, cport)
+            old = self.dr_flows.get(key)
+            if old is None or old[0].conn is not conn or getattr(old[0], "mac", None) != rmac:
+                try:
+                    assert self.dr_set is not None
+                    self.dr_set.add([(key, rmac, 0)])
+                except OSError as e:
+                    log.warning("fast path: DR flow not added: %s", e)
+                    continue
+                fl = glue.Flow(conn, 6, caddr, cport, vaddr, vport)
+                fl.in_pkts = 1
+                self.dr_flows[key] = (fl, 0)
+                self.counters["dr_flows_added"] += 1
+            # Forward the SYN: new MACs (source too, or the switch learns the wrong port).
+            f[drsock.VNET_LEN : drsock.VNET_LEN + 6] = rmac
+            f[drsock.VNET_LEN + 6 : drsock.VNET_LEN + 12] = mac
+            f[0] &= ~drsock.VNET_F_DATA_VALID & 0xFF
+            try:
+                s.send(f)
+            except OSError:
+                pass
+        self.py_seconds += time.perf_counter() - t0
+
+    def _dr_delete(self, keys: list[bytes]) -> None:
+        for st in (self.dr_set, self.seen_set):
+            if st is None:
+                continue
+            for k in keys:  # one by one: a missing element must not fail the others
+                try:
+                    st.delete([k])
+                except OSError:
+                    pass
+
+    def _sync_dr_flows(self) -> None:
+        if not self.dr_flows:
+            return
+        now = self.clock()
+        d = self.director
+        seen: dict[bytes, tuple[int, int]] = {}
+        for k, el in tables.map_elements("netdev", tables.DR_TABLE, "seen"):
+            vals = tables.concat_vals(k)
+            if len(vals) != 4 or not isinstance(el, dict):
+                continue
+            c = el.get("counter") or {}
+            key = _dr_key(
+                socket.inet_aton(str(vals[0])), int(vals[1]), socket.inet_aton(str(vals[2])), int(vals[3])
+            )
+            seen[key] = (int(c.get("packets", 0)), int(c.get("bytes", 0)))
+        gone = []
+        for key, (fl, kpk) in list(self.dr_flows.items()):
+            conn = fl.conn
+            if conn is None or conn.dead:
+                gone.append(key)
+                del self.dr_flows[key]
+                continue
+            pk, by = seen.get(key, (kpk, 0))
+            if pk > kpk:
+                glue.add_packet_counts(d, conn, pk - kpk, max(0, by - fl.in_bytes), now)
+                fl.in_bytes = by
+                self.dr_flows[key] = (fl, pk)
+                if conn.state == coretcp.SYN_RECV:
+                    glue.feed(d, fl, "in", 0x10, now)  # the handshake's ACK went by in the kernel
+        if gone:
+            self._dr_delete(gone)
+
+    # -- figures -----------------------------------------------------------------------------------
+    def stats(self) -> dict[str, float]:
+        out: dict[str, float] = {k: float(v) for k, v in self.counters.items()}
+        out["flows_nat"] = float(len(self.flows))
+        out["flows_dr"] = float(len(self.dr_flows))
+        out["new_conns"] = float(self.new_conns)
+        out["cpu_seconds"] = time.process_time() - self.cpu_start
+        if self.new_conns:
+            out["py_us_per_new_conn"] = self.py_seconds * 1e6 / self.new_conns
+        if self.events is not None:
+            out["ct_overruns"] = float(self.events.overruns)
+        if self.inner is not None:
+            for k, v in self.inner.stats().items():
+                out["packet_" + k] = v
+        return out
+
+
+def _dr_key(vaddr: bytes, vport: int, caddr: bytes, cport: int) -> bytes:
+    return concat(vaddr, _PORT.pack(vport), caddr, _PORT.pack(cport))

@@ -1,0 +1,206 @@
+"""The kernel objects the fast path owns: one `ip` table (mark -> dnat/snat maps), one `netdev` table
+(DR flows), and one iptables chain in mangle (the NFQUEUE rules; nft here has no queue statement).
+
+All live under fixed pylvs names so a restarted pylvsd finds and adopts them instead of flushing
+them; each change is one `nft -f` / `iptables-restore --noflush` transaction. Map elements that
+change with the rules (servers) go through the nft command; per-connection DR flows go through
+netlink (pylvs.netlink.nftset), which is ~100x cheaper per element.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+IP_TABLE = "pylvs_fast"
+DR_TABLE = "pylvs_fastdr"
+IPT_CHAIN = "PYLVS-FAST"
+RS_SHIFT = 16
+RS_MASK = 0xFFFF0000  # mark bits naming the real server; the low 16 bits stay the user's fwmark
+USER_MASK = 0x0000FFFF
+DR_PRIORITY = -10  # before the per-packet engine's netdev table (priority 0)
+
+
+def nft(text: str, args: tuple[str, ...] = ("-f", "-")) -> tuple[int, str, str]:
+    try:
+        p = subprocess.run(["nft", *args], input=text, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return 1, "", str(e)
+    return p.returncode, p.stdout, p.stderr.strip()
+
+
+def nft_json(*args: str) -> list[dict[str, Any]]:
+    rc, out, _err = nft("", ("-j", *args))
+    if rc != 0 or not out.strip():
+        return []
+    try:
+        data = json.loads(out).get("nftables", [])
+    except ValueError:
+        return []
+    return data if isinstance(data, list) else []
+
+
+def table_exists(family: str, name: str) -> bool:
+    return nft("", ("list", "table", family, name))[0] == 0
+
+
+def ip_table_text() -> str:
+    m = f"0x{RS_MASK:08x}"
+    return f"""table ip {IP_TABLE} {{
+  map dnat_ap {{ type mark : ipv4_addr . inet_service; }}
+  map dnat_a {{ type mark : ipv4_addr; }}
+  map snat_a {{ type mark : ipv4_addr; }}
+  chain pre {{
+    type nat hook prerouting priority dstnat; policy accept;
+    meta mark & {m} != 0 ct mark set meta mark
+    meta l4proto {{ tcp, udp }} meta mark & {m} != 0 dnat ip addr . port to meta mark & {m} map @dnat_ap
+    meta mark & {m} != 0 dnat ip to meta mark & {m} map @dnat_a
+  }}
+  chain post {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ct mark & {m} != 0 snat ip to ct mark & {m} map @snat_a
+  }}
+}}
+"""
+
+
+@dataclass
+class DrSpec:
+    device: str
+    mac: str  # our own, the frames' new source
+    vips: list[tuple[str, int]] = field(default_factory=list)  # (VIP, port)
+
+
+def dr_table_text(specs: list[DrSpec], seen_timeout: int, create: bool) -> str:
+    """The DR table: created with its flow map and seen set, or (create=False) only its chains
+    replaced, in one transaction, so the flows of running connections survive a rule change."""
+    lines = []
+    if create:
+        lines += [
+            f"table netdev {DR_TABLE} {{",
+            "  map flows { type ipv4_addr . inet_service . ipv4_addr . inet_service : ether_addr; flags timeout; }",
+            f"  set seen {{ type ipv4_addr . inet_service . ipv4_addr . inet_service; flags dynamic,timeout; timeout {seen_timeout}s; counter; }}",
+            "}",
+        ]
+    else:
+        for ch in existing_chains("netdev", DR_TABLE):
+            lines.append(f"flush chain netdev {DR_TABLE} {ch}")
+            lines.append(f"delete chain netdev {DR_TABLE} {ch}")
+    for i, s in enumerate(specs):
+        if not s.vips:
+            continue
+        lines.append(f"table netdev {DR_TABLE} {{")
+        lines.append(f"  chain in{i} {{")
+        lines.append(f'    type filter hook ingress device "{s.device}" priority {DR_PRIORITY};')
+        for vip, port in sorted(set(s.vips)):
+            match = f"ip daddr {vip} tcp dport {port}"
+            key = "ip daddr . tcp dport . ip saddr . tcp sport"
+            # SYNs never take the kernel path: every new connection is pylvsd's to schedule.
+            lines.append(
+                f"    {match} tcp flags & (syn | ack) != syn ether daddr set {key} map @flows"
+                f' update @seen {{ {key} }} ether saddr set {s.mac} fwd to "{s.device}"'
+            )
+            lines.append(f"    {match} drop")
+        lines.append("  }")
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def existing_chains(family: str, table: str) -> list[str]:
+    return [
+        o["chain"]["name"]
+        for o in nft_json("list", "table", family, table)
+        if "chain" in o and o["chain"].get("table") == table
+    ]
+
+
+def map_elements(family: str, table: str, name: str) -> list[tuple[Any, Any]]:
+    """(key, value) of a map's elements as `nft -j` prints them (values for sets: the element dict)."""
+    out: list[tuple[Any, Any]] = []
+    for o in nft_json("list", "map" if name != "seen" else "set", family, table, name):
+        body = o.get("map") or o.get("set")
+        if not body:
+            continue
+        for el in body.get("elem", []):
+            if isinstance(el, list) and len(el) == 2:
+                k = el[0]
+                if isinstance(k, dict) and "elem" in k:
+                    k = k["elem"]["val"]
+                out.append((k, el[1]))
+            elif isinstance(el, dict) and "elem" in el:
+                out.append((el["elem"].get("val"), el["elem"]))
+            else:
+                out.append((el, None))
+    return out
+
+
+def concat_vals(k: Any) -> list[Any]:
+    if isinstance(k, dict) and "concat" in k:
+        return list(k["concat"])
+    return [k]
+
+
+def remove_tables() -> None:
+    nft("", ("delete", "table", "ip", IP_TABLE))
+    nft("", ("delete", "table", "netdev", DR_TABLE))
+
+
+# -- iptables --------------------------------------------------------------------------------------
+def _ipt(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True, timeout=10)
+
+
+def queue_rules(
+    vips: list[tuple[int, str, int]], marks: list[int], queue_num: int, bypass: bool
+) -> list[str]:
+    tail = ["-m", "conntrack", "--ctstate", "NEW", "-j", "NFQUEUE", "--queue-num", str(queue_num)]
+    if bypass:
+        tail.append("--queue-bypass")
+    out = []
+    for m in sorted(set(marks)):
+        out.append(" ".join(["-A", IPT_CHAIN, "-m", "mark", "--mark", str(m), *tail]))
+    for proto, vip, port in sorted(set(vips)):
+        pn = {6: "tcp", 17: "udp"}[proto]
+        dport = ["--dport", str(port)] if port else []
+        out.append(" ".join(["-A", IPT_CHAIN, "-d", f"{vip}/32", "-p", pn, *dport, *tail]))
+    return out
+
+
+def apply_queue_rules(rules: list[str]) -> None:
+    """Replace our chain's rules in one iptables-restore transaction, and keep the jump to it the
+    last rule of mangle PREROUTING: fwmark services match the marks the user's own rules set there."""
+    cur = _ipt(["-t", "mangle", "-S", "PREROUTING"]).stdout.splitlines()
+    jump = f"-A PREROUTING -j {IPT_CHAIN}"
+    lines = ["*mangle", f":{IPT_CHAIN} - [0:0]"]
+    body = [ln for ln in cur if ln.startswith("-A PREROUTING")]
+    if body[-1:] != [jump] or body.count(jump) != 1:
+        lines += [jump.replace("-A ", "-D ", 1)] * body.count(jump)
+        lines.append(jump)
+    lines += rules
+    lines.append("COMMIT")
+    p = subprocess.run(
+        ["iptables-restore", "-w", "--noflush"],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    if p.returncode != 0:
+        raise OSError(f"iptables-restore: {p.stderr.strip()}")
+
+
+def jump_is_last() -> bool:
+    body = [
+        ln for ln in _ipt(["-t", "mangle", "-S", "PREROUTING"]).stdout.splitlines() if ln.startswith("-A ")
+    ]
+    return body[-1:] == [f"-A PREROUTING -j {IPT_CHAIN}"]
+
+
+def remove_queue_rules() -> None:
+    cur = _ipt(["-t", "mangle", "-S", "PREROUTING"]).stdout.splitlines()
+    for _ in range(cur.count(f"-A PREROUTING -j {IPT_CHAIN}")):
+        _ipt(["-t", "mangle", "-D", "PREROUTING", "-j", IPT_CHAIN])
+    _ipt(["-t", "mangle", "-F", IPT_CHAIN])
+    _ipt(["-t", "mangle", "-X", IPT_CHAIN])

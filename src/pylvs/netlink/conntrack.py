@@ -1,0 +1,223 @@
+"""ctnetlink: conntrack events (NEW, UPDATE, DESTROY) and dumps filtered by mark.
+
+The fast path's connections live in conntrack once their first packet is accepted; these messages
+tell pylvsd about their TCP state changes, their end, and (with net.netfilter.nf_conntrack_acct=1)
+their packet and byte counters, so the core's states, ActiveConn/InActConn and --stats stay true.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+
+from pylvs.netlink.nlmsg import (
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    attrs,
+    error_of,
+    messages,
+    nf_socket,
+    nfmsg,
+)
+
+NFNL_SUBSYS_CTNETLINK = 1
+IPCTNL_MSG_CT_NEW = 0
+IPCTNL_MSG_CT_GET = 1
+IPCTNL_MSG_CT_DELETE = 2
+GROUP_NEW, GROUP_UPDATE, GROUP_DESTROY = 1, 2, 4  # bind() bitmask of NFNLGRP_CONNTRACK_*
+CTA_TUPLE_ORIG = 1
+CTA_TUPLE_REPLY = 2
+CTA_PROTOINFO = 4
+CTA_TIMEOUT = 7
+CTA_MARK = 8
+CTA_COUNTERS_ORIG = 9
+CTA_COUNTERS_REPLY = 10
+CTA_ID = 12
+CTA_MARK_MASK = 21
+CTA_TUPLE_IP = 1
+CTA_TUPLE_PROTO = 2
+CTA_IP_V4_SRC = 1
+CTA_IP_V4_DST = 2
+CTA_PROTO_NUM = 1
+CTA_PROTO_SRC_PORT = 2
+CTA_PROTO_DST_PORT = 3
+CTA_PROTOINFO_TCP = 1
+CTA_PROTOINFO_TCP_STATE = 1
+CTA_COUNTERS_PACKETS = 1
+CTA_COUNTERS_BYTES = 2
+
+NEW, UPDATE, DESTROY = "new", "update", "destroy"
+_U32 = struct.Struct("!I")
+_U64 = struct.Struct("!Q")
+_U16 = struct.Struct("!H")
+
+# Conntrack's TCP states (nf_conntrack_tcp.h, enum tcp_conntrack).
+CT_NONE, CT_SYN_SENT, CT_SYN_RECV, CT_ESTABLISHED, CT_FIN_WAIT = 0, 1, 2, 3, 4
+CT_CLOSE_WAIT, CT_LAST_ACK, CT_TIME_WAIT, CT_CLOSE, CT_SYN_SENT2 = 5, 6, 7, 8, 9
+
+Tuple = tuple[int, bytes, int, bytes, int]  # proto, src, sport, dst, dport
+
+
+@dataclass(slots=True)
+class CtEntry:
+    kind: str  # new / update / destroy (a dump gives "new")
+    ct_id: int
+    orig: Tuple
+    reply: Tuple
+    mark: int = 0
+    tcp_state: int = -1
+    timeout: int = 0
+    pkts_orig: int = 0
+    bytes_orig: int = 0
+    pkts_reply: int = 0
+    bytes_reply: int = 0
+
+
+def _tuple(data: bytes, a: int, b: int) -> Tuple:
+    proto = sport = dport = 0
+    src = dst = b""
+    for kind, x, y in attrs(data, a, b):
+        if kind == CTA_TUPLE_IP:
+            for k2, p, q in attrs(data, x, y):
+                if k2 == CTA_IP_V4_SRC:
+                    src = data[p:q]
+                elif k2 == CTA_IP_V4_DST:
+                    dst = data[p:q]
+        elif kind == CTA_TUPLE_PROTO:
+            for k2, p, _q in attrs(data, x, y):
+                if k2 == CTA_PROTO_NUM:
+                    proto = data[p]
+                elif k2 == CTA_PROTO_SRC_PORT:
+                    sport = _U16.unpack_from(data, p)[0]
+                elif k2 == CTA_PROTO_DST_PORT:
+                    dport = _U16.unpack_from(data, p)[0]
+    return proto, src, sport, dst, dport
+
+
+def _counters(data: bytes, a: int, b: int) -> tuple[int, int]:
+    pk = by = 0
+    for kind, x, _y in attrs(data, a, b):
+        if kind == CTA_COUNTERS_PACKETS:
+            pk = _U64.unpack_from(data, x)[0]
+        elif kind == CTA_COUNTERS_BYTES:
+            by = _U64.unpack_from(data, x)[0]
+    return pk, by
+
+
+def parse(data: bytes, off: int, end: int, kind: str) -> CtEntry:
+    """One ctnetlink message body (after the nfgenmsg header)."""
+    e = CtEntry(kind, 0, (0, b"", 0, b"", 0), (0, b"", 0, b"", 0))
+    for t, a, b in attrs(data, off, end):
+        if t == CTA_TUPLE_ORIG:
+            e.orig = _tuple(data, a, b)
+        elif t == CTA_TUPLE_REPLY:
+            e.reply = _tuple(data, a, b)
+        elif t == CTA_MARK:
+            e.mark = _U32.unpack_from(data, a)[0]
+        elif t == CTA_ID:
+            e.ct_id = _U32.unpack_from(data, a)[0]
+        elif t == CTA_TIMEOUT:
+            e.timeout = _U32.unpack_from(data, a)[0]
+        elif t == CTA_PROTOINFO:
+            for k2, p, q in attrs(data, a, b):
+                if k2 == CTA_PROTOINFO_TCP:
+                    for k3, x, _y in attrs(data, p, q):
+                        if k3 == CTA_PROTOINFO_TCP_STATE:
+                            e.tcp_state = data[x]
+        elif t == CTA_COUNTERS_ORIG:
+            e.pkts_orig, e.bytes_orig = _counters(data, a, b)
+        elif t == CTA_COUNTERS_REPLY:
+            e.pkts_reply, e.bytes_reply = _counters(data, a, b)
+    return e
+
+
+def _kind(msg_type: int, flags: int) -> str | None:
+    if msg_type >> 8 != NFNL_SUBSYS_CTNETLINK:
+        return None
+    m = msg_type & 0xFF
+    if m == IPCTNL_MSG_CT_DELETE:
+        return DESTROY
+    if m == IPCTNL_MSG_CT_NEW:
+        return NEW if flags & 0x600 else UPDATE  # NLM_F_CREATE|NLM_F_EXCL mark a new entry
+    return None
+
+
+class CtEvents:
+    """A socket subscribed to conntrack events; `read()` returns entries whose mark & mask is set."""
+
+    def __init__(self, mask: int, groups: int = GROUP_NEW | GROUP_UPDATE | GROUP_DESTROY) -> None:
+        self.mask = mask
+        self.sock = nf_socket(groups, rcvbuf=8 << 20)
+        self.sock.setblocking(False)
+        self.buf = bytearray(1 << 17)
+        self.overruns = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self, limit: int = 1024) -> list[CtEntry]:
+        out: list[CtEntry] = []
+        while len(out) < limit:
+            try:
+                n = self.sock.recv_into(self.buf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ENOBUFS: events were lost; the periodic dump catches up
+                self.overruns += 1
+                continue
+            data = bytes(self.buf[:n])
+            off = 0
+            while off + 16 <= n:
+                ln, mtype, flags, _seq, _pid = struct.unpack_from("=IHHII", data, off)
+                if ln < 16:
+                    break
+                kind = _kind(mtype, flags)
+                if kind is not None:
+                    e = parse(data, off + 20, off + ln, kind)
+                    if e.mark & self.mask:
+                        out.append(e)
+                off += (ln + 3) & ~3
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def dump(mask: int, timeout: float = 5.0) -> list[CtEntry]:
+    """Every IPv4 conntrack entry with any bit of `mask` set in its mark (ours)."""
+    s = nf_socket()
+    s.settimeout(timeout)
+    try:
+        s.send(
+            nfmsg(
+                (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
+                NLM_F_REQUEST | NLM_F_DUMP,
+                1,
+                socket.AF_INET,
+                0,
+                b"",
+            )
+        )
+        out: list[CtEntry] = []
+        while True:
+            data = s.recv(1 << 17)
+            for kind, _seq, off, end in messages(data):
+                if kind == NLMSG_DONE:
+                    return out
+                if kind == NLMSG_ERROR:
+                    err = error_of(data, off)
+                    if err:
+                        raise OSError(err, "conntrack dump refused")
+                    return out
+                if kind == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW:
+                    e = parse(data, off + 4, end, NEW)
+                    if e.mark & mask:
+                        out.append(e)
+    finally:
+        s.close()
+
+
+__all__ = ["CtEntry", "CtEvents", "dump"]
