@@ -14,6 +14,7 @@ ENGINE_MODULES = {
     "none": "pylvs.engines.none",
     "proxy": "pylvs.engines.proxy",
     "packet": "pylvs.engines.packet",
+    "fastpath": "pylvs.engines.packet.fastpath",
 }
 
 
