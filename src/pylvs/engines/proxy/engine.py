@@ -24,6 +24,7 @@ from pylvs.core.types import AF_INET, DestConfig, Fwd, IPAddr, Proto, ServiceKey
 from pylvs.engines.base import Engine
 from pylvs.engines.proxy import feed
 from pylvs.engines.proxy.feed import TCP_RST, TCP_SYN, Flow
+from pylvs.engines.proxy.poller import Poller
 from pylvs.engines.proxy.sockets import family, get_mark, outgoing, tcp_listener, udp_listener
 from pylvs.engines.proxy.tcp import TcpRelay, close_with_rst
 from pylvs.engines.proxy.udp import UdpService
@@ -110,6 +111,7 @@ class ProxyEngine(Engine):
         self.drive_tick = drive_tick
         self.log = logging.getLogger("pylvs.proxy")
         self.relays: set[TcpRelay] = set()
+        self.poller: Poller | None = None
         self.dirty: list[TcpRelay] = []
         self.listeners: dict[ListenerKey, TcpListener | UdpService] = {}
         self.retiring: list[UdpService] = []
@@ -138,6 +140,8 @@ class ProxyEngine(Engine):
     async def start(self) -> None:
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
+        if self.poller is None:
+            self.poller = Poller(self.loop)
         self._stopping = False
         self.rules_changed()
         await self.ready()
@@ -194,6 +198,9 @@ class ProxyEngine(Engine):
         if self._housekeeper is not None:
             self._housekeeper.cancel()
             self._housekeeper = None
+        if self.poller is not None:
+            self.poller.close()
+            self.poller = None
         await asyncio.sleep(0)
 
     def stats(self) -> dict[str, float]:

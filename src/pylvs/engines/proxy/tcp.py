@@ -1,9 +1,8 @@
 """One proxied TCP connection: the client's socket, the real server's socket and the core's entry.
 
-The relay works on the two non-blocking sockets directly, driven by the event loop's readiness
-callbacks (add_reader/add_writer): accept, connect, recv and send are one system call each and nothing
-else runs per chunk (no transport objects, no coroutine per connection or per chunk): 10-20% less CPU
-per new connection than asyncio Protocols on uvloop transports.
+The relay works on the two non-blocking sockets directly, driven by readiness events from the
+engine's Poller (one epoll set, see poller.py): accept, connect, recv and send are one system call each
+and nothing else runs per chunk (no transport objects, no coroutine per connection or per chunk).
 
 Bytes are counted on the relay and handed to the core in batches (see ProxyEngine.flush). Backpressure:
 when the destination socket does not take a whole chunk, the rest is kept (one chunk at most) and
@@ -12,13 +11,13 @@ reading from the source stops until it is sent, so nothing buffers without bound
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import socket
 from typing import TYPE_CHECKING
 
 from pylvs.engines.proxy import feed
 from pylvs.engines.proxy.feed import TCP_ACK, TCP_FIN, TCP_RST, Flow
+from pylvs.engines.proxy.poller import ERR, HUP, IN, OUT, Poller
 from pylvs.engines.proxy.sockets import outgoing, set_linger_rst
 
 if TYPE_CHECKING:
@@ -51,7 +50,7 @@ class TcpRelay:
         "engine",
         "flow",
         "last",
-        "loop",
+        "poller",
         "s",
         "s_eof",
         "s_reading",
@@ -67,9 +66,9 @@ class TcpRelay:
     def __init__(
         self, engine: ProxyEngine, c: socket.socket, s: socket.socket, flow: Flow, now: float
     ) -> None:
-        assert engine.loop is not None
+        assert engine.poller is not None
         self.engine = engine
-        self.loop: asyncio.AbstractEventLoop = engine.loop
+        self.poller: Poller = engine.poller
         self.c = c
         self.s = s
         self.cfd = c.fileno()
@@ -106,19 +105,15 @@ class TcpRelay:
         if err not in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
             self.engine.connect_failed(self, addr, OSError(err, "connect failed"))
             return
-        self.loop.add_writer(self.sfd, self.on_connect)
+        self.poller.register(self.sfd, OUT, self.s_event)
 
     def on_connect(self) -> None:
         if self.done:
             return
         err = self.s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self.loop.remove_writer(self.sfd)
             self.engine.connect_failed(self, ("?", 0), OSError(err, "connect failed"))
             return
-        # Reader first, then drop the writer: the loop keeps its poll handle for the fd.
-        self.loop.add_reader(self.sfd, self.s_readable)
-        self.loop.remove_writer(self.sfd)
         self.connected = True
         # The server's SYN+ACK and the client's ACK ride with the first batch of each direction (the
         # states come out the same, and a short connection costs the core 4 packets instead of 6).
@@ -127,8 +122,36 @@ class TcpRelay:
             self.dirty = True
             self.engine.dirty.append(self)
         # Only now read the client: what it sent meanwhile waited in its socket.
-        self.loop.add_reader(self.cfd, self.c_readable)
         self.c_reading = self.s_reading = True
+        self.poller.modify(self.sfd, IN)
+        self.poller.register(self.cfd, IN, self.c_event)
+
+    # -- readiness -------------------------------------------------------------------------------
+    def c_event(self, ev: int) -> None:
+        if ev & (IN | ERR | HUP) and self.c_reading:
+            self.c_readable()
+        if ev & OUT and self.to_c and not self.done:
+            self.c_writable()
+        elif ev & (ERR | HUP) and not self.c_reading and not self.to_c and not self.done:
+            self.reset_by(client=True)  # gone while we were not reading it: no more busy events
+
+    def s_event(self, ev: int) -> None:
+        if not self.connected:
+            self.on_connect()
+            return
+        if ev & (IN | ERR | HUP) and self.s_reading:
+            self.s_readable()
+        if ev & OUT and self.to_s and not self.done:
+            self.s_writable()
+        elif ev & (ERR | HUP) and not self.s_reading and not self.to_s and not self.done:
+            self.reset_by(client=False)
+
+    def _interest(self) -> None:
+        """Tell the poller what each socket waits for now (after a change of reading or buffering)."""
+        if self.done:
+            return
+        self.poller.modify(self.cfd, (IN if self.c_reading else 0) | (OUT if self.to_c else 0))
+        self.poller.modify(self.sfd, (IN if self.s_reading else 0) | (OUT if self.to_s else 0))
 
     # -- client -> server ------------------------------------------------------------------------
     def c_readable(self) -> None:
@@ -157,9 +180,8 @@ class TcpRelay:
             return
         if sent < n:
             self.to_s = data[sent:]
-            self.loop.remove_reader(self.cfd)
             self.c_reading = False
-            self.loop.add_writer(self.sfd, self.s_writable)
+            self._interest()
 
     def s_writable(self) -> None:
         if self.done:
@@ -174,20 +196,20 @@ class TcpRelay:
         self.to_s = self.to_s[sent:]
         if self.to_s:
             return
-        self.loop.remove_writer(self.sfd)
         if self.c_eof:
             self._shut(self.s)
         elif not self.stalled:
-            self.loop.add_reader(self.cfd, self.c_readable)
             self.c_reading = True
+        self._interest()
 
     def client_eof(self) -> None:
         self.c_eof = True
-        self.loop.remove_reader(self.cfd)
         self.c_reading = False
         self.flush(self.engine.clock(), fin_in=True)
         if self.done:
             return
+        if not self.s_eof:
+            self._interest()
         if not self.to_s:
             self._shut(self.s)  # half-close: the server may still answer
         if self.s_eof:
@@ -220,9 +242,8 @@ class TcpRelay:
             return
         if sent < n:
             self.to_c = data[sent:]
-            self.loop.remove_reader(self.sfd)
             self.s_reading = False
-            self.loop.add_writer(self.cfd, self.c_writable)
+            self._interest()
 
     def c_writable(self) -> None:
         if self.done:
@@ -237,20 +258,20 @@ class TcpRelay:
         self.to_c = self.to_c[sent:]
         if self.to_c:
             return
-        self.loop.remove_writer(self.cfd)
         if self.s_eof:
             self._shut(self.c)
         elif not self.stalled:
-            self.loop.add_reader(self.sfd, self.s_readable)
             self.s_reading = True
+        self._interest()
 
     def server_eof(self) -> None:
         self.s_eof = True
-        self.loop.remove_reader(self.sfd)
         self.s_reading = False
         self.flush(self.engine.clock(), fin_out=True)
         if self.done:
             return
+        if not self.c_eof:
+            self._interest()
         if not self.to_c:
             self._shut(self.c)
         if self.c_eof:
@@ -315,18 +336,18 @@ class TcpRelay:
         self.finish(reset=True)
 
     def _stop_io(self) -> None:
-        loop = self.loop
-        loop.remove_reader(self.cfd)
-        loop.remove_reader(self.sfd)
-        loop.remove_writer(self.cfd)
-        loop.remove_writer(self.sfd)
+        """Stop reading both sides (a stalled flow): the poller then reports only errors and hang-ups."""
         self.c_reading = self.s_reading = False
+        if self.connected:
+            self._interest()
 
     def finish(self, reset: bool = False) -> None:
         if self.done:
             return
         self.done = True
-        self._stop_io()
+        self.c_reading = self.s_reading = False
+        self.poller.forget(self.cfd)  # closing the sockets takes them out of the epoll set
+        self.poller.forget(self.sfd)
         if reset:
             close_with_rst(self.c)
             close_with_rst(self.s)
