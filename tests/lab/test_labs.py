@@ -93,6 +93,18 @@ def test_udp(mode: str) -> None:
     assert {a.split()[2] for a in r.udp_answers} == {"192.168.1.10", "192.168.1.20"}
 
 
+@pytest.mark.parametrize("mode", ["nat", "dr", "fullnat"])
+def test_ipv6(mode: str) -> None:
+    r = lab(mode)
+    assert sorted(set(r.v6_answers)) == ["welcome to 192.168.1.10", "welcome to 192.168.1.20"], r.v6_answers
+    host = r.v6_peer.rpartition(":")[0]
+    assert host == ("fd00:192:168:1::100" if mode == "fullnat" else "fd00:172:25:254::10"), r.v6_peer
+    if mode == "dr":
+        assert r.replies6_via_director == 0, r.counters
+    else:
+        assert r.replies6_via_director > 0, r.counters
+
+
 def test_fwmark_lab_shows_the_problem_then_the_fix() -> None:
     r = run_fwmark_lab("packet", out=lambda _s: None, use_daemon=False)
     assert r.servers(r.before) == {"welcome to 192.168.1.10", "welcome to 192.168.1.20"}

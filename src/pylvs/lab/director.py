@@ -20,7 +20,8 @@ import signal
 import time
 
 from pylvs.core.director import Director
-from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey, SvcFlags
+from pylvs.core.errors import IPVSError
+from pylvs.core.types import AF_INET6, DestConfig, Fwd, Proto, ServiceConfig, ServiceKey, SvcFlags
 from pylvs.engines import get_engine
 
 FWD_OPTS = {"-m": Fwd.MASQ, "--masquerading": Fwd.MASQ, "-g": Fwd.DROUTE, "--gatewaying": Fwd.DROUTE}
@@ -78,7 +79,8 @@ def apply_line(director: Director, line: str) -> None:
         raise ValueError(f"no service in {line!r}")
     if op in ("-A", "-E"):
         flags = SvcFlags.PERSISTENT if persist else SvcFlags.NONE
-        cfg = ServiceConfig(scheduler=sched, flags=flags, timeout=persist)
+        netmask = 128 if key.af == AF_INET6 else 0xFFFFFFFF
+        cfg = ServiceConfig(scheduler=sched, flags=flags, timeout=persist, netmask=netmask)
         (director.add_service if op == "-A" else director.edit_service)(key, cfg)
     elif op == "-D":
         director.del_service(key)
@@ -121,7 +123,7 @@ async def run(
         apply_line(director, line)
     cls = get_engine(engine_name)
     kwargs = {"interfaces": interfaces} if interfaces else {}
-    engine = cls(director, asyncio.get_running_loop(), **kwargs)  # type: ignore[call-arg]
+    engine = cls(director, asyncio.get_running_loop(), **kwargs)
     await engine.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         asyncio.run(run(a.engine, a.lines, a.stats, a.interface))
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, IPVSError) as e:
         print(f"pylvs-lab-director: {e}")
         return 1
     return 0

@@ -40,11 +40,17 @@ class LabResult:
     path: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     after_restore: list[str] = field(default_factory=list)
+    v6_answers: list[str] = field(default_factory=list)
+    v6_peer: str = ""
     restored: bool | None = None  # NAT lab through pylvsd: -Sn, -C, -R gave back the same rules
 
     @property
     def replies_via_director(self) -> int:
         return sum(v for k, v in self.counters.get("lvs", {}).items() if k.endswith(":reply"))
+
+    @property
+    def replies6_via_director(self) -> int:
+        return sum(v for k, v in self.counters.get("lvs", {}).items() if k.endswith(":reply6"))
 
     @property
     def requests_via_director(self) -> int:
@@ -88,6 +94,7 @@ class Lab:
         self.bare: subprocess.Popen[bytes] | None = None
         self.bare_lines: list[str] = []
         self.web_ports = [80]
+        self.ipv6 = engine == "packet"  # IPv6 beside the article's IPv4 (packet engine: NAT, DR, FULLNAT)
 
     def __enter__(self) -> Lab:
         return self
@@ -142,9 +149,13 @@ class Lab:
         assert t is not None
         rips = ", ".join(t.rs.values())
         p = Probe(self.n, "lvs")
+        rips6 = ", ".join(topo.RS6.values())
         for ifname in t.director_ifaces:
             p.count(ifname, "request", f"ip daddr {t.vip} th dport 80")
             p.count(ifname, "reply", f"ip saddr {{ {t.vip}, {rips} }} th sport 80")
+            if self.ipv6 and t.vip6:
+                p.count(ifname, "request6", f"ip6 daddr {t.vip6} th dport 80")
+                p.count(ifname, "reply6", f"ip6 saddr {{ {t.vip6}, {rips6} }} th sport 80")
         p.install()
         self.probes["lvs"] = p
         c = Probe(self.n, "client")
@@ -166,6 +177,9 @@ class Lab:
         if self.udp:
             cmds += [f"-A -u {t.vip}:80 -s rr"]
             cmds += [f"-a -u {t.vip}:80 -r {ip}:80 {flag}" for ip in t.rs.values()]
+        if self.ipv6 and t.vip6:
+            cmds += [f"-A -t [{t.vip6}]:80 -s rr"]
+            cmds += [f"-a -t [{t.vip6}]:80 -r [{topo.RS6[role]}]:80 {flag}" for role in t.rs]
         return cmds
 
     def start_director(self, cmds: list[str] | None = None) -> None:
@@ -290,10 +304,36 @@ class Lab:
             got = b""
         r.download_ok = got == pattern_bytes(BULK)
         self.out(f"[client]$ 3 MB download  ->  {'ok' if r.download_ok else f'FAILED ({len(got)} bytes)'}")
+        if self.ipv6 and self.t is not None and self.t.vip6:
+            self.ipv6_checks()
         if self.udp:
             r.udp_answers = self.udp_requests(4)
             for a in r.udp_answers:
                 self.out(f"[client]$ udp {self.t.vip if self.t else ''}:80  ->  {a}")
+
+    def ipv6_checks(self) -> None:
+        t = self.t
+        assert t is not None
+        r = self.result
+        for _ in range(4):
+            p = self.n.run(
+                "client",
+                ["curl", "-s", "-g", "--max-time", "5", f"http://[{t.vip6}]/"],
+                check=False,
+                timeout=10,
+            )
+            r.v6_answers.append(p.stdout.strip() or "(no answer)")
+            self.out(f"[client]$ curl http://[{t.vip6}]/  ->  {r.v6_answers[-1]}")
+        p = self.n.run(
+            "client",
+            ["curl", "-s", "-g", "--max-time", "5", f"http://[{t.vip6}]/peer"],
+            check=False,
+            timeout=10,
+        )
+        r.v6_peer = p.stdout.strip()
+        self.out(
+            f"[client]$ curl http://[{t.vip6}]/peer  ->  the real server sees the client at {r.v6_peer or '(no answer)'}"
+        )
 
     def udp_requests(self, count: int) -> list[str]:
         t = self.t

@@ -117,7 +117,7 @@ def udp_loop(ip: str, port: int) -> None:
 
 async def serve(ip: str, port: int) -> None:
     web = Web(ip)
-    server = await asyncio.start_server(web.handle, "0.0.0.0", port, reuse_address=True)
+    server = await asyncio.start_server(web.handle, None, port, reuse_address=True)  # IPv4 and IPv6
     threading.Thread(target=udp_loop, args=(ip, port), daemon=True).start()
     async with server:
         await server.serve_forever()

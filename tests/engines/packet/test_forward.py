@@ -295,7 +295,7 @@ def test_bpf_program_shape() -> None:
         if code == 0x15:
             assert pc + 1 + jt < len(prog) and pc + 1 + jf < len(prog)
     many = bpf.program([bytes([10, 0, i // 256, i % 256]) for i in range(400)], [])
-    assert len(many) == 5
+    assert len(many) == 6
 
 
 def test_nft_ruleset_is_scoped() -> None:
@@ -389,3 +389,77 @@ def test_frag_needed_from_the_client_side_goes_to_the_real_server(fwd: Fwd) -> N
         assert ip_ok(pkt) and checksum(bytes(pkt[20:])) == 0
     else:
         assert fr[IP:] == err[IP:]
+
+
+def test_bpf_program_with_ipv6_jumps_stay_inside() -> None:
+    prog = bpf.program([A(VIP)], [A("192.168.1.10")], ipv6=True)
+    assert (0x15, len(prog) - 1 - 3, 0, 0x86DD) in prog
+    for pc, (code, jt, jf, _k) in enumerate(prog):
+        if code == 0x15:
+            assert pc + 1 + jt < len(prog) and pc + 1 + jf < len(prog)
+
+
+V6 = {"vip": "fd00:1::100", "cip": "fd00:1::10", "rs": "fd00:2::10", "lip": "fd00:2::100"}
+P6 = socket.inet_pton
+
+
+def tcp6_frame(
+    src: str, sport: int, dst: str, dport: int, flags: int, to_mac: bytes, payload: bytes = b"hi"
+) -> bytearray:
+    s, d = P6(socket.AF_INET6, src), P6(socket.AF_INET6, dst)
+    tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 0x50, flags, 65535, 0, 0)) + payload
+    ps = sum16(s + d) + len(tcp) + 6
+    struct.pack_into("!H", tcp, 16, checksum(tcp, ps))
+    ip6 = struct.pack("!IHBB", 0x60000000, len(tcp), 6, 64) + s + d
+    return bytearray(bytes(10) + to_mac + MAC_CLIENT + b"\x86\xdd" + ip6 + bytes(tcp))
+
+
+def tcp6_ok(pkt: bytes | bytearray) -> bool:
+    plen = struct.unpack_from("!H", pkt, 4)[0]
+    l4 = bytes(pkt[40 : 40 + plen])
+    return fold(sum16(l4) + sum16(bytes(pkt[8:40])) + len(l4) + 6) == 0xFFFF
+
+
+@pytest.mark.parametrize("fwd", [Fwd.MASQ, Fwd.FULLNAT, Fwd.DROUTE])
+def test_ipv6_nat_fullnat_dr(fwd: Fwd) -> None:
+    d = Director()
+    key = ServiceKey.for_addr(Proto.TCP, ipaddress.ip_address(V6["vip"]), 80)
+    d.add_service(key, ServiceConfig(scheduler="rr", netmask=128))
+    d.add_dest(key, DestConfig(addr=ipaddress.ip_address(V6["rs"]), port=80, fwd=fwd))
+    ifaces = {1: Iface(1, "eth0", MAC_IN), 2: Iface(2, "eth1", MAC_LAN)}
+
+    def route(dst: bytes) -> Route:
+        if dst.startswith(P6(socket.AF_INET6, "fd00:2::")[:4]):
+            return Route(2, dst, P6(socket.AF_INET6, V6["lip"]))
+        return Route(1, dst, P6(socket.AF_INET6, V6["vip"]))
+
+    nb = Neighbours(kernel_table=None)
+    f = Forwarder(d, ifaces, route, nb, PortPool(10000, 10010))
+    f.load_rules()
+    out = f.handle(1, tcp6_frame(V6["cip"], 40000, V6["vip"], 80, 0x02, MAC_IN), 1.0)
+    # First the neighbour solicitation for the real server, then the held frame once it answers.
+    assert len(out) == 1 and out[0][1][ETH + 12 : ETH + 14] == b"\x86\xdd" and out[0][1][IP + 40] == 135
+    rs_mac = bytes.fromhex("0200000000a1")
+    na = bytearray(tcp6_frame(V6["rs"], 0, V6["lip"], 0, 0, MAC_LAN))
+    na[IP + 6] = 58
+    na[IP + 40 :] = (
+        struct.pack("!BBHI", 136, 0, 0, 0x60000000) + P6(socket.AF_INET6, V6["rs"]) + b"\x02\x01" + rs_mac
+    )
+    out = f.handle(2, na, 1.0)
+    assert len(out) == 1
+    fr = out[0][1]
+    pkt = fr[IP:]
+    assert fr[ETH : ETH + 6] == rs_mac and tcp6_ok(pkt)
+    assert pkt[24:40] == P6(socket.AF_INET6, V6["rs" if fwd != Fwd.DROUTE else "vip"])
+    if fwd == Fwd.DROUTE:
+        return
+    lport = struct.unpack_from("!H", pkt, 40)[0]
+    src = V6["lip"] if fwd == Fwd.FULLNAT else V6["cip"]
+    assert pkt[8:24] == P6(socket.AF_INET6, src)
+    reply = tcp6_frame(V6["rs"], 80, src, lport, 0x12, MAC_LAN)
+    out = f.handle(2, reply, 1.1)
+    fr = out[0][1]
+    pkt = fr[IP:]
+    assert out[0][0] == 1 and fr[ETH : ETH + 6] == MAC_CLIENT and tcp6_ok(pkt)
+    assert pkt[8:24] == P6(socket.AF_INET6, V6["vip"]) and pkt[24:40] == P6(socket.AF_INET6, V6["cip"])
+    assert struct.unpack_from("!HH", pkt, 40) == (80, 40000)

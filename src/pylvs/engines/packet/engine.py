@@ -9,6 +9,7 @@ moves frames, learns the interfaces and routes, and keeps the table and filters 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -77,15 +78,16 @@ class RouteCache:
             return hit[1]
         rt: Route | None = None
         try:
-            for m in _ip_json(["route", "get", socket.inet_ntoa(dst)]):
+            fam = socket.AF_INET6 if len(dst) == 16 else socket.AF_INET
+            for m in _ip_json(["route", "get", socket.inet_ntop(fam, dst)]):
                 idx = self.by_name.get(m.get("dev", ""))
                 src = m.get("prefsrc")
                 if idx is not None and src:
                     gw = m.get("gateway")
-                    rt = Route(idx, socket.inet_aton(gw) if gw else dst, socket.inet_aton(src))
+                    rt = Route(idx, socket.inet_pton(fam, gw) if gw else dst, socket.inet_pton(fam, src))
                 break
         except (OSError, ValueError, subprocess.TimeoutExpired) as e:
-            log.debug("route get %s: %s", socket.inet_ntoa(dst), e)
+            log.debug("route get %s: %s", dst.hex(), e)
         self.cache[dst] = (now, rt)
         return rt
 
@@ -151,9 +153,9 @@ class PacketEngine(Engine):
         self.mark_rules: list[list[str]] = []
 
     def refuse_dest(self, key: ServiceKey, cfg: DestConfig) -> str | None:
-        if cfg.addr.version != 4 or key.af != socket.AF_INET:
-            return "the packet engine forwards IPv4 only"
-        if cfg.fwd in (Fwd.TUNNEL,) and cfg.tun_type != 0:
+        if cfg.fwd == Fwd.TUNNEL and cfg.addr.version != 4:
+            return "the packet engine tunnels (-i) over IPv4 only"
+        if cfg.fwd == Fwd.TUNNEL and cfg.tun_type != 0:
             return "the packet engine tunnels with ipip only"
         return None
 
@@ -233,25 +235,24 @@ class PacketEngine(Engine):
         lips: dict[str, str] = {}
         for svc in self.director.services:
             for d in svc.dests:
-                if d.fwd == Fwd.FULLNAT and d.addr.version == 4:
+                if d.fwd == Fwd.FULLNAT:
                     rt = self.routes(d.addr.packed)
                     if rt is not None:
-                        lips[str(d.addr)] = socket.inet_ntoa(rt.src)
+                        lips[str(d.addr)] = str(ipaddress.ip_address(rt.src))
         spec = spec_from_director(self.director, lips)
         devices = [self.fwd.ifaces[i].name for i in self.socks]
         self.table.apply(devices, spec, (self.ports.lo, self.ports.hi))
-        dsts = [socket.inet_aton(a) for _p, a, _port in spec.vips] + [
-            socket.inet_aton(a) for _p, a in spec.lips
-        ]
-        srcs = [socket.inet_aton(a) for _p, a, _port in spec.nat_dests]
+        addrs = [a for _p, a, _port in spec.vips] + [a for _p, a in spec.lips]
+        dsts = [ipaddress.ip_address(a).packed for a in addrs if ":" not in a]
+        srcs = [ipaddress.ip_address(a).packed for _p, a, _port in spec.nat_dests if ":" not in a]
         self._sync_marks()
-        prog = bpf.program(dsts, srcs)
+        prog = bpf.program(dsts, srcs, ipv6=any(":" in a for a in addrs))
         for s in self.socks.values():
             bpf.attach(s, prog)
         # Ask for the real servers' MACs now, so the first SYN does not wait for ARP.
         for svc in self.director.services:
             for d in svc.dests:
-                if d.addr.version == 4 and d.fwd in (Fwd.MASQ, Fwd.DROUTE, Fwd.TUNNEL, Fwd.FULLNAT):
+                if d.fwd in (Fwd.MASQ, Fwd.DROUTE, Fwd.TUNNEL, Fwd.FULLNAT):
                     rt = self.routes(d.addr.packed)
                     if rt is not None and self.fwd.neigh.lookup(rt.nexthop) is None:
                         self._arp_probe(rt)
@@ -303,7 +304,7 @@ class PacketEngine(Engine):
                     self.tx_errors += 1
 
     def _arp_probe(self, rt: Route) -> None:
-        from pylvs.engines.packet.frames import arp_request
+        from pylvs.engines.packet.frames import arp_request, ndp_solicit
 
         assert self.fwd is not None
         ifc = self.fwd.ifaces.get(rt.ifindex)
@@ -312,7 +313,8 @@ class PacketEngine(Engine):
             return
         self.fwd.neigh.pending.setdefault(rt.nexthop, [])
         try:
-            s.send(arp_request(ifc.mac, rt.src, rt.nexthop))
+            hop = rt.nexthop
+            s.send(arp_request(ifc.mac, rt.src, hop) if len(hop) == 4 else ndp_solicit(ifc.mac, rt.src, hop))
         except OSError:
             self.tx_errors += 1
 

@@ -25,10 +25,13 @@ from pylvs.engines.packet.frames import (
     ETH,
     ETH_P_ARP,
     ETH_P_IP,
+    ETH_P_IPV6,
     F_DATA_VALID,
     F_NEEDS_CSUM,
     IP,
+    IP6_HLEN,
     IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
     IPPROTO_IPIP,
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -39,7 +42,9 @@ from pylvs.engines.packet.frames import (
     eth_header,
     icmp_error,
     ipv4_header,
+    ndp_solicit,
     parse_arp,
+    parse_ndp,
     segment_ipv4,
 )
 from pylvs.engines.packet.neigh import Neighbours
@@ -180,7 +185,7 @@ class Forwarder:
                         r.nat_dests.add((IPPROTO_TCP, d.addr.packed, d.port))
                         r.nat_dests.add((IPPROTO_UDP, d.addr.packed, d.port))
                 continue
-            if svc.addr is None or svc.addr.version != 4:
+            if svc.addr is None:
                 continue
             r.vips.add((int(svc.protocol), svc.addr.packed, svc.port))
             for d in svc.dests:
@@ -212,6 +217,8 @@ class Forwarder:
             c["other_host"] += 1  # a bridge flooding someone else's frame: not ours to forward
             return out
         if et != ETH_P_IP or vihl >> 4 != 4:
+            if et == ETH_P_IPV6 and vihl >> 4 == 6 and len(f) >= IP + IP6_HLEN + 4:
+                self._handle6(ifc, f, out, now)
             return out
         if (proto != IPPROTO_TCP and proto != IPPROTO_UDP) or frag & 0x3FFF:
             if proto == IPPROTO_ICMP and not frag & 0x3FFF:
@@ -221,10 +228,45 @@ class Forwarder:
             return out
         l4 = IP + (vihl & 0xF) * 4
         sport, dport = _HH.unpack_from(f, l4)
+        self._dispatch(ifc, f, out, now, proto, l4, saddr, sport, daddr, dport)
+        return out
+
+    def _handle6(self, ifc: Iface, f: bytearray, out: Frames, now: float) -> None:
+        """IPv6 (no extension headers): NAT, DR and FULLNAT; neighbour discovery for our next hops."""
+        proto = f[IP + 6]
+        if proto == IPPROTO_ICMPV6:
+            nd = parse_ndp(f)
+            if nd is not None:
+                for ifindex, frame in self.neigh.learn(nd[0], nd[1]):
+                    frame[ETH : ETH + 6] = nd[1]
+                    out.append((ifindex, frame))
+            return
+        if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
+            self.counters["unknown"] += 1
+            return
+        l4 = IP + IP6_HLEN
+        sport, dport = _HH.unpack_from(f, l4)
+        self._dispatch(
+            ifc, f, out, now, proto, l4, bytes(f[IP + 8 : IP + 24]), sport, bytes(f[IP + 24 : IP + 40]), dport
+        )
+
+    def _dispatch(
+        self,
+        ifc: Iface,
+        f: bytearray,
+        out: Frames,
+        now: float,
+        proto: int,
+        l4: int,
+        saddr: bytes,
+        sport: int,
+        daddr: bytes,
+        dport: int,
+    ) -> None:
         if self.fast:
             fe = self.fast.get((proto, saddr, sport, daddr, dport))
             if fe is not None and self._fast(fe, ifc, f, out, now, proto, l4, saddr, sport, daddr, dport):
-                return out
+                return
         rules = self.rules
         if (proto, daddr, dport) in rules.vips or (proto, daddr, 0) in rules.vips:
             self._inbound(ifc, f, out, now, proto, l4, saddr, sport, daddr, dport)
@@ -233,8 +275,7 @@ class Forwarder:
         elif daddr in rules.lips and self.ports.owns(dport):
             self._fullnat_reply(f, out, now, proto, l4, saddr, sport, daddr, dport)
         else:
-            c["unknown"] += 1
-        return out
+            self.counters["unknown"] += 1
 
     def handle_marked(
         self, indev: int, hwaddr: bytes, payload: bytes, fwmark: int, now: float
@@ -306,7 +347,7 @@ class Forwarder:
         ):
             del self.fast[(proto, saddr, sport, daddr, dport)]
             return False
-        length = get16(f, IP + 2)
+        length = _iplen(f)
         if fe.kind == 0:
             for st in fe.stats:
                 st.inpkts += 1
@@ -328,7 +369,7 @@ class Forwarder:
     def _icmp(self, ifc: Iface, f: bytearray, out: Frames, saddr: bytes, daddr: bytes) -> None:
         """Relay an ICMP error about a tracked connection (see icmp.py)."""
         ihl = (f[IP] & 0xF) * 4
-        total = get16(f, IP + 2)
+        total = _iplen(f)
         q = icmp.quoted(f[IP + ihl : IP + total])
         if q is None:
             return
@@ -383,12 +424,14 @@ class Forwarder:
         dport: int,
         fwmark: int = 0,
     ) -> str:
-        length = get16(f, IP + 2)
+        length = _iplen(f)
         flags = f[l4 + 13] if proto == IPPROTO_TCP else 0
         pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(daddr), dport, fwmark, length, flags)
         action, conn = coreapi.decide_in(self.director, pkt, now)
         if action == "NO_DEST":
             self.counters["nodest"] += 1
+            if len(daddr) == 16:
+                return action  # (no ICMPv6 errors yet)
             out.append((ifc.index, icmp_error(ifc.mac, bytes(f[ETH + 6 : ETH + 12]), daddr, f[IP:], 3, 3)))
             return action
         if action != "FORWARD" or conn is None:
@@ -438,7 +481,7 @@ class Forwarder:
             rt = self.route(raddr)
             if rt is not None:
                 self._send_ip(out, rt, rt.nexthop, f)
-        elif fwd == Fwd.TUNNEL:
+        elif fwd == Fwd.TUNNEL and len(raddr) == 4:
             self._tunnel(ifc, f, out, raddr)
         else:
             self.counters["drop"] += 1  # LOCALNODE / BYPASS: the drop rule keeps these from the stack
@@ -493,7 +536,7 @@ class Forwarder:
         if oifc is None:
             return
         vflags, gso_type, _hl, gso_size, csum_start, csum_offset = VNET.unpack_from(f, 0)
-        total = get16(f, IP + 2)
+        total = _iplen(f)
         end = IP + total
         inner: list[bytearray]
         if gso_type and gso_size:
@@ -552,7 +595,7 @@ class Forwarder:
             sport,
             _ip(daddr),
             dport,
-            length=get16(f, IP + 2),
+            length=_iplen(f),
             tcp_flags=f[l4 + 13] if proto == IPPROTO_TCP else 0,
         )
         coreapi.note_out(self.director, conn, pkt, now)
@@ -599,7 +642,7 @@ class Forwarder:
             sport,
             _ip(ent.caddr),
             ent.cport,
-            length=get16(f, IP + 2),
+            length=_iplen(f),
             tcp_flags=f[l4 + 13] if proto == IPPROTO_TCP else 0,
         )
         coreapi.note_out(self.director, ent.conn, pkt, now)
@@ -644,7 +687,8 @@ class Forwarder:
             return
         if self.neigh.hold(hop, ifc.index, f, self._now_hint):
             self.counters["arp_tx"] += 1
-            out.append((ifc.index, arp_request(ifc.mac, rt.src, hop)))
+            ask = arp_request(ifc.mac, rt.src, hop) if len(hop) == 4 else ndp_solicit(ifc.mac, rt.src, hop)
+            out.append((ifc.index, ask))
 
     _now_hint = 0.0
 
@@ -663,6 +707,20 @@ class Forwarder:
         return d
 
 
+def _iplen(f: bytearray) -> int:
+    """The IP packet's length (IPv4 total length, or IPv6 payload length plus its header)."""
+    if f[IP] >> 4 == 6:
+        return ((f[IP + 4] << 8) | f[IP + 5]) + IP6_HLEN
+    return (f[IP + 2] << 8) | f[IP + 3]
+
+
+_W8 = struct.Struct("!8H")
+
+
+def _delta16(old: bytes | bytearray, new: bytes) -> int:
+    return int(sum(o ^ 0xFFFF for o in _W8.unpack(old)) + sum(_W8.unpack(new)))
+
+
 def _fold(x: int) -> int:
     x = (x & 0xFFFF) + (x >> 16)
     return (x & 0xFFFF) + (x >> 16)
@@ -677,10 +735,19 @@ def _rewrite(
     daddr: bytes | None,
     dport: int | None,
 ) -> None:
-    """Change addresses/ports of the IPv4 packet at IP, keeping the IP checksum finished and the L4
-    checksum right in either of its two forms (finished, or a CHECKSUM_PARTIAL seed)."""
+    """Change addresses/ports of the IP packet at IP, keeping the IPv4 header checksum finished and the
+    L4 checksum right in either of its two forms (finished, or a CHECKSUM_PARTIAL seed)."""
     # One's complement deltas (RFC 1624): for each 16-bit word, ~old + new.
     ad = 0
+    if f[IP] >> 4 == 6:
+        if saddr is not None:
+            ad += _delta16(f[IP + 8 : IP + 24], saddr)
+            f[IP + 8 : IP + 24] = saddr
+        if daddr is not None:
+            ad += _delta16(f[IP + 24 : IP + 40], daddr)
+            f[IP + 24 : IP + 40] = daddr
+        _l4_rewrite(f, proto, l4, ad, sport, dport)
+        return
     if saddr is not None:
         o1, o2 = _HH.unpack_from(f, IP + 12)
         n1, n2 = _HH.unpack(saddr)
@@ -691,6 +758,13 @@ def _rewrite(
         n1, n2 = _HH.unpack(daddr)
         ad += (o1 ^ 0xFFFF) + (o2 ^ 0xFFFF) + n1 + n2
         f[IP + 16 : IP + 20] = daddr
+    (ipc,) = _H.unpack_from(f, IP + 10)
+    _H.pack_into(f, IP + 10, _fold((ipc ^ 0xFFFF) + ad) ^ 0xFFFF)
+    _l4_rewrite(f, proto, l4, ad, sport, dport)
+
+
+def _l4_rewrite(f: bytearray, proto: int, l4: int, ad: int, sport: int | None, dport: int | None) -> None:
+    """Ports, and the L4 checksum for the address delta `ad` plus the ports' own."""
     pd = 0
     if sport is not None or dport is not None:
         osp, odp = _HH.unpack_from(f, l4)
@@ -698,15 +772,13 @@ def _rewrite(
         ndp = odp if dport is None else dport
         pd = (osp ^ 0xFFFF) + (odp ^ 0xFFFF) + nsp + ndp
         _HH.pack_into(f, l4, nsp, ndp)
-    (ipc,) = _H.unpack_from(f, IP + 10)
-    _H.pack_into(f, IP + 10, _fold((ipc ^ 0xFFFF) + ad) ^ 0xFFFF)
     co = l4 + (16 if proto == IPPROTO_TCP else 6)
     (check,) = _H.unpack_from(f, co)
     if f[0] & F_NEEDS_CSUM:
         # The seed covers only the pseudo-header; the ports are summed when the checksum is finished.
         _H.pack_into(f, co, _fold(check + ad))
     elif proto == IPPROTO_UDP and check == 0:
-        return  # no UDP checksum stays no checksum
+        return  # no UDP checksum stays no checksum (IPv4; IPv6 UDP always has one)
     else:
         new = _fold((check ^ 0xFFFF) + ad + pd) ^ 0xFFFF
         if proto == IPPROTO_UDP and new == 0:

@@ -186,3 +186,41 @@ def segment_ipv4(pkt: bytes | bytearray, gso_type: int, gso_size: int) -> list[b
             out.append(seg)
         return out
     return out
+
+
+IP6_HLEN = 40
+IPPROTO_ICMPV6 = 58
+
+
+def ndp_solicit(src_mac: bytes, src_ip: bytes, target: bytes) -> bytes:
+    """A whole frame (virtio header included): IPv6 neighbour solicitation for `target`, sent to its
+    solicited-node multicast address, with our MAC as the source link-layer option."""
+    dst_ip = bytes.fromhex("ff0200000000000000000001ff") + target[13:]
+    dst_mac = b"\x33\x33" + dst_ip[12:]
+    icmp = bytearray(struct.pack("!BBHI", 135, 0, 0, 0) + target + b"\x01\x01" + src_mac)
+    s = sum16(src_ip + dst_ip) + len(icmp) + IPPROTO_ICMPV6
+    put16(icmp, 2, ~fold(sum16(icmp) + s) & 0xFFFF)
+    ip6 = struct.pack("!IHBB", 0x60000000, len(icmp), IPPROTO_ICMPV6, 255) + src_ip + dst_ip
+    return NO_VNET + eth_header(dst_mac, src_mac, ETH_P_IPV6) + ip6 + bytes(icmp)
+
+
+def parse_ndp(f: bytes | bytearray) -> tuple[bytes, bytes] | None:
+    """(address, MAC) announced by an IPv6 neighbour advertisement (target + target link-layer
+    option) or solicitation (source + source link-layer option) frame, else None."""
+    if len(f) < IP + IP6_HLEN + 24 or f[IP + 6] != IPPROTO_ICMPV6:
+        return None
+    icmp = IP + IP6_HLEN
+    kind = f[icmp]
+    if kind not in (135, 136):
+        return None
+    addr = bytes(f[icmp + 8 : icmp + 24]) if kind == 136 else bytes(f[IP + 8 : IP + 24])
+    opt = icmp + 24
+    want = 2 if kind == 136 else 1
+    while opt + 8 <= len(f):
+        otype, olen = f[opt], f[opt + 1]
+        if olen == 0:
+            break
+        if otype == want:
+            return addr, bytes(f[opt + 2 : opt + 8])
+        opt += olen * 8
+    return None

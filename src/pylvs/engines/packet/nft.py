@@ -34,10 +34,10 @@ def spec_from_director(director: object, lips_for: dict[str, str]) -> DropSpec:
     for svc in director.services:  # type: ignore[attr-defined]
         if svc.fwmark:
             for d in svc.dests:
-                if d.fwd == Fwd.MASQ and d.addr.version == 4:
+                if d.fwd == Fwd.MASQ:
                     spec.nat_dests += [(6, str(d.addr), d.port), (17, str(d.addr), d.port)]
             continue
-        if svc.addr is None or svc.addr.version != 4:
+        if svc.addr is None:
             continue
         p = int(svc.protocol)
         if p not in PROTO_NAMES:
@@ -51,24 +51,28 @@ def spec_from_director(director: object, lips_for: dict[str, str]) -> DropSpec:
     return spec
 
 
+def _fam(addr: str) -> str:
+    return "ip6" if ":" in addr else "ip"
+
+
 def _chain_rules(spec: DropSpec, port_range: tuple[int, int]) -> list[str]:
     rules = []
     for p, addr, port in sorted(set(spec.vips)):
         pn = PROTO_NAMES[p]
         if port:
-            rules.append(f"ip daddr {addr} {pn} dport {port} drop")
+            rules.append(f"{_fam(addr)} daddr {addr} {pn} dport {port} drop")
         else:
-            rules.append(f"ip daddr {addr} meta l4proto {pn} drop")
+            rules.append(f"{_fam(addr)} daddr {addr} meta l4proto {pn} drop")
     for p, addr, port in sorted(set(spec.nat_dests)):
         pn = PROTO_NAMES[p]
         sp = f" {pn} sport {port}" if port else f" meta l4proto {pn}"
-        rules.append(f"ip saddr {addr}{sp} fib daddr type != local drop")
-    for addr in sorted({a for _p, a, _port in spec.nat_dests}):
+        rules.append(f"{_fam(addr)} saddr {addr}{sp} fib daddr type != local drop")
+    for addr in sorted({a for _p, a, _port in spec.nat_dests if ":" not in a}):
         # ICMP errors from NAT real servers to clients are relayed by the engine, rewritten.
         rules.append(f"ip saddr {addr} meta l4proto icmp fib daddr type != local drop")
     lo, hi = port_range
     for p, addr in sorted(set(spec.lips)):
-        rules.append(f"ip daddr {addr} {PROTO_NAMES[p]} dport {lo}-{hi} drop")
+        rules.append(f"{_fam(addr)} daddr {addr} {PROTO_NAMES[p]} dport {lo}-{hi} drop")
     return rules
 
 

@@ -124,7 +124,7 @@ def add_counters(director: Director, flow: Flow, e: ct.CtEntry, now: float) -> b
     flow.in_bytes += db
     flow.out_pkts += rp
     flow.out_bytes += rb
-    if not (dp or rp):
+    if not (dp or rp or db or rb):
         return False
     if conn is not None and not conn.dead:
         dest = conn.dest

@@ -20,7 +20,7 @@ IPT_CHAIN = "PYLVS-FAST"
 RS_SHIFT = 16
 RS_MASK = 0xFFFF0000  # mark bits naming the real server; the low 16 bits stay the user's fwmark
 USER_MASK = 0x0000FFFF
-DR_PRIORITY = -10  # before the per-packet engine's netdev table (priority 0)
+DR_PRIORITY = 10  # after the labs' probe counters (-10); the per-packet engine never shares a VIP with us
 
 
 def nft(text: str, args: tuple[str, ...] = ("-f", "-")) -> tuple[int, str, str]:
