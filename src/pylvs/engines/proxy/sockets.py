@@ -98,9 +98,8 @@ def outgoing(
     af: socket.AddressFamily, kind: socket.SocketKind, bind_to: tuple[str, int] | None
 ) -> socket.socket:
     """A socket towards a real server; bound transparently to the client's address when asked."""
-    sock = socket.socket(af, kind)
+    sock = socket.socket(af, kind | socket.SOCK_NONBLOCK)  # non-blocking from the start: no ioctl
     try:
-        sock.setblocking(False)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if bind_to is not None:

@@ -40,6 +40,7 @@ class TcpRelay:
     __slots__ = (
         "c",
         "c_eof",
+        "c_mask",
         "c_reading",
         "cfd",
         "cin_b",
@@ -53,6 +54,7 @@ class TcpRelay:
         "poller",
         "s",
         "s_eof",
+        "s_mask",
         "s_reading",
         "sfd",
         "sout_b",
@@ -80,6 +82,7 @@ class TcpRelay:
         self.connected = False
         self.c_eof = self.s_eof = False
         self.c_reading = self.s_reading = False
+        self.c_mask = self.s_mask = 0  # what the poller reports for each socket
         self.stalled = False
         self.to_c = b""  # what the client's socket did not take yet
         self.to_s = b""
@@ -105,6 +108,7 @@ class TcpRelay:
         if err not in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
             self.engine.connect_failed(self, addr, OSError(err, "connect failed"))
             return
+        self.s_mask = OUT
         self.poller.register(self.sfd, OUT, self.s_event)
 
     def on_connect(self) -> None:
@@ -123,6 +127,7 @@ class TcpRelay:
             self.engine.dirty.append(self)
         # Only now read the client: what it sent meanwhile waited in its socket.
         self.c_reading = self.s_reading = True
+        self.c_mask = self.s_mask = IN
         self.poller.modify(self.sfd, IN)
         self.poller.register(self.cfd, IN, self.c_event)
 
@@ -150,8 +155,14 @@ class TcpRelay:
         """Tell the poller what each socket waits for now (after a change of reading or buffering)."""
         if self.done:
             return
-        self.poller.modify(self.cfd, (IN if self.c_reading else 0) | (OUT if self.to_c else 0))
-        self.poller.modify(self.sfd, (IN if self.s_reading else 0) | (OUT if self.to_s else 0))
+        mask = (IN if self.c_reading else 0) | (OUT if self.to_c else 0)
+        if mask != self.c_mask:
+            self.c_mask = mask
+            self.poller.modify(self.cfd, mask)
+        mask = (IN if self.s_reading else 0) | (OUT if self.to_s else 0)
+        if mask != self.s_mask:
+            self.s_mask = mask
+            self.poller.modify(self.sfd, mask)
 
     # -- client -> server ------------------------------------------------------------------------
     def c_readable(self) -> None:
@@ -210,10 +221,10 @@ class TcpRelay:
             return
         if not self.s_eof:
             self._interest()
-        if not self.to_s:
-            self._shut(self.s)  # half-close: the server may still answer
         if self.s_eof:
-            self.finish()
+            self.finish()  # both directions are done: close() says the rest
+        elif not self.to_s:
+            self._shut(self.s)  # half-close: the server may still answer
 
     # -- server -> client ------------------------------------------------------------------------
     def s_readable(self) -> None:
@@ -272,10 +283,10 @@ class TcpRelay:
             return
         if not self.c_eof:
             self._interest()
-        if not self.to_c:
-            self._shut(self.c)
         if self.c_eof:
             self.finish()
+        elif not self.to_c:
+            self._shut(self.c)
 
     @staticmethod
     def _shut(sock: socket.socket) -> None:
