@@ -21,7 +21,8 @@ from pylvs.daemon.changes import Change
 from pylvs.daemon.events import EventLog
 from pylvs.daemon.recorder import RecordingBackend, diff_changes, engine_refusal
 from pylvs.daemon.rules import Rules
-from pylvs.daemon.store import RulesFileError, RulesStore, restore_text
+from pylvs.daemon.savecache import SaveCache
+from pylvs.daemon.store import RulesFileError, RulesStore, restore_text, timeouts_line
 from pylvs.engines.base import Engine
 
 log = logging.getLogger("pylvsd")
@@ -59,6 +60,7 @@ class DaemonState:
         self.lock = asyncio.Lock()
         self.started = clock()
         self.engine_name = engine.name if engine is not None else "none"
+        self.save_cache = SaveCache()
 
     @property
     def director(self) -> Any:
@@ -181,11 +183,12 @@ class DaemonState:
     async def _save(self) -> None:
         if self.store is None:
             return
-        snap = self.rules.snapshot()
         store = self.store
         try:
-            # Formatting and writing run off the loop; the lock keeps the rules still meanwhile.
-            await asyncio.get_running_loop().run_in_executor(None, store.save, snap)
+            snap = self.save_cache.snapshot(self.director)
+            text = self.save_cache.format(snap, store.numeric) + timeouts_line(snap.timeouts)
+            # The write and its fsyncs run off the loop; the lock keeps other changes out meanwhile.
+            await asyncio.get_running_loop().run_in_executor(None, store.write_text, text)
         except (OSError, ImportError) as e:
             log.error("could not save rules to %s: %s", store.path, e)
             raise SaveError(str(e)) from e

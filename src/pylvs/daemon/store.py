@@ -25,14 +25,16 @@ class RulesFileError(Exception):
     """The rules file cannot be read or does not restore cleanly."""
 
 
+def timeouts_line(timeouts: tuple[int, int, int]) -> str:
+    """The `--set` line the file carries when the timeouts are not the defaults ("" otherwise)."""
+    t = tuple(timeouts)
+    return "" if t == DEFAULT_TIMEOUTS else f"--set {t[0]} {t[1]} {t[2]}\n"
+
+
 def format_rules(snap: Snapshot, numeric: bool = True) -> str:
     from pylvs.ipvsadm.save import format_save  # the ipvsadm helper's formatter: -S output exactly
 
-    text = format_save(snap, numeric=numeric)
-    if tuple(snap.timeouts) != DEFAULT_TIMEOUTS:
-        t = snap.timeouts
-        text += f"--set {t[0]} {t[1]} {t[2]}\n"
-    return text
+    return format_save(snap, numeric=numeric) + timeouts_line(snap.timeouts)
 
 
 def restore_text(text: str, rules: Rules | None = None) -> RecordingBackend:
