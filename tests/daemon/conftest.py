@@ -16,7 +16,8 @@ from pylvs.daemon.client import DaemonBackend, DaemonUnavailable
 
 
 class Pylvsd:
-    def __init__(self, tmp: Path, *extra: str, ephemeral: bool = False) -> None:
+    def __init__(self, tmp: Path, *extra: str, ephemeral: bool = False, engine: str = "none") -> None:
+        self.engine = engine
         self.dir = tmp
         self.socket = str(tmp / "pylvsd.sock")
         self.rules = tmp / "rules"
@@ -26,7 +27,7 @@ class Pylvsd:
         self.log = tmp / "pylvsd.log"
 
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "pylvs.daemon.main", "--socket", self.socket, "--engine", "none"]
+        argv = [sys.executable, "-m", "pylvs.daemon.main", "--socket", self.socket, "--engine", self.engine]
         argv += ["--ephemeral"] if self.ephemeral else ["--rules", str(self.rules)]
         return argv + self.extra
 
@@ -81,8 +82,8 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[..., Pylvsd]]:
     """make_daemon(*extra_args, ephemeral=False) -> a not yet started Pylvsd; all are killed at the end."""
     made: list[Pylvsd] = []
 
-    def make(*extra: str, ephemeral: bool = False) -> Pylvsd:
-        d = Pylvsd(tmp_path, *extra, ephemeral=ephemeral)
+    def make(*extra: str, ephemeral: bool = False, engine: str = "none") -> Pylvsd:
+        d = Pylvsd(tmp_path, *extra, ephemeral=ephemeral, engine=engine)
         made.append(d)
         return d
 
