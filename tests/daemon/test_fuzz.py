@@ -54,6 +54,31 @@ dest_cfg = st.fixed_dictionaries(
         "tun_port": ports,
     },
 )
+compact = st.one_of(
+    st.tuples(
+        st.just("D"),
+        st.sampled_from(["tcp:10.0.0.1:80", "fwm:1", "udp:[::1]:53", "bad", 7]),
+        ips,
+        ports,
+        st.sampled_from([0, 2, 3, 5, 7, 8, -1, "masq"]),
+        st.integers(-(2**32), 2**32),
+        st.integers(-1, 5),
+        st.integers(-1, 5),
+        st.integers(-1, 3),
+        ports,
+        st.integers(-1, 4),
+    ).map(list),
+    st.tuples(
+        st.just("S"),
+        st.sampled_from(["tcp:10.0.0.1:80", "fwm:1", "udp:[::1]:53", "bad", None]),
+        st.sampled_from(["rr", "wlc", "nosuch", 5]),
+        st.integers(-1, 64),
+        st.integers(-1, 2**33),
+        st.integers(-1, 2**33),
+        st.sampled_from(["", "sip", None]),
+    ).map(list),
+    st.lists(json_leaf, max_size=12),
+)
 change = st.one_of(
     st.fixed_dictionaries({"op": st.just("add_service"), "service": service_key, "config": service_cfg}),
     st.fixed_dictionaries({"op": st.just("edit_service"), "service": service_key, "config": service_cfg}),
@@ -62,6 +87,7 @@ change = st.one_of(
     st.fixed_dictionaries({"op": st.just("edit_dest"), "service": service_key, "dest": dest_cfg}),
     st.fixed_dictionaries({"op": st.just("del_dest"), "service": service_key, "addr": ips, "port": ports}),
     st.just({"op": "flush"}),
+    compact,
     st.fixed_dictionaries({"op": st.just("zero"), "service": st.none() | service_key}),
     json_value,
 )
