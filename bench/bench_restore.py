@@ -102,12 +102,62 @@ def pylvsadm() -> list[str] | None:
     return [exe]
 
 
+def breakdown(n: int, per: int) -> None:
+    """The daemon's steps for one batch, replayed in-process (process CPU seconds)."""
+    import json
+
+    from pylvs.daemon import codec
+    from pylvs.daemon.changes import ChangeParser, change_to_compact
+    from pylvs.daemon.rules import Rules
+    from pylvs.daemon.state import DaemonState
+    from pylvs.daemon.store import RulesStore, timeouts_line
+
+    clock = time.process_time
+    body = json.dumps({"changes": [change_to_compact(c) for c in changes(n, per)]}, separators=(",", ":"))
+    tmp = tempfile.mkdtemp(prefix="pylvs-bench-")
+    st = DaemonState(Rules(), store=RulesStore(f"{tmp}/rules"))
+    t0 = clock()
+    data = json.loads(body)
+    t1 = clock()
+    parser = ChangeParser()
+    parsed = [parser.parse(x) for x in data["changes"]]
+    t2 = clock()
+    trial = st._trial(parsed)
+    st._validate_batch(parsed, trial)
+    t3 = clock()
+    st._adopt(trial)
+    t4 = clock()
+    snap = st.save_cache.snapshot(st.director)
+    t5 = clock()
+    text = st.save_cache.format(snap, True) + timeouts_line(snap.timeouts)
+    t6 = clock()
+    assert st.store is not None
+    st.store.write_text(text)
+    t7 = clock()
+    full = st.rules.snapshot()
+    t8 = clock()
+    wire = json.dumps(codec.snapshot_to_compact(full), separators=(",", ":"))
+    t9 = clock()
+    codec.snapshot_from_compact(json.loads(wire))
+    t10 = clock()
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"breakdown (cpu s): loads {t1 - t0:.2f}, parse {t2 - t1:.2f}, check {t3 - t2:.2f}, adopt {t4 - t3:.2f},"
+        f" file views {t5 - t4:.2f}, format {t6 - t5:.2f}, write {t7 - t6:.2f};"
+        f" -Ln: snapshot {t8 - t7:.2f}, encode {t9 - t8:.2f}, client decode {t10 - t9:.2f}"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--services", type=int, default=10000)
     ap.add_argument("--per", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--breakdown", action="store_true", help="only the daemon's steps, in-process")
     args = ap.parse_args()
+    if args.breakdown:
+        breakdown(args.services, args.per)
+        return 0
     n, per = args.services, args.per
     total = n * (1 + per)
     tmp = Path(tempfile.mkdtemp(prefix="pylvs-bench-"))
