@@ -463,3 +463,19 @@ def test_ipv6_nat_fullnat_dr(fwd: Fwd) -> None:
     assert out[0][0] == 1 and fr[ETH : ETH + 6] == MAC_CLIENT and tcp6_ok(pkt)
     assert pkt[8:24] == P6(socket.AF_INET6, V6["vip"]) and pkt[24:40] == P6(socket.AF_INET6, V6["cip"])
     assert struct.unpack_from("!HH", pkt, 40) == (80, 40000)
+
+
+def test_ipv6_no_dest_answers_icmpv6_port_unreachable() -> None:
+    d = Director()
+    key = ServiceKey.for_addr(Proto.TCP, ipaddress.ip_address(V6["vip"]), 80)
+    d.add_service(key, ServiceConfig(scheduler="rr", netmask=128))
+    f = Forwarder(
+        d, {1: Iface(1, "eth0", MAC_IN)}, lambda dst: None, Neighbours(kernel_table=None), PortPool()
+    )
+    f.load_rules()
+    out = f.handle(1, tcp6_frame(V6["cip"], 40000, V6["vip"], 80, 0x02, MAC_IN), 1.0)
+    assert len(out) == 1
+    pkt = out[0][1][IP:]
+    assert pkt[6] == 58 and pkt[40] == 1 and pkt[41] == 4 and pkt[24:40] == P6(socket.AF_INET6, V6["cip"])
+    plen = struct.unpack_from("!H", pkt, 4)[0]
+    assert fold(sum16(bytes(pkt[40 : 40 + plen])) + sum16(bytes(pkt[8:40])) + plen + 58) == 0xFFFF

@@ -40,6 +40,7 @@ from pylvs.engines.packet.frames import (
     arp_request,
     complete_checksum,
     eth_header,
+    icmp6_error,
     icmp_error,
     ipv4_header,
     ndp_solicit,
@@ -431,7 +432,9 @@ class Forwarder:
         if action == "NO_DEST":
             self.counters["nodest"] += 1
             if len(daddr) == 16:
-                return action  # (no ICMPv6 errors yet)
+                err = icmp6_error(ifc.mac, bytes(f[ETH + 6 : ETH + 12]), daddr, f[IP : IP + _iplen(f)], 1, 4)
+                out.append((ifc.index, err))
+                return action
             out.append((ifc.index, icmp_error(ifc.mac, bytes(f[ETH + 6 : ETH + 12]), daddr, f[IP:], 3, 3)))
             return action
         if action != "FORWARD" or conn is None:

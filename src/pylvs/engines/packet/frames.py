@@ -224,3 +224,17 @@ def parse_ndp(f: bytes | bytearray) -> tuple[bytes, bytes] | None:
             return addr, bytes(f[opt + 2 : opt + 8])
         opt += olen * 8
     return None
+
+
+def icmp6_error(
+    src_mac: bytes, dst_mac: bytes, src_ip: bytes, orig: bytes | bytearray, icmp_type: int, code: int
+) -> bytes:
+    """A frame carrying an ICMPv6 error about the IPv6 packet `orig` back to its sender (as much of
+    the packet quoted as keeps the error within the IPv6 minimum MTU)."""
+    quoted = bytes(orig[: 1280 - 40 - 8])
+    dst_ip = bytes(orig[8:24])
+    icmp = bytearray(struct.pack("!BBHI", icmp_type, code, 0, 0) + quoted)
+    s = sum16(src_ip + dst_ip) + len(icmp) + IPPROTO_ICMPV6
+    put16(icmp, 2, ~fold(sum16(icmp) + s) & 0xFFFF)
+    ip6 = struct.pack("!IHBB", 0x60000000, len(icmp), IPPROTO_ICMPV6, 64) + src_ip + dst_ip
+    return NO_VNET + eth_header(dst_mac, src_mac, ETH_P_IPV6) + ip6 + bytes(icmp)
