@@ -25,6 +25,7 @@ STATE_PERIOD = 1.0  # seconds between state pushes on the stream (a rule change 
 STATE_BUDGET = 0.1  # at most this share of a core for periodic pushes: big tables refresh less often
 STATE_MAX_AGE = 0.5  # several open pages share one rendering this fresh
 RECENT_EVENTS = 100
+SHUTDOWN_TIMEOUT = 2.0  # seconds open requests get when pylvsd stops
 _STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -44,6 +45,7 @@ class Dashboard:
         self._cache: tuple[float, int, bytes] | None = None
         self.clients = 0
         self.cost = 0.0  # CPU seconds the last state rendering took
+        self.streams: set[asyncio.Task[Any]] = set()  # open /stream handlers, ended on shutdown
         self._order: tuple[int, Order] | None = None
 
     # -- data ------------------------------------------------------------------------------------
@@ -109,6 +111,9 @@ class Dashboard:
         loop = asyncio.get_running_loop()
         q = self.state.events.subscribe()
         self.clients += 1
+        me = asyncio.current_task()
+        if me is not None:
+            self.streams.add(me)
         try:
             await resp.write(b"event: events\ndata: " + json.dumps(self.events_json()).encode() + b"\n\n")
             await resp.write(b"event: state\ndata: " + self.state_bytes() + b"\n\n")
@@ -133,7 +138,14 @@ class Dashboard:
         finally:
             self.clients -= 1
             self.state.events.unsubscribe(q)
+            if me is not None:
+                self.streams.discard(me)
         return resp
+
+    def close_streams(self) -> None:
+        """End every open stream (a browser would otherwise hold the daemon's shutdown)."""
+        for t in list(self.streams):
+            t.cancel()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -160,7 +172,9 @@ class WebServer:
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
-        self._runner = web.AppRunner(self.dashboard.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.dashboard.app(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -168,6 +182,7 @@ class WebServer:
         self.port = socks[0].getsockname()[1] if socks else port
 
     async def stop(self) -> None:
+        self.dashboard.close_streams()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
