@@ -152,3 +152,29 @@ def test_kill9_during_large_batch_keeps_old_or_new(make_daemon: Callable[..., Py
         d2.stop()
     print("kill -9 outcomes:", outcomes)
     assert outcomes[0] == "new" and outcomes[1] == "old"
+
+
+def test_sigterm_during_a_batch_exits_0_with_old_or_new_rules(make_daemon: Callable[..., Pylvsd]) -> None:
+    d = make_daemon().start()
+    b = d.backend()
+    b.apply_changes(rule_set(50, 2, 80))
+    old = numeric_save(b)
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            b.apply_changes([Change("flush"), *rule_set(1000, 10, 443)])
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=send)
+    t.start()
+    time.sleep(0.3)
+    d.signal(signal.SIGTERM)
+    assert wait_gone(d, 60) == 0
+    t.join(60)
+    text = d.rules.read_text()
+    assert text == old or len(text.splitlines()) == 11000
+    if not errors:
+        assert len(text.splitlines()) == 11000
+    assert not os.path.exists(d.socket)
