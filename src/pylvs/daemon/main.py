@@ -36,8 +36,20 @@ DEFAULT_ENGINE = "proxy"
 EXIT_USAGE = 2
 
 
+_YES = ("yes", "y", "true", "1", "on")
+_NO = ("no", "n", "false", "0", "off")
+
+
 def _yes(v: str) -> bool:
-    return v.strip().lower() in ("yes", "y", "true", "1", "on")
+    return v.strip().lower() in _YES
+
+
+def _yesno(v: str) -> str:
+    """yes/no (also true/false, on/off, 1/0, as sysconfig files write them)."""
+    w = v.strip().lower()
+    if w not in _YES + _NO:
+        raise argparse.ArgumentTypeError(f"expected yes or no, got {v!r}")
+    return "yes" if w in _YES else "no"
 
 
 def _hostport(v: str) -> tuple[str, int]:
@@ -76,19 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--save-on-stop",
         default=env("PYLVSD_SAVE_ON_STOP", "yes"),
-        choices=["yes", "no"],
+        type=_yesno,
         help="save the rules again when stopping (default yes)",
     )
     p.add_argument(
         "--save-counters",
         default=env("PYLVSD_SAVE_COUNTERS", "no"),
-        choices=["yes", "no"],
+        type=_yesno,
         help="keep counters across restarts in RULES.counters (default no)",
     )
     p.add_argument(
         "--numeric",
         default=env("PYLVSD_NUMERIC", "yes"),
-        choices=["yes", "no"],
+        type=_yesno,
         help="save addresses and ports numerically, as ipvsadm -Sn (default yes)",
     )
     p.add_argument("--log-level", default=env("PYLVSD_LOG_LEVEL", "info"), help="debug, info, warning, error")
