@@ -282,3 +282,20 @@ def test_path_that_is_not_a_socket_is_left_alone(make_daemon, tmp_path) -> None:
     d.start(wait=False)
     assert d.proc.wait(20) == 1
     assert open(d.socket).read() == "precious\n"
+
+
+def test_sigterm_with_an_open_event_stream_is_quick(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import time
+
+    from pylvs.daemon.client import _UnixHTTPConnection
+
+    d = make_daemon(ephemeral=True).start()
+    conn = _UnixHTTPConnection(d.socket, 30)
+    conn.request("GET", "/events/stream")
+    assert conn.getresponse().status == 200
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(20) == 0
+    assert time.monotonic() - t0 < 5
+    conn.close()

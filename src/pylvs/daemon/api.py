@@ -343,20 +343,25 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
     q = st.events.subscribe()
+    closing = asyncio.ensure_future(st.closing.wait())
     try:
         for ev in st.events.recent(since, 1000):
             await resp.write(f"id: {ev.seq}\ndata: {_dumps(ev.to_json())}\n\n".encode())
-        while True:
-            try:
-                ev = await asyncio.wait_for(q.get(), timeout=15.0)
-            except TimeoutError:
-                await resp.write(b": keep-alive\n\n")
+        while not st.closing.is_set():
+            getter = asyncio.ensure_future(q.get())
+            done, _ = await asyncio.wait({getter, closing}, timeout=15.0, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                if not done:
+                    await resp.write(b": keep-alive\n\n")
                 continue
+            ev = getter.result()
             if ev.seq > since:
                 await resp.write(f"id: {ev.seq}\ndata: {_dumps(ev.to_json())}\n\n".encode())
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         pass
     finally:
+        closing.cancel()
         st.events.unsubscribe(q)
     return resp
 

@@ -34,6 +34,7 @@ DEFAULT_SOCKET = "/run/pylvs/pylvsd.sock"
 DEFAULT_RULES = "/var/lib/pylvs/rules"
 DEFAULT_ENGINE = "proxy"
 EXIT_USAGE = 2
+SHUTDOWN_TIMEOUT = 10.0  # seconds API requests in flight get to finish at SIGTERM
 
 
 _YES = ("yes", "y", "true", "1", "on")
@@ -257,12 +258,19 @@ async def serve(args: argparse.Namespace, engine_cls: type[Any], token: str | No
         # The unix socket is served last: once it answers, everything else is up.
         if args.tcp:
             assert token is not None
-            trunner = web.AppRunner(make_app(state, token=token), access_log=None, handle_signals=False)
+            trunner = web.AppRunner(
+                make_app(state, token=token),
+                access_log=None,
+                handle_signals=False,
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
+            )
             await trunner.setup()
             runners.append(trunner)
             await web.TCPSite(trunner, args.tcp[0], args.tcp[1]).start()
         addons = await _start_addons(state, args, token)
-        runner = web.AppRunner(make_app(state), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            make_app(state), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
         await runner.setup()
         runners.append(runner)
         await web.SockSite(runner, usock).start()
@@ -317,6 +325,7 @@ async def serve(args: argparse.Namespace, engine_cls: type[Any], token: str | No
     _sd_notify("STOPPING=1")
     log.info("stopping")
     tick_task.cancel()
+    state.closing.set()
     for a in addons:
         try:
             await a.stop()

@@ -61,6 +61,7 @@ class DaemonState:
         self.started = clock()
         self.engine_name = engine.name if engine is not None else "none"
         self.save_cache = SaveCache()
+        self.closing = asyncio.Event()  # set at shutdown: long-lived streams end
 
     @property
     def director(self) -> Any:
