@@ -36,6 +36,15 @@ class Poller:
     def modify(self, fd: int, mask: int) -> None:
         self.ep.modify(fd, mask)
 
+    def unregister(self, fd: int) -> None:
+        """Stop watching `fd` (it stays open): for a socket that hung up while nobody reads it, whose
+        level-triggered HUP would otherwise be reported on every poll."""
+        self.handlers.pop(fd, None)
+        try:
+            self.ep.unregister(fd)
+        except OSError:
+            pass
+
     def forget(self, fd: int) -> None:
         """The socket is about to be closed: closing removes it from the epoll set by itself."""
         self.handlers.pop(fd, None)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pylvs.engines.proxy.engine import ProxyEngine
 
 CHUNK = 256 * 1024  # one read; also the most a relay holds per direction
+DETACHED = -1  # interest mask of a socket taken out of the poller (hung up while not read)
 MSS = feed.MSS
 _RETRY = (BlockingIOError, InterruptedError)
 
@@ -138,7 +139,10 @@ class TcpRelay:
         if ev & OUT and self.to_c and not self.done:
             self.c_writable()
         elif ev & (ERR | HUP) and not self.c_reading and not self.to_c and not self.done:
-            self.reset_by(client=True)  # gone while we were not reading it: no more busy events
+            # Hung up (or reset) while we are not reading it: what is left in its buffer, and the
+            # error if any, comes out when reading resumes; until then stop the repeated reports.
+            self.c_mask = DETACHED
+            self.poller.unregister(self.cfd)
 
     def s_event(self, ev: int) -> None:
         if not self.connected:
@@ -149,7 +153,8 @@ class TcpRelay:
         if ev & OUT and self.to_s and not self.done:
             self.s_writable()
         elif ev & (ERR | HUP) and not self.s_reading and not self.to_s and not self.done:
-            self.reset_by(client=False)
+            self.s_mask = DETACHED
+            self.poller.unregister(self.sfd)
 
     def _interest(self) -> None:
         """Tell the poller what each socket waits for now (after a change of reading or buffering)."""
@@ -157,12 +162,22 @@ class TcpRelay:
             return
         mask = (IN if self.c_reading else 0) | (OUT if self.to_c else 0)
         if mask != self.c_mask:
+            if self.c_mask != DETACHED:
+                self.poller.modify(self.cfd, mask)
+            elif mask:
+                self.poller.register(self.cfd, mask, self.c_event)
+            else:
+                mask = DETACHED
             self.c_mask = mask
-            self.poller.modify(self.cfd, mask)
         mask = (IN if self.s_reading else 0) | (OUT if self.to_s else 0)
         if mask != self.s_mask:
+            if self.s_mask != DETACHED:
+                self.poller.modify(self.sfd, mask)
+            elif mask:
+                self.poller.register(self.sfd, mask, self.s_event)
+            else:
+                mask = DETACHED
             self.s_mask = mask
-            self.poller.modify(self.sfd, mask)
 
     # -- client -> server ------------------------------------------------------------------------
     def c_readable(self) -> None:
