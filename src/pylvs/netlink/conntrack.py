@@ -16,6 +16,7 @@ from pylvs.netlink.nlmsg import (
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
+    attr,
     attrs,
     error_of,
     messages,
@@ -76,24 +77,45 @@ class CtEntry:
     bytes_reply: int = 0
 
 
+_HH = struct.Struct("=HH")
+
+
 def _tuple(data: bytes, a: int, b: int) -> Tuple:
+    """CTA_TUPLE_*: addresses and ports (tight loops: this runs for every conntrack event)."""
     proto = sport = dport = 0
     src = dst = b""
-    for kind, x, y in attrs(data, a, b):
+    hh = _HH.unpack_from
+    while a + 4 <= b:
+        n, kind = hh(data, a)
+        if n < 4:
+            break
+        kind &= 0x3FFF
+        x, y = a + 4, a + n
         if kind == CTA_TUPLE_IP:
-            for k2, p, q in attrs(data, x, y):
+            while x + 4 <= y:
+                n2, k2 = hh(data, x)
+                if n2 < 4:
+                    break
+                k2 &= 0x3FFF
                 if k2 == CTA_IP_V4_SRC:
-                    src = data[p:q]
+                    src = data[x + 4 : x + 8]
                 elif k2 == CTA_IP_V4_DST:
-                    dst = data[p:q]
+                    dst = data[x + 4 : x + 8]
+                x += (n2 + 3) & ~3
         elif kind == CTA_TUPLE_PROTO:
-            for k2, p, _q in attrs(data, x, y):
+            while x + 4 <= y:
+                n2, k2 = hh(data, x)
+                if n2 < 4:
+                    break
+                k2 &= 0x3FFF
                 if k2 == CTA_PROTO_NUM:
-                    proto = data[p]
+                    proto = data[x + 4]
                 elif k2 == CTA_PROTO_SRC_PORT:
-                    sport = _U16.unpack_from(data, p)[0]
+                    sport = (data[x + 4] << 8) | data[x + 5]
                 elif k2 == CTA_PROTO_DST_PORT:
-                    dport = _U16.unpack_from(data, p)[0]
+                    dport = (data[x + 4] << 8) | data[x + 5]
+                x += (n2 + 3) & ~3
+        a += (n + 3) & ~3
     return proto, src, sport, dst, dport
 
 
@@ -107,10 +129,29 @@ def _counters(data: bytes, a: int, b: int) -> tuple[int, int]:
     return pk, by
 
 
+def mark_of(data: bytes, off: int, end: int) -> int:
+    """The CTA_MARK of a message body, found before parsing the rest (most events are not ours)."""
+    hh = _HH.unpack_from
+    while off + 4 <= end:
+        n, kind = hh(data, off)
+        if n < 4:
+            break
+        if kind & 0x3FFF == CTA_MARK:
+            return int(_U32.unpack_from(data, off + 4)[0])
+        off += (n + 3) & ~3
+    return 0
+
+
 def parse(data: bytes, off: int, end: int, kind: str) -> CtEntry:
     """One ctnetlink message body (after the nfgenmsg header)."""
     e = CtEntry(kind, 0, (0, b"", 0, b"", 0), (0, b"", 0, b"", 0))
-    for t, a, b in attrs(data, off, end):
+    hh = _HH.unpack_from
+    while off + 4 <= end:
+        n, t = hh(data, off)
+        if n < 4:
+            break
+        t &= 0x3FFF
+        a, b = off + 4, off + n
         if t == CTA_TUPLE_ORIG:
             e.orig = _tuple(data, a, b)
         elif t == CTA_TUPLE_REPLY:
@@ -131,6 +172,7 @@ def parse(data: bytes, off: int, end: int, kind: str) -> CtEntry:
             e.pkts_orig, e.bytes_orig = _counters(data, a, b)
         elif t == CTA_COUNTERS_REPLY:
             e.pkts_reply, e.bytes_reply = _counters(data, a, b)
+        off += (n + 3) & ~3
     return e
 
 
@@ -175,10 +217,8 @@ class CtEvents:
                 if ln < 16:
                     break
                 kind = _kind(mtype, flags)
-                if kind is not None:
-                    e = parse(data, off + 20, off + ln, kind)
-                    if e.mark & self.mask:
-                        out.append(e)
+                if kind is not None and mark_of(data, off + 20, off + ln) & self.mask:
+                    out.append(parse(data, off + 20, off + ln, kind))
                 off += (ln + 3) & ~3
         return out
 
@@ -186,8 +226,8 @@ class CtEvents:
         self.sock.close()
 
 
-def dump(mask: int, timeout: float = 5.0) -> list[CtEntry]:
-    """Every IPv4 conntrack entry with any bit of `mask` set in its mark (ours)."""
+def dump(mark: int, mask: int, timeout: float = 5.0) -> list[CtEntry]:
+    """Every IPv4 conntrack entry whose mark & mask == mark (the kernel filters)."""
     s = nf_socket()
     s.settimeout(timeout)
     try:
@@ -198,7 +238,7 @@ def dump(mask: int, timeout: float = 5.0) -> list[CtEntry]:
                 1,
                 socket.AF_INET,
                 0,
-                b"",
+                attr(CTA_MARK, _U32.pack(mark)) + attr(CTA_MARK_MASK, _U32.pack(mask)),
             )
         )
         out: list[CtEntry] = []
@@ -214,7 +254,7 @@ def dump(mask: int, timeout: float = 5.0) -> list[CtEntry]:
                     return out
                 if kind == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW:
                     e = parse(data, off + 4, end, NEW)
-                    if e.mark & mask:
+                    if e.mark & mask == mark:
                         out.append(e)
     finally:
         s.close()

@@ -100,17 +100,27 @@ class NfQueue:
                 if err:
                     raise OSError(err, f"nfqueue {self.queue_num}: configuration refused")
 
-    def verdict(self, packet_id: int, verdict: int, mark: int | None = None) -> None:
+    def verdict_msg(self, packet_id: int, verdict: int, mark: int | None = None) -> bytes:
+        """One verdict message; several can go in one send (see send_verdicts)."""
         body = attr(NFQA_VERDICT_HDR, _VHDR.pack(verdict, packet_id))
         if mark is not None:
             body += attr(NFQA_MARK, _U32.pack(mark))
         self.seq += 1
         payload = self._nfg + body
-        msg = struct.pack("=IHHII", 16 + len(payload), _VERDICT_TYPE, NLM_F_REQUEST, self.seq, 0) + payload
+        return struct.pack("=IHHII", 16 + len(payload), _VERDICT_TYPE, NLM_F_REQUEST, self.seq, 0) + payload
+
+    def send_verdicts(self, msgs: list[bytes]) -> None:
+        """Verdict messages in one datagram (the kernel reads them all): one system call per batch.
+        The kernel forwards each accepted packet inside this call, on our CPU."""
+        if not msgs:
+            return
         try:
-            self.sock.send(msg)
+            self.sock.send(b"".join(msgs))
         except OSError:
-            pass  # the kernel drops or times out the packet; nothing better to do here
+            pass  # the kernel drops or times out the packets; nothing better to do here
+
+    def verdict(self, packet_id: int, verdict: int, mark: int | None = None) -> None:
+        self.send_verdicts([self.verdict_msg(packet_id, verdict, mark)])
 
     def receive(self, limit: int = 256) -> list[Queued]:
         """Queued packets waiting now (non-blocking), at most about `limit`."""

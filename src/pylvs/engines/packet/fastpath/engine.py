@@ -48,6 +48,7 @@ log = logging.getLogger("pylvs.fastpath")
 DEFAULT_QUEUE = 7000
 SYNC_PERIOD = 1.0
 _PORT = struct.Struct("!H")
+_PORTS = struct.Struct("!HH")
 _FWD_NAMES = {Fwd.MASQ: "masq", Fwd.FULLNAT: "fullnat", Fwd.DROUTE: "route", Fwd.TUNNEL: "tunnel"}
 
 
@@ -120,6 +121,7 @@ class FastPathEngine(Engine):
             ("queued", "accepted", "dropped", "dr_syn", "dr_ctl", "dr_flows_added", "ct_events", "adopted"), 0
         )
         self.py_seconds = 0.0  # time spent deciding new connections (NFQUEUE + DR SYNs)
+        self.verdict_seconds = 0.0  # NFQUEUE verdict sends: the kernel forwards the packets in them
         self.new_conns = 0
         self.cpu_start = 0.0
         self.started = False
@@ -149,7 +151,7 @@ class FastPathEngine(Engine):
                 raise OSError(f"fast path: cannot create nftables table ip {tables.IP_TABLE}: {err}")
         self.dr_created = tables.table_exists("netdev", tables.DR_TABLE)
         self.nfq = NfQueue(self.queue_num, fail_open=self.bypass)
-        self.events = ct.CtEvents(tables.RS_MASK)
+        self.events = ct.CtEvents(tables.OURS)
         self.cpu_start = time.process_time()
         self._sync()
         self.loop.add_reader(self.nfq.fileno(), self._queued)
@@ -217,7 +219,7 @@ class FastPathEngine(Engine):
             for k, v in tables.map_elements("ip", tables.IP_TABLE, name):
                 vals = tables.concat_vals(v)
                 addr, port = str(vals[0]), int(vals[1]) if len(vals) > 1 else 0
-                rid = int(k) >> tables.RS_SHIFT
+                rid = (int(k) & ~tables.OURS) >> tables.RS_SHIFT
                 self.ids[(addr, port, lips.get(int(k), ""))] = rid
 
     def _sync(self) -> None:
@@ -280,20 +282,20 @@ class FastPathEngine(Engine):
             if key not in self.ids:
                 while nxt in used:
                     nxt += 1
-                if nxt > 0xFFFF:
-                    log.error("fast path: more than 65535 real servers; %s not forwarded", key)
+                if nxt > tables.MAX_ID:
+                    log.error("fast path: more than %d real servers; %s not forwarded", tables.MAX_ID, key)
                     continue
                 self.ids[key] = nxt
                 used.add(nxt)
                 adds.append((key, nxt))
         lines = []
         for (_addr, port, lip), rid in dels:
-            m = f"0x{rid << tables.RS_SHIFT:08x}"
+            m = f"0x{tables.OURS | rid << tables.RS_SHIFT:08x}"
             lines.append(f"delete element ip {tables.IP_TABLE} {'dnat_ap' if port else 'dnat_a'} {{ {m} }}")
             if lip:
                 lines.append(f"delete element ip {tables.IP_TABLE} snat_a {{ {m} }}")
         for (addr, port, lip), rid in adds:
-            m = f"0x{rid << tables.RS_SHIFT:08x}"
+            m = f"0x{tables.OURS | rid << tables.RS_SHIFT:08x}"
             if port:
                 lines.append(f"add element ip {tables.IP_TABLE} dnat_ap {{ {m} : {addr} . {port} }}")
             else:
@@ -305,7 +307,7 @@ class FastPathEngine(Engine):
             if rc != 0:
                 log.error("fast path: server map update failed: %s", err)
         self.dest_mark = {
-            id(dest): self.ids[key] << tables.RS_SHIFT
+            id(dest): tables.OURS | self.ids[key] << tables.RS_SHIFT
             for key, dests in want.items()
             if key in self.ids
             for dest in dests
@@ -381,16 +383,19 @@ class FastPathEngine(Engine):
         now = self.clock()
         d = self.director
         marks = self.dest_mark
-        n = 0
-        for q in nfq.receive():
-            n += 1
+        first = self.first_len
+        out: list[bytes] = []
+        vmsg = nfq.verdict_msg
+        accepted = dropped = 0
+        pkts = nfq.receive()
+        for q in pkts:
             p = q.payload
             if len(p) < 28 or p[0] >> 4 != 4:
-                nfq.verdict(q.packet_id, NF_ACCEPT)
+                out.append(vmsg(q.packet_id, NF_ACCEPT))
                 continue
             ihl = (p[0] & 15) * 4
             proto = p[9]
-            sport, dport = struct.unpack_from("!HH", p, ihl)
+            sport, dport = _PORTS.unpack_from(p, ihl)
             flags = p[ihl + 13] if proto == 6 and len(p) > ihl + 13 else 0
             saddr, daddr = p[12:16], p[16:20]
             length = (p[2] << 8) | p[3]
@@ -401,22 +406,30 @@ class FastPathEngine(Engine):
                 m = marks.get(id(v.conn.dest))
                 if m is None:
                     self._sync()
-                    m = self.dest_mark.get(id(v.conn.dest))
+                    marks = self.dest_mark
+                    m = marks.get(id(v.conn.dest))
                 if m is not None and v.conn.fwd in (Fwd.MASQ, Fwd.FULLNAT):
-                    nfq.verdict(q.packet_id, NF_ACCEPT, user | m)
-                    self.counters["accepted"] += 1
-                    self.first_len[(proto, saddr, sport, daddr, dport)] = length
+                    out.append(vmsg(q.packet_id, NF_ACCEPT, user | m))
+                    accepted += 1
+                    first[(proto, saddr, sport, daddr, dport)] = length
                     continue
             elif v.action is Action.PASS:
-                nfq.verdict(q.packet_id, NF_ACCEPT)
+                out.append(vmsg(q.packet_id, NF_ACCEPT))
                 continue
-            nfq.verdict(q.packet_id, NF_DROP)
-            self.counters["dropped"] += 1
-        self.counters["queued"] += n
+            out.append(vmsg(q.packet_id, NF_DROP))
+            dropped += 1
+        t1 = time.perf_counter()
+        nfq.send_verdicts(out)
+        n = len(pkts)
+        c = self.counters
+        c["queued"] += n
+        c["accepted"] += accepted
+        c["dropped"] += dropped
         self.new_conns += n
-        self.py_seconds += time.perf_counter() - t0
-        if len(self.first_len) > 100000:
-            self.first_len.clear()
+        self.py_seconds += t1 - t0
+        self.verdict_seconds += time.perf_counter() - t1
+        if len(first) > 100000:
+            first.clear()
 
     # -- conntrack: states, ends, counters ------------------------------------------------------
     def _flow_for(self, e: ct.CtEntry, now: float) -> glue.Flow | None:
@@ -504,7 +517,7 @@ class FastPathEngine(Engine):
         now = self.clock()
         d = self.director
         alive = set()
-        for e in ct.dump(tables.RS_MASK):
+        for e in ct.dump(tables.OURS, tables.OURS):
             alive.add(e.ct_id)
             f = self._flow_for(e, now)
             if f is None:
@@ -677,6 +690,7 @@ class FastPathEngine(Engine):
         out["cpu_seconds"] = time.process_time() - self.cpu_start
         if self.new_conns:
             out["py_us_per_new_conn"] = self.py_seconds * 1e6 / self.new_conns
+            out["verdict_us_per_new_conn"] = self.verdict_seconds * 1e6 / self.new_conns
         if self.events is not None:
             out["ct_overruns"] = float(self.events.overruns)
         if self.inner is not None:

@@ -19,6 +19,8 @@ DR_TABLE = "pylvs_fastdr"
 IPT_CHAIN = "PYLVS-FAST"
 RS_SHIFT = 16
 RS_MASK = 0xFFFF0000  # mark bits naming the real server; the low 16 bits stay the user's fwmark
+OURS = 0x80000000  # always set in our marks: conntrack dumps are filtered by it in the kernel
+MAX_ID = 0x7FFF
 USER_MASK = 0x0000FFFF
 DR_PRIORITY = 10  # after the labs' probe counters (-10); the per-packet engine never shares a VIP with us
 

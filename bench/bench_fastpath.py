@@ -1,0 +1,276 @@
+"""Fast path benchmark: one run, one set of namespaces (the NAT lab: client, director, two real
+servers running nginx), three directors in turn on the same traffic:
+
+- kernel:   plain nftables dnat (numgen round robin) in the director, no Python at all;
+- fastpath: the bare lab director with `--engine fastpath` (first packet of each connection through
+            NFQUEUE and the core, the rest in conntrack);
+- haproxy:  HAProxy on the director (mode tcp, roundrobin), a user-space L4 proxy.
+
+For each: requests/s over keep-alive connections (wrk), new connections/s (wrk, one request per
+connection), bulk MB/s (one curl download). For the fast path also the Python cost per new
+connection: the time spent in the NFQUEUE handler (parse, core decision, verdict) and the whole
+process's CPU (conntrack events, counter sync, the event loop) over the new connections.
+Every load is bounded in time; nothing leaves the namespaces.
+
+    sudo .venv/bin/python bench/bench_fastpath.py [--seconds 4] [--bulk-mb 200] [--conns 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from pylvs.lab import topology as topo
+from pylvs.lab.netns import Netns, is_root
+
+RIPS = list(topo.RS.items())
+
+
+def nginx_conf(workdir: str, role: str, ip: str) -> str:
+    return f"""user root;
+worker_processes 1;
+daemon off;
+pid {workdir}/nginx-{role}.pid;
+error_log {workdir}/nginx-{role}.err;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000000;
+  default_type application/octet-stream;
+  client_body_temp_path {workdir}/cb-{role};
+  proxy_temp_path {workdir}/px-{role};
+  fastcgi_temp_path {workdir}/fc-{role};
+  uwsgi_temp_path {workdir}/uw-{role};
+  scgi_temp_path {workdir}/sc-{role};
+  server {{
+    listen {ip}:80 backlog=4096;
+    location = / {{ return 200 "welcome to {ip}\\n"; }}
+    location /big {{ root {workdir}; }}
+  }}
+}}
+"""
+
+
+HAPROXY = """global
+  maxconn 9000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend vip
+  bind {vip}:80
+  default_backend rs
+backend rs
+  balance roundrobin
+  server rs1 192.168.1.10:80
+  server rs2 192.168.1.20:80
+"""
+
+
+def wrk(n: Netns, url: str, seconds: float, conns: int, close: bool) -> dict[str, float]:
+    args = ["wrk", "-t2", f"-c{conns}", f"-d{int(seconds)}s", "--timeout", "2s"]
+    if close:
+        args += ["-H", "Connection: close"]
+    p = n.run("client", [*args, url], check=False, timeout=seconds + 30)
+    out = p.stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(m.group(1)) if m else 0.0,
+        "errors": float(sum(int(x) for x in errs.groups())) if errs else 0.0,
+        "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+    }
+
+
+def bulk(n: Netns, vip: str) -> float:
+    best = 0.0
+    for _ in range(3):
+        p = n.run(
+            "client",
+            [
+                "curl",
+                "-s",
+                "--max-time",
+                "60",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download} %{time_total}",
+                f"http://{vip}/big/blob",
+            ],
+            check=False,
+            timeout=90,
+        )
+        try:
+            size, secs = p.stdout.split()
+            best = max(best, int(size) / float(secs) / 1e6)
+        except ValueError:
+            pass
+    return best
+
+
+def measure(n: Netns, vip: str, a: argparse.Namespace) -> dict[str, float]:
+    ok = n.run("client", ["curl", "-s", "--max-time", "5", f"http://{vip}/"], check=False).stdout
+    if not ok.startswith("welcome"):
+        raise RuntimeError(f"no answer through the director: {ok!r}")
+    keep = wrk(n, f"http://{vip}/", a.seconds, a.conns, close=False)
+    time.sleep(0.5)
+    new = wrk(n, f"http://{vip}/", a.seconds, a.conns, close=True)
+    time.sleep(0.5)
+    return {
+        "rps": keep["rps"],
+        "cps": new["rps"],
+        "errors": keep["errors"] + new["errors"] + keep["non2xx"] + new["non2xx"],
+        "mbps": bulk(n, vip),
+    }
+
+
+def _profile() -> list[str]:
+    """FP_PROFILE=FILE: run the fast-path director under cProfile (for finding its hot spots)."""
+    out = os.environ.get("FP_PROFILE")
+    return ["-m", "cProfile", "-o", out] if out else []
+
+
+def read_stats(path: str) -> dict[str, float]:
+    for _ in range(20):
+        try:
+            with open(path) as fh:
+                s: dict[str, float] = json.load(fh)["engine"]
+            return s
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.1)
+    return {}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--bulk-mb", type=int, default=200)
+    ap.add_argument("--conns", type=int, default=32)
+    a = ap.parse_args()
+    if not is_root():
+        print("bench_fastpath: needs root (network namespaces)", file=sys.stderr)
+        return 1
+    for tool in ("nginx", "wrk", "haproxy", "curl", "iptables"):
+        if shutil.which(tool) is None:
+            print(f"bench_fastpath: needs {tool} (apt-get install -y {tool})", file=sys.stderr)
+            return 1
+    n = Netns()
+    results: dict[str, dict[str, float]] = {}
+    try:
+        t = topo.build_nat(n)
+        n.sysctl("client", net__ipv4__tcp_tw_reuse=1, net__ipv4__ip_local_port_range="10000 65000")
+        os.makedirs(os.path.join(n.workdir, "big"))
+        with open(os.path.join(n.workdir, "big", "blob"), "wb") as fh:
+            fh.truncate(a.bulk_mb << 20)  # sparse: nginx sends it from the page cache
+        for role, ip in RIPS:
+            conf = os.path.join(n.workdir, f"nginx-{role}.conf")
+            with open(conf, "w") as fh:
+                fh.write(nginx_conf(n.workdir, role, ip))
+            n.spawn(role, ["nginx", "-c", conf], log_name=f"nginx-{role}")
+        for role, ip in RIPS:
+            n.wait_tcp(role, ip, 80)
+        vip = t.vip
+
+        # 1. the kernel alone
+        rules = (
+            "table ip plvk {\n  chain pre { type nat hook prerouting priority dstnat;\n"
+            f"    ip daddr {vip} tcp dport 80 dnat to numgen inc mod 2 map {{ 0 : 192.168.1.10, 1 : 192.168.1.20 }}\n  }}\n}}\n"
+        )
+        subprocess.run(
+            ["ip", "netns", "exec", n.ns("lvs"), "nft", "-f", "-"], input=rules, text=True, check=True
+        )
+        results["kernel"] = measure(n, vip, a)
+        n.run("lvs", ["nft", "delete", "table", "ip", "plvk"])
+
+        # 2. the fast path
+        stats = os.path.join(n.workdir, "fastpath.json")
+        lines = [f"-A -t {vip}:80 -s rr"] + [f"-a -t {vip}:80 -r {ip}:80 -m" for _r, ip in RIPS]
+        d = n.spawn(
+            "lvs",
+            [
+                sys.executable,
+                *_profile(),
+                "-m",
+                "pylvs.lab.director",
+                "--engine",
+                "fastpath",
+                "--stats",
+                stats,
+                *lines,
+            ],
+            log_name="fastpath",
+        )
+        end = time.monotonic() + 15
+        while not os.path.exists(stats) and time.monotonic() < end:
+            time.sleep(0.1)
+        s0 = read_stats(stats)
+        results["fastpath"] = measure(n, vip, a)
+        time.sleep(1.2)
+        s1 = read_stats(stats)
+        new = s1.get("new_conns", 0.0) - s0.get("new_conns", 0.0)
+        fp = results["fastpath"]
+        fp["new_conns"] = new
+        fp["py_us_per_conn"] = s1.get("py_us_per_new_conn", 0.0)
+        fp["verdict_us_per_conn"] = s1.get("verdict_us_per_new_conn", 0.0)
+        cpu = s1.get("cpu_seconds", 0.0) - s0.get("cpu_seconds", 0.0)
+        fp["cpu_us_per_conn"] = cpu * 1e6 / new if new else 0.0
+        fp["ct_overruns"] = s1.get("ct_overruns", 0.0)
+        os.killpg(d.pid, 15)
+        d.wait(10)
+
+        # 3. HAProxy on the director
+        cfg = os.path.join(n.workdir, "haproxy.cfg")
+        with open(cfg, "w") as fh:
+            fh.write(HAPROXY.format(vip=vip))
+        h = n.spawn("lvs", ["haproxy", "-f", cfg, "-db"], log_name="haproxy")
+        try:
+            n.wait_tcp("client", vip, 80)
+        except Exception:
+            print(
+                n.log("haproxy"),
+                n.log("fastpath"),
+                n.run("lvs", ["nft", "list", "ruleset"]).stdout,
+                file=sys.stderr,
+            )
+            raise
+        results["haproxy"] = measure(n, vip, a)
+        os.killpg(h.pid, 15)
+        h.wait(10)
+    finally:
+        n.close()
+
+    k = results["kernel"]
+    print(
+        f"fast path benchmark: NAT lab, nginx real servers, wrk -t2 -c{a.conns} {a.seconds:g}s, {a.bulk_mb} MB download"
+    )
+    print(f"{'director':<10} {'req/s keepalive':>16} {'new conns/s':>12} {'bulk MB/s':>10} {'errors':>7}")
+    for name, r in results.items():
+        print(f"{name:<10} {r['rps']:>16.0f} {r['cps']:>12.0f} {r['mbps']:>10.0f} {r['errors']:>7.0f}")
+    fp = results["fastpath"]
+    hp = results["haproxy"]
+    print(
+        f"fastpath/kernel: bulk {fp['mbps'] / k['mbps']:.2f}x, req/s {fp['rps'] / k['rps']:.2f}x, "
+        f"new conns/s {fp['cps'] / k['cps']:.2f}x"
+    )
+    print(f"fastpath/haproxy: bulk {fp['mbps'] / hp['mbps']:.2f}x, new conns/s {fp['cps'] / hp['cps']:.2f}x")
+    print(
+        f"fastpath per new connection: {fp['py_us_per_conn']:.1f} us of Python deciding (parse, core, verdict), "
+        f"{fp['verdict_us_per_conn']:.1f} us in the verdict send (the kernel forwarding the packet); "
+        f"{fp['cpu_us_per_conn']:.1f} us of process CPU in all ({fp['new_conns']:.0f} connections, "
+        f"{fp['ct_overruns']:.0f} conntrack event overruns)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
