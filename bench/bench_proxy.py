@@ -117,7 +117,8 @@ def wrk(cpu: int | None, url: str, conns: int, duration: int, close: bool = Fals
         res["mbps"] = float(m.group(1)) * UNIT.get(m.group(2), 1.0)
     if m := WRK_RE["p99"].search(out):
         res["p99_ms"] = float(m.group(1)) * UNIT.get(m.group(2), 1.0)
-    if "errors" in out:
+    if m := re.search(r"Socket errors: (.*)|Non-2xx or 3xx responses: (\d+)", out):
+        print(f"  wrk {url}: {m.group(0)}", flush=True)  # figures with errors are suspect
         res["errors"] = 1.0
     return res
 
