@@ -479,3 +479,15 @@ def test_ipv6_no_dest_answers_icmpv6_port_unreachable() -> None:
     assert pkt[6] == 58 and pkt[40] == 1 and pkt[41] == 4 and pkt[24:40] == P6(socket.AF_INET6, V6["cip"])
     plen = struct.unpack_from("!H", pkt, 4)[0]
     assert fold(sum16(bytes(pkt[40 : 40 + plen])) + sum16(bytes(pkt[8:40])) + plen + 58) == 0xFFFF
+
+
+def test_a_stray_segment_gets_the_reset_the_directors_own_stack_would_send() -> None:
+    f = real_core_forwarder(Fwd.MASQ)
+    stray = tcp_frame(CIP, 40000, VIP, 80, b"late", 0x18)  # ACK|PSH of a connection nobody knows
+    struct.pack_into("!I", stray, IP + 28, 123456)  # its acknowledgement number
+    out = f.handle(1, stray, 1.0)
+    assert len(out) == 1 and f.counters["pass"] == 1
+    pkt = out[0][1][IP:]
+    assert pkt[9] == 6 and pkt[12:16] == A(VIP) and pkt[16:20] == A(CIP) and ip_ok(pkt) and l4_ok(pkt)
+    sport, dport, seq, _ack, _off, flags = struct.unpack_from("!HHIIBB", pkt, 20)
+    assert (sport, dport, seq, flags) == (80, 40000, 123456, 0x04)

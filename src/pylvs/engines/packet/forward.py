@@ -47,6 +47,7 @@ from pylvs.engines.packet.frames import (
     parse_arp,
     parse_ndp,
     segment_ipv4,
+    tcp_reset,
 )
 from pylvs.engines.packet.neigh import Neighbours
 from pylvs.engines.packet.ports import PortPool
@@ -171,6 +172,7 @@ class Forwarder:
                 "unknown",
                 "fast",
                 "icmp_relayed",
+                "pass",
             ),
             0,
         )
@@ -436,6 +438,19 @@ class Forwarder:
                 out.append((ifc.index, err))
                 return action
             out.append((ifc.index, icmp_error(ifc.mac, bytes(f[ETH + 6 : ETH + 12]), daddr, f[IP:], 3, 3)))
+            return action
+        if action == "PASS" and not fwmark and len(daddr) == 4:
+            # IPVS lets the packet go on to the director's own stack, which has no socket for it and
+            # answers with a RST (TCP) or port unreachable (UDP); our drop rule kept it from that
+            # stack, so we answer as it would.
+            self.counters["pass"] += 1
+            peer = bytes(f[ETH + 6 : ETH + 12])
+            if proto == IPPROTO_TCP:
+                rst = tcp_reset(ifc.mac, peer, f[IP:])
+                if rst is not None:
+                    out.append((ifc.index, rst))
+            else:
+                out.append((ifc.index, icmp_error(ifc.mac, peer, daddr, f[IP:], 3, 3)))
             return action
         if action != "FORWARD" or conn is None:
             self.counters["drop"] += 1

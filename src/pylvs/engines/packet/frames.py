@@ -238,3 +238,23 @@ def icmp6_error(
     put16(icmp, 2, ~fold(sum16(icmp) + s) & 0xFFFF)
     ip6 = struct.pack("!IHBB", 0x60000000, len(icmp), IPPROTO_ICMPV6, 64) + src_ip + dst_ip
     return NO_VNET + eth_header(dst_mac, src_mac, ETH_P_IPV6) + ip6 + bytes(icmp)
+
+
+def tcp_reset(src_mac: bytes, dst_mac: bytes, orig_ip: bytes | bytearray) -> bytes | None:
+    """The RST a host's stack sends for a TCP segment (IPv4) that reaches no socket (RFC 793 reset
+    generation), as a frame back to the sender; None for a segment that itself carries RST."""
+    ihl = (orig_ip[0] & 0xF) * 4
+    total = (orig_ip[2] << 8) | orig_ip[3]
+    sport, dport, seq, ack, off, flags = struct.unpack_from("!HHIIBB", orig_ip, ihl)
+    if flags & 0x04:
+        return None
+    seglen = total - ihl - (off >> 4) * 4 + (1 if flags & 0x02 else 0) + (1 if flags & 0x01 else 0)
+    if flags & 0x10:
+        rseq, rack, rflags = ack, 0, 0x04
+    else:
+        rseq, rack, rflags = 0, (seq + seglen) & 0xFFFFFFFF, 0x14
+    tcp = bytearray(struct.pack("!HHIIBBHHH", dport, sport, rseq, rack, 0x50, rflags, 0, 0, 0))
+    src, dst = bytes(orig_ip[16:20]), bytes(orig_ip[12:16])
+    put16(tcp, 16, checksum(tcp, pseudo_sum_v4(src, dst, IPPROTO_TCP, len(tcp))))
+    ip = ipv4_header(src, dst, IPPROTO_TCP, len(tcp))
+    return NO_VNET + eth_header(dst_mac, src_mac, ETH_P_IP) + bytes(ip) + bytes(tcp)
