@@ -633,3 +633,27 @@ def test_bulk_both_ways_arrives_intact_with_a_slow_reader() -> None:
     got, most = run(body)
     assert hashlib.sha256(got).digest() == hashlib.sha256(blob).digest()
     assert most <= 2 * CHUNK
+
+
+def test_a_refused_connect_resets_the_client() -> None:
+    async def body() -> tuple[str, list[str], float]:
+        h = Harness()
+        h.add(free_port())  # nothing listens there
+        eng = await h.start()
+        try:
+            try:
+                await ask(h.vport, timeout=3)
+                outcome = "answered"
+            except (ConnectionResetError, asyncio.IncompleteReadError, BrokenPipeError, RuntimeError):
+                outcome = "reset"  # RuntimeError: uvloop's transport was closed by the reset already
+            await asyncio.sleep(0.1)
+            return (
+                outcome,
+                [c.state for c in h.director.connections_view(h.clock())],
+                eng.stats()["connect_failed"],
+            )
+        finally:
+            await h.stop()
+
+    outcome, states, failed = run(body)
+    assert outcome == "reset" and states == ["CLOSE"] and failed == 1

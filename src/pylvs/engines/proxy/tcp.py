@@ -112,11 +112,12 @@ class TcpRelay:
         self.s_mask = OUT
         self.poller.register(self.sfd, OUT, self.s_event)
 
-    def on_connect(self) -> None:
+    def on_connect(self, ev: int) -> None:
         if self.done:
             return
-        err = self.s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
+        # Writable without an error or hang-up means connected; only a failure needs SO_ERROR.
+        err = self.s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if ev & (ERR | HUP) else 0
+        if err or ev & (ERR | HUP):
             self.engine.connect_failed(self, ("?", 0), OSError(err, "connect failed"))
             return
         self.connected = True
@@ -146,7 +147,7 @@ class TcpRelay:
 
     def s_event(self, ev: int) -> None:
         if not self.connected:
-            self.on_connect()
+            self.on_connect(ev)
             return
         if ev & (IN | ERR | HUP) and self.s_reading:
             self.s_readable()
