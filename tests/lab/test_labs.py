@@ -122,3 +122,14 @@ def test_nat_lab_through_pylvsd_and_pylvsadm() -> None:
     assert (
         r.restored and len(r.after_restore) == 2 and all(a.startswith("welcome to") for a in r.after_restore)
     )
+
+
+def test_proxy_engine_labs() -> None:
+    """The same labs on the proxy engine: -m as a transparent proxy (the RS sees the client),
+    --fullnat (the RS sees the director), and the fwmark fix through its TPROXY listener."""
+    with Lab("nat", "proxy", out=lambda _s: None, use_daemon=False, udp=False) as run:
+        r = run.run()
+    assert sorted(set(r.answers)) == ["welcome to 192.168.1.10", "welcome to 192.168.1.20"]
+    assert r.peer.startswith("172.25.254.10:") and r.upload_ok and r.download_ok
+    fw = run_fwmark_lab("proxy", out=lambda _s: None, use_daemon=False)
+    assert len(fw.servers(fw.before)) == 2 and len(fw.servers(fw.after)) == 1

@@ -46,6 +46,10 @@ def run_lab(
     res = FwmarkResult()
     with Lab("nat", engine, keep=keep, out=out, use_daemon=use_daemon, udp=False) as lab:
         lab.web_ports = [80, 443]
+        # The proxy engine relays as FULLNAT here: its TPROXY listener serves the fwmark service, and
+        # the transparent-proxy routing that -m needs would capture the marked connections' packets.
+        lab.transparent = False
+        flag = "--fullnat" if engine == "proxy" else "-m"
         lab.build()
         vip = topo.NAT_VIP
         rs = list(lab.t.rs.values()) if lab.t else []
@@ -53,7 +57,7 @@ def run_lab(
         cmds = []
         for port in (80, 443):
             cmds.append(f"-A -t {vip}:{port} -s rr")
-            cmds += [f"-a -t {vip}:{port} -r {ip}:{port} -m" for ip in rs]
+            cmds += [f"-a -t {vip}:{port} -r {ip}:{port} {flag}" for ip in rs]
         lab.start_director(cmds)
         res.before = _visit(lab, out)
         out("== The fix: one mark for both ports, one persistent service ==")
@@ -65,8 +69,6 @@ def run_lab(
             tp = "iptables -t mangle -A PREROUTING -m mark --mark 66 -p tcp -j TPROXY --on-port 9999 --on-ip 0.0.0.0 --tproxy-mark 0x0/0x0"
             out(f"[director]# {tp}")
             lab.n.run("lvs", tp.split())
-        # On the proxy engine a fwmark service relays as FULLNAT (its TPROXY listener, docs/proxy.md).
-        flag = "--fullnat" if engine == "proxy" else "-m"
         lab.configure(["-C", "-A -f 66 -s rr -p"] + [f"-a -f 66 -r {ip} {flag}" for ip in rs])
         res.after = _visit(lab, out)
         lab.collect()

@@ -94,6 +94,7 @@ class Lab:
         self.bare: subprocess.Popen[bytes] | None = None
         self.bare_lines: list[str] = []
         self.web_ports = [80]
+        self.transparent = engine == "proxy" and mode == "nat"  # -m on the proxy engine (docs/proxy.md)
         self.ipv6 = engine == "packet"  # IPv6 beside the article's IPv4 (packet engine: NAT, DR, FULLNAT)
 
     def __enter__(self) -> Lab:
@@ -184,7 +185,7 @@ class Lab:
 
     def start_director(self, cmds: list[str] | None = None) -> None:
         """Start pylvsd (or the bare lab director) in the director namespace and apply `cmds`."""
-        if self.engine == "proxy" and self.mode == "nat":
+        if self.transparent:
             self._transparent_proxy_routing()
         if self.use_daemon:
             rules = os.path.join(self.n.workdir, "rules")
