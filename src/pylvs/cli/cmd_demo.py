@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from pylvs.core.director import Director, take_snapshot
+from pylvs.core.errors import IPVSError
 from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey
 from pylvs.engines.proxy import ProxyEngine
 
@@ -38,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
         runner = asyncio.run
     try:
         return runner(demo(args.requests, args.scheduler))
+    except IPVSError as e:  # e.g. an unknown scheduler: ipvsadm's own words
+        print(f"pylvs demo: {e} ({args.scheduler!r})", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"pylvs demo: {e}", file=sys.stderr)
         return 1

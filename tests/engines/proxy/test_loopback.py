@@ -657,3 +657,12 @@ def test_a_refused_connect_resets_the_client() -> None:
 
     outcome, states, failed = run(body)
     assert outcome == "reset" and states == ["CLOSE"] and failed == 1
+
+
+def test_demo_rejects_bad_input_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    from pylvs.cli.pylvs import main
+
+    assert main(["demo", "-s", "nosuch"]) == 1
+    assert main(["demo", "-n", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "nosuch" in err and "--requests" in err
