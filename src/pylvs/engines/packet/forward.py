@@ -51,6 +51,7 @@ from pylvs.engines.packet.frames import (
 )
 from pylvs.engines.packet.neigh import Neighbours
 from pylvs.engines.packet.ports import PortPool
+from pylvs.engines.packet.rewrite import iplen, rewrite
 
 Frames = list[tuple[int, bytes | bytearray]]  # (ifindex, frame with virtio header)
 
@@ -350,7 +351,7 @@ class Forwarder:
         ):
             del self.fast[(proto, saddr, sport, daddr, dport)]
             return False
-        length = _iplen(f)
+        length = iplen(f)
         if fe.kind == 0:
             for st in fe.stats:
                 st.inpkts += 1
@@ -372,7 +373,7 @@ class Forwarder:
     def _icmp(self, ifc: Iface, f: bytearray, out: Frames, saddr: bytes, daddr: bytes) -> None:
         """Relay an ICMP error about a tracked connection (see icmp.py)."""
         ihl = (f[IP] & 0xF) * 4
-        total = _iplen(f)
+        total = iplen(f)
         q = icmp.quoted(f[IP + ihl : IP + total])
         if q is None:
             return
@@ -427,14 +428,14 @@ class Forwarder:
         dport: int,
         fwmark: int = 0,
     ) -> str:
-        length = _iplen(f)
+        length = iplen(f)
         flags = f[l4 + 13] if proto == IPPROTO_TCP else 0
         pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(daddr), dport, fwmark, length, flags)
         action, conn = coreapi.decide_in(self.director, pkt, now)
         if action == "NO_DEST":
             self.counters["nodest"] += 1
             if len(daddr) == 16:
-                err = icmp6_error(ifc.mac, bytes(f[ETH + 6 : ETH + 12]), daddr, f[IP : IP + _iplen(f)], 1, 4)
+                err = icmp6_error(ifc.mac, bytes(f[ETH + 6 : ETH + 12]), daddr, f[IP : IP + iplen(f)], 1, 4)
                 out.append((ifc.index, err))
                 return action
             out.append((ifc.index, icmp_error(ifc.mac, bytes(f[ETH + 6 : ETH + 12]), daddr, f[IP:], 3, 3)))
@@ -485,7 +486,7 @@ class Forwarder:
                 self._send_ip(out, rt, rt.nexthop, f)
         elif fwd == Fwd.MASQ:
             self.clients[saddr] = (ifc.index, bytes(f[ETH + 6 : ETH + 12]))
-            _rewrite(f, proto, l4, None, None, raddr, rport)
+            rewrite(f, proto, l4, None, None, raddr, rport)
             rt = self.route(raddr)
             if rt is not None:
                 self._send_ip(out, rt, rt.nexthop, f)
@@ -495,7 +496,7 @@ class Forwarder:
             if ent is None:
                 self.counters["drop"] += 1
                 return "DROP"
-            _rewrite(f, proto, l4, ent.laddr, ent.lport, raddr, rport)
+            rewrite(f, proto, l4, ent.laddr, ent.lport, raddr, rport)
             rt = self.route(raddr)
             if rt is not None:
                 self._send_ip(out, rt, rt.nexthop, f)
@@ -554,7 +555,7 @@ class Forwarder:
         if oifc is None:
             return
         vflags, gso_type, _hl, gso_size, csum_start, csum_offset = VNET.unpack_from(f, 0)
-        total = _iplen(f)
+        total = iplen(f)
         end = IP + total
         inner: list[bytearray]
         if gso_type and gso_size:
@@ -613,7 +614,7 @@ class Forwarder:
             sport,
             _ip(daddr),
             dport,
-            length=_iplen(f),
+            length=iplen(f),
             tcp_flags=f[l4 + 13] if proto == IPPROTO_TCP else 0,
         )
         coreapi.note_out(self.director, conn, pkt, now)
@@ -633,9 +634,9 @@ class Forwarder:
     ) -> None:
         self.counters["out"] += 1
         if fe is not None:
-            _rewrite(f, proto, l4, fe.vaddr, fe.vport, None, None)
+            rewrite(f, proto, l4, fe.vaddr, fe.vport, None, None)
         else:
-            _rewrite(f, proto, l4, conn.vaddr.packed, conn.vport, None, None)
+            rewrite(f, proto, l4, conn.vaddr.packed, conn.vport, None, None)
         self._to_client(out, daddr, f)
 
     def _fullnat_reply(
@@ -660,7 +661,7 @@ class Forwarder:
             sport,
             _ip(ent.caddr),
             ent.cport,
-            length=_iplen(f),
+            length=iplen(f),
             tcp_flags=f[l4 + 13] if proto == IPPROTO_TCP else 0,
         )
         coreapi.note_out(self.director, ent.conn, pkt, now)
@@ -671,7 +672,7 @@ class Forwarder:
 
     def _fullnat_out(self, f: bytearray, out: Frames, ent: FullnatEntry, proto: int, l4: int) -> None:
         self.counters["out"] += 1
-        _rewrite(f, proto, l4, ent.vaddr, ent.vport, ent.caddr, ent.cport)
+        rewrite(f, proto, l4, ent.vaddr, ent.vport, ent.caddr, ent.cport)
         self._to_client(out, ent.caddr, f)
 
     def _to_client(self, out: Frames, caddr: bytes, f: bytearray) -> None:
@@ -723,82 +724,3 @@ class Forwarder:
         d: dict[str, float] = {k: float(v) for k, v in self.counters.items()}
         d["fullnat_ports_used"] = float(len(self.fn_by_client))
         return d
-
-
-def _iplen(f: bytearray) -> int:
-    """The IP packet's length (IPv4 total length, or IPv6 payload length plus its header)."""
-    if f[IP] >> 4 == 6:
-        return ((f[IP + 4] << 8) | f[IP + 5]) + IP6_HLEN
-    return (f[IP + 2] << 8) | f[IP + 3]
-
-
-_W8 = struct.Struct("!8H")
-
-
-def _delta16(old: bytes | bytearray, new: bytes) -> int:
-    return int(sum(o ^ 0xFFFF for o in _W8.unpack(old)) + sum(_W8.unpack(new)))
-
-
-def _fold(x: int) -> int:
-    x = (x & 0xFFFF) + (x >> 16)
-    return (x & 0xFFFF) + (x >> 16)
-
-
-def _rewrite(
-    f: bytearray,
-    proto: int,
-    l4: int,
-    saddr: bytes | None,
-    sport: int | None,
-    daddr: bytes | None,
-    dport: int | None,
-) -> None:
-    """Change addresses/ports of the IP packet at IP, keeping the IPv4 header checksum finished and the
-    L4 checksum right in either of its two forms (finished, or a CHECKSUM_PARTIAL seed)."""
-    # One's complement deltas (RFC 1624): for each 16-bit word, ~old + new.
-    ad = 0
-    if f[IP] >> 4 == 6:
-        if saddr is not None:
-            ad += _delta16(f[IP + 8 : IP + 24], saddr)
-            f[IP + 8 : IP + 24] = saddr
-        if daddr is not None:
-            ad += _delta16(f[IP + 24 : IP + 40], daddr)
-            f[IP + 24 : IP + 40] = daddr
-        _l4_rewrite(f, proto, l4, ad, sport, dport)
-        return
-    if saddr is not None:
-        o1, o2 = _HH.unpack_from(f, IP + 12)
-        n1, n2 = _HH.unpack(saddr)
-        ad += (o1 ^ 0xFFFF) + (o2 ^ 0xFFFF) + n1 + n2
-        f[IP + 12 : IP + 16] = saddr
-    if daddr is not None:
-        o1, o2 = _HH.unpack_from(f, IP + 16)
-        n1, n2 = _HH.unpack(daddr)
-        ad += (o1 ^ 0xFFFF) + (o2 ^ 0xFFFF) + n1 + n2
-        f[IP + 16 : IP + 20] = daddr
-    (ipc,) = _H.unpack_from(f, IP + 10)
-    _H.pack_into(f, IP + 10, _fold((ipc ^ 0xFFFF) + ad) ^ 0xFFFF)
-    _l4_rewrite(f, proto, l4, ad, sport, dport)
-
-
-def _l4_rewrite(f: bytearray, proto: int, l4: int, ad: int, sport: int | None, dport: int | None) -> None:
-    """Ports, and the L4 checksum for the address delta `ad` plus the ports' own."""
-    pd = 0
-    if sport is not None or dport is not None:
-        osp, odp = _HH.unpack_from(f, l4)
-        nsp = osp if sport is None else sport
-        ndp = odp if dport is None else dport
-        pd = (osp ^ 0xFFFF) + (odp ^ 0xFFFF) + nsp + ndp
-        _HH.pack_into(f, l4, nsp, ndp)
-    co = l4 + (16 if proto == IPPROTO_TCP else 6)
-    (check,) = _H.unpack_from(f, co)
-    if f[0] & F_NEEDS_CSUM:
-        # The seed covers only the pseudo-header; the ports are summed when the checksum is finished.
-        _H.pack_into(f, co, _fold(check + ad))
-    elif proto == IPPROTO_UDP and check == 0:
-        return  # no UDP checksum stays no checksum (IPv4; IPv6 UDP always has one)
-    else:
-        new = _fold((check ^ 0xFFFF) + ad + pd) ^ 0xFFFF
-        if proto == IPPROTO_UDP and new == 0:
-            new = 0xFFFF
-        _H.pack_into(f, co, new)
