@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Container
 from dataclasses import dataclass
 
 from pylvs.netlink.nlmsg import (
@@ -78,6 +79,7 @@ class CtEntry:
 
 
 _HH = struct.Struct("=HH")
+_NO_TUPLE: Tuple = (0, b"", 0, b"", 0)
 
 
 def _tuple(data: bytes, a: int, b: int) -> Tuple:
@@ -142,6 +144,36 @@ def mark_of(data: bytes, off: int, end: int) -> int:
     return 0
 
 
+def peek(data: bytes, off: int, end: int) -> tuple[int, int, int]:
+    """(mark, conntrack id, TCP state or -1) of a message body without parsing its tuples: enough
+    for an event about a connection we already follow."""
+    hh = _HH.unpack_from
+    mark = cid = 0
+    state = -1
+    while off + 4 <= end:
+        n, t = hh(data, off)
+        if n < 4:
+            break
+        t &= 0x3FFF
+        if t == CTA_MARK:
+            mark = _U32.unpack_from(data, off + 4)[0]
+        elif t == CTA_ID:
+            cid = _U32.unpack_from(data, off + 4)[0]
+        elif t == CTA_PROTOINFO:
+            x, y = off + 4, off + n
+            while x + 4 <= y:
+                n2, k2 = hh(data, x)
+                if n2 < 4:
+                    break
+                if k2 & 0x3FFF == CTA_PROTOINFO_TCP:
+                    for k3, p, _q in attrs(data, x + 4, x + n2):
+                        if k3 == CTA_PROTOINFO_TCP_STATE:
+                            state = data[p]
+                x += (n2 + 3) & ~3
+        off += (n + 3) & ~3
+    return mark, cid, state
+
+
 def parse(data: bytes, off: int, end: int, kind: str) -> CtEntry:
     """One ctnetlink message body (after the nfgenmsg header)."""
     e = CtEntry(kind, 0, (0, b"", 0, b"", 0), (0, b"", 0, b"", 0))
@@ -200,7 +232,9 @@ class CtEvents:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def read(self, limit: int = 1024) -> list[CtEntry]:
+    def read(self, known: Container[int] = (), limit: int = 256) -> list[CtEntry]:
+        """Events of our connections; for an UPDATE of one in `known` (conntrack ids) only the
+        kind, id, mark and TCP state are filled in (the tuples are not parsed)."""
         out: list[CtEntry] = []
         while len(out) < limit:
             try:
@@ -217,8 +251,13 @@ class CtEvents:
                 if ln < 16:
                     break
                 kind = _kind(mtype, flags)
-                if kind is not None and mark_of(data, off + 20, off + ln) & self.mask:
-                    out.append(parse(data, off + 20, off + ln, kind))
+                if kind is not None:
+                    mark, cid, state = peek(data, off + 20, off + ln)
+                    if mark & self.mask:
+                        if kind == UPDATE and cid in known:
+                            out.append(CtEntry(kind, cid, _NO_TUPLE, _NO_TUPLE, mark, state))
+                        else:
+                            out.append(parse(data, off + 20, off + ln, kind))
                 off += (ln + 3) & ~3
         return out
 
@@ -226,8 +265,9 @@ class CtEvents:
         self.sock.close()
 
 
-def dump(mark: int, mask: int, timeout: float = 5.0) -> list[CtEntry]:
-    """Every IPv4 conntrack entry whose mark & mask == mark (the kernel filters)."""
+def dump(mark: int, mask: int, skip: Container[int] = (), timeout: float = 5.0) -> list[CtEntry]:
+    """Every IPv4 conntrack entry whose mark & mask == mark (the kernel filters), except those whose
+    id is in `skip` (connections whose counters can no longer change much: closing ones)."""
     s = nf_socket()
     s.settimeout(timeout)
     try:
@@ -253,6 +293,8 @@ def dump(mark: int, mask: int, timeout: float = 5.0) -> list[CtEntry]:
                         raise OSError(err, "conntrack dump refused")
                     return out
                 if kind == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW:
+                    if skip and peek(data, off + 4, end)[1] in skip:
+                        continue
                     e = parse(data, off + 4, end, NEW)
                     if e.mark & mask == mark:
                         out.append(e)

@@ -16,7 +16,6 @@ from pylvs.netlink.nlmsg import (
     NLM_F_REQUEST,
     NLMSG_ERROR,
     attr,
-    attrs,
     error_of,
     messages,
     nf_socket,
@@ -48,6 +47,10 @@ PACKET_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
 _VERDICT_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
 _U32 = struct.Struct("!I")
 _VHDR = struct.Struct("!II")
+_HEAD = struct.Struct("=IHHII")
+_HH = struct.Struct("=HH")
+_VATTR = _HH.pack(12, NFQA_VERDICT_HDR)  # attribute headers of a verdict and of its mark
+_MATTR = _HH.pack(8, NFQA_MARK)
 
 
 @dataclass(slots=True)
@@ -102,12 +105,22 @@ class NfQueue:
 
     def verdict_msg(self, packet_id: int, verdict: int, mark: int | None = None) -> bytes:
         """One verdict message; several can go in one send (see send_verdicts)."""
-        body = attr(NFQA_VERDICT_HDR, _VHDR.pack(verdict, packet_id))
-        if mark is not None:
-            body += attr(NFQA_MARK, _U32.pack(mark))
         self.seq += 1
-        payload = self._nfg + body
-        return struct.pack("=IHHII", 16 + len(payload), _VERDICT_TYPE, NLM_F_REQUEST, self.seq, 0) + payload
+        if mark is None:
+            return (
+                _HEAD.pack(32, _VERDICT_TYPE, NLM_F_REQUEST, self.seq, 0)
+                + self._nfg
+                + _VATTR
+                + _VHDR.pack(verdict, packet_id)
+            )
+        return (
+            _HEAD.pack(40, _VERDICT_TYPE, NLM_F_REQUEST, self.seq, 0)
+            + self._nfg
+            + _VATTR
+            + _VHDR.pack(verdict, packet_id)
+            + _MATTR
+            + _U32.pack(mark)
+        )
 
     def send_verdicts(self, msgs: list[bytes]) -> None:
         """Verdict messages in one datagram (the kernel reads them all): one system call per batch.
@@ -155,15 +168,21 @@ def parse_packet(data: bytes, off: int, end: int) -> Queued | None:
     pid = -1
     mark = indev = 0
     payload = b""
-    for kind, a, b in attrs(data, off, end):
+    hh = _HH.unpack_from
+    while off + 4 <= end:
+        n, kind = hh(data, off)
+        if n < 4:
+            break
+        kind &= 0x3FFF
         if kind == NFQA_PACKET_HDR:
-            pid = _U32.unpack_from(data, a)[0]
+            pid = _U32.unpack_from(data, off + 4)[0]
         elif kind == NFQA_MARK:
-            mark = _U32.unpack_from(data, a)[0]
+            mark = _U32.unpack_from(data, off + 4)[0]
         elif kind == NFQA_IFINDEX_INDEV:
-            indev = _U32.unpack_from(data, a)[0]
+            indev = _U32.unpack_from(data, off + 4)[0]
         elif kind == NFQA_PAYLOAD:
-            payload = data[a:b]
+            payload = data[off + 4 : off + n]
+        off += (n + 3) & ~3
     if pid < 0:
         return None
     return Queued(pid, mark, indev, payload)

@@ -46,9 +46,11 @@ from pylvs.netlink.nftset import NFPROTO_NETDEV, NftSet, concat
 log = logging.getLogger("pylvs.fastpath")
 
 DEFAULT_QUEUE = 7000
-SYNC_PERIOD = 1.0
+SYNC_PERIOD = 2.0  # the rate estimator's period
 _PORT = struct.Struct("!H")
 _PORTS = struct.Struct("!HH")
+# Conntrack states after which a TCP connection carries no more data worth a counter sync.
+_CLOSING = frozenset({ct.CT_TIME_WAIT, ct.CT_CLOSE, ct.CT_LAST_ACK})
 _FWD_NAMES = {Fwd.MASQ: "masq", Fwd.FULLNAT: "fullnat", Fwd.DROUTE: "route", Fwd.TUNNEL: "tunnel"}
 
 
@@ -151,7 +153,7 @@ class FastPathEngine(Engine):
                 raise OSError(f"fast path: cannot create nftables table ip {tables.IP_TABLE}: {err}")
         self.dr_created = tables.table_exists("netdev", tables.DR_TABLE)
         self.nfq = NfQueue(self.queue_num, fail_open=self.bypass)
-        self.events = ct.CtEvents(tables.OURS)
+        self.events = ct.CtEvents(tables.OURS, ct.GROUP_UPDATE | ct.GROUP_DESTROY)
         self.cpu_start = time.process_time()
         self._sync()
         self.loop.add_reader(self.nfq.fileno(), self._queued)
@@ -471,9 +473,11 @@ class FastPathEngine(Engine):
         ev = self.events
         if ev is None:
             return
+        # New connections first: a SYN waiting in the queue is a client waiting; accounting can wait.
+        self._queued()
         now = self.clock()
         d = self.director
-        for e in ev.read():
+        for e in ev.read(self.flows, limit=64):
             self.counters["ct_events"] += 1
             if e.kind == ct.DESTROY:
                 f = self.flows.pop(e.ct_id, None)
@@ -517,7 +521,8 @@ class FastPathEngine(Engine):
         now = self.clock()
         d = self.director
         alive = set()
-        for e in ct.dump(tables.OURS, tables.OURS):
+        closing = {cid for cid, f in self.flows.items() if f.ct_state in _CLOSING}
+        for e in ct.dump(tables.OURS, tables.OURS, closing):
             alive.add(e.ct_id)
             f = self._flow_for(e, now)
             if f is None:
@@ -541,6 +546,7 @@ class FastPathEngine(Engine):
             glue.add_counters(d, f, e, now)
             if f.proto == 6:
                 glue.ct_state_changed(d, f, e.tcp_state, now)
+        alive |= closing  # not dumped; their DESTROY event ends them
         for cid in [c for c in self.flows if c not in alive]:
             self.flows.pop(cid, None)
 

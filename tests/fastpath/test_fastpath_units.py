@@ -1,0 +1,225 @@
+"""The fast path's pieces without root: netlink encoders/parsers, the DR socket filter (run on a
+small classic-BPF interpreter), and the glue that keeps the core in step with conntrack."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+
+from pylvs.core.director import Director
+from pylvs.core.proto import tcp as coretcp
+from pylvs.core.types import TCP_SYN, DestConfig, Fwd, Packet, Proto, ServiceConfig, ServiceKey
+from pylvs.engines.packet.fastpath import coreglue as glue
+from pylvs.engines.packet.fastpath import drsock, tables
+from pylvs.engines.packet.fastpath.engine import classify
+from pylvs.netlink import conntrack as ct
+from pylvs.netlink.nfqueue import NFQA_MARK, NFQA_PACKET_HDR, NFQA_PAYLOAD, NfQueue, parse_packet
+from pylvs.netlink.nftset import concat
+from pylvs.netlink.nlmsg import attr, nested
+
+VIP, CIP, RIP1, RIP2 = "172.25.254.100", "172.25.254.10", "192.168.1.10", "192.168.1.20"
+A = socket.inet_aton
+
+
+# -- nfnetlink_queue --------------------------------------------------------------------------
+def test_queued_packet_is_parsed() -> None:
+    body = (
+        attr(NFQA_PACKET_HDR, struct.pack("!IHB", 77, 0x0800, 3))
+        + attr(NFQA_MARK, struct.pack("!I", 66))
+        + attr(NFQA_PAYLOAD, b"\x45" + bytes(39))
+    )
+    q = parse_packet(body, 0, len(body))
+    assert q is not None and (q.packet_id, q.mark, len(q.payload)) == (77, 66, 40)
+
+
+def test_verdict_message_layout() -> None:
+    q = NfQueue.__new__(NfQueue)  # no socket: only the encoder
+    q.seq = 0
+    q._nfg = struct.pack("!BBH", 0, 0, 7000)
+    m = q.verdict_msg(5, 1, 0x80010042)
+    ln, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", m)
+    assert ln == len(m) == 40 and kind == (3 << 8) | 1 and seq == 1
+    assert struct.unpack_from("!II", m, 24) == (1, 5)
+    assert struct.unpack_from("!I", m, 36)[0] == 0x80010042
+    assert len(q.verdict_msg(6, 0)) == struct.unpack_from("=I", q.verdict_msg(7, 0))[0] == 32
+
+
+# -- nftables set elements ----------------------------------------------------------------------
+def test_concatenated_key_pads_each_field_to_four_bytes() -> None:
+    k = concat(A(VIP), struct.pack("!H", 80), A(CIP), struct.pack("!H", 40000))
+    assert len(k) == 16 and k[4:8] == b"\x00\x50\x00\x00" and k[12:14] == struct.pack("!H", 40000)
+
+
+# -- ctnetlink --------------------------------------------------------------------------------
+def _tuple(src: str, sport: int, dst: str, dport: int) -> bytes:
+    ip = nested(ct.CTA_TUPLE_IP, attr(ct.CTA_IP_V4_SRC, A(src)), attr(ct.CTA_IP_V4_DST, A(dst)))
+    pr = nested(
+        ct.CTA_TUPLE_PROTO,
+        attr(ct.CTA_PROTO_NUM, b"\x06"),
+        attr(ct.CTA_PROTO_SRC_PORT, struct.pack("!H", sport)),
+        attr(ct.CTA_PROTO_DST_PORT, struct.pack("!H", dport)),
+    )
+    return ip + pr
+
+
+def ct_body(state: int, mark: int = 0x80010000, pkts: int = 10, nbytes: int = 5000) -> bytes:
+    return (
+        nested(ct.CTA_TUPLE_ORIG, _tuple(CIP, 40000, VIP, 80))
+        + nested(ct.CTA_TUPLE_REPLY, _tuple(RIP1, 80, CIP, 40000))
+        + attr(ct.CTA_MARK, struct.pack("!I", mark))
+        + attr(ct.CTA_ID, struct.pack("!I", 1234))
+        + nested(
+            ct.CTA_PROTOINFO, nested(ct.CTA_PROTOINFO_TCP, attr(ct.CTA_PROTOINFO_TCP_STATE, bytes([state])))
+        )
+        + nested(
+            ct.CTA_COUNTERS_ORIG,
+            attr(ct.CTA_COUNTERS_PACKETS, struct.pack("!Q", pkts)),
+            attr(ct.CTA_COUNTERS_BYTES, struct.pack("!Q", nbytes)),
+        )
+        + nested(
+            ct.CTA_COUNTERS_REPLY,
+            attr(ct.CTA_COUNTERS_PACKETS, struct.pack("!Q", pkts * 2)),
+            attr(ct.CTA_COUNTERS_BYTES, struct.pack("!Q", nbytes * 20)),
+        )
+    )
+
+
+def test_conntrack_message_is_parsed() -> None:
+    b = ct_body(ct.CT_ESTABLISHED)
+    e = ct.parse(b, 0, len(b), ct.UPDATE)
+    assert e.orig == (6, A(CIP), 40000, A(VIP), 80)
+    assert e.reply == (6, A(RIP1), 80, A(CIP), 40000)
+    assert (e.mark, e.ct_id, e.tcp_state) == (0x80010000, 1234, ct.CT_ESTABLISHED)
+    assert (e.pkts_orig, e.bytes_orig, e.pkts_reply, e.bytes_reply) == (10, 5000, 20, 100000)
+    assert ct.peek(b, 0, len(b)) == (0x80010000, 1234, ct.CT_ESTABLISHED)
+    assert ct.mark_of(b, 0, len(b)) == 0x80010000
+
+
+# -- the DR socket's filter ----------------------------------------------------------------------
+def run_bpf(prog: list[drsock.Insn], pkt: bytes) -> int:
+    a = x = pc = 0
+    while True:
+        code, jt, jf, k = prog[pc]
+        pc += 1
+        if code == drsock.LD_H_ABS:
+            a = int.from_bytes(pkt[k : k + 2], "big")
+        elif code == drsock.LD_W_ABS:
+            a = int.from_bytes(pkt[k : k + 4], "big")
+        elif code == drsock.LD_B_ABS:
+            a = pkt[k]
+        elif code == drsock.LDX_B_MSH:
+            x = 4 * (pkt[k] & 0xF)
+        elif code == drsock.LD_B_IND:
+            a = pkt[x + k]
+        elif code == drsock.ALU_AND_K:
+            a &= k
+        elif code == drsock.JEQ_K:
+            pc += jt if a == k else jf
+        elif code == drsock.JSET_K:
+            pc += jt if a & k else jf
+        elif code == drsock.RET_K:
+            return k
+        else:
+            raise AssertionError(f"opcode {code:#x}")
+
+
+def frame(dst: str, flags: int, frag: int = 0) -> bytes:
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, frag, 64, 6, 0, A(CIP), A(dst))
+    tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, flags, 65535, 0, 0)
+    return bytes(12) + b"\x08\x00" + ip + tcp
+
+
+def test_dr_filter_takes_only_syn_fin_rst_to_the_vips() -> None:
+    prog = drsock.program([A("192.168.1.220"), A("192.168.1.221")])
+    vip = "192.168.1.220"
+    assert run_bpf(prog, frame(vip, 0x02))  # SYN
+    assert run_bpf(prog, frame("192.168.1.221", 0x02))
+    assert run_bpf(prog, frame(vip, 0x11))  # FIN+ACK
+    assert run_bpf(prog, frame(vip, 0x04))  # RST
+    assert not run_bpf(prog, frame(vip, 0x12))  # SYN+ACK
+    assert not run_bpf(prog, frame(vip, 0x10))  # data / ACK: the kernel's
+    assert not run_bpf(prog, frame("192.168.1.222", 0x02))  # another address
+    assert not run_bpf(prog, frame(vip, 0x02, frag=5))  # a later fragment has no TCP header
+    arp = bytes(12) + b"\x08\x06" + bytes(40)
+    assert not run_bpf(prog, arp)
+    assert not run_bpf(drsock.program([]), frame(vip, 0x02))
+
+
+# -- the core in step with conntrack --------------------------------------------------------------
+def nat_director(fwd: Fwd = Fwd.MASQ) -> tuple[Director, ServiceKey]:
+    d = Director()
+    key = ServiceKey.for_addr(Proto.TCP, ipaddress.IPv4Address(VIP), 80)
+    d.add_service(key, ServiceConfig(scheduler="rr"))
+    for rip in (RIP1, RIP2):
+        d.add_dest(key, DestConfig(addr=ipaddress.IPv4Address(rip), port=80, fwd=fwd))
+    return d, key
+
+
+def test_conntrack_states_drive_the_core() -> None:
+    d, _key = nat_director()
+    now = 100.0
+    syn = Packet(
+        Proto.TCP,
+        ipaddress.IPv4Address(CIP),
+        40000,
+        ipaddress.IPv4Address(VIP),
+        80,
+        tcp_flags=TCP_SYN,
+        length=60,
+    )
+    v = d.process_in(syn, now)
+    conn = v.conn
+    assert conn is not None and conn.state == coretcp.SYN_RECV
+    flow = glue.Flow(conn, 6, A(CIP), 40000, A(VIP), 80, in_pkts=1, in_bytes=60)
+    glue.ct_state_changed(d, flow, ct.CT_SYN_RECV, now)
+    glue.ct_state_changed(d, flow, ct.CT_ESTABLISHED, now)
+    assert conn.state == coretcp.ESTABLISHED and conn.dest.activeconns == 1
+    b = ct_body(ct.CT_ESTABLISHED)
+    assert glue.add_counters(d, flow, ct.parse(b, 0, len(b), ct.UPDATE), now + 1)
+    st = conn.dest.stats
+    assert (st.inpkts, st.inbytes) == (10, 5000)  # the kernel's totals, each packet counted once
+    assert st.outpkts == 20 and st.outbytes == 100000
+    glue.ct_state_changed(d, flow, ct.CT_FIN_WAIT, now + 2)
+    glue.ct_state_changed(d, flow, ct.CT_TIME_WAIT, now + 3)
+    assert conn.dest.activeconns == 0 and conn.dest.inactconns == 1
+
+
+def test_adopting_a_kernel_connection_without_scheduling() -> None:
+    d, _key = nat_director()
+    conn = glue.adopt(d, 6, A(CIP), 40000, A(VIP), 80, 0, A(RIP2), 80, coretcp.ESTABLISHED, 50.0)
+    assert conn is not None and str(conn.daddr) == RIP2 and conn.state == coretcp.ESTABLISHED
+    assert conn.dest.activeconns == 1
+    views = d.connections_view(51.0)
+    assert [(v.daddr, v.state) for v in views] == [(RIP2, "ESTABLISHED")]
+    # The same connection again (a second dump): found, not doubled.
+    assert glue.adopt(d, 6, A(CIP), 40000, A(VIP), 80, 0, A(RIP2), 80, coretcp.ESTABLISHED, 52.0) is conn
+    # A server the rules no longer have: nothing to adopt.
+    assert glue.adopt(d, 6, A(CIP), 40001, A(VIP), 80, 0, A("192.168.1.99"), 80, 1, 52.0) is None
+
+
+def test_services_are_classified_by_what_the_kernel_can_forward() -> None:
+    d, key = nat_director()
+    svc = d.services.get(key)
+    assert classify(svc) == "queue"
+    d.add_dest(key, DestConfig(addr=ipaddress.IPv4Address("192.168.1.30"), port=80, fwd=Fwd.TUNNEL))
+    assert classify(svc) == "packet"
+    d2, k2 = nat_director(Fwd.DROUTE)
+    assert classify(d2.services.get(k2)) == "dr"
+    ku = ServiceKey.for_addr(Proto.UDP, ipaddress.IPv4Address(VIP), 53)
+    d2.add_service(ku, ServiceConfig())
+    d2.add_dest(ku, DestConfig(addr=ipaddress.IPv4Address(RIP1), port=53, fwd=Fwd.DROUTE))
+    assert classify(d2.services.get(ku)) == "packet"  # UDP DR: no SYN to catch
+
+
+def test_queue_rules_and_tables_text() -> None:
+    rules = tables.queue_rules([(6, VIP, 80), (17, VIP, 0)], [66], 7000, True)
+    assert rules[0].startswith(f"-A {tables.IPT_CHAIN} -m mark --mark 66 ")
+    assert all("--ctstate NEW -j NFQUEUE --queue-num 7000 --queue-bypass" in r for r in rules)
+    assert "--dport" not in rules[2]
+    text = tables.ip_table_text()
+    assert "dnat ip addr . port to meta mark & 0xffff0000 map @dnat_ap" in text
+    dr = tables.dr_table_text(
+        [tables.DrSpec("eth0", "02:00:00:00:00:01", [("192.168.1.220", 80)])], 900, True
+    )
+    assert "tcp flags & (syn | ack) != syn" in dr and 'fwd to "eth0"' in dr and "timeout 900s" in dr
