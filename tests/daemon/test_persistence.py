@@ -178,3 +178,34 @@ def test_sigterm_during_a_batch_exits_0_with_old_or_new_rules(make_daemon: Calla
     if not errors:
         assert len(text.splitlines()) == 11000
     assert not os.path.exists(d.socket)
+
+
+def test_kill9_during_a_stream_of_single_changes_loses_nothing_acknowledged(
+    make_daemon: Callable[..., Pylvsd],
+) -> None:
+    """Many small saves, killed at three moments: every acknowledged change is restored, plus at most
+    the one that was in flight."""
+    for delay in (0.2, 0.5, 0.9):
+        d = make_daemon().start()
+        b = d.backend()
+        b.flush()  # the rules file is shared by the rounds
+        acked: list[int] = []
+
+        def add_many(b: DaemonBackend = b, acked: list[int] = acked) -> None:
+            for i in range(10000):
+                k = ServiceKey.for_addr(Proto.TCP, ipaddress.ip_address(f"10.1.{i // 256}.{i % 256}"), 80)
+                try:
+                    b.add_service(k, ServiceConfig("rr"))
+                except DaemonUnavailable:
+                    return
+                acked.append(i)
+
+        t = threading.Thread(target=add_many)
+        t.start()
+        time.sleep(delay)
+        d.kill9()
+        t.join(30)
+        d2 = make_daemon().start()
+        restored = len(d2.backend().snapshot().services)
+        assert len(acked) <= restored <= len(acked) + 1, (len(acked), restored)
+        d2.stop()
