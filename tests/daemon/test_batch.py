@@ -66,7 +66,7 @@ def test_transaction_checks_each_call_locally(ephemeral: Pylvsd) -> None:
     b = ephemeral.backend()
     b.add_service(key(0), ServiceConfig("rr"))
     with pytest.raises(IPVSError, match="Service already exists"):
-        with b.transaction() as tx:
+        with b.transaction(check_locally=True) as tx:
             tx.add_service(key(1), ServiceConfig("rr"))
             tx.add_service(key(0), ServiceConfig("rr"))  # refused at once, like the kernel would
     assert [s.key() for s in b.snapshot().services] == [key(0)]
@@ -94,3 +94,28 @@ def test_transaction_without_local_check_names_the_line(ephemeral: Pylvsd) -> No
         tx.commit()
     assert ei.value.line == 42 and ei.value.message == "No such service"
     assert b.snapshot().services == ()
+
+
+def test_default_transaction_checks_in_the_daemon_and_reads_see_its_changes(ephemeral: Pylvsd) -> None:
+    b = ephemeral.backend()
+    b.add_service(key(0), ServiceConfig("rr"))
+    tx = b.transaction()
+    tx.line = 1
+    tx.add_service(key(1), ServiceConfig("rr"))
+    tx.line = 2
+    tx.add_dest(key(1), dest(1, 0))
+    assert [len(s.dests) for s in tx.snapshot().services] == [0, 1]  # a read plays what came before
+    tx.line = 3
+    tx.add_dest(key(2), dest(2, 0))  # no such service: recorded, reported at commit
+    tx.line = 4
+    tx.add_service(key(3), ServiceConfig("rr"))
+    with pytest.raises(BatchRefused) as ei:
+        tx.commit()
+    assert (ei.value.line, ei.value.message) == (3, "Service not defined")
+    assert [s.key() for s in b.snapshot().services] == [key(0)]
+    tx2 = b.transaction()
+    tx2.line = 7
+    tx2.add_service(key(0), ServiceConfig("rr"))  # exists already: the daemon says so at commit
+    with pytest.raises(BatchRefused) as ei:
+        tx2.commit()
+    assert (ei.value.index, ei.value.line, ei.value.message) == (0, 7, "Service already exists")

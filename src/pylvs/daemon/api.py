@@ -317,7 +317,10 @@ async def batch(request: web.Request) -> web.Response:
     src = body.get("source", _source(request))
     if src not in SOURCES:
         raise BadRequest(f"source must be one of {', '.join(SOURCES)}")
-    await _state(request).apply(changes, src)
+    try:
+        await _state(request).apply(changes, src)
+    except IPVSError as e:  # a one-change batch is applied directly: still name the change
+        return _ipvs_error_response(e, index=0)
     return _json({"applied": len(changes)})
 
 

@@ -219,23 +219,30 @@ class DaemonBackend:
         except BatchRefused as e:
             raise BatchError(e.index, e) from None
 
-    def transaction(self, check_locally: bool = True) -> Transaction:
+    def transaction(self, check_locally: bool | None = None) -> Transaction:
         return Transaction(self, check_locally)
 
 
 class Transaction(RecordingBackend):
     """A Backend that collects changes for one batch (see the module docstring).
 
-    With check_locally (the default) each call is applied at once to a copy of the daemon's rules and
-    raises IPVSError right there, as the kernel would. Without it calls are only recorded (faster for
-    huge files) and refusals come from commit() as BatchRefused; set `line` before each call so the
-    refusal can name the input line.
+    Set `line` before each call so that a refusal can name the input line. Three ways to check:
+
+    * check_locally=None (default): calls are recorded only; the daemon checks the whole batch at
+      commit() and a refusal comes back as BatchRefused naming the change and its line. A read
+      (snapshot()) in the middle plays the changes so far on a copy of the daemon's rules, and from
+      then on each call is applied to that copy too, so reads always see the transaction's changes.
+    * check_locally=True: every call is applied at once to a copy of the daemon's rules and raises
+      IPVSError right there, as the kernel would (costs a second pass of the core's checks).
+    * check_locally=False: recorded only; reads see the daemon's rules as they were.
     """
 
-    def __init__(self, daemon: DaemonBackend, check_locally: bool = True) -> None:
+    def __init__(self, daemon: DaemonBackend, check_locally: bool | None = None) -> None:
         self.daemon = daemon
         self.check_locally = check_locally
         self._base: Snapshot | None = None
+        self._playing = bool(check_locally)  # changes are being applied to self.rules
+        self._pending: BatchRefused | None = None  # a refusal met while catching up, for commit()
         rules = Rules.from_snapshot(self._base_snapshot()) if check_locally else Rules()
         super().__init__(rules)
         self.line: int | None = None
@@ -247,19 +254,41 @@ class Transaction(RecordingBackend):
         return self._base
 
     def _do(self, change: Change) -> None:
-        if self.check_locally:
-            change.apply(self.rules)
+        if self._playing and self._pending is None:
+            try:
+                change.apply(self.rules)
+            except IPVSError as e:
+                if self.check_locally:
+                    raise
+                self._pending = _refused(e, len(self.changes), self.line)
         self.changes.append(change)
         self.lines.append(self.line)
 
+    def _catch_up(self) -> None:
+        """Start playing: the changes recorded so far, on a copy of the daemon's rules."""
+        self._playing = True
+        self.rules = Rules.from_snapshot(self._base_snapshot())
+        for i, c in enumerate(self.changes):
+            try:
+                c.apply(self.rules)
+            except IPVSError as e:
+                self._pending = _refused(e, i, self.lines[i])
+                return
+
     def snapshot(self) -> Snapshot:
-        return self.rules.snapshot() if self.check_locally else self._base_snapshot()
+        if self.check_locally is False:
+            return self._base_snapshot()
+        if not self._playing:
+            self._catch_up()
+        return self.rules.snapshot()
 
     def connections(self) -> list[ConnView]:
         return self.daemon.connections()
 
     def commit(self) -> int:
         """Send the recorded changes as one batch; returns how many were applied."""
+        if self._pending is not None:
+            raise self._pending
         if self.changes:
             self.daemon.apply_changes(self.changes, self.lines)
         n = len(self.changes)
@@ -273,3 +302,12 @@ class Transaction(RecordingBackend):
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.commit()
+
+
+def _refused(e: IPVSError, index: int, line: int | None) -> BatchRefused:
+    r = BatchRefused(e.op, e.errno, e.detail)
+    r.message = e.message
+    r.args = e.args
+    r.index = index
+    r.line = line
+    return r
