@@ -3,9 +3,9 @@
 A refusal comes back as the same IPVSError (op, errno, message) the core raised inside the daemon, so
 pylvsadm prints exactly what ipvsadm would. DaemonUnavailable means the socket cannot be reached.
 
-`transaction()` is for `pylvsadm -R`: a Backend that applies each change to a local copy of the
-daemon's rules (so every line gets its own answer at once, as from the kernel) and records it; on
-`commit()` everything goes to the daemon as one batch, which pylvsd applies all or nothing.
+`transaction()` is for `pylvsadm -R`: a Backend that records each change (and plays them on a local
+copy of the daemon's rules when something reads in the middle, or on request for every call); on
+`commit()` everything goes to the daemon as one batch, which pylvsd checks and applies all or nothing.
 """
 
 from __future__ import annotations
