@@ -219,6 +219,58 @@ def run_haproxy(n: Netns, vip: str, a: argparse.Namespace) -> dict[str, float]:
         h.wait(10)
 
 
+def micro(n: int = 20000) -> None:
+    """In-process cost of deciding one new connection, no sockets: parse a queued-packet message,
+    build the core's Packet, ask the core (a new connection each time), build the verdict."""
+    import ipaddress
+    import socket
+    import struct
+
+    from pylvs.core.director import Director
+    from pylvs.core.types import DestConfig, Fwd, Packet, Proto, ServiceConfig, ServiceKey
+    from pylvs.engines.packet.fastpath import coreglue as glue
+    from pylvs.netlink.nfqueue import NFQA_PACKET_HDR, NFQA_PAYLOAD, NfQueue, parse_packet
+    from pylvs.netlink.nlmsg import attr
+
+    msgs = []
+    for i in range(n):
+        src = socket.inet_aton(f"10.9.{i // 250 % 250}.{i % 250 + 1}")
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 60, 1, 0, 64, 6, 0, src, socket.inet_aton("10.0.0.1"))
+        tcp = struct.pack("!HHIIBBHHH", 10000 + i % 50000, 80, 1, 0, 0xA0, 2, 65535, 0, 0) + bytes(20)
+        msgs.append(attr(NFQA_PACKET_HDR, struct.pack("!IHB", i, 0x800, 3)) + attr(NFQA_PAYLOAD, ip + tcp))
+    q = NfQueue.__new__(NfQueue)
+    q.seq = 0
+    q._nfg = struct.pack("!BBH", 0, 0, 7000)
+
+    def run(core: bool) -> float:
+        d = Director()
+        key = ServiceKey.for_addr(Proto.TCP, ipaddress.IPv4Address("10.0.0.1"), 80)
+        d.add_service(key, ServiceConfig(scheduler="rr"))
+        for r in ("10.1.0.1", "10.1.0.2"):
+            d.add_dest(key, DestConfig(addr=ipaddress.IPv4Address(r), port=80, fwd=Fwd.MASQ))
+        t = time.perf_counter()
+        for m in msgs:
+            e = parse_packet(m, 0, len(m))
+            assert e is not None
+            p = e.payload
+            ihl = (p[0] & 15) * 4
+            sport, dport = struct.unpack_from("!HH", p, ihl)
+            pkt = Packet(
+                Proto(p[9]), glue.ip4(p[12:16]), sport, glue.ip4(p[16:20]), dport, 0, 60, p[ihl + 13]
+            )
+            if core:
+                d.process_in(pkt, 1.0)
+            q.verdict_msg(e.packet_id, 1, 0x80010000)
+        return (time.perf_counter() - t) / n * 1e6
+
+    run(False)  # warm the address cache
+    own = run(False)
+    both = run(True)
+    print(
+        f"micro ({n} new connections): fast path code {own:.1f} us, core process_in {both - own:.1f} us, total {both:.1f} us"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=4.0)
@@ -227,7 +279,11 @@ def main() -> int:
     ap.add_argument(
         "--rounds", type=int, default=2, help="each director this many times, interleaved; best kept"
     )
+    ap.add_argument("--micro", action="store_true", help="only the in-process cost per new connection")
     a = ap.parse_args()
+    if a.micro:
+        micro()
+        return 0
     if not is_root():
         print("bench_fastpath: needs root (network namespaces)", file=sys.stderr)
         return 1
