@@ -49,7 +49,7 @@ def lab(mode: str) -> tuple[LabResult, str, str]:
             run.collect()
             r = run.result
             conns = run.pylvsadm(["-Lnc"])
-            time.sleep(1.2)  # one counter sync (conntrack dump / flow set) after the last transfer
+            time.sleep(2.5)  # one counter sync (conntrack dump / flow set) after the last transfer
             _stats[mode] = run.pylvsadm(["-Ln", "--stats", "-t", f"{run.t.vip}:80"]) if run.t else ""
             _results[mode] = (r, conns, run.n.log("pylvsd"))
     return _results[mode]

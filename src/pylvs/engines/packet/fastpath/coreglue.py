@@ -78,6 +78,7 @@ class Flow:
     out_pkts: int = 0
     out_bytes: int = 0
     replied: bool = False
+    final: bool = False  # counters synced after the connection closed: no dump needed any more
 
 
 def synthetic(flow: Flow, direction: str, flags: int) -> Packet:

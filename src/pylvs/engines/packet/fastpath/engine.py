@@ -521,7 +521,10 @@ class FastPathEngine(Engine):
         now = self.clock()
         d = self.director
         alive = set()
-        closing = {cid for cid, f in self.flows.items() if f.ct_state in _CLOSING}
+        # Closing connections are dumped once more after they closed (their last counters), then
+        # skipped until their DESTROY event (TIME_WAIT lasts 2 minutes: most entries of a busy
+        # director are in it).
+        closing = {cid for cid, f in self.flows.items() if f.final}
         for e in ct.dump(tables.OURS, tables.OURS, closing):
             alive.add(e.ct_id)
             f = self._flow_for(e, now)
@@ -546,6 +549,7 @@ class FastPathEngine(Engine):
             glue.add_counters(d, f, e, now)
             if f.proto == 6:
                 glue.ct_state_changed(d, f, e.tcp_state, now)
+                f.final = e.tcp_state in _CLOSING
         alive |= closing  # not dumped; their DESTROY event ends them
         for cid in [c for c in self.flows if c not in alive]:
             self.flows.pop(cid, None)
