@@ -55,13 +55,13 @@ def lab(mode: str) -> tuple[LabResult, str, str]:
     return _results[mode]
 
 
-@pytest.mark.parametrize("mode", ["nat", "fullnat", "dr"])
+@pytest.mark.parametrize("mode", ["nat", "fullnat", "dr", "tun"])
 def test_lab_passes_with_the_fast_path(mode: str) -> None:
     r, conns, log = lab(mode)
     assert r.answers in ALTERNATE, (r.answers, log)
     assert r.upload_ok and r.download_ok, log
-    if mode != "dr":  # the lab's UDP service (DR fast path is TCP only: UDP DR stays per packet)
-        assert len(r.udp_answers) == 4 and all(a.startswith("welcome") for a in r.udp_answers), r.udp_answers
+    # The lab's UDP service too (UDP DR and TUN stay on the per-packet path).
+    assert len(r.udp_answers) == 4 and all(a.startswith("welcome") for a in r.udp_answers), r.udp_answers
     # Every connection the kernel forwarded is in the core's table.
     assert conns.count("172.25.254.10:") >= 12, conns
 
@@ -103,6 +103,12 @@ def test_udp_dr_stays_on_the_per_packet_path_and_says_so() -> None:
     r, _c, log = lab("dr")
     assert "stays on the per-packet path" in log, log
     assert len(r.udp_answers) == 4 and all(a.startswith("welcome") for a in r.udp_answers), r.udp_answers
+
+
+def test_tun_stays_on_the_per_packet_path_and_says_so() -> None:
+    r, _c, log = lab("tun")
+    assert "service TCP 192.168.1.220:80 (tunnel) stays on the per-packet path" in log, log
+    assert r.peer.startswith("172.25.254.10:")
 
 
 def test_fwmark_lab_passes_with_the_fast_path() -> None:
