@@ -11,6 +11,11 @@ HELP = "run one of the seed's labs (nat, dr, tun, fullnat, fwmark) in fresh netw
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("mode", choices=("nat", "dr", "tun", "fullnat", "fwmark"))
     parser.add_argument("--engine", choices=("packet", "proxy"), default="packet")
+    parser.add_argument(
+        "--fast-path",
+        action="store_true",
+        help="pylvsd --engine fastpath: the core decides each connection, the kernel forwards (docs/fastpath.md)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the namespaces and processes running")
     parser.add_argument("--no-udp", action="store_true", help="skip the UDP service (the article has none)")
     parser.add_argument(
@@ -27,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     if not is_root():
         print("pylvs lab: needs root (it creates network namespaces)", file=sys.stderr)
         return 1
+    if getattr(args, "fast_path", False):
+        args.engine = "fastpath"
     if args.mode == "fwmark":
         from pylvs.lab.fwmark import run_fwmark
 
