@@ -15,9 +15,10 @@ from __future__ import annotations
 import heapq
 import ipaddress
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 
 from pylvs.core.proto import TEMPLATE_NAMES, get_protocol
-from pylvs.core.service import RealServer
+from pylvs.core.service import RealServer, addr_int
 from pylvs.core.types import Fwd, IPAddr, Proto
 
 # Connection flags (IP_VS_CONN_F_*), plus two of ours above the kernel's range.
@@ -33,14 +34,39 @@ TEMPLATE_EXPIRE_LATER = 60  # s: an entry that still controls others is looked a
 INITIAL_TIMEOUT = 3  # s: the provisional timeout of a new entry before its first state change
 
 _M16 = 0xFFFF
+_M32 = 0xFFFF_FFFF
+_M128 = (1 << 128) - 1
 _NAT_LIKE = (Fwd.MASQ, Fwd.FULLNAT)  # replies cross the director: findable by their reply key
 
 
 def make_key(proto: int, caddr: IPAddr, cport: int, vaddr: IPAddr, vport: int) -> int:
     """Pack (protocol, client addr:port, virtual addr:port) into one int; bit 0 tells IPv6."""
-    if caddr.version == 4:
-        return ((((((proto << 32) | int(caddr)) << 16 | cport) << 32 | int(vaddr)) << 16) | vport) << 1
-    return (((((((proto << 128) | int(caddr)) << 16 | cport) << 128 | int(vaddr)) << 16) | vport) << 1) | 1
+    if isinstance(caddr, IPv4Address):
+        return (
+            (((((proto << 32) | addr_int(caddr)) << 16 | cport) << 32 | addr_int(vaddr)) << 16) | vport
+        ) << 1
+    return (
+        ((((((proto << 128) | addr_int(caddr)) << 16 | cport) << 128 | addr_int(vaddr)) << 16) | vport) << 1
+    ) | 1
+
+
+def reply_key(key: int, raddr: IPAddr, rport: int) -> int:
+    """out_key(proto, raddr, rport, caddr, cport) of the entry with client-side `key`, from its bits."""
+    if key & 1:
+        k = key >> 145  # drop the v6 bit, vport, vaddr
+        cport = k & _M16
+        k >>= 16
+        caddr = k & _M128
+        proto = k >> 128
+    else:
+        k = key >> 49
+        cport = k & _M16
+        k >>= 16
+        caddr = k & _M32
+        proto = k >> 32
+    if isinstance(raddr, IPv4Address):
+        return ((((((proto << 32) | addr_int(raddr)) << 16 | rport) << 32 | caddr) << 16) | cport) << 1
+    return (((((((proto << 128) | addr_int(raddr)) << 16 | rport) << 128 | caddr) << 16) | cport) << 1) | 1
 
 
 def split_key(key: int) -> tuple[int, IPAddr, int, IPAddr, int]:
@@ -207,6 +233,17 @@ class ConnectionTable:
         self.detached: set[Connection] = set()  # still alive but no longer findable by key
         self._buckets: dict[int, list[Connection]] = {}
         self._heap: list[int] = []  # bucket seconds present in _buckets
+        # The bucket of the current second, after due() found entries in it that expire later in
+        # that same second, is "held": its entries live in `_held_heap` ordered by (expiry, position
+        # in the bucket), so each due() takes just the prefix that is due, where the plain bucket
+        # was re-filed whole on every packet (quadratic in the entries expiring per second). Any
+        # change to a held entry (re-armed or freed) sets `_held_dirty`: the next due() turns the
+        # heap back into the bucket and takes the general path, with the very same result.
+        self._held = -1  # the held second, or -1
+        self._held_heap: list[tuple[float, int, Connection]] = []
+        self._held_ids: set[int] = set()
+        self._held_pos = 0
+        self._held_dirty = False
 
     def __len__(self) -> int:
         return len(self.conns) + len(self.templates) + len(self.detached)
@@ -250,8 +287,7 @@ class ConnectionTable:
             old = self.conns.get(conn.key)
             self.conns[conn.key] = conn
             if (conn.flags & F_FWD_MASK) in _NAT_LIKE:
-                p, c, cp, _v, _vp = split_key(conn.key)
-                self.out[make_key(p, conn.dest.addr, conn.dport, c, cp)] = conn
+                self.out[reply_key(conn.key, conn.dest.addr, conn.dport)] = conn
         if old is not None and old is not conn:
             self.detached.add(old)
 
@@ -269,8 +305,7 @@ class ConnectionTable:
         else:
             if self.conns.get(conn.key) is conn:
                 del self.conns[conn.key]
-            p, c, cp, _v, _vp = split_key(conn.key)
-            ok = make_key(p, conn.dest.addr, conn.dport, c, cp)
+            ok = reply_key(conn.key, conn.dest.addr, conn.dport)
             if self.out.get(ok) is conn:
                 del self.out[ok]
         self.detached.discard(conn)
@@ -287,10 +322,17 @@ class ConnectionTable:
         old = conn.expires
         new = now + conn.timeout
         conn.expires = new
+        if self._held >= 0 and id(conn) in self._held_ids:
+            self._held_dirty = True
         if old == 0.0 or int(new) < int(old):
             self._file(conn, int(new))
 
     def _file(self, conn: Connection, second: int) -> None:
+        if second == self._held:  # appended at the end of the held bucket
+            self._held_pos += 1
+            heapq.heappush(self._held_heap, (conn.expires, self._held_pos, conn))
+            self._held_ids.add(id(conn))
+            return
         bucket = self._buckets.get(second)
         if bucket is None:
             bucket = self._buckets[second] = []
@@ -301,15 +343,56 @@ class ConnectionTable:
         """When the earliest bucket comes up (an entry in it may turn out to expire later)."""
         return float(self._heap[0]) if self._heap else None
 
+    def next_due(self) -> float | None:
+        """The earliest time due() can return something: next_expiry, or later for a held bucket."""
+        heap = self._heap
+        if not heap:
+            return None
+        if heap[0] == self._held and not self._held_dirty:
+            return self._held_heap[0][0]
+        return float(heap[0])
+
+    def _unhold(self) -> None:
+        """Turn the held heap back into its bucket, in bucket order."""
+        second = self._held
+        self._held = -1
+        entries = sorted(self._held_heap, key=lambda e: e[1])
+        self._buckets[second] = [c for _, _, c in entries]
+        self._held_heap = []
+        self._held_ids = set()
+        self._held_dirty = False
+
+    def _due_held(self, now: float) -> list[tuple[float, Connection]]:
+        """due() when only the (clean) held bucket can have due entries."""
+        hh = self._held_heap
+        out: list[tuple[float, Connection]] = []
+        ids = self._held_ids
+        while hh and hh[0][0] <= now:
+            when, _, conn = heapq.heappop(hh)
+            ids.discard(id(conn))
+            out.append((when, conn))  # (expiry, position) order is the stable sort's order
+        if not hh:  # the bucket is used up, as when nothing is re-filed into it
+            second = heapq.heappop(self._heap)
+            del self._buckets[second]
+            self._held = -1
+            self._held_ids = set()
+        for _, conn in out:
+            conn.expires = 0.0
+        return out
+
     def due(self, now: float) -> list[tuple[float, Connection]]:
         """(expiry time, entry) for entries whose timer ran out by `now`, in expiry order.
 
         Their wheel entries are used up: an entry kept alive must be armed again (expire does).
         Entries found in a bucket that came up early are filed again.
         """
+        heap, buckets = self._heap, self._buckets
+        if self._held >= 0:
+            if not self._held_dirty and now < self._held + 1:
+                return self._due_held(now)
+            self._unhold()
         due: dict[int, Connection] = {}
         later: dict[int, Connection] = {}
-        heap, buckets = self._heap, self._buckets
         while heap and heap[0] <= now:
             second = heapq.heappop(heap)
             for conn in buckets.pop(second):
@@ -317,9 +400,24 @@ class ConnectionTable:
                     continue
                 # an entry filed twice (its expiry was brought forward) may come up twice
                 (due if conn.expires <= now else later)[id(conn)] = conn
+        held: list[Connection] = []
         for conn in later.values():
             if id(conn) not in due:
-                self._file(conn, int(conn.expires))
+                second = int(conn.expires)
+                if second <= now:  # the current second: its bucket is held (see __init__)
+                    held.append(conn)
+                else:
+                    self._file(conn, second)
+        if held:
+            second = int(now)
+            buckets[second] = []  # the entries live in the held heap meanwhile
+            heapq.heappush(heap, second)
+            self._held = second
+            hh = self._held_heap = [(c.expires, i, c) for i, c in enumerate(held)]
+            heapq.heapify(hh)
+            self._held_pos = len(held)
+            self._held_ids = {id(c) for c in held}
+            self._held_dirty = False
         out = sorted(((c.expires, c) for c in due.values()), key=lambda x: x[0])
         for _, conn in out:
             conn.expires = 0.0  # its timer entry is used up: the next arm files it again
@@ -343,6 +441,8 @@ class ConnectionTable:
 
     def free(self, conn: Connection) -> None:
         """Unlink an entry that controls nothing and release its server (and its template's count)."""
+        if self._held >= 0 and id(conn) in self._held_ids:
+            self._held_dirty = True  # its bucket changes: back to the general path
         self.unhash(conn)
         conn.flags |= F_DEAD
         ctl = conn.control

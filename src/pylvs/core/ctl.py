@@ -6,12 +6,14 @@ from __future__ import annotations
 import errno
 import ipaddress
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 
 from pylvs.core.errors import IPVSError, Op
 from pylvs.core.sched import get_scheduler
-from pylvs.core.service import RealServer, VirtualService
+from pylvs.core.service import RealServer, VirtualService, addr_int
 from pylvs.core.stats import Stats
 from pylvs.core.types import (
+    AF_INET,
     AF_INET6,
     INT_MAX,
     DestConfig,
@@ -28,9 +30,14 @@ TRASH_TTL = 120.0  # a deleted server with nothing pointing at it is freed after
 def _dest_addr_ok(addr: IPAddr) -> bool:
     """The kernel wants a unicast (or local) address for a new real server."""
     if isinstance(addr, ipaddress.IPv4Address):
-        return not (addr.is_multicast or addr.is_unspecified or int(addr) == 0xFFFFFFFF)
+        # not multicast (224.0.0.0/4), not 0.0.0.0, not 255.255.255.255: on the int, which is
+        # much cheaper than the ipaddress properties
+        ip = addr_int(addr)
+        return not (ip >> 28 == 0xE or ip == 0 or ip == 0xFFFFFFFF)
     # An IPv4-mapped address (::ffff:a.b.c.d) is not of the kernel's unicast type either.
-    return not (addr.is_multicast or addr.is_unspecified or addr.is_link_local or addr.ipv4_mapped is not None)
+    return not (
+        addr.is_multicast or addr.is_unspecified or addr.is_link_local or addr.ipv4_mapped is not None
+    )
 
 
 class ServiceTable:
@@ -38,6 +45,10 @@ class ServiceTable:
 
     def __init__(self) -> None:
         self._svcs: dict[ServiceKey, VirtualService] = {}
+        # IPv4 address services again, by plain (protocol, address int, port): the packet path's
+        # lookup without building and hashing a ServiceKey (IPv4Address hashes in Python)
+        self._v4: dict[tuple[int, int, int], VirtualService] = {}
+        self._last: tuple[ServiceKey, VirtualService] | None = None  # require()'s last answer
         self._seq = 0
         self.trash: list[RealServer] = []
         self.tot_stats = Stats()
@@ -57,13 +68,36 @@ class ServiceTable:
     def __len__(self) -> int:
         return len(self._svcs)
 
+    @property
+    def has_services(self) -> bool:
+        return bool(self._svcs)
+
     def get(self, key: ServiceKey) -> VirtualService | None:
         return self._svcs.get(key)
 
+    def find_v4(self, protocol: int, saddr: IPAddr, daddr: IPAddr, dport: int) -> VirtualService | None:
+        """get(ServiceKey(AF_INET, protocol, daddr, dport, 0)) for an IPv4 packet; None may also
+        mean "not indexed here" (the caller then does the general lookup)."""
+        if type(daddr) is IPv4Address and type(saddr) is IPv4Address:
+            return self._v4.get((protocol, addr_int(daddr), dport))
+        return None
+
+    @staticmethod
+    def _v4_key(key: ServiceKey) -> tuple[int, int, int] | None:
+        if key.af == AF_INET and not key.fwmark and type(key.addr) is IPv4Address:
+            return (int(key.protocol), addr_int(key.addr), key.port)
+        return None
+
     def require(self, key: ServiceKey, op: Op) -> VirtualService:
+        # Runs of operations on one service (a restore adds its servers one after the other):
+        # comparing with the last key found is cheaper than hashing a ServiceKey.
+        last = self._last
+        if last is not None and last[0] == key:
+            return last[1]
         svc = self._svcs.get(key)
         if svc is None:
             raise IPVSError(op, errno.ESRCH)
+        self._last = (key, svc)
         return svc
 
     def _next_seq(self) -> int:
@@ -101,6 +135,9 @@ class ServiceTable:
         svc = VirtualService(key, cfg, self._next_seq())
         svc.scheduler = sched_cls(svc)
         self._svcs[key] = svc
+        v4 = self._v4_key(key)
+        if v4 is not None:
+            self._v4[v4] = svc
         self._count(key, 1)
         self._changed()
         return svc
@@ -135,6 +172,10 @@ class ServiceTable:
         if svc.scheduler is not None:
             svc.scheduler.done()
         del self._svcs[svc.key]
+        self._last = None
+        v4 = self._v4_key(svc.key)
+        if v4 is not None and self._v4.get(v4) is svc:
+            del self._v4[v4]
         self._count(svc.key, -1)
 
     def flush(self, now: float = 0.0) -> None:
@@ -173,19 +214,22 @@ class ServiceTable:
         self._check_dest_cfg(cfg, Op.ADD_DEST)
         if svc.find_dest(cfg.addr, cfg.port) is not None:
             raise IPVSError(Op.ADD_DEST, errno.EEXIST)
-        dest = self._from_trash(svc, cfg)
+        dest = self._from_trash(svc, cfg) if self.trash else None
         if dest is None:
             if not _dest_addr_ok(cfg.addr):
                 raise IPVSError(Op.ADD_DEST, errno.EINVAL, "real server address is not unicast")
+            # a new server already holds every field apply() would set (and no connection, so
+            # no OVERLOAD): apply() would change nothing
             dest = RealServer(cfg, svc, self._next_seq())
         else:
             dest.service = svc
             dest.seq = self._next_seq()
             dest.available = True
             dest.trashed_at = None
-        dest.apply(cfg)
+            dest.apply(cfg)
         dest.last_weight = cfg.weight  # an add sets last_weight even when the weight is 0
         svc.dests.insert(0, dest)
+        svc.dest_added(dest)
         if svc.scheduler is not None:
             svc.scheduler.add_dest(dest)
         self._changed()
@@ -227,6 +271,7 @@ class ServiceTable:
             raise IPVSError(Op.DEL_DEST, errno.ENOENT)
         index = svc.dests.index(dest)
         del svc.dests[index]
+        svc.dest_removed(dest)
         dest.available = False
         dest.trashed_at = now
         if svc.scheduler is not None:

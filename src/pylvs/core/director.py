@@ -10,6 +10,7 @@ import errno
 import random
 from collections import deque
 from collections.abc import Callable
+from ipaddress import IPv4Address
 
 from pylvs.core import packet
 from pylvs.core.conn import F_INVALID, Connection, ConnectionTable, split_key
@@ -17,8 +18,8 @@ from pylvs.core.ctl import ServiceTable
 from pylvs.core.errors import IPVSError, Op
 from pylvs.core.proto import Protocol
 from pylvs.core.sched.base import SchedEnv
-from pylvs.core.service import RealServer, VirtualService
-from pylvs.core.snapshot import ConnView, DestView, ServiceView, Snapshot
+from pylvs.core.service import RealServer, VirtualService, addr_int
+from pylvs.core.snapshot import ConnView, ServiceView, Snapshot, make_dest_view
 from pylvs.core.stats import ESTIMATOR_PERIOD
 from pylvs.core.sysctl import Sysctls
 from pylvs.core.types import DestConfig, IPAddr, Packet, Proto, ServiceConfig, ServiceKey, Timeouts
@@ -140,11 +141,19 @@ class Director:
     # -- time --------------------------------------------------------------------------------------
     def advance(self, now: float) -> None:
         """Set the clock (never backwards) and run the timers that are due."""
-        if now > self.env.now:
-            self.env.now = now
-        exp = self.conns.next_expiry()  # entries armed since the last tick may be due sooner
-        if self.env.now >= self._deadline or self._nodest_sweep or (exp is not None and exp <= self.env.now):
-            self.tick(self.env.now)
+        env = self.env
+        if now > env.now:
+            env.now = now
+        t = env.now
+        if t >= self._deadline or self._nodest_sweep:
+            self.tick(t)
+            return
+        # entries armed since the last tick may be due sooner (next_due >= the first bucket)
+        heap = self.conns._heap
+        if heap and heap[0] <= t:
+            exp = self.conns.next_due()
+            if exp is not None and exp <= t:
+                self.tick(t)
 
     def tick(self, now: float) -> None:
         """Expire entries, run the estimator every 2 s, the periodic jobs every 60 s."""
@@ -169,8 +178,11 @@ class Director:
             for svc in self.services:
                 if svc.scheduler is not None:
                     svc.scheduler.tick(self.env)
-        nd = self.next_deadline()
-        self._deadline = nd if nd is not None else float("inf")
+        # advance() ticks again when there is work: a held timer bucket (conn.py) is looked at
+        # when its first entry is due, not at every packet of the second it belongs to
+        nd = min(self._est_next, self._periodic_next)
+        exp = table.next_due()
+        self._deadline = nd if exp is None else min(nd, exp)
 
     def _estimate(self, now: float) -> None:
         """Estimator ticks for every stats object, catching up over a long gap."""
@@ -238,34 +250,46 @@ class Director:
         return out
 
 
+def _addr_text(addr: IPAddr) -> str:
+    """str(addr); IPv4 formatted from its int (ipaddress's __str__ is several times slower)."""
+    if type(addr) is IPv4Address:
+        ip = addr_int(addr)
+        return f"{ip >> 24}.{ip >> 16 & 255}.{ip >> 8 & 255}.{ip & 255}"
+    return str(addr)
+
+
 def take_snapshot(director: Director) -> Snapshot:
     """The director's rules, counters and rates as plain views (see snapshot.py)."""
     services = []
     for svc in director.services:
-        dests = tuple(
-            DestView(
-                addr=str(d.addr),
-                port=d.port,
-                fwd=int(d.fwd),
-                weight=d.weight,
-                u_threshold=d.u_threshold,
-                l_threshold=d.l_threshold,
-                activeconns=d.activeconns,
-                inactconns=d.inactconns,
-                persistconns=d.persistconns,
-                tun_type=int(d.tun_type),
-                tun_port=d.tun_port,
-                tun_flags=int(d.tun_flags),
-                stats=d.stats.shown(),
-                rates=d.stats.rates(),
+        views = []
+        for d in svc.dests:
+            st = d.stats
+            inact = d.total - d.activeconns  # RealServer.inactconns
+            views.append(
+                make_dest_view(
+                    _addr_text(d.addr),
+                    d.port,
+                    int(d.fwd),
+                    d.weight,
+                    d.u_threshold,
+                    d.l_threshold,
+                    d.activeconns,
+                    inact if inact > 0 else 0,
+                    d.persistconns,
+                    int(d.tun_type),
+                    d.tun_port,
+                    int(d.tun_flags),
+                    st.shown(),
+                    st.rates(),
+                )
             )
-            for d in svc.dests
-        )
+        dests = tuple(views)
         services.append(
             ServiceView(
                 af=svc.af,
                 protocol=int(svc.protocol),
-                addr="" if svc.addr is None else str(svc.addr),
+                addr="" if svc.addr is None else _addr_text(svc.addr),
                 port=svc.port,
                 fwmark=svc.fwmark,
                 scheduler=svc.scheduler_name,

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from pylvs.core.conn import (
+    F_DEAD,
     F_INACTIVE,
     F_NOOUTPUT,
     F_ONE_PACKET,
@@ -24,7 +25,7 @@ from pylvs.core.conn import (
     set_active,
 )
 from pylvs.core.persistence import FTPPORT, conn_dport, template_key, template_usable
-from pylvs.core.proto import TPL_ASSURED, Direction, Protocol, get_protocol
+from pylvs.core.proto import PROTOCOLS, TPL_ASSURED, Direction, Protocol
 from pylvs.core.service import RealServer, VirtualService
 from pylvs.core.types import AF_INET, Fwd, Packet, Proto, ServiceKey
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from pylvs.core.director import Director
 
 FTPDATA = 20
+_INPUT, _OUTPUT, _INPUT_ONLY = Direction.INPUT, Direction.OUTPUT, Direction.INPUT_ONLY
 
 
 class Action(Enum):
@@ -56,6 +58,11 @@ NO_DEST = Verdict(Action.NO_DEST)
 def find_service(d: Director, pkt: Packet) -> VirtualService | None:
     """fwmark first, then the exact service, then FTP's for data ports, then the port-0 service."""
     table = d.services
+    if not (pkt.fwmark and table.fwm_count):
+        # the common case: an IPv4 address service found by plain ints (see ServiceTable.find_v4)
+        svc = table.find_v4(pkt.protocol, pkt.saddr, pkt.daddr, pkt.dport)
+        if svc is not None:
+            return svc
     af = pkt.af
     if pkt.fwmark and table.fwm_count:
         svc = table.get(ServiceKey(af, Proto.TCP, None, 0, pkt.fwmark))
@@ -104,17 +111,29 @@ def _count_conn(d: Director, conn: Connection, svc: VirtualService) -> None:
 def _in_stats(d: Director, conn: Connection, length: int) -> None:
     dest = conn.dest
     if dest.available:
-        for st in (dest.stats, dest.service.stats, d.services.tot_stats):
-            st.inpkts += 1
-            st.inbytes += length
+        st = dest.stats
+        st.inpkts += 1
+        st.inbytes += length
+        st = dest.service.stats
+        st.inpkts += 1
+        st.inbytes += length
+        st = d.services.tot_stats
+        st.inpkts += 1
+        st.inbytes += length
 
 
 def _out_stats(d: Director, conn: Connection, length: int) -> None:
     dest = conn.dest
     if dest.available:
-        for st in (dest.stats, dest.service.stats, d.services.tot_stats):
-            st.outpkts += 1
-            st.outbytes += length
+        st = dest.stats
+        st.outpkts += 1
+        st.outbytes += length
+        st = dest.service.stats
+        st.outpkts += 1
+        st.outbytes += length
+        st = d.services.tot_stats
+        st.outpkts += 1
+        st.outbytes += length
 
 
 def assure_template(conn: Connection) -> None:
@@ -126,16 +145,17 @@ def assure_template(conn: Connection) -> None:
 def transition(d: Director, proto: Protocol, conn: Connection, pkt: Packet, direction: Direction) -> None:
     """One packet's state change: pick the table, move the entry, keep ActiveConn right, set timeout."""
     if conn.flags & F_NOOUTPUT:
-        if direction == Direction.OUTPUT:
+        if direction == _OUTPUT:
             conn.flags &= ~F_NOOUTPUT
         else:
-            direction = Direction.INPUT_ONLY
-    new = proto.next_state(conn.state, pkt, direction, d.sysctl)
-    if new != conn.state:
+            direction = _INPUT_ONLY
+    state = conn.state
+    new = proto.next_state(state, pkt, direction, d.sysctl)
+    if new != state:
         set_active(conn, new in proto.active)
         if new == proto.established:
             assure_template(conn)
-    elif direction == Direction.OUTPUT and proto.established < 0:
+    elif direction == _OUTPUT and proto.established < 0:
         assure_template(conn)  # UDP: a reply assures the template
     conn.state = new
     conn.timeout = d.state_timeouts(proto)[new]
@@ -175,12 +195,14 @@ def _leave(d: Director, svc: VirtualService, pkt: Packet) -> Verdict:
     return NO_DEST
 
 
-def schedule(d: Director, svc: VirtualService, pkt: Packet, now: float) -> Verdict:
-    """Make a new connection for a packet of `svc`, or say what happens to the packet instead."""
+def schedule(d: Director, svc: VirtualService, pkt: Packet, now: float, key: int | None = None) -> Verdict:
+    """Make a new connection for a packet of `svc`, or say what happens to the packet instead.
+    `key` is the packet's connection key when the caller has it already."""
     if pkt.sport == FTPDATA:
         return PASS  # never schedule active FTP data from a real server
     one_packet = F_ONE_PACKET if svc.onepacket and pkt.protocol == Proto.UDP else 0
-    key = make_key(int(pkt.protocol), pkt.saddr, pkt.sport, pkt.daddr, pkt.dport)
+    if key is None:
+        key = make_key(int(pkt.protocol), pkt.saddr, pkt.sport, pkt.daddr, pkt.dport)
     if svc.persistent:
         return _schedule_persist(d, svc, pkt, now, key, one_packet)
     if not svc.fwmark and pkt.dport != svc.port:
@@ -227,13 +249,14 @@ def _schedule_persist(
 def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
     """A client->director packet (spec §A3)."""
     d.advance(now)
-    if not len(d.services) and not d.conns.conns:
+    table = d.conns
+    if not d.services.has_services and not table.conns:
         return PASS
-    proto = get_protocol(pkt.protocol)
+    proto = PROTOCOLS.get(pkt.protocol)
     if proto is None:
         return PASS
-    table = d.conns
-    conn = table.lookup_in(pkt.protocol, pkt.saddr, pkt.sport, pkt.daddr, pkt.dport)
+    key = make_key(pkt.protocol, pkt.saddr, pkt.sport, pkt.daddr, pkt.dport)
+    conn = table.conns.get(key)  # ConnectionTable.lookup_in
     sysctl = d.sysctl
     if conn is not None and proto.is_new_conn(pkt):
         if sysctl.expire_nodest_conn and conn.dest.weight == 0:
@@ -261,12 +284,12 @@ def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
         svc = find_service(d, pkt)
         if svc is None:
             return PASS
-        v = schedule(d, svc, pkt, now)
+        v = schedule(d, svc, pkt, now, key)
         if v.conn is None:
             return v
         conn = v.conn
     _in_stats(d, conn, pkt.length)
-    transition(d, proto, conn, pkt, Direction.INPUT)
+    transition(d, proto, conn, pkt, _INPUT)
     if conn.flags & F_ONE_PACKET:
         table.free(conn)  # one-packet scheduling: gone as soon as the datagram is forwarded
     else:
@@ -283,11 +306,11 @@ def _expire_now(d: Director, conn: Connection, now: float) -> None:
 def process_out(d: Director, conn: Connection, pkt: Packet, now: float) -> None:
     """A real server's reply crossing the director (NAT, FULLNAT): counters, OUTPUT state, timer."""
     d.advance(now)
-    if conn.dead:
+    if conn.flags & F_DEAD:
         return
-    proto = get_protocol(pkt.protocol)
+    proto = PROTOCOLS.get(pkt.protocol)
     if proto is None:
         return
     _out_stats(d, conn, pkt.length)
-    transition(d, proto, conn, pkt, Direction.OUTPUT)
+    transition(d, proto, conn, pkt, _OUTPUT)
     d.conns.arm(conn, now)

@@ -3,11 +3,14 @@ for list order, thresholds and the OVERLOAD flag."""
 
 from __future__ import annotations
 
+import operator
+from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
 from pylvs.core.stats import Stats
 from pylvs.core.types import (
     AF_INET,
+    AF_INET6,
     DestConfig,
     Fwd,
     IPAddr,
@@ -21,6 +24,13 @@ from pylvs.core.types import (
 
 if TYPE_CHECKING:
     from pylvs.core.sched.base import Scheduler
+
+    def addr_int(addr: IPAddr) -> int:
+        """int(addr)."""
+        ...
+
+else:
+    addr_int = operator.attrgetter("_ip")  # int(addr) without a Python-level call
 
 
 class RealServer:
@@ -50,7 +60,7 @@ class RealServer:
     )
 
     def __init__(self, cfg: DestConfig, service: VirtualService, seq: int) -> None:
-        self.af = cfg.af
+        self.af = AF_INET if isinstance(cfg.addr, IPv4Address) else AF_INET6  # cfg.af, cheaper
         self.addr: IPAddr = cfg.addr
         self.port = cfg.port
         self.service = service
@@ -73,7 +83,8 @@ class RealServer:
 
     @property
     def inactconns(self) -> int:
-        return max(self.total - self.activeconns, 0)
+        n = self.total - self.activeconns
+        return n if n > 0 else 0
 
     @property
     def config(self) -> DestConfig:
@@ -161,6 +172,10 @@ class VirtualService:
         self.scheduler: Scheduler | None = None
         self.stats = Stats()
         self.sched_data: object = None  # per-service scratch a scheduler may keep
+        # find_dest's index: (port, address) -> server, valid while it describes this very list
+        self._ix: dict[tuple[int, object], RealServer] = {}
+        self._ix_of: list[RealServer] | None = None
+        self._ix_len = -1
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -200,10 +215,32 @@ class VirtualService:
         return bool(self.flags & SvcFlags.ONEPACKET)
 
     def find_dest(self, addr: IPAddr, port: int) -> RealServer | None:
-        for d in self.dests:
-            if d.port == port and d.addr == addr:
-                return d
+        dests = self.dests
+        if self._ix_of is not dests or self._ix_len != len(dests):
+            self._reindex()  # the list changed without us (first use, or changed in place)
+        d = self._ix.get(_dest_key(addr, port))
+        if d is not None and d.port == port and d.addr == addr:
+            return d
         return None
+
+    def _reindex(self) -> None:
+        dests = self.dests
+        ix: dict[tuple[int, object], RealServer] = {}
+        for d in reversed(dests):  # the first match in list order wins, as the scan's did
+            ix[_dest_key(d.addr, d.port)] = d
+        self._ix = ix
+        self._ix_of = dests
+        self._ix_len = len(dests)
+
+    def dest_added(self, dest: RealServer) -> None:
+        """`dest` was just inserted at the front of the list (keeps find_dest's index current)."""
+        if self._ix_of is self.dests and self._ix_len == len(self.dests) - 1:
+            self._ix[_dest_key(dest.addr, dest.port)] = dest
+            self._ix_len += 1
+
+    def dest_removed(self, dest: RealServer) -> None:
+        """`dest` was just removed from the list."""
+        self._ix_len = -1  # rebuilt on the next find_dest (deletes are rare)
 
     def list_after(self, pos: RealServer | None) -> list[RealServer]:
         """Servers strictly after `pos` in list order (all of them when pos is None, the HEAD)."""
@@ -213,6 +250,13 @@ class VirtualService:
 
     def __repr__(self) -> str:
         return f"<VirtualService {self.key} {self.scheduler_name}>"
+
+
+def _dest_key(addr: IPAddr, port: int) -> tuple[int, object]:
+    """find_dest's index key: IPv4 by its int (IPv4Address hashes in Python), IPv6 as itself."""
+    if isinstance(addr, IPv4Address):
+        return (port, addr_int(addr))
+    return (port, addr)
 
 
 def nat_like(fwd: Fwd) -> bool:

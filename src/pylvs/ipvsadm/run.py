@@ -151,7 +151,11 @@ def split_rules(text: str) -> list[tuple[int, list[str]]]:
     if last and len(last) - len(last.rstrip(" \t\r")) >= 2:
         segments.pop()
     for lineno, segment in enumerate(segments, 1):
-        words = [w for w in _WORD.findall(segment) if w != "ipvsadm"]
+        if len(segment) <= RULE_WORD_MAX and "\t" not in segment and "\r" not in segment:
+            # no word can need cutting and spaces are the only separators: a plain split
+            words = [w for w in segment.split(" ") if w and w != "ipvsadm"]
+        else:
+            words = [w for w in _WORD.findall(segment) if w != "ipvsadm"]
         if words:
             lines.append((lineno, words))
     return lines

@@ -154,6 +154,11 @@ def tcp_event(flags: int) -> int:
     return -1
 
 
+# tcp_event depends only on these bits: a table of it saves a function call per segment
+_EVENT_BITS = TCP_RST | TCP_SYN | TCP_FIN | TCP_ACK
+_EVENT = tuple(tcp_event(f) for f in range(_EVENT_BITS + 1))
+
+
 class TCP(Protocol):
     proto = Proto.TCP
     names = NAMES
@@ -175,7 +180,7 @@ class TCP(Protocol):
         return bool(reuse_mode & 2) and state == FIN_WAIT and no_output
 
     def next_state(self, state: int, pkt: Packet, direction: Direction, sysctl: Sysctls) -> int:
-        ev = tcp_event(pkt.tcp_flags)
+        ev = _EVENT[pkt.tcp_flags & _EVENT_BITS]
         if ev < 0:
             return CLOSE
         table = SECURE if sysctl.secure_tcp == 3 else NORMAL

@@ -34,19 +34,29 @@ class WeightedRoundRobin(Scheduler):
             if w > 0:
                 g = gcd(g, w)
             top = max(top, w)
+        self._gcd, self._top = g, top
         di = g or 1
         return di, top - (di - 1)
 
-    def _changed(self) -> None:
+    def _changed(self, added: RealServer | None = None) -> None:
         self.cl = HEAD
-        self.di, self.mw = self._weights()
+        if added is None:
+            self.di, self.mw = self._weights()
+        else:
+            # one server more: fold its weight into the gcd and maximum instead of a rescan
+            w = added.weight
+            g = gcd(self._gcd, w) if w > 0 else self._gcd
+            top = self._top if self._top >= w else w
+            self._gcd, self._top = g, top
+            di = g or 1
+            self.di, self.mw = di, top - (di - 1)
         if self.cw > self.mw or self.cw == 0:
             self.cw = self.mw
         elif self.di > 1:
             self.cw = (self.cw // self.di) * self.di + 1
 
     def add_dest(self, dest: RealServer) -> None:
-        self._changed()
+        self._changed(dest)
 
     def del_dest(self, dest: RealServer, index: int) -> None:
         self._changed()

@@ -1,0 +1,105 @@
+"""Core packet-path cost per short TCP connection, as the proxy engine feeds it.
+
+    .venv/bin/python bench/bench_core_path.py [--conns 50000] [--dests 10] [--fwd masq|fullnat|droute]
+        [--persistent] [--repeat 3] [--profile]
+
+Each connection is six synthetic packets through Director.process_in / process_out: SYN in,
+SYN+ACK out, ACK in, FIN+ACK in, FIN+ACK out, ACK in (the proxy's open/close sequence). Clients
+come from many addresses and ports; time advances 3 ms per connection so entries expire (TIME_WAIT,
+2 min) and the timer wheel is exercised as well. Packets are built in the loop, as the engine does.
+Prints µs per connection and per packet (process CPU time, best of --repeat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import ipaddress
+import pstats
+import time
+
+from pylvs.core.director import Director
+from pylvs.core.types import (
+    TCP_ACK,
+    TCP_FIN,
+    TCP_SYN,
+    DestConfig,
+    Fwd,
+    Packet,
+    Proto,
+    ServiceConfig,
+    ServiceKey,
+    SvcFlags,
+)
+
+FIN_ACK = TCP_FIN | TCP_ACK
+SYN_ACK = TCP_SYN | TCP_ACK
+
+
+def setup(dests: int, fwd: Fwd, persistent: bool) -> tuple[Director, ipaddress.IPv4Address]:
+    d = Director()
+    vip = ipaddress.IPv4Address("10.0.0.1")
+    key = ServiceKey.for_addr(Proto.TCP, vip, 80)
+    flags = SvcFlags.PERSISTENT if persistent else SvcFlags.NONE
+    d.add_service(key, ServiceConfig("wlc", flags, 300 if persistent else 0))
+    for j in range(dests):
+        d.add_dest(key, DestConfig(ipaddress.IPv4Address(f"192.168.1.{10 + j}"), 8080, fwd, 1 + j % 3))
+    return d, vip
+
+
+def run(d: Director, vip: ipaddress.IPv4Address, n: int, t0: float) -> float:
+    """Open and close n connections; returns the model time reached."""
+    base = int(ipaddress.IPv4Address("100.64.0.0"))
+    clients = [ipaddress.IPv4Address(base + i) for i in range(4096)]
+    tcp = Proto.TCP
+    now = t0
+    pin, pout = d.process_in, d.process_out
+    for i in range(n):
+        caddr = clients[i & 4095]
+        cport = 1024 + (i >> 12) % 60000
+        now += 0.003
+        v = pin(Packet(tcp, caddr, cport, vip, 80, 0, 60, TCP_SYN), now)
+        conn = v.conn
+        assert conn is not None
+        daddr, dport = conn.daddr, conn.dport
+        pout(conn, Packet(tcp, daddr, dport, caddr, cport, 0, 60, SYN_ACK), now)
+        pin(Packet(tcp, caddr, cport, vip, 80, 0, 52, TCP_ACK), now)
+        pin(Packet(tcp, caddr, cport, vip, 80, 0, 52, FIN_ACK), now)
+        pout(conn, Packet(tcp, daddr, dport, caddr, cport, 0, 52, FIN_ACK), now)
+        pin(Packet(tcp, caddr, cport, vip, 80, 0, 52, TCP_ACK), now)
+    return now
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--conns", type=int, default=50_000)
+    ap.add_argument("--dests", type=int, default=10)
+    ap.add_argument("--fwd", choices=("masq", "fullnat", "droute"), default="masq")
+    ap.add_argument("--persistent", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", action="store_true")
+    a = ap.parse_args()
+    fwd = {"masq": Fwd.MASQ, "fullnat": Fwd.FULLNAT, "droute": Fwd.DROUTE}[a.fwd]
+    best = float("inf")
+    for _ in range(a.repeat):
+        d, vip = setup(a.dests, fwd, a.persistent)
+        run(d, vip, 2000, 1.0)  # warm up
+        c0 = time.process_time()
+        if a.profile:
+            prof = cProfile.Profile()
+            prof.runcall(run, d, vip, a.conns, 2.0)
+        else:
+            run(d, vip, a.conns, 2.0)
+        best = min(best, time.process_time() - c0)
+        if a.profile:
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+            break
+    per_conn = best / a.conns * 1e6
+    print(f"conns={a.conns} dests={a.dests} fwd={a.fwd} persistent={a.persistent} entries={len(d.conns)}")
+    print(
+        f"cpu: {per_conn:.2f} µs per connection, {per_conn / 6:.2f} µs per packet (6 packets, best of {a.repeat})"
+    )
+
+
+if __name__ == "__main__":
+    main()
