@@ -103,6 +103,14 @@ def test_pylvsd_config_programs_and_follows_health(tmp_path: Path) -> None:
         assert "TCP  127.0.0.1:8080 rr" in out and f"127.0.0.2:{p1}              Masq    2" in out
         listener.close()  # 127.0.0.2 goes away: removed
         wait_for(lambda: f"127.0.0.2:{p1}" not in listing(sock), 10)
+        # the control API reports the same, with the checker's verdict per real server
+        from pylvs.daemon.client import DaemonBackend
+
+        health = DaemonBackend(str(sock)).request("GET", "/health")
+        assert health["config"] == str(conf)
+        (vs,) = health["virtual_servers"]
+        up = {(rs["addr"], rs["port"]): rs["up"] for rs in vs["real_servers"]}
+        assert up == {("127.0.0.2", p1): False, ("127.0.0.3", p2): False}
 
         conf.write_text("virtual_server 127.0.0.1 8080 {\n  lb_algo\n}\n")  # refused on reload
         daemon.send_signal(signal.SIGHUP)

@@ -158,6 +158,14 @@ async def get_status(request: web.Request) -> web.Response:
     )
 
 
+async def get_health(request: web.Request) -> web.Response:
+    """Health-check state from --config (keepalived.conf): per real server up/down and why."""
+    health = getattr(_state(request), "health", None)
+    if health is None:
+        return _json({"config": None, "virtual_servers": [], "events": [], "lag": {}})
+    return _json(health.to_json())
+
+
 async def get_snapshot(request: web.Request) -> web.Response:
     snap = _state(request).snapshot()
     if request.query.get("compact") in ("1", "true", "yes"):
@@ -390,6 +398,7 @@ def make_app(state: DaemonState, token: str | None = None) -> web.Application:
     r.add_get("/openapi.json", get_openapi)
     r.add_get("/status", get_status)
     r.add_get("/snapshot", get_snapshot)
+    r.add_get("/health", get_health)
     r.add_get("/services", list_services)
     r.add_post("/services", add_service)
     r.add_delete("/services", flush)

@@ -246,6 +246,12 @@ def openapi_document() -> dict[str, Any]:
         "/status": {
             "get": {"summary": "version, engine, counts", "responses": _resp("status", {"type": "object"})}
         },
+        "/health": {
+            "get": {
+                "summary": "health checks (--config): real servers up or down, last result, reason",
+                "responses": _resp("health state", {"type": "object"}),
+            }
+        },
         "/snapshot": {
             "get": {
                 "summary": "rules, counters, rates, timeouts, daemons",
