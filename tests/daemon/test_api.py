@@ -246,6 +246,12 @@ def test_tcp_without_token_is_refused(make_daemon) -> None:  # type: ignore[no-u
     assert "--tcp needs --token" in d.log.read_text()
 
 
+def test_fast_path_goes_only_with_the_packet_engine(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = make_daemon("--engine", "proxy", "--fast-path", ephemeral=True).start(wait=False)
+    assert d.proc.wait(20) == 2
+    assert "--fast-path goes with --engine packet" in d.log.read_text()
+
+
 def test_event_stream(ephemeral: Pylvsd) -> None:
     import json
 

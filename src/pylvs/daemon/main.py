@@ -71,7 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--rules", default=env("PYLVSD_RULES", DEFAULT_RULES), help="rules file (ipvsadm -S format)"
     )
     p.add_argument(
-        "--engine", default=env("PYLVSD_ENGINE") or None, help="none, proxy or packet (default proxy)"
+        "--engine",
+        default=env("PYLVSD_ENGINE") or None,
+        help="none, proxy, packet or fastpath (default proxy)",
+    )
+    p.add_argument(
+        "--fast-path",
+        action="store_true",
+        help="with --engine packet: the kernel forwards, Python schedules only each new connection"
+        " (the same as --engine fastpath)",
     )
     p.add_argument(
         "--ephemeral",
@@ -377,6 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not Path(args.config).is_file():
             return _fail(f"--config {args.config}: no such file")
 
+    if args.fast_path:
+        if args.engine not in (None, "packet", "fastpath"):
+            return _fail("--fast-path goes with --engine packet", EXIT_USAGE)
+        args.engine = "fastpath"
     try:
         engine_cls, _ = _resolve_engine(args.engine)
     except ValueError as e:
