@@ -164,7 +164,7 @@ class Simulation:
         elif verb == "list":
             if args:
                 raise SimError("list takes no arguments")
-            self.list()
+            self.show_list()
         elif verb == "open":
             self.open(args)
         elif verb == "close":
@@ -186,7 +186,7 @@ class Simulation:
             return 1
         return 0
 
-    def list(self) -> None:
+    def show_list(self) -> None:
         from pylvs.ipvsadm.run import run_ipvsadm
 
         self.director.tick(self.now)

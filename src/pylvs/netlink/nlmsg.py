@@ -62,7 +62,7 @@ def messages(data: bytes) -> Iterator[tuple[int, int, int, int]]:
 
 def error_of(data: bytes, off: int) -> int:
     """The errno of an NLMSG_ERROR payload (0 = an ACK)."""
-    (err,) = struct.unpack_from("=i", data, off)
+    err: int = struct.unpack_from("=i", data, off)[0]
     return -err
 
 

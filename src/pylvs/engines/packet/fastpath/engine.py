@@ -341,12 +341,11 @@ class FastPathEngine(Engine):
                     self.loop.remove_reader(s.fileno())
                 s.close()
         for dev, vips in dr_vips.items():
-            s = self.dr_socks.get(dev)
-            if s is None:
+            if dev not in self.dr_socks:
                 s = self.dr_socks[dev] = drsock.open_socket(dev)
                 if self.loop is not None:
                     self.loop.add_reader(s.fileno(), self._dr_readable, dev, s)
-            drsock.attach(s, drsock.program([socket.inet_aton(v) for v, _p in vips]))
+            drsock.attach(self.dr_socks[dev], drsock.program([socket.inet_aton(v) for v, _p in vips]))
 
     def _sync_inner(self, services: list[Any]) -> None:
         if not services and self.inner is None:
