@@ -5,8 +5,8 @@
 
 Each connection is six synthetic packets through Director.process_in / process_out: SYN in,
 SYN+ACK out, ACK in, FIN+ACK in, FIN+ACK out, ACK in (the proxy's open/close sequence). Clients
-come from many addresses and ports; time advances 3 ms per connection so entries expire (TIME_WAIT,
-2 min) and the timer wheel is exercised as well. Packets are built in the loop, as the engine does.
+come from many addresses and ports; time advances --step (3 ms) per connection so entries expire
+(TIME_WAIT, 2 min) and the timer wheel is exercised as well. Packets are built in the loop, as the engine does.
 Prints µs per connection and per packet (process CPU time, best of --repeat).
 """
 
@@ -47,7 +47,7 @@ def setup(dests: int, fwd: Fwd, persistent: bool) -> tuple[Director, ipaddress.I
     return d, vip
 
 
-def run(d: Director, vip: ipaddress.IPv4Address, n: int, t0: float) -> float:
+def run(d: Director, vip: ipaddress.IPv4Address, n: int, t0: float, step: float = 0.003) -> float:
     """Open and close n connections; returns the model time reached."""
     base = int(ipaddress.IPv4Address("100.64.0.0"))
     clients = [ipaddress.IPv4Address(base + i) for i in range(4096)]
@@ -57,7 +57,7 @@ def run(d: Director, vip: ipaddress.IPv4Address, n: int, t0: float) -> float:
     for i in range(n):
         caddr = clients[i & 4095]
         cport = 1024 + (i >> 12) % 60000
-        now += 0.003
+        now += step
         v = pin(Packet(tcp, caddr, cport, vip, 80, 0, 60, TCP_SYN), now)
         conn = v.conn
         assert conn is not None
@@ -78,24 +78,27 @@ def main() -> None:
     ap.add_argument("--persistent", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--step", type=float, default=0.003, help="model seconds between connections")
     a = ap.parse_args()
     fwd = {"masq": Fwd.MASQ, "fullnat": Fwd.FULLNAT, "droute": Fwd.DROUTE}[a.fwd]
     best = float("inf")
     for _ in range(a.repeat):
         d, vip = setup(a.dests, fwd, a.persistent)
-        run(d, vip, 2000, 1.0)  # warm up
+        run(d, vip, 2000, 1.0, a.step)  # warm up
         c0 = time.process_time()
         if a.profile:
             prof = cProfile.Profile()
-            prof.runcall(run, d, vip, a.conns, 2.0)
+            prof.runcall(run, d, vip, a.conns, 2.0, a.step)
         else:
-            run(d, vip, a.conns, 2.0)
+            run(d, vip, a.conns, 2.0, a.step)
         best = min(best, time.process_time() - c0)
         if a.profile:
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
             break
     per_conn = best / a.conns * 1e6
-    print(f"conns={a.conns} dests={a.dests} fwd={a.fwd} persistent={a.persistent} entries={len(d.conns)}")
+    print(
+        f"conns={a.conns} dests={a.dests} fwd={a.fwd} persistent={a.persistent} step={a.step} entries={len(d.conns)}"
+    )
     print(
         f"cpu: {per_conn:.2f} µs per connection, {per_conn / 6:.2f} µs per packet (6 packets, best of {a.repeat})"
     )

@@ -48,7 +48,6 @@ class ServiceTable:
         # IPv4 address services again, by plain (protocol, address int, port): the packet path's
         # lookup without building and hashing a ServiceKey (IPv4Address hashes in Python)
         self._v4: dict[tuple[int, int, int], VirtualService] = {}
-        self._last: tuple[ServiceKey, VirtualService] | None = None  # require()'s last answer
         self._seq = 0
         self.trash: list[RealServer] = []
         self.tot_stats = Stats()
@@ -89,15 +88,15 @@ class ServiceTable:
         return None
 
     def require(self, key: ServiceKey, op: Op) -> VirtualService:
-        # Runs of operations on one service (a restore adds its servers one after the other):
-        # comparing with the last key found is cheaper than hashing a ServiceKey.
-        last = self._last
-        if last is not None and last[0] == key:
-            return last[1]
+        # An IPv4 address service is found by plain ints first: hashing or comparing a ServiceKey
+        # runs IPv4Address.__hash__/__eq__ in Python (a 100,000-server restore pays it per line).
+        if not key.fwmark and key.af == AF_INET and type(key.addr) is IPv4Address:
+            svc = self._v4.get((int(key.protocol), addr_int(key.addr), key.port))
+            if svc is not None:
+                return svc
         svc = self._svcs.get(key)
         if svc is None:
             raise IPVSError(op, errno.ESRCH)
-        self._last = (key, svc)
         return svc
 
     def _next_seq(self) -> int:
@@ -172,7 +171,6 @@ class ServiceTable:
         if svc.scheduler is not None:
             svc.scheduler.done()
         del self._svcs[svc.key]
-        self._last = None
         v4 = self._v4_key(svc.key)
         if v4 is not None and self._v4.get(v4) is svc:
             del self._v4[v4]

@@ -158,7 +158,9 @@ def transition(d: Director, proto: Protocol, conn: Connection, pkt: Packet, dire
     elif direction == _OUTPUT and proto.established < 0:
         assure_template(conn)  # UDP: a reply assures the template
     conn.state = new
-    conn.timeout = d.state_timeouts(proto)[new]
+    # d.state_timeouts(proto), its cache read here first
+    tt = d._state_timeouts.get(proto.proto) if d._state_timeouts_of is d.timeouts else None
+    conn.timeout = (tt if tt is not None else d.state_timeouts(proto))[new]
 
 
 # -- scheduling (ip_vs_schedule, ip_vs_sched_persist) -------------------------------------------

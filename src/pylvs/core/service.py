@@ -206,13 +206,14 @@ class VirtualService:
     def config(self) -> ServiceConfig:
         return ServiceConfig(self.scheduler_name, self.flags, self.timeout, self.netmask, self.pe_name)
 
+    # int(flags) first: IntFlag's own & runs in Python, once per new connection
     @property
     def persistent(self) -> bool:
-        return bool(self.flags & SvcFlags.PERSISTENT)
+        return bool(int(self.flags) & _PERSISTENT)
 
     @property
     def onepacket(self) -> bool:
-        return bool(self.flags & SvcFlags.ONEPACKET)
+        return bool(int(self.flags) & _ONEPACKET)
 
     def find_dest(self, addr: IPAddr, port: int) -> RealServer | None:
         dests = self.dests
@@ -250,6 +251,10 @@ class VirtualService:
 
     def __repr__(self) -> str:
         return f"<VirtualService {self.key} {self.scheduler_name}>"
+
+
+_PERSISTENT = int(SvcFlags.PERSISTENT)
+_ONEPACKET = int(SvcFlags.ONEPACKET)
 
 
 def _dest_key(addr: IPAddr, port: int) -> tuple[int, object]:

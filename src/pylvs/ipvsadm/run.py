@@ -153,7 +153,9 @@ def split_rules(text: str) -> list[tuple[int, list[str]]]:
     for lineno, segment in enumerate(segments, 1):
         if len(segment) <= RULE_WORD_MAX and "\t" not in segment and "\r" not in segment:
             # no word can need cutting and spaces are the only separators: a plain split
-            words = [w for w in segment.split(" ") if w and w != "ipvsadm"]
+            words = segment.split(" ")
+            if "" in words or "ipvsadm" in words:
+                words = [w for w in words if w and w != "ipvsadm"]
         else:
             words = [w for w in _WORD.findall(segment) if w != "ipvsadm"]
         if words:
