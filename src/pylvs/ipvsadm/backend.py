@@ -110,16 +110,6 @@ def _key_from(d: dict[str, Any] | None) -> ServiceKey | None:
     return ServiceKey(int(d["af"]), Proto(int(d["protocol"])), addr, int(d["port"]), int(d["fwmark"]))
 
 
-def _svc_json(cfg: ServiceConfig) -> dict[str, Any]:
-    return {
-        "scheduler": cfg.scheduler,
-        "flags": int(cfg.flags),
-        "timeout": cfg.timeout,
-        "netmask": cfg.netmask,
-        "pe_name": cfg.pe_name,
-    }
-
-
 def _svc_from(d: dict[str, Any]) -> ServiceConfig:
     return ServiceConfig(
         str(d["scheduler"]),
@@ -128,20 +118,6 @@ def _svc_from(d: dict[str, Any]) -> ServiceConfig:
         int(d["netmask"]),
         str(d["pe_name"]),
     )
-
-
-def _dest_json(cfg: DestConfig) -> dict[str, Any]:
-    return {
-        "addr": str(cfg.addr),
-        "port": cfg.port,
-        "fwd": int(cfg.fwd),
-        "weight": cfg.weight,
-        "u_threshold": cfg.u_threshold,
-        "l_threshold": cfg.l_threshold,
-        "tun_type": int(cfg.tun_type),
-        "tun_port": cfg.tun_port,
-        "tun_flags": int(cfg.tun_flags),
-    }
 
 
 def _dest_from(d: dict[str, Any]) -> DestConfig:
@@ -160,11 +136,15 @@ def _dest_from(d: dict[str, Any]) -> DestConfig:
 
 def batch_op_to_json(op: BatchOp) -> dict[str, Any]:
     """{"method": name, ...named arguments...}: plain JSON types only."""
+    # The service and real-server objects are the ones pylvsd's API already speaks; imported here so
+    # that ipvsadm's start-up does not load the daemon's codec.
+    from pylvs.daemon.codec import dest_config_to_json, service_config_to_json
+
     m, a = op.method, op.args
     if m in ("add_service", "edit_service"):
-        return {"method": m, "key": _key_json(a[0]), "service": _svc_json(a[1])}
+        return {"method": m, "key": _key_json(a[0]), "service": service_config_to_json(a[1])}
     if m in ("add_dest", "edit_dest"):
-        return {"method": m, "key": _key_json(a[0]), "dest": _dest_json(a[1])}
+        return {"method": m, "key": _key_json(a[0]), "dest": dest_config_to_json(a[1])}
     if m == "del_service":
         return {"method": m, "key": _key_json(a[0])}
     if m == "zero":
