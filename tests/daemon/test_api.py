@@ -12,6 +12,7 @@ from pylvs.core.errors import IPVSError, Op
 from pylvs.core.snapshot import DaemonView
 from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey, SvcFlags
 from pylvs.daemon.client import DaemonBackend, DaemonError, DaemonUnavailable
+from tests.support import free_port
 
 from .conftest import Pylvsd
 
@@ -208,20 +209,11 @@ def raw_request(b: DaemonBackend, method: str, path: str, data: bytes) -> None:
     raise IPVSError(Op(body["op"]), body["errno"])
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_tcp_api_needs_the_bearer_token(make_daemon) -> None:  # type: ignore[no-untyped-def]
     import http.client
     import json
 
-    port = _free_port()
+    port = free_port()
     d = make_daemon("--tcp", f"127.0.0.1:{port}", "--token", "s3cret-token", ephemeral=True).start()
 
     def get(headers: dict[str, str]) -> tuple[int, dict]:  # type: ignore[type-arg]

@@ -13,17 +13,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey
+from tests.support import free_port
 
 from .conftest import Pylvsd, needs_save
 
 pytest.importorskip("pylvs.engines.proxy")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Echo(socketserver.BaseRequestHandler):

@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 from dataclasses import dataclass, field
-
-
-def free_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

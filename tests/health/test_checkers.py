@@ -20,8 +20,9 @@ from pylvs.health.checkers.dns import build_query, judge_answer
 from pylvs.health.checkers.http import parse_response
 from pylvs.health.config.errors import Where
 from pylvs.health.config.model import CheckerConf, UrlCheck
+from tests.support import free_port
 
-from .servers import HttpBackend, TcpBackend, dns_responder, free_port
+from .servers import HttpBackend, TcpBackend, dns_responder
 
 LO = "127.0.0.1"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .servers import free_port
+from tests.support import free_port
 
 BIN = Path(sys.executable).parent
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from pylvs.core.director import Director, take_snapshot
 from pylvs.health.config import load_config
 from pylvs.health.manager import HealthEvent, HealthManager
+from tests.support import free_port
 
-from .servers import TcpBackend, free_port
+from .servers import TcpBackend
 
 VIP = "127.0.0.1"
 

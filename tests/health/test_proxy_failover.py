@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .servers import free_port
+from tests.support import free_port
+
 from .test_daemon_hook import listing, wait_for
 
 BIN = Path(sys.executable).parent

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from tests.metrics.test_real_traffic import by_remote, scrape
-from tests.web.pylvsd import Pylvsd, free_port
+from tests.support import free_port
+from tests.web.pylvsd import Pylvsd
 
 
 def conf(vport: int, up_port: int, down_port: int) -> str:

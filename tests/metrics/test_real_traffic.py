@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.web.pylvsd import Pylvsd, free_port
+from tests.support import free_port
+from tests.web.pylvsd import Pylvsd
 
 VIP = "127.0.0.1"
 SERVERS = ("127.0.0.2", "127.0.0.3")

@@ -13,13 +13,6 @@ from pathlib import Path
 from pylvs.daemon.client import DaemonBackend, DaemonUnavailable
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Pylvsd:
     def __init__(self, tmp: Path, *extra: str, engine: str = "none") -> None:
         self.socket = str(tmp / "pylvsd.sock")

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.support import free_port
 from tests.web.cdp import Browser, find_chromium
-from tests.web.pylvsd import Pylvsd, free_port
+from tests.web.pylvsd import Pylvsd
 
 TOKEN = "dashboard-token-1"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"

@@ -7,7 +7,8 @@ import socket
 import time
 from pathlib import Path
 
-from tests.web.pylvsd import Pylvsd, free_port
+from tests.support import free_port
+from tests.web.pylvsd import Pylvsd
 
 
 def test_open_stream_does_not_delay_sigterm(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import uvloop
 from pylvs.core.director import Director
 from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey
 from pylvs.engines.proxy import ProxyEngine
+from tests import support
 
 LO = "127.0.0.1"
 LO_IP = ipaddress.ip_address(LO)
@@ -30,10 +31,7 @@ def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
 
 
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((LO, 0))
-        port: int = s.getsockname()[1]
-        return port
+    return support.free_port(LO, kind)
 
 
 class Backend:
