@@ -9,13 +9,14 @@ the root namespace: veths are created inside the namespaces.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from pylvs.lab.netns import Netns, is_root
+
+__all__ = ["CLIENTS", "RS", "VIP", "Lab", "is_root"]
 
 HERE = Path(__file__).resolve().parent
 VIP = "172.25.254.100"
@@ -73,91 +74,31 @@ c.sendall(b"hello\n"); print(c.recv(4096).decode().strip()); c.close()
 """
 
 
-def is_root() -> bool:
-    return os.geteuid() == 0
-
-
 class Lab:
+    """The four namespaces above on pylvs.lab.netns.Netns (naming, veths, processes, teardown)."""
+
     def __init__(self) -> None:
-        self.prefix = "plv" + secrets.token_hex(3)
-        self.names: list[str] = []
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: dict[str, Path] = {}
+        self.net = Netns()
 
     def ns(self, role: str) -> str:
-        return f"{self.prefix}{role}"
+        return self.net.ns(role)
 
     def sh(self, role: str, *cmds: str, check: bool = True) -> str:
-        out = ""
-        for cmd in cmds:
-            p = subprocess.run(
-                ["ip", "netns", "exec", self.ns(role), *cmd.split()],
-                capture_output=True,
-                text=True,
-                timeout=20,
-            )
-            if check and p.returncode != 0:
-                raise RuntimeError(f"[{role}] {cmd}: {p.stderr.strip()}")
-            out += p.stdout
-        return out
+        return "".join(self.net.run(role, cmd.split(), check=check, timeout=20).stdout for cmd in cmds)
 
     def run(self, role: str, argv: list[str], timeout: float = 15) -> str:
-        p = subprocess.run(
-            ["ip", "netns", "exec", self.ns(role), *argv], capture_output=True, text=True, timeout=timeout
-        )
-        if p.returncode != 0:
-            raise RuntimeError(f"[{role}] {argv[:3]}: {p.stderr.strip()[-500:]}")
-        return p.stdout
+        return self.net.run(role, argv, timeout=timeout).stdout
 
     def spawn(self, role: str, argv: list[str], tag: str) -> subprocess.Popen[bytes]:
-        log = Path(f"/tmp/{self.prefix}-{tag}.log")
-        self.logs[tag] = log
-        with open(log, "wb") as f:
-            p = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns(role), *argv],
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.procs.append(p)
-        return p
+        return self.net.spawn(role, argv, log_name=tag)
 
     def log(self, tag: str) -> str:
-        try:
-            return self.logs[tag].read_text()
-        except (KeyError, OSError):
-            return ""
+        return self.net.log(tag)
 
     def build(self) -> None:
         for role in ("c", "d", "r1", "r2"):
-            subprocess.run(["ip", "netns", "add", self.ns(role)], check=True, timeout=10)
-            self.names.append(self.ns(role))
-            self.sh(role, "ip link set lo up")
-
-        def veth(a: str, a_if: str, b: str, b_if: str) -> None:
-            subprocess.run(
-                [
-                    "ip",
-                    "-n",
-                    self.ns(a),
-                    "link",
-                    "add",
-                    a_if,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    b_if,
-                    "netns",
-                    self.ns(b),
-                ],
-                check=True,
-                timeout=10,
-            )
-            self.sh(a, f"ip link set {a_if} up")
-            self.sh(b, f"ip link set {b_if} up")
-
+            self.net.add(role)
+        veth = self.net.veth
         veth("c", "eth0", "d", "eth0")
         self.sh("d", "ip link add br0 type bridge", "ip link set br0 up")
         veth("d", "p1", "r1", "eth0")
@@ -206,44 +147,16 @@ class Lab:
         while time.monotonic() < deadline:
             if "READY" in self.log("director"):
                 return
-            if self.procs[-1].poll() is not None:
+            if self.net.procs[-1].poll() is not None:
                 break
             time.sleep(0.05)
         raise RuntimeError("director did not start: " + self.log("director")[-2000:])
 
     def wait_tcp(self, role: str, addr: str, port: int) -> None:
-        code = (
-            "import socket,time,sys\nfor _ in range(200):\n try:\n"
-            f"  socket.create_connection(('{addr}',{port}),0.5).close(); sys.exit(0)\n"
-            " except OSError: time.sleep(0.05)\nsys.exit(1)"
-        )
-        self.run(role, [sys.executable, "-c", code], timeout=20)
+        self.net.wait_tcp(role, addr, port)
 
     def request(self, src: str, port: int, dst: str = VIP) -> str:
         return self.run("c", [sys.executable, "-c", CLIENT, src, dst, str(port)]).strip()
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for p in self.procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(2)
-        for name in reversed(self.names):
-            pids = subprocess.run(
-                ["ip", "netns", "pids", name], capture_output=True, text=True
-            ).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
-        for log in self.logs.values():
-            log.unlink(missing_ok=True)
+        self.net.close()
