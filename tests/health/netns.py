@@ -8,7 +8,6 @@ unique ("plv" + random hex) and everything is removed on exit, even after a fail
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pylvs.lab.netns import Netns
+
 ORACLE = Path(__file__).resolve().parent.parent / "data" / "oracle" / "keepalived"
 
 
@@ -24,26 +25,16 @@ def can_netns() -> bool:
     return os.geteuid() == 0 and shutil.which("ip") is not None
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 @contextmanager
 def lab() -> Iterator[tuple[str, str]]:
-    tag = "plv" + secrets.token_hex(3)
-    d, r = f"{tag}d", f"{tag}r"
+    net = Netns()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        _ip("netns", "add", d)
-        _ip("netns", "add", r)
-        for ns in (d, r):
-            _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("-n", d, "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", r)
-        _ip("-n", d, "addr", "add", "192.168.201.1/24", "dev", "veth0")
-        _ip("-n", d, "link", "set", "veth0", "up")
+        d, r = net.add("d"), net.add("r")
+        net.veth("d", "veth0", "r", "eth0")
+        net.addr("d", "veth0", "192.168.201.1/24")
         for a in (10, 11, 12, 13, 20):
-            _ip("-n", r, "addr", "add", f"192.168.201.{a}/24", "dev", "eth0")
-        _ip("-n", r, "link", "set", "eth0", "up")
+            net.addr("r", "eth0", f"192.168.201.{a}/24")
         srv = subprocess.Popen(
             ["ip", "netns", "exec", r, sys.executable, str(ORACLE / "lab_servers.py"), str(ORACLE)],
             stdout=subprocess.PIPE,
@@ -57,8 +48,7 @@ def lab() -> Iterator[tuple[str, str]]:
         for p in procs:
             p.kill()
             p.wait()
-        for ns in (d, r):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        net.close()
 
 
 LATE_LISTENER = """
