@@ -388,7 +388,8 @@ class ConnectionTable:
         """
         heap, buckets = self._heap, self._buckets
         if self._held >= 0:
-            if not self._held_dirty and now < self._held + 1:
+            # an expiry handled at its own (past) time can re-arm an entry into an earlier bucket
+            if not self._held_dirty and now < self._held + 1 and heap[0] == self._held:
                 return self._due_held(now)
             self._unhold()
         due: dict[int, Connection] = {}
