@@ -6,7 +6,8 @@ import asyncio
 import ipaddress
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import uvloop
@@ -141,3 +142,18 @@ class Harness:
     async def stop(self, drain: bool = False) -> None:
         if self.engine is not None:
             await self.engine.stop(drain=drain)
+
+
+@asynccontextmanager
+async def behind(h: Harness, *backends: Backend) -> AsyncIterator[ProxyEngine]:
+    """The started backends as h's real servers (in this order), the engine started; afterwards the
+    engine stopped, then each backend."""
+    for b in backends:
+        h.add(b.port)
+    engine = await h.start()
+    try:
+        yield engine
+    finally:
+        await h.stop()
+        for b in backends:
+            await b.stop()

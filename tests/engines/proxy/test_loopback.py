@@ -18,22 +18,15 @@ from pylvs.engines.proxy import ProxyEngine
 from pylvs.engines.proxy.feed import TCP_HDR4, UDP_HDR4
 from pylvs.engines.proxy.tcp import CHUNK
 
-from .helpers import LO, LO_IP, Backend, Harness, ask, free_port, run
+from .helpers import LO, LO_IP, Backend, Harness, ask, behind, free_port, run
 
 
 def test_round_robin_alternates_between_backends() -> None:
     async def body() -> list[str]:
         a, b = await Backend("A").start(), await Backend("B").start()
         h = Harness()
-        h.add(a.port)
-        h.add(b.port)
-        await h.start()
-        try:
+        async with behind(h, a, b):
             return [(await ask(h.vport)).split()[0] for _ in range(10)]
-        finally:
-            await h.stop()
-            await a.stop()
-            await b.stop()
 
     names = run(body)
     assert sorted(set(names)) == ["A", "B"]
@@ -44,18 +37,13 @@ def test_fullnat_backend_sees_the_director() -> None:
     async def body() -> tuple[str, int]:
         a = await Backend("A").start()
         h = Harness()
-        h.add(a.port)
-        await h.start()
-        try:
+        async with behind(h, a):
             reader, writer = await asyncio.open_connection(LO, h.vport)
             client_port = writer.get_extra_info("sockname")[1]
             writer.write(b"x\n\n")
             await reader.read()
             writer.close()
             return a.peers[0][0], client_port if a.peers[0][1] != client_port else -1
-        finally:
-            await h.stop()
-            await a.stop()
 
     addr, port = run(body)
     assert addr == LO and port != -1  # a new socket of the director's, not the client's port
@@ -67,10 +55,7 @@ def test_counters_match_the_traffic_sent() -> None:
     async def body() -> tuple[tuple[int, ...], int, int]:
         a, b = await Backend("A", "echo").start(), await Backend("B", "echo").start()
         h = Harness()
-        h.add(a.port)
-        h.add(b.port)
-        await h.start()
-        try:
+        async with behind(h, a, b):
             for n in sizes:
                 reader, writer = await asyncio.open_connection(LO, h.vport)
                 writer.write(b"z" * n)
@@ -86,10 +71,6 @@ def test_counters_match_the_traffic_sent() -> None:
             await asyncio.sleep(0.3)
             st = h.stats()
             return st, a.received + b.received, len(a.peers) + len(b.peers)
-        finally:
-            await h.stop()
-            await a.stop()
-            await b.stop()
 
     (conns, inpkts, outpkts, inbytes, outbytes), received, accepted = run(body)
     assert conns == len(sizes) == accepted
@@ -104,9 +85,7 @@ def test_connection_states_follow_the_relay() -> None:
     async def body() -> tuple[list[str], list[str]]:
         a = await Backend("A", "echo").start()
         h = Harness()
-        h.add(a.port)
-        await h.start()
-        try:
+        async with behind(h, a):
             reader, writer = await asyncio.open_connection(LO, h.vport)
             writer.write(b"ping")
             await reader.readexactly(4)
@@ -118,9 +97,6 @@ def test_connection_states_follow_the_relay() -> None:
             await asyncio.sleep(0.2)
             after = [c.state for c in h.director.connections_view(h.clock())]
             return during, after
-        finally:
-            await h.stop()
-            await a.stop()
 
     during, after = run(body)
     assert during == ["ESTABLISHED"]
@@ -251,9 +227,7 @@ def test_rules_changed_starts_and_stops_listeners_without_cutting_connections() 
     async def body() -> tuple[str, bytes, bool]:
         a = await Backend("A", "echo").start()
         h = Harness()
-        h.add(a.port)
-        eng = await h.start()
-        try:
+        async with behind(h, a) as eng:
             port2 = free_port()
             key2 = ServiceKey.for_addr(Proto.TCP, LO_IP, port2)
             h.director.add_service(key2, ServiceConfig(scheduler="rr"))
@@ -279,9 +253,6 @@ def test_rules_changed_starts_and_stops_listeners_without_cutting_connections() 
                 refused = True
             await b.stop()
             return new.split()[0], kept, refused
-        finally:
-            await h.stop()
-            await a.stop()
 
     new, kept, refused = run(body)
     assert new == "B" and kept == b"b" and refused
@@ -291,18 +262,13 @@ def test_half_close_lets_the_server_answer_after_the_client_is_done() -> None:
     async def body() -> str:
         a = await Backend("A").start()
         h = Harness()
-        h.add(a.port)
-        await h.start()
-        try:
+        async with behind(h, a):
             reader, writer = await asyncio.open_connection(LO, h.vport)
             writer.write(b"request without the terminator")
             writer.write_eof()  # the backend answers only after our EOF
             data = await asyncio.wait_for(reader.read(), 3)
             writer.close()
             return data.decode()
-        finally:
-            await h.stop()
-            await a.stop()
 
     assert run(body).startswith("A ")
 
@@ -488,15 +454,8 @@ def test_persistence_keeps_a_client_on_one_server() -> None:
         a, b = await Backend("A").start(), await Backend("B").start()
         h = Harness()
         h.director.edit_service(h.key, ServiceConfig(scheduler="rr", flags=SvcFlags.PERSISTENT, timeout=60))
-        h.add(a.port)
-        h.add(b.port)
-        await h.start()
-        try:
+        async with behind(h, a, b):
             return [(await ask(h.vport)).split()[0] for _ in range(6)]
-        finally:
-            await h.stop()
-            await a.stop()
-            await b.stop()
 
     names = run(body)
     assert len(set(names)) == 1, names
@@ -565,9 +524,7 @@ def test_removed_server_connections_follow_expire_nodest_conn() -> None:
         a = await Backend("A", "echo").start()
         h = Harness()
         h.director.sysctl.expire_nodest_conn = expire
-        h.add(a.port)
-        await h.start()
-        try:
+        async with behind(h, a):
             reader, writer = await asyncio.open_connection(LO, h.vport)
             writer.write(b"1")
             await reader.readexactly(1)
@@ -585,9 +542,6 @@ def test_removed_server_connections_follow_expire_nodest_conn() -> None:
                 outcome = "stalled"
             writer.close()
             return outcome
-        finally:
-            await h.stop()
-            await a.stop()
 
     # The kernel's rule: 1 = the entry is expired and the flow reset, 0 = its packets are dropped.
     assert run(lambda: body(1)) in ("reset", "eof")
