@@ -61,6 +61,35 @@ def listing(sock: Path) -> str:
     return r.stderr
 
 
+def start_pylvsd(sock: Path, conf: Path, engine: str) -> subprocess.Popen[str]:
+    """The installed pylvsd on `sock` with ephemeral rules and keepalived file `conf`; stderr piped."""
+    return subprocess.Popen(
+        [
+            str(BIN / "pylvsd"),
+            "--socket",
+            str(sock),
+            "--ephemeral",
+            "--engine",
+            engine,
+            "--config",
+            str(conf),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop_pylvsd(daemon: subprocess.Popen[str]) -> str:
+    """SIGTERM (SIGKILL if it takes over 15 s); what it wrote to stderr."""
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        _, err = daemon.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        _, err = daemon.communicate()
+    return err
+
+
 def wait_for(pred: Callable[[], bool], timeout: float) -> None:
     end = time.monotonic() + timeout
     while not pred():
@@ -81,20 +110,7 @@ def test_pylvsd_config_programs_and_follows_health(tmp_path: Path) -> None:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.2", p1))
     listener.listen(16)
-    daemon = subprocess.Popen(
-        [
-            str(BIN / "pylvsd"),
-            "--socket",
-            str(sock),
-            "--ephemeral",
-            "--engine",
-            "none",
-            "--config",
-            str(conf),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    daemon = start_pylvsd(sock, conf, "none")
     try:
         wait_for(lambda: sock.exists() and f"127.0.0.3:{p2}" in listing(sock), 15)
         # 127.0.0.3 never answers: inhibit_on_failure keeps it with weight 0, as ipvsadm shows keepalived's
@@ -123,12 +139,7 @@ def test_pylvsd_config_programs_and_follows_health(tmp_path: Path) -> None:
         assert f"127.0.0.3:{p2}              Masq    0" in listing(sock)
     finally:
         listener.close()
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            _, err = daemon.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            _, err = daemon.communicate()
+        err = stop_pylvsd(daemon)
     assert daemon.returncode == 0, err
     assert "reload refused, old configuration kept" in err and ":2: 'lb_algo' needs a value" in err
     assert "Traceback" not in err

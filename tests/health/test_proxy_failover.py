@@ -4,9 +4,7 @@ real server that stops is taken out by its checker, and no request fails once th
 from __future__ import annotations
 
 import http.server
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -16,7 +14,7 @@ import pytest
 
 from tests.support import free_port
 
-from .test_daemon_hook import listing, wait_for
+from .test_daemon_hook import listing, start_pylvsd, stop_pylvsd, wait_for
 
 BIN = Path(sys.executable).parent
 
@@ -89,20 +87,7 @@ def test_no_request_fails_after_detection(tmp_path: Path) -> None:
     )
     s1, s2 = serve("127.0.0.2", p1), serve("127.0.0.3", p2)
     sock = tmp_path / "d.sock"
-    daemon = subprocess.Popen(
-        [
-            str(BIN / "pylvsd"),
-            "--socket",
-            str(sock),
-            "--ephemeral",
-            "--engine",
-            "proxy",
-            "--config",
-            str(conf),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    daemon = start_pylvsd(sock, conf, "proxy")
     results: list[tuple[float, str | None]] = []
     stop = threading.Event()
 
@@ -134,12 +119,7 @@ def test_no_request_fails_after_detection(tmp_path: Path) -> None:
             t.join()
         s1.shutdown()
         s2.shutdown()
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.communicate()
+        stop_pylvsd(daemon)
     after = [r for ts, r in results if ts >= detected]
     assert len(after) > 50
     assert all(r is not None for r in after), [r for r in after if r is None][:3]
