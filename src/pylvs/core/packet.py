@@ -49,6 +49,20 @@ class Verdict:
     conn: Connection | None = None
 
 
+_new = object.__new__
+_set_action = Verdict.__dict__["action"].__set__  # slot setters: frozen blocks only setattr
+_set_conn = Verdict.__dict__["conn"].__set__
+_FORWARD = Action.FORWARD
+
+
+def forward(conn: Connection) -> Verdict:
+    """Verdict(Action.FORWARD, conn) without the frozen dataclass's __init__ (once per packet)."""
+    v: Verdict = _new(Verdict)
+    _set_action(v, _FORWARD)
+    _set_conn(v, conn)
+    return v
+
+
 PASS = Verdict(Action.PASS)
 DROP = Verdict(Action.DROP)
 NO_DEST = Verdict(Action.NO_DEST)
@@ -220,7 +234,7 @@ def schedule(d: Director, svc: VirtualService, pkt: Packet, now: float, key: int
         return _leave(d, svc, pkt)
     conn = new_conn(d, key, dest, dest.port or pkt.dport, one_packet, pkt.fwmark)
     _count_conn(d, conn, svc)
-    return Verdict(Action.FORWARD, conn)
+    return forward(conn)
 
 
 def _schedule_persist(
@@ -244,7 +258,7 @@ def _schedule_persist(
     tpl.n_control += 1
     table.arm(tpl, now)  # each use re-arms the template to its timeout
     _count_conn(d, conn, svc)
-    return Verdict(Action.FORWARD, conn)
+    return forward(conn)
 
 
 # -- the two directions --------------------------------------------------------------------------
@@ -296,7 +310,7 @@ def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
         table.free(conn)  # one-packet scheduling: gone as soon as the datagram is forwarded
     else:
         table.arm(conn, now)
-    return Verdict(Action.FORWARD, conn)
+    return forward(conn)
 
 
 def _expire_now(d: Director, conn: Connection, now: float) -> None:
