@@ -3,78 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from pylvs.daemon.client import DaemonBackend, DaemonUnavailable
-
-
-class Pylvsd:
-    def __init__(self, tmp: Path, *extra: str, ephemeral: bool = False, engine: str = "none") -> None:
-        self.engine = engine
-        self.dir = tmp
-        self.socket = str(tmp / "pylvsd.sock")
-        self.rules = tmp / "rules"
-        self.extra = list(extra)
-        self.ephemeral = ephemeral
-        self.proc: subprocess.Popen[str] | None = None
-        self.log = tmp / "pylvsd.log"
-
-    def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "pylvs.daemon.main", "--socket", self.socket, "--engine", self.engine]
-        argv += ["--ephemeral"] if self.ephemeral else ["--rules", str(self.rules)]
-        return argv + self.extra
-
-    def start(self, wait: bool = True) -> Pylvsd:
-        logf = open(self.log, "a")
-        self.proc = subprocess.Popen(self.argv(), stdout=logf, stderr=logf, text=True)
-        logf.close()
-        if wait:
-            self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        b = self.backend()
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"pylvsd exited {self.proc.returncode}: {self.log.read_text()}")
-            try:
-                b.status()
-                return
-            except DaemonUnavailable:
-                time.sleep(0.05)
-        raise AssertionError(f"pylvsd not ready: {self.log.read_text()}")
-
-    def backend(self) -> DaemonBackend:
-        return DaemonBackend(self.socket, source="pylvsadm", timeout=120)
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def stop(self, timeout: float = 20.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
+from tests.support import Pylvsd
 
 
 @pytest.fixture

@@ -2,48 +2,41 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from pylvs.daemon.client import DaemonBackend, DaemonUnavailable
+from tests import support
 
 
-class Pylvsd:
+class Pylvsd(support.Pylvsd):
+    """Always --ephemeral; ready once the control socket answers and the add-ons (--metrics, --web)
+    listen, stopped again if it never gets there."""
+
     def __init__(self, tmp: Path, *extra: str, engine: str = "none") -> None:
-        self.socket = str(tmp / "pylvsd.sock")
-        self.log = tmp / "pylvsd.log"
-        self.argv = [sys.executable, "-m", "pylvs.daemon.main", "--socket", self.socket, "--engine", engine]
-        self.argv += ["--ephemeral", *extra]
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(tmp, *extra, ephemeral=True, engine=engine)
 
-    def start(self, timeout: float = 20.0) -> Pylvsd:
-        with open(self.log, "ab") as logf:
-            self.proc = subprocess.Popen(self.argv, stdout=logf, stderr=logf)
-        backend = DaemonBackend(self.socket)
+    def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"pylvsd exited {self.proc.returncode}: {self.log.read_text()}")
-            try:
-                backend.status()
-            except DaemonUnavailable:
+        try:
+            super().wait_ready(timeout)
+            # The add-ons start after the control socket answers.
+            while time.monotonic() < deadline:
+                if all(self._listening(a) for a in self._addon_addresses()):
+                    return
                 time.sleep(0.05)
-                continue
-            # The add-ons (--metrics, --web) start after the control socket answers.
-            if all(self._listening(a) for a in self._addon_addresses()):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"pylvsd not ready: {self.log.read_text()}")
+            raise AssertionError(f"pylvsd not ready: {self.log.read_text()}")
+        except AssertionError:
+            self.stop()
+            raise
 
     def _addon_addresses(self) -> list[tuple[str, int]]:
         out = []
-        for flag, value in zip(self.argv, self.argv[1:], strict=False):
+        for flag, value in itertools.pairwise(self.argv()):
             if flag in ("--metrics", "--web"):
                 host, _, port = value.rpartition(":")
                 out.append((host.strip("[]"), int(port)))
@@ -68,13 +61,3 @@ class Pylvsd:
         )
         assert r.returncode == 0, f"pylvsadm {' '.join(args)}: {r.stderr}"
         return r.stdout
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
