@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pylvs import __version__
+from pylvs.daemon.changes import KINDS
 
 _INT = {"type": "integer"}
 _STR = {"type": "string"}
@@ -109,19 +110,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "op": {
                 "type": "string",
-                "enum": [
-                    "add_service",
-                    "edit_service",
-                    "del_service",
-                    "flush",
-                    "add_dest",
-                    "edit_dest",
-                    "del_dest",
-                    "zero",
-                    "set_timeouts",
-                    "start_daemon",
-                    "stop_daemon",
-                ],
+                "enum": list(KINDS),  # what parse_change accepts
             },
             "service": _ref("ServiceKey"),
             "config": _ref("ServiceConfig"),
