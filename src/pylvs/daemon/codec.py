@@ -319,6 +319,19 @@ def _t5(v: Any) -> tuple[int, int, int, int, int]:
     return (v[0], v[1], v[2], v[3], v[4])
 
 
+def _snapshot(services: list[ServiceView], data: dict[str, Any]) -> Snapshot:
+    """The Snapshot of `services` and the document's top-level fields (the same in both forms)."""
+    t = data["timeouts"]
+    return Snapshot(
+        services=tuple(services),
+        stats=_t5(data["stats"]),
+        rates=_t5(data["rates"]),
+        timeouts=(t[0], t[1], t[2]),
+        conn_tab_size=int(data["conn_tab_size"]),
+        daemons=tuple(DaemonView(**d) for d in data.get("daemons", ())),
+    )
+
+
 def snapshot_from_json(data: dict[str, Any]) -> Snapshot:
     """Snapshot.from_json, faster (positional construction); KeyError/TypeError on a bad document."""
     services = []
@@ -360,15 +373,7 @@ def snapshot_from_json(data: dict[str, Any]) -> Snapshot:
                 _t5(s["rates"]),
             )
         )
-    t = data["timeouts"]
-    return Snapshot(
-        services=tuple(services),
-        stats=_t5(data["stats"]),
-        rates=_t5(data["rates"]),
-        timeouts=(t[0], t[1], t[2]),
-        conn_tab_size=int(data["conn_tab_size"]),
-        daemons=tuple(DaemonView(**d) for d in data.get("daemons", ())),
-    )
+    return _snapshot(services, data)
 
 
 # -- compact snapshots (GET /snapshot?compact=1): rows instead of objects, for big listings ----------
@@ -448,12 +453,4 @@ def snapshot_from_compact(data: dict[str, Any]) -> Snapshot:
                 s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], dests, _t5(s[10]), _t5(s[11])
             )
         )
-    t = data["timeouts"]
-    return Snapshot(
-        services=tuple(services),
-        stats=_t5(data["stats"]),
-        rates=_t5(data["rates"]),
-        timeouts=(t[0], t[1], t[2]),
-        conn_tab_size=int(data["conn_tab_size"]),
-        daemons=tuple(DaemonView(**d) for d in data.get("daemons", ())),
-    )
+    return _snapshot(services, data)
