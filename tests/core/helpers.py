@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 from pylvs.core.director import Director
+from pylvs.core.sched.base import SchedEnv
+from pylvs.core.service import VirtualService
 from pylvs.core.types import DestConfig, Fwd, IPAddr, Packet, Proto, ServiceConfig, ServiceKey
 
 
@@ -41,3 +43,22 @@ def syn(
     mark: int = 0,
 ) -> Packet:
     return Packet(proto, ip(client), cport, ip(vip), vport, fwmark=mark, tcp_flags=0x02)
+
+
+def svc_of(d: Director, key: ServiceKey) -> VirtualService:
+    svc = d.services.get(key)
+    assert svc is not None and svc.scheduler is not None
+    return svc
+
+
+def hold(svc: VirtualService, env: SchedEnv | None = None, vip: str = "172.25.254.100") -> str:
+    """Schedule one connection to `vip` and keep it open (established = active): the chosen real
+    server's last octet, or "-" when none is chosen. A fresh SchedEnv each time unless `env` is given."""
+    assert svc.scheduler is not None
+    r = svc.scheduler.schedule(syn(vip=vip), SchedEnv() if env is None else env)
+    if r is None:
+        return "-"
+    r.bind_conn()
+    r.activeconns += 1
+    svc.scheduler.load_changed(r)
+    return str(r.addr).rsplit(".", 1)[1]

@@ -6,7 +6,6 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pylvs.core.director import Director
 from pylvs.core.sched.base import SchedEnv
 from pylvs.core.sched.dh import DestinationHashing
 from pylvs.core.sched.hashing import fold, hash_32
@@ -16,13 +15,7 @@ from pylvs.core.sched.sh import SourceHashing
 from pylvs.core.service import VirtualService
 from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey, SvcFlags
 
-from ..helpers import director_with, ip, syn
-
-
-def svc_of(d: Director, key: ServiceKey) -> VirtualService:
-    svc = d.services.get(key)
-    assert svc is not None and svc.scheduler is not None
-    return svc
+from ..helpers import director_with, ip, svc_of, syn
 
 
 def pick(svc: VirtualService, client: str, cport: int = 40000, vip: str = "172.25.254.100") -> str:

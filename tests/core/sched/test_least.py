@@ -6,30 +6,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pylvs.core.director import Director
 from pylvs.core.sched.base import SchedEnv
 from pylvs.core.service import RealServer, VirtualService
-from pylvs.core.types import DestConfig, Fwd, ServiceKey
+from pylvs.core.types import DestConfig, Fwd
 
-from ..helpers import director_with, ip, syn
-
-
-def svc_of(d: Director, key: ServiceKey) -> VirtualService:
-    svc = d.services.get(key)
-    assert svc is not None and svc.scheduler is not None
-    return svc
-
-
-def hold(svc: VirtualService) -> str:
-    """Schedule one connection and keep it open (established = active)."""
-    assert svc.scheduler is not None
-    r = svc.scheduler.schedule(syn(), SchedEnv())
-    if r is None:
-        return "-"
-    r.bind_conn()
-    r.activeconns += 1
-    svc.scheduler.load_changed(r)
-    return str(r.addr).rsplit(".", 1)[1]
+from ..helpers import director_with, hold, ip, svc_of, syn
 
 
 def close(svc: VirtualService, d: RealServer) -> None:

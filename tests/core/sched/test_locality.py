@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-from pylvs.core.director import Director
 from pylvs.core.sched.base import SchedEnv
 from pylvs.core.sched.lblc import LocalityLeastConnection
 from pylvs.core.sched.lblcr import LocalityLeastConnectionReplicated
 from pylvs.core.sched.locality import COUNT_FOR_FULL_EXPIRATION, MAX_SIZE
-from pylvs.core.service import VirtualService
 from pylvs.core.sysctl import Sysctls
 from pylvs.core.types import DestConfig, Fwd, ServiceKey
 
-from ..helpers import director_with, ip, syn
-
-
-def svc_of(d: Director, key: ServiceKey) -> VirtualService:
-    svc = d.services.get(key)
-    assert svc is not None and svc.scheduler is not None
-    return svc
-
-
-def hold(svc: VirtualService, env: SchedEnv, vip: str = "172.25.254.100") -> str:
-    assert svc.scheduler is not None
-    r = svc.scheduler.schedule(syn(vip=vip), env)
-    if r is None:
-        return "-"
-    r.bind_conn()
-    r.activeconns += 1
-    svc.scheduler.load_changed(r)
-    return str(r.addr).rsplit(".", 1)[1]
+from ..helpers import director_with, hold, ip, svc_of, syn
 
 
 def test_lblc_cached_server_used_even_when_overload() -> None:
