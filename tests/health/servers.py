@@ -7,8 +7,20 @@ import struct
 from dataclasses import dataclass, field
 
 
+class _Listener:
+    """stop(): close the listening socket, so that connects are refused from then on."""
+
+    server: asyncio.Server | None
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+
+
 @dataclass
-class HttpBackend:
+class HttpBackend(_Listener):
     """Answers every GET with `status` and `body`; remembers the request heads it saw."""
 
     host: str
@@ -42,14 +54,8 @@ class HttpBackend:
         self.server = await asyncio.start_server(self._handle, self.host, self.port, ssl=ssl)  # type: ignore[arg-type]
         return self
 
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
 
-
-class TcpBackend:
+class TcpBackend(_Listener):
     """Accepts and closes connections; stop() closes the listener so connects are refused."""
 
     def __init__(self, host: str, port: int) -> None:
@@ -62,12 +68,6 @@ class TcpBackend:
     async def start(self) -> TcpBackend:
         self.server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
         return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
 
 
 class DnsResponder(asyncio.DatagramProtocol):
