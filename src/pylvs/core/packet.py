@@ -166,7 +166,8 @@ def transition(d: Director, proto: Protocol, conn: Connection, pkt: Packet, dire
     state = conn.state
     new = proto.next_state(state, pkt, direction, d.sysctl)
     if new != state:
-        set_active(conn, new in proto.active)
+        if (new in proto.active) == bool(conn.flags & F_INACTIVE):  # else set_active is a no-op
+            set_active(conn, new in proto.active)
         if new == proto.established:
             assure_template(conn)
     elif direction == _OUTPUT and proto.established < 0:
@@ -304,7 +305,18 @@ def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
         if v.conn is None:
             return v
         conn = v.conn
-    _in_stats(d, conn, pkt.length)
+    dest = conn.dest
+    if dest.available:  # _in_stats, inlined: this runs for every packet
+        length = pkt.length
+        st = dest.stats
+        st.inpkts += 1
+        st.inbytes += length
+        st = dest.service.stats
+        st.inpkts += 1
+        st.inbytes += length
+        st = d.services.tot_stats
+        st.inpkts += 1
+        st.inbytes += length
     transition(d, proto, conn, pkt, _INPUT)
     if conn.flags & F_ONE_PACKET:
         table.free(conn)  # one-packet scheduling: gone as soon as the datagram is forwarded
