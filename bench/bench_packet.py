@@ -250,6 +250,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--bulk-mb", type=int, default=100)
     ap.add_argument("--modes", default="nat,dr,tun,fullnat")
+    ap.add_argument("--no-kernel", action="store_true", help="skip the kernel reference runs")
     ap.add_argument(
         "--micro", action="store_true", help="only the in-process cost per packet (no root needed)"
     )
@@ -270,6 +271,8 @@ def main() -> int:
             f"{e['us_pkt_user']:>7.1f} {e['fast_share']:>5.0%} {e['us_pkt_bulk']:>14.1f} {e['frames_bulk']:>12.0f}",
             flush=True,
         )
+        if a.no_kernel:
+            continue
         k = run_kernel(mode, a.seconds, a.bulk_mb)
         if k is None:
             print(f"{mode:<9} {'kernel':<8} {'(no kernel ipip here)':>30}", flush=True)

@@ -491,3 +491,34 @@ def test_a_stray_segment_gets_the_reset_the_directors_own_stack_would_send() -> 
     assert pkt[9] == 6 and pkt[12:16] == A(VIP) and pkt[16:20] == A(CIP) and ip_ok(pkt) and l4_ok(pkt)
     sport, dport, seq, _ack, _off, flags = struct.unpack_from("!HHIIBB", pkt, 20)
     assert (sport, dport, seq, flags) == (80, 40000, 123456, 0x04)
+
+
+@pytest.mark.parametrize("fwd", [Fwd.MASQ, Fwd.DROUTE, Fwd.FULLNAT])
+@pytest.mark.parametrize("partial", [False, True])
+def test_fast_path_reuses_the_way_out_it_learnt_for_a_bounded_time(fwd: Fwd, partial: bool) -> None:
+    from pylvs.engines.packet.forward import HOP_TTL
+
+    f = real_core_forwarder(fwd)
+    rs = A("192.168.1.10")
+    f.handle(1, tcp_frame(CIP, 40000, VIP, 80, b"", 0x02), 1.0)
+    f.handle(1, tcp_frame(CIP, 40000, VIP, 80, b"", 0x10), 1.01)
+    assert f.fast, "the connection is steady"
+
+    def data(now: float) -> tuple[int, bytearray]:
+        out = f.handle(1, tcp_frame(CIP, 40000, VIP, 80, b"data", 0x18, partial), now)
+        assert len(out) == 1
+        return out[0][0], bytearray(out[0][1])
+
+    learnt = data(1.02)  # the full forwarding path, whose way out is then kept
+    assert next(iter(f.fast.values())).hop is not None
+    reused = data(1.03)
+    assert reused == learnt, "the cached way out gives the same frame as the full path"
+    assert reused[0] == 2 and reused[1][ETH : ETH + 6] == MAC_RS[rs]
+    fr = finish_partial(bytearray(reused[1])) if partial else reused[1]
+    assert ip_ok(fr[IP:]) and l4_ok(fr[IP:])
+    # A neighbour change is seen once the cached way out is older than HOP_TTL.
+    f.neigh.macs[rs] = bytes.fromhex("0200000000ff")
+    assert data(1.02 + HOP_TTL / 2)[1][ETH : ETH + 6] == MAC_RS[rs]
+    assert data(1.03 + HOP_TTL)[1][ETH : ETH + 6] == bytes.fromhex("0200000000ff")
+    st = next(iter(f.director.conns)).dest.stats
+    assert st.inpkts == 6 and f.counters["in"] == 6

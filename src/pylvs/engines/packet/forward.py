@@ -54,6 +54,8 @@ from pylvs.engines.packet.ports import PortPool
 from pylvs.engines.packet.rewrite import iplen, rewrite
 
 Frames = list[tuple[int, bytes | bytearray]]  # (ifindex, frame with virtio header)
+Flow = tuple[int, bytes, int, bytes, int]  # (protocol, source address, port, destination address, port)
+HOP_TTL = 1.0  # seconds a steady connection reuses the way out it learnt (see Forwarder._fast)
 
 
 @dataclass(slots=True)
@@ -101,6 +103,8 @@ class FastEntry:
     rport: int
     vaddr: bytes
     vport: int
+    hop: tuple[int, bytes] | None = None  # (ifindex, destination + source MAC) the frames go out with
+    hop_until: float = 0.0
 
 
 @dataclass(slots=True)
@@ -153,10 +157,10 @@ class Forwarder:
         self.ports = ports
         self.rules = Rules()
         self.clients: dict[bytes, tuple[int, bytes]] = {}  # client (or next hop) IP -> (ifindex, MAC)
-        self.fn_by_client: dict[tuple[int, bytes, int, bytes, int], FullnatEntry] = {}
-        self.fn_by_local: dict[tuple[int, bytes, int, bytes, int], FullnatEntry] = {}
+        self.fn_by_client: dict[Flow, FullnatEntry] = {}
+        self.fn_by_local: dict[Flow, FullnatEntry] = {}
         self.ident = 0
-        self.fast: dict[tuple[int, bytes, int, bytes, int], FastEntry] = {}
+        self.fast: dict[Flow, FastEntry] = {}
         self.conn_table: Any = getattr(director, "conns", None)
         self.counters: dict[str, int] = dict.fromkeys(
             (
@@ -232,7 +236,7 @@ class Forwarder:
             return out
         l4 = IP + (vihl & 0xF) * 4
         sport, dport = _HH.unpack_from(f, l4)
-        self._dispatch(ifc, f, out, now, proto, l4, saddr, sport, daddr, dport)
+        self._dispatch(ifc, f, out, now, l4, (proto, saddr, sport, daddr, dport))
         return out
 
     def _handle6(self, ifc: Iface, f: bytearray, out: Frames, now: float) -> None:
@@ -250,34 +254,22 @@ class Forwarder:
             return
         l4 = IP + IP6_HLEN
         sport, dport = _HH.unpack_from(f, l4)
-        self._dispatch(
-            ifc, f, out, now, proto, l4, bytes(f[IP + 8 : IP + 24]), sport, bytes(f[IP + 24 : IP + 40]), dport
-        )
+        flow = (proto, bytes(f[IP + 8 : IP + 24]), sport, bytes(f[IP + 24 : IP + 40]), dport)
+        self._dispatch(ifc, f, out, now, l4, flow)
 
-    def _dispatch(
-        self,
-        ifc: Iface,
-        f: bytearray,
-        out: Frames,
-        now: float,
-        proto: int,
-        l4: int,
-        saddr: bytes,
-        sport: int,
-        daddr: bytes,
-        dport: int,
-    ) -> None:
+    def _dispatch(self, ifc: Iface, f: bytearray, out: Frames, now: float, l4: int, flow: Flow) -> None:
         if self.fast:
-            fe = self.fast.get((proto, saddr, sport, daddr, dport))
-            if fe is not None and self._fast(fe, ifc, f, out, now, proto, l4, saddr, sport, daddr, dport):
+            fe = self.fast.get(flow)
+            if fe is not None and self._fast(fe, ifc, f, out, now, l4, flow):
                 return
+        proto, saddr, sport, daddr, dport = flow
         rules = self.rules
         if (proto, daddr, dport) in rules.vips or (proto, daddr, 0) in rules.vips:
-            self._inbound(ifc, f, out, now, proto, l4, saddr, sport, daddr, dport)
+            self._inbound(ifc, f, out, now, l4, flow)
         elif (proto, saddr, sport) in rules.nat_dests or (proto, saddr, 0) in rules.nat_dests:
-            self._nat_reply(f, out, now, proto, l4, saddr, sport, daddr, dport)
+            self._nat_reply(f, out, now, l4, flow)
         elif daddr in rules.lips and self.ports.owns(dport):
-            self._fullnat_reply(f, out, now, proto, l4, saddr, sport, daddr, dport)
+            self._fullnat_reply(f, out, now, l4, flow)
         else:
             self.counters["unknown"] += 1
 
@@ -296,20 +288,13 @@ class Forwarder:
         f = bytearray(NO_VNET + ifc.mac + (hwaddr[:6] or bytes(6)) + b"\x08\x00") + payload
         l4 = IP + (payload[0] & 0xF) * 4
         sport, dport = _HH.unpack_from(f, l4)
-        saddr = bytes(f[IP + 12 : IP + 16])
-        daddr = bytes(f[IP + 16 : IP + 20])
-        action = self._inbound(ifc, f, out, now, proto, l4, saddr, sport, daddr, dport, fwmark)
+        flow = (proto, bytes(f[IP + 12 : IP + 16]), sport, bytes(f[IP + 16 : IP + 20]), dport)
+        action = self._inbound(ifc, f, out, now, l4, flow, fwmark)
         return out, action == "PASS"
 
-    def _remember(
-        self,
-        key: tuple[int, bytes, int, bytes, int],
-        conn: coreapi.Conn,
-        kind: int,
-        ent: FullnatEntry | None = None,
-    ) -> None:
+    def _remember(self, flow: Flow, conn: coreapi.Conn, kind: int, ent: FullnatEntry | None = None) -> None:
         """Keep what the core decided for a connection now in a steady state (see _fast)."""
-        self.fast[key] = FastEntry(
+        self.fast[flow] = FastEntry(
             conn,
             conn.state,
             conn.flags,
@@ -325,23 +310,17 @@ class Forwarder:
         )
 
     def _fast(
-        self,
-        fe: FastEntry,
-        ifc: Iface,
-        f: bytearray,
-        out: Frames,
-        now: float,
-        proto: int,
-        l4: int,
-        saddr: bytes,
-        sport: int,
-        daddr: bytes,
-        dport: int,
+        self, fe: FastEntry, ifc: Iface, f: bytearray, out: Frames, now: float, l4: int, flow: Flow
     ) -> bool:
         """A packet of a connection in a steady state (TCP ESTABLISHED without SYN/FIN/RST, or UDP):
         the core's answer is known (same entry, no state change), so only its counters and timer move.
-        Anything else, or any change of the entry, goes the full way through the core."""
+        Anything else, or any change of the entry, goes the full way through the core.
+
+        The frame's way out (interface and MACs) is learnt from the first packet that takes the full
+        forwarding path and reused for HOP_TTL seconds: a route or neighbour change is seen that late
+        at most (a rule change drops every entry at once)."""
         conn = fe.conn
+        proto = flow[0]
         if (
             (proto == IPPROTO_TCP and f[l4 + 13] & 0x07)
             or conn.state != fe.state
@@ -349,10 +328,11 @@ class Forwarder:
             or self.director.timeouts is not fe.timeouts
             or not conn.dest.available
         ):
-            del self.fast[(proto, saddr, sport, daddr, dport)]
+            del self.fast[flow]
             return False
         length = iplen(f)
-        if fe.kind == 0:
+        kind = fe.kind
+        if kind == 0:
             for st in fe.stats:
                 st.inpkts += 1
                 st.inbytes += length
@@ -361,13 +341,42 @@ class Forwarder:
                 st.outpkts += 1
                 st.outbytes += length
         self.conn_table.arm(conn, now)  # the timer, as the core re-arms it on every packet
-        self.counters["fast"] += 1
-        if fe.kind == 0:
-            self._forward(ifc, f, out, conn, proto, l4, saddr, sport, daddr, dport, fe)
-        elif fe.kind == 1:
-            self._nat_out(f, out, conn, proto, l4, daddr, fe)
-        elif fe.fn is not None:
-            self._fullnat_out(f, out, fe.fn, proto, l4)
+        c = self.counters
+        c["fast"] += 1
+        hop = fe.hop
+        fwd = fe.fwd
+        ent = fe.fn
+        if kind == 0 and fwd == Fwd.FULLNAT and hop is not None:
+            ent = self.fn_by_client.get(flow)
+            if ent is None or ent.conn is not conn:
+                hop = None  # the local port changed hands: the full path sorts it out
+        if hop is None or now >= fe.hop_until:
+            n = len(out)
+            if kind == 0:
+                self._forward(ifc, f, out, conn, l4, flow, fe)
+            elif kind == 1:
+                self._nat_out(f, out, conn, proto, l4, flow[3], fe)
+            elif ent is not None:
+                self._fullnat_out(f, out, ent, proto, l4)
+            if len(out) == n + 1 and out[n][1] is f:  # forwarded as it is: that way can be reused
+                fe.hop = (out[n][0], bytes(f[ETH : ETH + 12]))
+                fe.hop_until = now + HOP_TTL
+            return True
+        if kind == 0:
+            c["in"] += 1
+            if fwd == Fwd.MASQ:
+                rewrite(f, proto, l4, None, None, fe.raddr, fe.rport)
+            elif ent is not None:  # FULLNAT
+                rewrite(f, proto, l4, ent.laddr, ent.lport, fe.raddr, fe.rport)
+        elif kind == 1:
+            c["out"] += 1
+            rewrite(f, proto, l4, fe.vaddr, fe.vport, None, None)
+        elif ent is not None:
+            c["out"] += 1
+            rewrite(f, proto, l4, ent.vaddr, ent.vport, ent.caddr, ent.cport)
+        f[ETH : ETH + 12] = hop[1]
+        f[0] &= ~F_DATA_VALID & 0xFF  # as _send_ip: on the way out only NEEDS_CSUM means anything
+        out.append((hop[0], f))
         return True
 
     def _icmp(self, ifc: Iface, f: bytearray, out: Frames, saddr: bytes, daddr: bytes) -> None:
@@ -415,19 +424,9 @@ class Forwarder:
 
     # -- requests ------------------------------------------------------------------------------
     def _inbound(
-        self,
-        ifc: Iface,
-        f: bytearray,
-        out: Frames,
-        now: float,
-        proto: int,
-        l4: int,
-        saddr: bytes,
-        sport: int,
-        daddr: bytes,
-        dport: int,
-        fwmark: int = 0,
+        self, ifc: Iface, f: bytearray, out: Frames, now: float, l4: int, flow: Flow, fwmark: int = 0
     ) -> str:
+        proto, saddr, sport, daddr, dport = flow
         length = iplen(f)
         flags = f[l4 + 13] if proto == IPPROTO_TCP else 0
         pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(daddr), dport, fwmark, length, flags)
@@ -457,8 +456,8 @@ class Forwarder:
             self.counters["drop"] += 1
             return action
         if coreapi.steady(conn, proto):
-            self._remember((proto, saddr, sport, daddr, dport), conn, 0)
-        return self._forward(ifc, f, out, conn, proto, l4, saddr, sport, daddr, dport)
+            self._remember(flow, conn, 0)
+        return self._forward(ifc, f, out, conn, l4, flow)
 
     def _forward(
         self,
@@ -466,59 +465,42 @@ class Forwarder:
         f: bytearray,
         out: Frames,
         conn: coreapi.Conn,
-        proto: int,
         l4: int,
-        saddr: bytes,
-        sport: int,
-        daddr: bytes,
-        dport: int,
+        flow: Flow,
         fe: FastEntry | None = None,
     ) -> str:
-        action = "FORWARD"
         self.counters["in"] += 1
         if fe is not None:
             fwd, raddr, rport = fe.fwd, fe.raddr, fe.rport
         else:
             fwd, raddr, rport = conn.fwd, conn.daddr.packed, conn.dport
         if fwd == Fwd.DROUTE:
-            rt = self.route(raddr)
-            if rt is not None:
-                self._send_ip(out, rt, rt.nexthop, f)
-        elif fwd == Fwd.MASQ:
-            self.clients[saddr] = (ifc.index, bytes(f[ETH + 6 : ETH + 12]))
-            rewrite(f, proto, l4, None, None, raddr, rport)
-            rt = self.route(raddr)
-            if rt is not None:
-                self._send_ip(out, rt, rt.nexthop, f)
-        elif fwd == Fwd.FULLNAT:
-            self.clients[saddr] = (ifc.index, bytes(f[ETH + 6 : ETH + 12]))
-            ent = self._fullnat_entry(conn, proto, saddr, sport, daddr, dport, raddr, rport)
-            if ent is None:
-                self.counters["drop"] += 1
-                return "DROP"
-            rewrite(f, proto, l4, ent.laddr, ent.lport, raddr, rport)
-            rt = self.route(raddr)
-            if rt is not None:
-                self._send_ip(out, rt, rt.nexthop, f)
+            self._to_server(out, raddr, f)
+        elif fwd == Fwd.MASQ or fwd == Fwd.FULLNAT:
+            self.clients[flow[1]] = (ifc.index, bytes(f[ETH + 6 : ETH + 12]))
+            if fwd == Fwd.MASQ:
+                rewrite(f, flow[0], l4, None, None, raddr, rport)
+            else:
+                ent = self._fullnat_entry(conn, flow, raddr, rport)
+                if ent is None:
+                    self.counters["drop"] += 1
+                    return "DROP"
+                rewrite(f, flow[0], l4, ent.laddr, ent.lport, raddr, rport)
+            self._to_server(out, raddr, f)
         elif fwd == Fwd.TUNNEL and len(raddr) == 4:
             self._tunnel(ifc, f, out, raddr)
         else:
             self.counters["drop"] += 1  # LOCALNODE / BYPASS: the drop rule keeps these from the stack
-        return action
+        return "FORWARD"
 
-    def _fullnat_entry(
-        self,
-        conn: coreapi.Conn,
-        proto: int,
-        caddr: bytes,
-        cport: int,
-        vaddr: bytes,
-        vport: int,
-        raddr: bytes,
-        rport: int,
-    ) -> FullnatEntry | None:
-        key = (proto, caddr, cport, vaddr, vport)
-        ent = self.fn_by_client.get(key)
+    def _to_server(self, out: Frames, raddr: bytes, f: bytearray) -> None:
+        rt = self.route(raddr)
+        if rt is not None:
+            self._send_ip(out, rt, rt.nexthop, f)
+
+    def _fullnat_entry(self, conn: coreapi.Conn, flow: Flow, raddr: bytes, rport: int) -> FullnatEntry | None:
+        """The local address and port standing in for the client `flow` comes from (allocated once)."""
+        ent = self.fn_by_client.get(flow)
         if ent is not None and ent.conn is conn and ent.raddr == raddr:
             return ent
         if ent is not None:
@@ -529,8 +511,9 @@ class Forwarder:
         lport = self.ports.take()
         if lport is None:
             return None
+        proto, caddr, cport, vaddr, vport = flow
         ent = FullnatEntry(conn, caddr, cport, vaddr, vport, raddr, rport, rt.src, lport, proto)
-        self.fn_by_client[key] = ent
+        self.fn_by_client[flow] = ent
         self.fn_by_local[(proto, raddr, rport, rt.src, lport)] = ent
         return ent
 
@@ -592,35 +575,34 @@ class Forwarder:
             self._send_ip(out, rt, rt.nexthop, frame, eth_type=True)
 
     # -- replies -------------------------------------------------------------------------------
-    def _nat_reply(
-        self,
-        f: bytearray,
-        out: Frames,
-        now: float,
-        proto: int,
-        l4: int,
-        saddr: bytes,
-        sport: int,
-        daddr: bytes,
-        dport: int,
-    ) -> None:
+    def _nat_reply(self, f: bytearray, out: Frames, now: float, l4: int, flow: Flow) -> None:
+        proto, saddr, sport, daddr, dport = flow
         conn = coreapi.find_out(self.director, Proto(proto), _ip(saddr), sport, _ip(daddr), dport)
         if conn is None:
             self.counters["drop"] += 1
             return
-        pkt = Packet(
-            Proto(proto),
-            _ip(saddr),
-            sport,
-            _ip(daddr),
-            dport,
-            length=iplen(f),
-            tcp_flags=f[l4 + 13] if proto == IPPROTO_TCP else 0,
-        )
+        self._note_reply(f, now, l4, flow, conn, daddr, dport, 1)
+        self._nat_out(f, out, conn, proto, l4, daddr)
+
+    def _note_reply(
+        self,
+        f: bytearray,
+        now: float,
+        l4: int,
+        flow: Flow,
+        conn: coreapi.Conn,
+        caddr: bytes,
+        cport: int,
+        kind: int,
+        ent: FullnatEntry | None = None,
+    ) -> None:
+        """Tell the core about a reply (real server -> client `caddr:cport`); remember a steady one."""
+        proto, saddr, sport = flow[0], flow[1], flow[2]
+        flags = f[l4 + 13] if proto == IPPROTO_TCP else 0
+        pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(caddr), cport, length=iplen(f), tcp_flags=flags)
         coreapi.note_out(self.director, conn, pkt, now)
         if coreapi.steady(conn, proto):
-            self._remember((proto, saddr, sport, daddr, dport), conn, 1)
-        self._nat_out(f, out, conn, proto, l4, daddr)
+            self._remember(flow, conn, kind, ent)
 
     def _nat_out(
         self,
@@ -639,36 +621,13 @@ class Forwarder:
             rewrite(f, proto, l4, conn.vaddr.packed, conn.vport, None, None)
         self._to_client(out, daddr, f)
 
-    def _fullnat_reply(
-        self,
-        f: bytearray,
-        out: Frames,
-        now: float,
-        proto: int,
-        l4: int,
-        saddr: bytes,
-        sport: int,
-        daddr: bytes,
-        dport: int,
-    ) -> None:
-        ent = self.fn_by_local.get((proto, saddr, sport, daddr, dport))
+    def _fullnat_reply(self, f: bytearray, out: Frames, now: float, l4: int, flow: Flow) -> None:
+        ent = self.fn_by_local.get(flow)
         if ent is None:
             self.counters["drop"] += 1
             return
-        pkt = Packet(
-            Proto(proto),
-            _ip(saddr),
-            sport,
-            _ip(ent.caddr),
-            ent.cport,
-            length=iplen(f),
-            tcp_flags=f[l4 + 13] if proto == IPPROTO_TCP else 0,
-        )
-        coreapi.note_out(self.director, ent.conn, pkt, now)
-        conn = ent.conn
-        if coreapi.steady(conn, proto):
-            self._remember((proto, saddr, sport, daddr, dport), conn, 2, ent)
-        self._fullnat_out(f, out, ent, proto, l4)
+        self._note_reply(f, now, l4, flow, ent.conn, ent.caddr, ent.cport, 2, ent)
+        self._fullnat_out(f, out, ent, flow[0], l4)
 
     def _fullnat_out(self, f: bytearray, out: Frames, ent: FullnatEntry, proto: int, l4: int) -> None:
         self.counters["out"] += 1
