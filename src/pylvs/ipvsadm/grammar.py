@@ -9,6 +9,7 @@ Our one extension: `--fullnat` (forwarding method FULLNAT), a fourth "forwarding
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -743,26 +744,37 @@ def _v4port(word: str) -> tuple[ipaddress.IPv4Address, int] | None:
     return ipaddress.IPv4Address(socket.inet_aton(m.group(1))), port
 
 
+@functools.lru_cache(maxsize=1024)
+def _fast_service_key(opt: str, word: str) -> ServiceKey | None:
+    """The service of a fast-path line; cached because a saved file names each service on the
+    `-A` line and again on every one of its `-a` lines."""
+    vip = _v4port(word)
+    if vip is None:
+        return None
+    return ServiceKey(AF_INET, _SVC_OPT[opt], vip[0], vip[1], 0)
+
+
+_DEFAULT_SERVICE = ServiceConfig()
+
+
 def parse_fast(words: list[str]) -> Command | None:
     """The two line shapes of `-Sn` for IPv4 (`-A -t A:P -s S`, `-a -t A:P -r A:P -m -w N`), parsed
     without the general machinery: the same Command parse() gives, or None for anything else."""
     n = len(words)
     if n == 5 and words[0] == "-A" and words[3] == "-s" and words[1] in _SVC_OPT:
-        vip = _v4port(words[2])
-        if vip is None or vip[1] == 0:
+        key = _fast_service_key(words[1], words[2])
+        if key is None or key.port == 0:
             return None
-        key = ServiceKey(AF_INET, _SVC_OPT[words[1]], vip[0], vip[1], 0)
         return Command("add-service", _ADD_SVC_OPTS, key, ServiceConfig(words[4][:SCHEDNAME_MAX]))
     if n == 8 and words[0] == "-a" and words[3] == "-r" and words[6] == "-w" and words[1] in _SVC_OPT:
         fwd = _FWD_OPT.get(words[5])
-        vip = _v4port(words[2])
+        key = _fast_service_key(words[1], words[2])
         rip = _v4port(words[4])
         weight = string_to_number(words[7], 0, WEIGHT_MAX)
-        if fwd is None or vip is None or rip is None or weight is None:
+        if fwd is None or key is None or rip is None or weight is None:
             return None
-        key = ServiceKey(AF_INET, _SVC_OPT[words[1]], vip[0], vip[1], 0)
-        port = vip[1] if fwd in (Fwd.TUNNEL, Fwd.DROUTE) else rip[1]
+        port = key.port if fwd in (Fwd.TUNNEL, Fwd.DROUTE) else rip[1]
         return Command(
-            "add-server", _ADD_DEST_OPTS, key, ServiceConfig(), DestConfig(rip[0], port, fwd, weight)
+            "add-server", _ADD_DEST_OPTS, key, _DEFAULT_SERVICE, DestConfig(rip[0], port, fwd, weight)
         )
     return None
