@@ -106,6 +106,9 @@ def run_engine(mode: str, seconds: float, mb: int) -> dict[str, float]:
         "mbps": rate,
         "us_pkt": cpu_load * 1e6 / pk_load if pk_load else 0.0,
         "us_pkt_user": user_load * 1e6 / pk_load if pk_load else 0.0,
+        "per_wakeup": (s1["rx"] - s0["rx"]) / (s1["wakeups"] - s0["wakeups"])
+        if s1.get("wakeups", 0.0) > s0.get("wakeups", 0.0)
+        else 0.0,
         "fast_share": (s1.get("fast", 0.0) - s0.get("fast", 0.0)) / pk_load if pk_load else 0.0,
         "us_pkt_bulk": cpu_bulk * 1e6 / pk_bulk if pk_bulk else 0.0,
         "frames_bulk": pk_bulk,
@@ -262,13 +265,13 @@ def main() -> int:
         print("bench_packet: needs root (network namespaces)")
         return 1
     print(
-        f"{'mode':<9} {'engine':<8} {'req/s':>7} {'err':>4} {'bulk MB/s':>10} {'us/pkt':>7} {'(user)':>7} {'fast':>5} {'us/frame bulk':>14} {'bulk frames':>12}"
+        f"{'mode':<9} {'engine':<8} {'req/s':>7} {'err':>4} {'bulk MB/s':>10} {'us/pkt':>7} {'(user)':>7} {'fast':>5} {'rx/wake':>7} {'us/frame bulk':>14} {'bulk frames':>12}"
     )
     for mode in a.modes.split(","):
         e = run_engine(mode, a.seconds, a.bulk_mb)
         print(
             f"{mode:<9} {'packet':<8} {e['rps']:>7.0f} {e['errors']:>4.0f} {e['mbps']:>10.1f} {e['us_pkt']:>7.1f} "
-            f"{e['us_pkt_user']:>7.1f} {e['fast_share']:>5.0%} {e['us_pkt_bulk']:>14.1f} {e['frames_bulk']:>12.0f}",
+            f"{e['us_pkt_user']:>7.1f} {e['fast_share']:>5.0%} {e['per_wakeup']:>7.2f} {e['us_pkt_bulk']:>14.1f} {e['frames_bulk']:>12.0f}",
             flush=True,
         )
         if a.no_kernel:
@@ -278,7 +281,7 @@ def main() -> int:
             print(f"{mode:<9} {'kernel':<8} {'(no kernel ipip here)':>30}", flush=True)
         else:
             print(
-                f"{mode:<9} {'kernel':<8} {k['rps']:>7.0f} {k['errors']:>4.0f} {k['mbps']:>10.1f} {'-':>7} {'-':>7} {'':>5} {'-':>14}",
+                f"{mode:<9} {'kernel':<8} {k['rps']:>7.0f} {k['errors']:>4.0f} {k['mbps']:>10.1f} {'-':>7} {'-':>7} {'':>5} {'':>7} {'-':>14}",
                 flush=True,
             )
     return 0

@@ -522,3 +522,32 @@ def test_fast_path_reuses_the_way_out_it_learnt_for_a_bounded_time(fwd: Fwd, par
     assert data(1.03 + HOP_TTL)[1][ETH : ETH + 6] == bytes.fromhex("0200000000ff")
     st = next(iter(f.director.conns)).dest.stats
     assert st.inpkts == 6 and f.counters["in"] == 6
+
+
+@pytest.mark.parametrize("fwd", [Fwd.MASQ, Fwd.FULLNAT])
+@pytest.mark.parametrize("partial", [False, True])
+def test_fast_path_replies_with_the_way_out_learnt_match_the_full_path(fwd: Fwd, partial: bool) -> None:
+    f = real_core_forwarder(fwd)
+    f.handle(1, tcp_frame(CIP, 40000, VIP, 80, b"", 0x02), 1.0)
+    f.handle(1, tcp_frame(CIP, 40000, VIP, 80, b"", 0x10), 1.01)
+    if fwd == Fwd.FULLNAT:
+        ent = next(iter(f.fn_by_client.values()))
+        to, port = socket.inet_ntoa(ent.laddr), ent.lport
+    else:
+        to, port = CIP, 40000
+
+    def reply(now: float) -> tuple[int, bytearray]:
+        fr = tcp_frame("192.168.1.10", 80, to, port, b"answer", 0x18, partial, to_mac=MAC_LAN)
+        out = f.handle(2, fr, now)
+        assert len(out) == 1
+        return out[0][0], bytearray(out[0][1])
+
+    outs = [reply(1.02 + i / 100) for i in range(3)]  # core, fast learning the way out, fast reusing it
+    assert outs[1] == outs[2] and outs[0][1][IP:] == outs[2][1][IP:]
+    idx, fr = outs[2]
+    assert idx == 1 and fr[ETH : ETH + 6] == MAC_CLIENT
+    fr = finish_partial(fr) if partial else fr
+    pkt = fr[IP:]
+    assert ip_ok(pkt) and l4_ok(pkt)
+    assert pkt[12:16] == A(VIP) and pkt[16:20] == A(CIP) and struct.unpack_from("!HH", pkt, 20) == (80, 40000)
+    assert f.counters["fast"] >= 2

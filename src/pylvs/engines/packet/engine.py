@@ -144,6 +144,7 @@ class PacketEngine(Engine):
         self.buf = bytearray(BUF)
         self.view = memoryview(self.buf)
         self.tx_errors = 0
+        self.wakeups = 0  # reader callbacks: frames per wake-up says how much batching the load allows
         self.cpu_start = 0.0
         self._sweeper: asyncio.TimerHandle | None = None
         self._pending: asyncio.Handle | None = None
@@ -322,6 +323,7 @@ class PacketEngine(Engine):
         fwd = self.fwd
         if fwd is None:
             return
+        self.wakeups += 1
         now = self.clock()
         view = self.view
         socks = self.socks
@@ -371,6 +373,7 @@ class PacketEngine(Engine):
     def stats(self) -> dict[str, float]:
         d = self.fwd.stats() if self.fwd is not None else {}
         d["tx_errors"] = float(self.tx_errors)
+        d["wakeups"] = float(self.wakeups)
         d["cpu_seconds"] = time.process_time() - self.cpu_start
         # User time is the Python cost; system time also holds what veth delivery does on our CPU
         # (the receiving namespace's stack often runs in the sender's softirq context).

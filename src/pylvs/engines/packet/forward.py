@@ -51,7 +51,7 @@ from pylvs.engines.packet.frames import (
 )
 from pylvs.engines.packet.neigh import Neighbours
 from pylvs.engines.packet.ports import PortPool
-from pylvs.engines.packet.rewrite import iplen, rewrite
+from pylvs.engines.packet.rewrite import FixedRewrite, apply_fixed, fixed_rewrite, iplen, rewrite
 
 Frames = list[tuple[int, bytes | bytearray]]  # (ifindex, frame with virtio header)
 Flow = tuple[int, bytes, int, bytes, int]  # (protocol, source address, port, destination address, port)
@@ -105,6 +105,7 @@ class FastEntry:
     vport: int
     hop: tuple[int, bytes] | None = None  # (ifindex, destination + source MAC) the frames go out with
     hop_until: float = 0.0
+    rw: FixedRewrite | None = None  # the rewrite with its checksum deltas precomputed (IPv4)
 
 
 @dataclass(slots=True)
@@ -361,8 +362,13 @@ class Forwarder:
             if len(out) == n + 1 and out[n][1] is f:  # forwarded as it is: that way can be reused
                 fe.hop = (out[n][0], bytes(f[ETH : ETH + 12]))
                 fe.hop_until = now + HOP_TTL
+                fe.rw = self._fixed(fe, flow)
             return True
-        if kind == 0:
+        rw = fe.rw
+        if rw is not None:
+            c["in" if kind == 0 else "out"] += 1
+            apply_fixed(f, proto, l4, rw)
+        elif kind == 0:
             c["in"] += 1
             if fwd == Fwd.MASQ:
                 rewrite(f, proto, l4, None, None, fe.raddr, fe.rport)
@@ -378,6 +384,18 @@ class Forwarder:
         f[0] &= ~F_DATA_VALID & 0xFF  # as _send_ip: on the way out only NEEDS_CSUM means anything
         out.append((hop[0], f))
         return True
+
+    def _fixed(self, fe: FastEntry, flow: Flow) -> FixedRewrite | None:
+        """The rewrite every later packet of a steady connection gets (None: none, or IPv6)."""
+        if fe.kind == 0:
+            if fe.fwd == Fwd.MASQ:
+                return fixed_rewrite(flow, None, None, fe.raddr, fe.rport)
+            ent = self.fn_by_client.get(flow) if fe.fwd == Fwd.FULLNAT else None
+            return fixed_rewrite(flow, ent.laddr, ent.lport, fe.raddr, fe.rport) if ent is not None else None
+        if fe.kind == 1:
+            return fixed_rewrite(flow, fe.vaddr, fe.vport, None, None)
+        ent = fe.fn
+        return fixed_rewrite(flow, ent.vaddr, ent.vport, ent.caddr, ent.cport) if ent is not None else None
 
     def _icmp(self, ifc: Iface, f: bytearray, out: Frames, saddr: bytes, daddr: bytes) -> None:
         """Relay an ICMP error about a tracked connection (see icmp.py)."""
