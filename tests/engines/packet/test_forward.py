@@ -551,3 +551,30 @@ def test_fast_path_replies_with_the_way_out_learnt_match_the_full_path(fwd: Fwd,
     assert ip_ok(pkt) and l4_ok(pkt)
     assert pkt[12:16] == A(VIP) and pkt[16:20] == A(CIP) and struct.unpack_from("!HH", pkt, 20) == (80, 40000)
     assert f.counters["fast"] >= 2
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_tunnel_fast_path_builds_the_same_outer_header_from_its_template(partial: bool) -> None:
+    f = real_core_forwarder(Fwd.TUNNEL)
+    f.handle(1, tcp_frame(CIP, 40000, VIP, 80, b"", 0x02), 1.0)
+    f.handle(1, tcp_frame(CIP, 40000, VIP, 80, b"", 0x10), 1.01)
+
+    def data(now: float, payload: bytes = b"data") -> list[tuple[int, bytes | bytearray]]:
+        return f.handle(1, tcp_frame(CIP, 40000, VIP, 80, payload, 0x18, partial), now)
+
+    (learnt,) = data(1.02)  # the full path (ipv4_header), then its template
+    assert next(iter(f.fast.values())).tun is not None
+    (reused,) = data(1.03)
+    assert reused[0] == learnt[0] == 2
+    a, b = bytes(learnt[1]), bytes(reused[1])
+    assert a[:IP] == b[:IP] and b[ETH : ETH + 6] == MAC_RS[A("192.168.1.10")]
+    outer_a, outer_b = a[IP : IP + 20], b[IP : IP + 20]
+    assert ip_ok(outer_b) and outer_b[9] == 4
+    assert struct.unpack_from("!H", outer_b, 4)[0] == (struct.unpack_from("!H", outer_a, 4)[0] + 1) & 0xFFFF
+    assert outer_a[:4] + outer_a[6:10] + outer_a[12:] == outer_b[:4] + outer_b[6:10] + outer_b[12:]
+    assert a[IP + 20 :] == b[IP + 20 :]
+    inner = b[IP + 20 :]
+    assert ip_ok(inner) and l4_ok(inner)
+    # Too big for the tunnel with DF: the full path answers fragmentation-needed, as before.
+    (err,) = data(1.04, bytes(1470))
+    assert err[0] == 1 and err[1][IP + 9] == 1 and err[1][IP + 20] == 3 and err[1][IP + 21] == 4

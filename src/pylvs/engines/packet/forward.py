@@ -106,6 +106,8 @@ class FastEntry:
     hop: tuple[int, bytes] | None = None  # (ifindex, destination + source MAC) the frames go out with
     hop_until: float = 0.0
     rw: FixedRewrite | None = None  # the rewrite with its checksum deltas precomputed (IPv4)
+    tun: tuple[bytes, int, int] | None = None  # TUN: (virtio + Ethernet + outer header template,
+    # its header's partial sum, the largest inner packet that fits)
 
 
 @dataclass(slots=True)
@@ -133,6 +135,7 @@ def _ip(b: bytes) -> IPAddr:
 
 _HH = struct.Struct("!HH")
 _H = struct.Struct("!H")
+_HHH = struct.Struct("!HHH")
 _HDR = struct.Struct("!HBBHHHBBH4s4s")  # ethertype + the fixed IPv4 header
 
 
@@ -363,6 +366,14 @@ class Forwarder:
                 fe.hop = (out[n][0], bytes(f[ETH : ETH + 12]))
                 fe.hop_until = now + HOP_TTL
                 fe.rw = self._fixed(fe, flow)
+            elif kind == 0 and fwd == Fwd.TUNNEL and len(out) == n + 1:
+                self._learn_tunnel(fe, out[n])
+                fe.hop_until = now + HOP_TTL
+            return True
+        if fe.tun is not None:
+            c["in"] += 1
+            if not self._tunnel_fast(f, out, hop[0], fe.tun):
+                self._tunnel(ifc, f, out, fe.raddr)
             return True
         rw = fe.rw
         if rw is not None:
@@ -383,6 +394,53 @@ class Forwarder:
         f[ETH : ETH + 12] = hop[1]
         f[0] &= ~F_DATA_VALID & 0xFF  # as _send_ip: on the way out only NEEDS_CSUM means anything
         out.append((hop[0], f))
+        return True
+
+    def _learn_tunnel(self, fe: FastEntry, sent: tuple[int, bytes | bytearray]) -> None:
+        """Keep the outer header _tunnel() just built as a template for the connection's next packets."""
+        oidx, frame = sent
+        ifc = self.ifaces.get(oidx)
+        o = IP  # the outer IPv4 header
+        if (
+            ifc is None
+            or len(frame) < o + 40
+            or frame[ETH + 12 : ETH + 14] != b"\x08\x00"
+            or frame[o + 9] != 4
+        ):
+            fe.hop = fe.tun = None
+            return
+        tmpl = bytearray(frame[: o + 20])
+        tmpl[o + 1] = 0  # tos, total length, ident, flags and checksum: filled in per packet
+        tmpl[o + 2 : o + 8] = bytes(6)
+        tmpl[o + 10 : o + 12] = b"\0\0"
+        base = sum(sum(_HH.unpack_from(tmpl, o + i)) for i in range(0, 20, 4))
+        fe.hop = (oidx, bytes(frame[ETH : ETH + 12]))
+        fe.tun = (bytes(tmpl), base, ifc.mtu - 20)
+
+    def _tunnel_fast(self, f: bytearray, out: Frames, oidx: int, tun: tuple[bytes, int, int]) -> bool:
+        """_tunnel() with the learnt template: False (nothing done) for what needs the full way: GSO
+        frames to cut, or a packet too big for the tunnel."""
+        tmpl, base, limit = tun
+        vflags, gso_type, _hl, _gs, csum_start, csum_offset = VNET.unpack_from(f, 0)
+        total = iplen(f)
+        if gso_type or total > limit:
+            return False
+        end = IP + total
+        if vflags & F_NEEDS_CSUM:
+            complete_checksum(f, csum_start, csum_offset, end)
+        self.ident = ident = (self.ident + 1) & 0xFFFF
+        tos = f[IP + 1]
+        frag = f[IP + 6] & 0x40  # DF copied from the inner packet, as _tunnel does
+        frame = bytearray(tmpl)
+        frame += f[IP:end]
+        tot = total + 20
+        _HHH.pack_into(frame, IP + 2, tot, ident, frag << 8)
+        frame[IP + 1] = tos
+        x = base + tos + tot + ident + (frag << 8)
+        x = (x & 0xFFFF) + (x >> 16)
+        x = (x & 0xFFFF) + (x >> 16)
+        _H.pack_into(frame, IP + 10, x ^ 0xFFFF)
+        out.append((oidx, frame))
         return True
 
     def _fixed(self, fe: FastEntry, flow: Flow) -> FixedRewrite | None:
