@@ -105,6 +105,7 @@ class FastEntry:
     vport: int
     hop: tuple[int, bytes] | None = None  # (ifindex, destination + source MAC) the frames go out with
     hop_until: float = 0.0
+    warm: bool = False  # a fast packet has been through: the next one may learn the way out
     rw: FixedRewrite | None = None  # the rewrite with its checksum deltas precomputed (IPv4)
     tun: tuple[bytes, int, int] | None = None  # TUN: (virtio + Ethernet + outer header template,
     # its header's partial sum, the largest inner packet that fits)
@@ -320,7 +321,7 @@ class Forwarder:
         the core's answer is known (same entry, no state change), so only its counters and timer move.
         Anything else, or any change of the entry, goes the full way through the core.
 
-        The frame's way out (interface and MACs) is learnt from the first packet that takes the full
+        The frame's way out (interface and MACs) is learnt from the second packet that takes the full
         forwarding path and reused for HOP_TTL seconds: a route or neighbour change is seen that late
         at most (a rule change drops every entry at once)."""
         conn = fe.conn
@@ -362,7 +363,9 @@ class Forwarder:
                 self._nat_out(f, out, conn, proto, l4, flow[3], fe)
             elif ent is not None:
                 self._fullnat_out(f, out, ent, proto, l4)
-            if len(out) == n + 1 and out[n][1] is f:  # forwarded as it is: that way can be reused
+            if not fe.warm:
+                fe.warm = True  # learn from the second fast packet: short connections never pay for it
+            elif len(out) == n + 1 and out[n][1] is f:  # forwarded as it is: that way can be reused
                 fe.hop = (out[n][0], bytes(f[ETH : ETH + 12]))
                 fe.hop_until = now + HOP_TTL
                 fe.rw = self._fixed(fe, flow)
