@@ -4,8 +4,10 @@ Events (one per line; blank lines and `#` comments are ignored):
 
     -A -t 10.0.0.1:80 -s rr         an ipvsadm command line without the program name, applied now
     time T                          the clock, seconds from the start (never decreasing)
-    open ID tcp|udp|sctp CLIENT:PORT VIP:PORT [mark N]
+    open ID tcp|udp|sctp CLIENT:PORT VIP:PORT [mark N] [callid X]
                                     a new connection; prints `ID RIP:PORT` or `ID none`
+                                    (callid, udp only: the datagram is a SIP request with
+                                    `Call-ID: X`, for services with `--pe sip`)
     close ID                        orderly close (TCP; nothing for UDP)
     reset ID                        the client sends RST (TCP)
     list                            prints `ipvsadm -Ln` for the current state
@@ -37,7 +39,7 @@ import random
 import shlex
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TextIO
 
 from pylvs.core.conn import Connection
@@ -87,6 +89,8 @@ class Flow:
     oaddr: IPAddr  # where replies come from: the real server (NAT) or the virtual address (DR, TUN)
     oport: int
 
+    payload: bytes = b""  # the first datagram's payload (only with `callid`)
+
     def inbound(self, flags: int = 0, length: int = TCP_HDR, chunk: int = -1) -> Packet:
         return Packet(
             self.proto, self.caddr, self.cport, self.vaddr, self.vport, self.mark, length, flags, chunk
@@ -112,6 +116,11 @@ def parse_hostport(text: str) -> tuple[IPAddr, int]:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise SimError(f"bad port in {text!r}")
     return addr, int(port)
+
+
+def sip_request(target: str, callid: str) -> bytes:
+    """A minimal SIP request carrying `callid` (what `open ... callid X` sends)."""
+    return f"OPTIONS sip:{target} SIP/2.0\r\nCall-ID: {callid}\r\n\r\n".encode("utf-8", "replace")
 
 
 def format_hostport(addr: IPAddr, port: int) -> str:
@@ -206,8 +215,12 @@ class Simulation:
         self.director.tick(t)
 
     def open(self, args: list[str]) -> None:
+        callid = ""
+        if len(args) in (6, 8) and args[-2] == "callid":
+            callid = args[-1]
+            args = args[:-2]
         if len(args) not in (4, 6) or (len(args) == 6 and args[4] != "mark"):
-            raise SimError("usage: open ID tcp|udp|sctp CLIENT:PORT VIP:PORT [mark N]")
+            raise SimError("usage: open ID tcp|udp|sctp CLIENT:PORT VIP:PORT [mark N] [callid X]")
         cid, pname = args[0], args[1].lower()
         proto = PROTOS.get(pname)
         if proto is None:
@@ -222,6 +235,10 @@ class Simulation:
                 raise SimError(f"bad mark {args[5]!r}")
             mark = int(args[5])
         flow = Flow(proto, caddr, cport, vaddr, vport, mark, caddr, 0, False, vaddr, vport)
+        if callid:
+            if proto != Proto.UDP:
+                raise SimError("callid is for udp only (SIP over UDP)")
+            flow.payload = sip_request(format_hostport(vaddr, vport), callid)
         self.flows.pop(cid, None)
         conn = self._open(flow)
         if conn is None:
@@ -236,6 +253,8 @@ class Simulation:
             first = flow.inbound(TCP_SYN, TCP_HDR + 8)
         elif flow.proto == Proto.UDP:
             first = flow.inbound(length=UDP_HDR + 6)
+            if flow.payload:
+                first = replace(first, length=UDP_HDR + len(flow.payload), payload=flow.payload)
         else:
             first = flow.inbound(length=SCTP_HDR + 20, chunk=INIT)
         v = d.process_in(first, now)

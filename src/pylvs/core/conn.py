@@ -118,6 +118,10 @@ class Connection:
         self.n_control = 0
         self.fwmark = fwmark
 
+    # a persistence engine's template (PETemplate) has its own; other entries share these
+    pe_name = ""
+    pe_data = b""
+
     # -- what the key holds --------------------------------------------------------------------
     @property
     def protocol(self) -> Proto:
@@ -177,6 +181,28 @@ class Connection:
         return f"<Conn{kind} {p} {c}:{cp} {v}:{vp} -> {self.dest.addr}:{self.dport} {self.state_name}>"
 
 
+class PETemplate(Connection):
+    """A template made through a persistence engine: it also matches on the engine's data
+    (the SIP Call-ID), and is found in ConnectionTable.pe_templates by (key, pe_data)."""
+
+    __slots__ = ("pe_data", "pe_name")
+
+    def __init__(
+        self,
+        key: int,
+        dest: RealServer,
+        dport: int,
+        flags: int,
+        timeout: int,
+        fwmark: int,
+        pe_name: str,
+        pe_data: bytes,
+    ) -> None:
+        super().__init__(key, dest, dport, flags, timeout, fwmark)
+        self.pe_name = pe_name
+        self.pe_data = pe_data
+
+
 def out_key(proto: int, raddr: IPAddr, rport: int, caddr: IPAddr, cport: int) -> int:
     """Key of a reply (real server -> client), for entries whose replies cross the director."""
     return make_key(proto, raddr, rport, caddr, cport)
@@ -229,6 +255,8 @@ class ConnectionTable:
     def __init__(self) -> None:
         self.conns: dict[int, Connection] = {}  # normal entries by client-side key (newest wins)
         self.templates: dict[int, Connection] = {}  # persistence templates by template key
+        # templates of a persistence engine, by (template key, engine data) (ip_vs_sip_ct_match)
+        self.pe_templates: dict[tuple[int, bytes], Connection] = {}
         self.out: dict[int, Connection] = {}  # entries whose replies cross the director
         self.detached: set[Connection] = set()  # still alive but no longer findable by key
         self._buckets: dict[int, list[Connection]] = {}
@@ -246,12 +274,13 @@ class ConnectionTable:
         self._held_dirty = False
 
     def __len__(self) -> int:
-        return len(self.conns) + len(self.templates) + len(self.detached)
+        return len(self.conns) + len(self.templates) + len(self.pe_templates) + len(self.detached)
 
     def __iter__(self) -> Iterator[Connection]:
         """Every live entry (our stable order: connections, templates, detached)."""
         yield from self.conns.values()
         yield from self.templates.values()
+        yield from self.pe_templates.values()
         yield from self.detached
 
     # -- lookups ---------------------------------------------------------------------------------
@@ -281,8 +310,13 @@ class ConnectionTable:
     def hash(self, conn: Connection) -> None:
         """Make a new entry findable (a same-key entry already there is pushed aside, still alive)."""
         if conn.flags & F_TEMPLATE:
-            old = self.templates.get(conn.key)
-            self.templates[conn.key] = conn
+            if conn.pe_data:
+                pk = (conn.key, conn.pe_data)
+                old = self.pe_templates.get(pk)
+                self.pe_templates[pk] = conn
+            else:
+                old = self.templates.get(conn.key)
+                self.templates[conn.key] = conn
         else:
             old = self.conns.get(conn.key)
             self.conns[conn.key] = conn
@@ -293,6 +327,12 @@ class ConnectionTable:
 
     def detach(self, conn: Connection) -> None:
         """Keep an entry alive but stop finding it by its key."""
+        if conn.flags & F_TEMPLATE and conn.pe_data:
+            pk = (conn.key, conn.pe_data)
+            if self.pe_templates.get(pk) is conn:
+                del self.pe_templates[pk]
+                self.detached.add(conn)
+            return
         table = self.templates if conn.flags & F_TEMPLATE else self.conns
         if table.get(conn.key) is conn:
             del table[conn.key]
@@ -300,7 +340,11 @@ class ConnectionTable:
 
     def unhash(self, conn: Connection) -> None:
         if conn.flags & F_TEMPLATE:
-            if self.templates.get(conn.key) is conn:
+            if conn.pe_data:
+                pk = (conn.key, conn.pe_data)
+                if self.pe_templates.get(pk) is conn:
+                    del self.pe_templates[pk]
+            elif self.templates.get(conn.key) is conn:
                 del self.templates[conn.key]
         else:
             if self.conns.get(conn.key) is conn:

@@ -242,7 +242,8 @@ class Director:
                     dport=dport,
                     state=conn.state_name,
                     expires=int(left),
-                    pe_name=conn.dest.service.pe_name if conn.is_template else "",
+                    pe_name=conn.pe_name or (conn.dest.service.pe_name if conn.is_template else ""),
+                    pe_data=conn.pe_data.decode("latin-1") if conn.pe_data else "",
                     fwd=int(conn.fwd),
                     template=conn.is_template,
                 )

@@ -20,11 +20,12 @@ from pylvs.core.conn import (
     F_TEMPLATE,
     INITIAL_TIMEOUT,
     Connection,
+    PETemplate,
     bind_dest,
     make_key,
     set_active,
 )
-from pylvs.core.persistence import FTPPORT, conn_dport, template_key, template_usable
+from pylvs.core.persistence import FTPPORT, conn_dport, pe_fill, template_key, template_usable
 from pylvs.core.proto import PROTOCOLS, TPL_ASSURED, Direction, Protocol
 from pylvs.core.service import RealServer, VirtualService
 from pylvs.core.types import AF_INET, Fwd, Packet, Proto, ServiceKey
@@ -114,6 +115,18 @@ def new_conn(d: Director, key: int, dest: RealServer, dport: int, extra: int, fw
     if not extra & F_ONE_PACKET:
         d.conns.hash(conn)
     return conn
+
+
+def new_pe_template(
+    d: Director, key: int, dest: RealServer, dport: int, fwmark: int, pe_name: str, pe_data: bytes
+) -> Connection:
+    """A template that also carries (and matches on) a persistence engine's data."""
+    tpl = PETemplate(
+        key, dest, dport, conn_flags(dest) | F_TEMPLATE, INITIAL_TIMEOUT, fwmark, pe_name, pe_data
+    )
+    bind_dest(tpl)
+    d.conns.hash(tpl)
+    return tpl
 
 
 def _count_conn(d: Director, conn: Connection, svc: VirtualService) -> None:
@@ -243,7 +256,16 @@ def _schedule_persist(
 ) -> Verdict:
     tk = template_key(svc, pkt)
     table = d.conns
-    tpl = table.templates.get(tk.key)
+    pe_data = b""
+    if svc.pe_name:
+        # a persistence engine (sip): its data joins the key; a packet without it is dropped
+        found = pe_fill(svc.pe_name, pkt)
+        if found is None:
+            return DROP
+        pe_data = found
+        tpl = table.pe_templates.get((tk.key, pe_data))
+    else:
+        tpl = table.templates.get(tk.key)
     if tpl is not None and not template_usable(tpl, d.sysctl):
         table.invalidate_template(tpl)
         tpl = None
@@ -251,7 +273,11 @@ def _schedule_persist(
         dest = _run_scheduler(d, svc, pkt, now)
         if dest is None:
             return _leave(d, svc, pkt)
-        tpl = new_conn(d, tk.key, dest, dest.port if tk.uses_service_port else 0, F_TEMPLATE, pkt.fwmark)
+        tdport = dest.port if tk.uses_service_port else 0
+        if pe_data:
+            tpl = new_pe_template(d, tk.key, dest, tdport, pkt.fwmark, svc.pe_name, pe_data)
+        else:
+            tpl = new_conn(d, tk.key, dest, tdport, F_TEMPLATE, pkt.fwmark)
         tpl.timeout = svc.timeout
     dest = tpl.dest
     conn = new_conn(d, key, dest, conn_dport(svc, pkt, dest), one_packet, pkt.fwmark)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from pylvs.core.addr import mask_addr
 from pylvs.core.conn import Connection, make_key
+from pylvs.core.pe_sip import PE_NAME as SIP_PE
+from pylvs.core.pe_sip import sip_callid
 from pylvs.core.service import RealServer, VirtualService
 from pylvs.core.sysctl import Sysctls
 from pylvs.core.types import Packet, Proto
@@ -63,3 +65,12 @@ def conn_dport(svc: VirtualService, pkt: Packet, dest: RealServer) -> int:
     if pkt.dport == svc.port and dest.port:
         return dest.port
     return pkt.dport
+
+
+def pe_fill(pe_name: str, pkt: Packet) -> bytes | None:
+    """ip_vs_conn_fill_param_persist's engine step: the data a persistence engine adds to the
+    template key, or None when the packet cannot have a template (the kernel drops it).
+    The sip engine takes the Call-ID of UDP packets only."""
+    if pe_name == SIP_PE and pkt.protocol == Proto.UDP:
+        return sip_callid(pkt.payload)
+    return None
