@@ -145,11 +145,18 @@ class ServiceTable:
         svc = self.require(key, Op.EDIT_SERVICE)
         sched_cls = self._check_service_cfg(key, cfg, Op.EDIT_SERVICE)
         if cfg.scheduler != svc.scheduler_name:
+            # ip_vs_edit_service binds the new scheduler first (initialised with the current list)
+            # and unbinds the old one only on success: when the new one refuses (mh with more
+            # servers than table slots) the service is left exactly as it was
+            try:
+                new_sched = sched_cls(svc)
+            except IPVSError as e:
+                raise IPVSError(Op.EDIT_SERVICE, e.errno, e.detail) from None
             if svc.scheduler is not None:
                 svc.scheduler.done()
             svc.scheduler_name = cfg.scheduler
             svc.sched_data = None
-            svc.scheduler = sched_cls(svc)  # initialised with the current list
+            svc.scheduler = new_sched
         svc.flags = cfg.flags
         svc.timeout = cfg.timeout
         svc.netmask = cfg.netmask

@@ -4,8 +4,10 @@ mh-port); mh-fallback re-hashes with growing offsets."""
 
 from __future__ import annotations
 
+import errno
 from math import gcd
 
+from pylvs.core.errors import IPVSError, Op
 from pylvs.core.sched import register
 from pylvs.core.sched.base import SchedEnv, Scheduler, eligible
 from pylvs.core.sched.hashing import MASK32, fold
@@ -32,6 +34,10 @@ class MaglevHashing(Scheduler):
 
     def __init__(self, svc: VirtualService) -> None:
         super().__init__(svc)
+        if len(svc.dests) > TAB_SIZE:
+            # ip_vs_mh_init_svc: the table cannot hold them; the kernel refuses the scheduler
+            # (only `-E -s mh` can get here: a new service has no servers)
+            raise IPVSError(Op.EDIT_SERVICE, errno.EINVAL, "mh: more real servers than table slots")
         self.lookup: list[RealServer | None] = [None] * TAB_SIZE
         self._reassign()
 
