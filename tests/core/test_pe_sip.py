@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import random
+import re
 from pathlib import Path
 
 import pytest
@@ -259,3 +261,15 @@ def test_simulate_callid() -> None:
     assert out.getvalue().splitlines() == want
     bad = io.StringIO()
     assert simulate(["open x tcp 1.2.3.4:1 1.2.3.5:2 callid y"], bad, io.StringIO()) == 2
+
+
+def test_callid_never_fails_on_junk() -> None:
+    """Random mixes of header pieces: an answer or None, never an exception or a bad value."""
+    rng = random.Random(3)
+    pieces = [b"\r", b"\n", b" ", b"\t", b":", b"@", b"Call-ID", b"i", b"I", b"x", b";", b"\xe9", b"a" * 300]
+    for _ in range(3000):
+        payload = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 20)))
+        got = sip_callid(payload)
+        if got is not None:
+            assert 0 < len(got) <= 255
+            assert re.search(re.escape(got) + rb"[\r\n]", payload)

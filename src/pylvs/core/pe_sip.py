@@ -10,10 +10,13 @@ by CR or LF (spec §A7).
 
 from __future__ import annotations
 
+import re
+
 PE_NAME = "sip"
 PEDATA_MAXLEN = 255  # IP_VS_PEDATA_MAXLEN
 
 _CR, _LF, _SP, _TAB, _AT, _COLON = 13, 10, 32, 9, 64, 58
+_EOL = re.compile(rb"[\r\n]")
 _NAME = b"call-id"
 _CNAME = b"i"
 
@@ -37,11 +40,12 @@ _WORD = frozenset(
 )
 
 
+_WORD_RUN = re.compile(b"[" + b"".join(re.escape(bytes([c])) for c in sorted(_WORD)) + b"]*")
+
+
 def _word_len(data: bytes, i: int, limit: int) -> int:
-    n = i
-    while n < limit and data[n] in _WORD:
-        n += 1
-    return n - i
+    m = _WORD_RUN.match(data, i, limit)
+    return m.end() - i if m is not None else 0
 
 
 def _callid_len(data: bytes, i: int, limit: int) -> int:
@@ -91,11 +95,10 @@ def _get_header(data: bytes, start: int) -> tuple[int, int, int]:
     limit = len(data)
     i = start
     while i < limit:
-        c = data[i]
-        if c != _CR and c != _LF:
-            i += 1
-            continue
-        i += 1
+        m = _EOL.search(data, i)  # the next line end (the kernel steps there byte by byte)
+        if m is None:
+            break
+        i = m.start() + 1
         if i >= limit:
             break
         if data[i - 1] == _CR and data[i] == _LF:
