@@ -100,7 +100,7 @@ class ConnStates:
             else:
                 sm = get_protocol(proto)
                 counts[(_label(proto), sm.names[st] if sm is not None else "NONE")] += n
-        self._last = (dict(counts), len(table.templates))
+        self._last = (dict(counts), len(table.templates) + len(table.pe_templates))
         self._at = now
         return self._last
 
