@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from pylvs.core.service import RealServer, VirtualService
 from pylvs.core.sysctl import Sysctls
-from pylvs.core.types import Packet
+from pylvs.core.types import Packet, Proto
 
 
 @dataclass(slots=True)
@@ -70,3 +70,35 @@ def eligible(d: RealServer) -> bool:
 def conn_overhead(d: RealServer) -> int:
     """active x 256 + total (= 257 active + inactive) on the reference kernels."""
     return (d.activeconns << 8) + d.total
+
+
+class TableScheduler(Scheduler):
+    """A scheduler whose lookup table is rebuilt from the list on set-up and after every add, edit
+    and delete of a server (dh, sh, mh): subclasses implement `rebuild()`."""
+
+    def __init__(self, svc: VirtualService) -> None:
+        super().__init__(svc)
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        raise NotImplementedError
+
+    def add_dest(self, dest: RealServer) -> None:
+        self.rebuild()
+
+    def del_dest(self, dest: RealServer, index: int) -> None:
+        self.rebuild()
+
+    def upd_dest(self, dest: RealServer) -> None:
+        self.rebuild()
+
+
+PORT_PROTOS = (Proto.TCP, Proto.UDP, Proto.SCTP)
+
+
+def hash_port(svc: VirtualService, flag: int, pkt: Packet) -> int:
+    """The port a hashing scheduler mixes in: the packet's source port when the service sets `flag`
+    (sh-port / mh-port) and the protocol has ports, else 0."""
+    if svc.flags & flag and pkt.protocol in PORT_PROTOS:
+        return pkt.sport
+    return 0

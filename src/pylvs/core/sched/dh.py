@@ -4,7 +4,7 @@ the packet's destination address. No fallback."""
 from __future__ import annotations
 
 from pylvs.core.sched import register
-from pylvs.core.sched.base import SchedEnv, Scheduler, eligible
+from pylvs.core.sched.base import SchedEnv, TableScheduler, eligible
 from pylvs.core.sched.hashing import fold, hash_32
 from pylvs.core.service import RealServer, VirtualService
 from pylvs.core.types import Packet
@@ -14,27 +14,17 @@ TAB_SIZE = 1 << TAB_BITS
 
 
 @register
-class DestinationHashing(Scheduler):
+class DestinationHashing(TableScheduler):
     name = "dh"
 
     def __init__(self, svc: VirtualService) -> None:
-        super().__init__(svc)
         self.buckets: list[RealServer | None] = []
-        self._reassign()
+        super().__init__(svc)
 
-    def _reassign(self) -> None:
+    def rebuild(self) -> None:
         dests = self.svc.dests
         n = len(dests)
         self.buckets = [dests[i % n] for i in range(TAB_SIZE)] if n else [None] * TAB_SIZE
-
-    def add_dest(self, dest: RealServer) -> None:
-        self._reassign()
-
-    def del_dest(self, dest: RealServer, index: int) -> None:
-        self._reassign()
-
-    def upd_dest(self, dest: RealServer) -> None:
-        self._reassign()
 
     def bucket_of(self, pkt: Packet) -> int:
         return hash_32(fold(pkt.daddr), TAB_BITS)

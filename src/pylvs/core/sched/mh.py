@@ -9,11 +9,11 @@ from math import gcd
 
 from pylvs.core.errors import IPVSError, Op
 from pylvs.core.sched import register
-from pylvs.core.sched.base import SchedEnv, Scheduler, eligible
+from pylvs.core.sched.base import SchedEnv, TableScheduler, eligible, hash_port
 from pylvs.core.sched.hashing import MASK32, fold
 from pylvs.core.sched.siphash import hsiphash_u32
 from pylvs.core.service import RealServer, VirtualService
-from pylvs.core.types import IPAddr, Packet, Proto, SvcFlags
+from pylvs.core.types import IPAddr, Packet, SvcFlags
 
 TAB_SIZE = 4093  # primes[CONFIG_IP_VS_MH_TAB_INDEX - 8] with the default index 12
 TAB_BITS = 12 // 2  # weights are shifted down to about this many bits
@@ -21,7 +21,6 @@ KEY1 = 2654435761
 KEY2 = 2654446892
 MH_FALLBACK = SvcFlags.SCHED1
 MH_PORT = SvcFlags.SCHED2
-PORT_PROTOS = (Proto.TCP, Proto.UDP, Proto.SCTP)
 
 
 def mh_hashkey(addr: IPAddr, port: int, key: int, offset: int) -> int:
@@ -29,19 +28,18 @@ def mh_hashkey(addr: IPAddr, port: int, key: int, offset: int) -> int:
 
 
 @register
-class MaglevHashing(Scheduler):
+class MaglevHashing(TableScheduler):
     name = "mh"
 
     def __init__(self, svc: VirtualService) -> None:
-        super().__init__(svc)
         if len(svc.dests) > TAB_SIZE:
             # ip_vs_mh_init_svc: the table cannot hold them; the kernel refuses the scheduler
             # (only `-E -s mh` can get here: a new service has no servers)
             raise IPVSError(Op.EDIT_SERVICE, errno.EINVAL, "mh: more real servers than table slots")
         self.lookup: list[RealServer | None] = [None] * TAB_SIZE
-        self._reassign()
+        super().__init__(svc)
 
-    def _reassign(self) -> None:
+    def rebuild(self) -> None:
         dests = self.svc.dests
         if len(dests) > TAB_SIZE:
             return  # the kernel refuses and leaves the table as it was
@@ -82,25 +80,11 @@ class MaglevHashing(Scheduler):
                         self.lookup = table
                         return
 
-    def add_dest(self, dest: RealServer) -> None:
-        self._reassign()
-
-    def del_dest(self, dest: RealServer, index: int) -> None:
-        self._reassign()
-
-    def upd_dest(self, dest: RealServer) -> None:
-        self._reassign()
-
-    def _port(self, pkt: Packet) -> int:
-        if self.svc.flags & MH_PORT and pkt.protocol in PORT_PROTOS:
-            return pkt.sport
-        return 0
-
     def slot_of(self, pkt: Packet) -> int:
-        return mh_hashkey(pkt.saddr, self._port(pkt), KEY1, 0) % TAB_SIZE
+        return mh_hashkey(pkt.saddr, hash_port(self.svc, MH_PORT, pkt), KEY1, 0) % TAB_SIZE
 
     def schedule(self, pkt: Packet, env: SchedEnv) -> RealServer | None:
-        port = self._port(pkt)
+        port = hash_port(self.svc, MH_PORT, pkt)
         ihash = mh_hashkey(pkt.saddr, port, KEY1, 0) % TAB_SIZE
         d = self.lookup[ihash]
         if d is None:

@@ -4,28 +4,26 @@ by the client address (plus its port with sh-port); sh-fallback probes other buc
 from __future__ import annotations
 
 from pylvs.core.sched import register
-from pylvs.core.sched.base import SchedEnv, Scheduler, eligible
+from pylvs.core.sched.base import SchedEnv, TableScheduler, eligible, hash_port
 from pylvs.core.sched.hashing import MASK32, fold, hash_32
 from pylvs.core.service import RealServer, VirtualService
-from pylvs.core.types import Packet, Proto, SvcFlags
+from pylvs.core.types import Packet, SvcFlags
 
 TAB_BITS = 8
 TAB_SIZE = 1 << TAB_BITS
 SH_FALLBACK = SvcFlags.SCHED1
 SH_PORT = SvcFlags.SCHED2
-PORT_PROTOS = (Proto.TCP, Proto.UDP, Proto.SCTP)
 
 
 @register
-class SourceHashing(Scheduler):
+class SourceHashing(TableScheduler):
     name = "sh"
 
     def __init__(self, svc: VirtualService) -> None:
-        super().__init__(svc)
         self.buckets: list[RealServer | None] = []
-        self._reassign()
+        super().__init__(svc)
 
-    def _reassign(self) -> None:
+    def rebuild(self) -> None:
         dests = self.svc.dests
         if not dests:
             self.buckets = [None] * TAB_SIZE
@@ -38,22 +36,8 @@ class SourceHashing(Scheduler):
             i += 1
         self.buckets = table
 
-    def add_dest(self, dest: RealServer) -> None:
-        self._reassign()
-
-    def del_dest(self, dest: RealServer, index: int) -> None:
-        self._reassign()
-
-    def upd_dest(self, dest: RealServer) -> None:
-        self._reassign()
-
-    def _port(self, pkt: Packet) -> int:
-        if self.svc.flags & SH_PORT and pkt.protocol in PORT_PROTOS:
-            return pkt.sport
-        return 0
-
     def bucket_of(self, pkt: Packet) -> int:
-        return hash_32((self._port(pkt) + fold(pkt.saddr)) & MASK32, TAB_BITS)
+        return hash_32((hash_port(self.svc, SH_PORT, pkt) + fold(pkt.saddr)) & MASK32, TAB_BITS)
 
     def schedule(self, pkt: Packet, env: SchedEnv) -> RealServer | None:
         h = self.bucket_of(pkt)
