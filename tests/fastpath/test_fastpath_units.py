@@ -14,7 +14,14 @@ from pylvs.engines.packet.fastpath import coreglue as glue
 from pylvs.engines.packet.fastpath import drsock, tables
 from pylvs.engines.packet.fastpath.engine import classify
 from pylvs.netlink import conntrack as ct
-from pylvs.netlink.nfqueue import NFQA_MARK, NFQA_PACKET_HDR, NFQA_PAYLOAD, NfQueue, parse_packet
+from pylvs.netlink.nfqueue import (
+    NFQA_HWADDR,
+    NFQA_MARK,
+    NFQA_PACKET_HDR,
+    NFQA_PAYLOAD,
+    NfQueue,
+    parse_packet,
+)
 from pylvs.netlink.nftset import concat
 from pylvs.netlink.nlmsg import attr, nested
 
@@ -31,6 +38,18 @@ def test_queued_packet_is_parsed() -> None:
     )
     q = parse_packet(body, 0, len(body))
     assert q is not None and (q.packet_id, q.mark, len(q.payload)) == (77, 66, 40)
+
+
+def test_queued_packet_carries_the_senders_mac() -> None:
+    # the packet engine answers fwmark traffic itself and needs the client's MAC from the queue
+    mac = bytes.fromhex("02aabbccddee")
+    body = (
+        attr(NFQA_PACKET_HDR, struct.pack("!IHB", 5, 0x0800, 3))
+        + attr(NFQA_HWADDR, struct.pack("!HH", len(mac), 0) + mac + bytes(2))
+        + attr(NFQA_PAYLOAD, b"\x45" + bytes(19))
+    )
+    q = parse_packet(body, 0, len(body))
+    assert q is not None and (q.packet_id, q.hwaddr, len(q.payload)) == (5, mac, 20)
 
 
 def test_verdict_message_layout() -> None:

@@ -39,6 +39,7 @@ NFQA_PACKET_HDR = 1
 NFQA_VERDICT_HDR = 2
 NFQA_MARK = 3
 NFQA_IFINDEX_INDEV = 5
+NFQA_HWADDR = 9
 NFQA_PAYLOAD = 10
 NF_DROP = 0
 NF_ACCEPT = 1
@@ -46,6 +47,7 @@ NF_ACCEPT = 1
 PACKET_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
 _VERDICT_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
 _U32 = struct.Struct("!I")
+_U16 = struct.Struct("!H")
 _VHDR = struct.Struct("!II")
 _HEAD = struct.Struct("=IHHII")
 _HH = struct.Struct("=HH")
@@ -59,6 +61,7 @@ class Queued:
     mark: int
     indev: int
     payload: bytes
+    hwaddr: bytes = b""  # the sender's link-layer address, when the kernel knows it
 
 
 class NfQueue:
@@ -78,7 +81,7 @@ class NfQueue:
             attr(NFQA_CFG_FLAGS, _U32.pack(flags)) + attr(NFQA_CFG_MASK, _U32.pack(NFQA_CFG_F_FAIL_OPEN))
         )
         self.sock.setblocking(False)
-        self.buf = bytearray(1 << 16)
+        self.buf = bytearray(max(1 << 16, copy_range + 4096))  # one whole message, headers included
         # A prebuilt verdict message; only seq, verdict, id and mark change.
         self._nfg = struct.pack("!BBH", socket.AF_UNSPEC, 0, queue_num)
 
@@ -167,7 +170,7 @@ class NfQueue:
 def parse_packet(data: bytes, off: int, end: int) -> Queued | None:
     pid = -1
     mark = indev = 0
-    payload = b""
+    payload = hwaddr = b""
     hh = _HH.unpack_from
     while off + 4 <= end:
         n, kind = hh(data, off)
@@ -182,7 +185,9 @@ def parse_packet(data: bytes, off: int, end: int) -> Queued | None:
             indev = _U32.unpack_from(data, off + 4)[0]
         elif kind == NFQA_PAYLOAD:
             payload = data[off + 4 : off + n]
+        elif kind == NFQA_HWADDR:  # struct nfqnl_msg_packet_hw: length, padding, address
+            hwaddr = data[off + 8 : off + 8 + _U16.unpack_from(data, off + 4)[0]]
         off += (n + 3) & ~3
     if pid < 0:
         return None
-    return Queued(pid, mark, indev, payload)
+    return Queued(pid, mark, indev, payload, hwaddr)

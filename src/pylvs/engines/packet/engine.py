@@ -26,9 +26,9 @@ from pylvs.engines.base import Engine
 from pylvs.engines.packet import bpf
 from pylvs.engines.packet.forward import Forwarder, Iface, Route
 from pylvs.engines.packet.neigh import Neighbours
-from pylvs.engines.packet.nfq import NF_ACCEPT, NF_DROP, NfQueue
 from pylvs.engines.packet.nft import NftTable, remove_stale, spec_from_director
 from pylvs.engines.packet.ports import DEFAULT_RANGE, PortPool
+from pylvs.netlink.nfqueue import NF_ACCEPT, NF_DROP, NfQueue
 
 log = logging.getLogger("pylvs.packet")
 
@@ -278,7 +278,9 @@ class PacketEngine(Engine):
             for m in marks
         ]
         if want and self.nfq is None:
-            self.nfq = NfQueue(self.queue_num)
+            # whole packets (the engine forwards them itself), the kernel's queue length and
+            # drop-when-full, as a plain NFQUEUE target has them
+            self.nfq = NfQueue(self.queue_num, copy_range=0xFFFF, maxlen=1024, fail_open=False)
             if self.loop is not None:
                 self.loop.add_reader(self.nfq.fileno(), self._queued)
         for rule in self.mark_rules:
