@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import subprocess
 import sys
 import time
@@ -43,6 +45,70 @@ async def main():
     print(json.dumps({"requests": done, "errors": errors, "seconds": time.monotonic() - t0}))
 asyncio.run(main())
 """
+
+
+CPUACCT = "/sys/fs/cgroup/cpuacct"
+
+
+class LabCpu:
+    """CPU of everything the bench starts (client, real servers, director, and the kernel's softirq
+    work that runs in their context, which is where veth delivery and kernel forwarding happen): the
+    bench moves itself into a cpuacct cgroup of its own, so every process it spawns is counted and
+    the other work on the machine is not. Falls back to the whole machine (/proc/stat) without it."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        if os.path.isdir(CPUACCT):
+            path = os.path.join(CPUACCT, "plvbench-" + secrets.token_hex(3))
+            try:
+                os.mkdir(path)
+                with open(os.path.join(path, "cgroup.procs"), "w") as fh:
+                    fh.write(str(os.getpid()))
+                self.path = path
+            except OSError:
+                self.close_path(path)
+
+    @staticmethod
+    def close_path(path: str) -> None:
+        try:
+            with open(os.path.join(CPUACCT, "cgroup.procs"), "w") as fh:
+                fh.write(str(os.getpid()))
+            os.rmdir(path)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.path is not None:
+            self.close_path(self.path)
+            self.path = None
+
+    @property
+    def scope(self) -> str:
+        return "lab cgroup" if self.path else "whole machine"
+
+    def sample(self) -> tuple[float, float, float]:
+        """(total, user, system) CPU seconds so far; the user/system split is tick-sampled."""
+        hz = os.sysconf("SC_CLK_TCK")
+        if self.path is not None:
+            with open(os.path.join(self.path, "cpuacct.usage")) as fh:
+                total = int(fh.read()) / 1e9
+            st = dict(line.split() for line in open(os.path.join(self.path, "cpuacct.stat")))
+            user, system = int(st["user"]) / hz, int(st["system"]) / hz
+            both = user + system or 1.0
+            return total, total * user / both, total * system / both
+        with open("/proc/stat") as fh:
+            f = [int(x) for x in fh.readline().split()[1:]]
+        user, system = (f[0] + f[1]) / hz, (f[2] + f[5] + f[6]) / hz
+        return user + system, user, system
+
+
+def rx_frames(n: Netns, ifaces: list[str]) -> float:
+    """Frames the director's interfaces received: the packets it had to forward, whoever forwards."""
+    total = 0
+    for i in ifaces:
+        p = n.run("lvs", ["cat", f"/sys/class/net/{i}/statistics/rx_packets"], check=False)
+        total += int(p.stdout.strip() or 0)
+    return float(total)
 
 
 def load(n: Netns, vip: str, seconds: float, conc: int = 8, limit: int = 200000) -> dict[str, float]:
@@ -84,14 +150,16 @@ def read_stats(lab: Lab) -> dict[str, float]:
     return s
 
 
-def run_engine(mode: str, seconds: float, mb: int) -> dict[str, float]:
+def run_engine(mode: str, seconds: float, mb: int, cpu: LabCpu) -> dict[str, float]:
     with Lab(mode, "packet", out=lambda _s: None, use_daemon=False, udp=False) as lab:
         lab.build()
         lab.start_director()
         lab.curl()
         assert lab.t is not None
         s0 = read_stats(lab)
+        f0, c0 = rx_frames(lab.n, lab.t.director_ifaces), cpu.sample()
         r = load(lab.n, lab.t.vip, seconds)
+        f1, c1 = rx_frames(lab.n, lab.t.director_ifaces), cpu.sample()
         s1 = read_stats(lab)
         rate = bulk(lab.n, lab.t.vip, mb)
         s2 = read_stats(lab)
@@ -100,12 +168,16 @@ def run_engine(mode: str, seconds: float, mb: int) -> dict[str, float]:
     cpu_load = s1["cpu_seconds"] - s0["cpu_seconds"]
     cpu_bulk = s2["cpu_seconds"] - s1["cpu_seconds"]
     user_load = s1["cpu_user_seconds"] - s0["cpu_user_seconds"]
+    sys_load = s1["cpu_sys_seconds"] - s0["cpu_sys_seconds"]
+    frames = f1 - f0
     return {
+        **lab_figures(c0, c1, frames),
         "rps": r["rps"],
         "errors": r["errors"],
         "mbps": rate,
         "us_pkt": cpu_load * 1e6 / pk_load if pk_load else 0.0,
         "us_pkt_user": user_load * 1e6 / pk_load if pk_load else 0.0,
+        "us_pkt_sys": sys_load * 1e6 / pk_load if pk_load else 0.0,
         "per_wakeup": (s1["rx"] - s0["rx"]) / (s1["wakeups"] - s0["wakeups"])
         if s1.get("wakeups", 0.0) > s0.get("wakeups", 0.0)
         else 0.0,
@@ -116,11 +188,25 @@ def run_engine(mode: str, seconds: float, mb: int) -> dict[str, float]:
     }
 
 
+def lab_figures(
+    c0: tuple[float, float, float], c1: tuple[float, float, float], frames: float
+) -> dict[str, float]:
+    """The lab's CPU per frame the director received during the request load, total/user/system."""
+    if not frames:
+        return {"lab_us": 0.0, "lab_user": 0.0, "lab_sys": 0.0, "lab_frames": 0.0}
+    return {
+        "lab_us": (c1[0] - c0[0]) * 1e6 / frames,
+        "lab_user": (c1[1] - c0[1]) * 1e6 / frames,
+        "lab_sys": (c1[2] - c0[2]) * 1e6 / frames,
+        "lab_frames": frames,
+    }
+
+
 def _mac(n: Netns, role: str, ifname: str = "eth0") -> str:
     return str(json.loads(n.run(role, ["ip", "-j", "link", "show", ifname]).stdout)[0]["address"])
 
 
-def run_kernel(mode: str, seconds: float, mb: int) -> dict[str, float] | None:
+def run_kernel(mode: str, seconds: float, mb: int, cpu: LabCpu) -> dict[str, float] | None:
     """The same traffic forwarded by the kernel alone (what the director would cost with IPVS-like
     in-kernel forwarding); TUN has no kernel equivalent here (no ipip module)."""
     if mode == "tun":
@@ -173,9 +259,11 @@ def run_kernel(mode: str, seconds: float, mb: int) -> dict[str, float] | None:
             ["ip", "netns", "exec", n.ns("lvs"), "nft", "-f", "-"], input=rules, text=True, check=True
         )
         n.run("client", ["curl", "-s", "--max-time", "5", f"http://{t.vip}/"], check=False)
+        f0, c0 = rx_frames(n, t.director_ifaces), cpu.sample()
         r = load(n, t.vip, seconds)
+        f1, c1 = rx_frames(n, t.director_ifaces), cpu.sample()
         rate = bulk(n, t.vip, mb)
-        return {"rps": r["rps"], "errors": r["errors"], "mbps": rate}
+        return {"rps": r["rps"], "errors": r["errors"], "mbps": rate, **lab_figures(c0, c1, f1 - f0)}
     finally:
         n.close()
 
@@ -248,12 +336,36 @@ def micro(n: int = 20000) -> None:
         print(f"{fwd.label:<8} {core_us:>17.1f} {fast_us:>17.1f}", flush=True)
 
 
+def _variants(text: str) -> list[tuple[str, str]]:
+    """'name=JSON;name=JSON' -> [(name, JSON)]: engine options for the bare lab director."""
+    out = []
+    for part in text.split(";"):
+        name, _, opts = part.partition("=")
+        json.loads(opts or "{}")  # reject bad JSON here, not inside the director
+        out.append((name.strip() or "packet", opts or "{}"))
+    return out
+
+
+HEAD = (
+    f"{'mode':<8} {'engine':<10} {'req/s':>6} {'err':>3} {'bulk MB/s':>9} "
+    f"{'us/pkt':>6} {'user':>5} {'sys':>5} {'fast':>4} {'rx/wake':>7} "
+    f"{'lab us/frame':>12} {'user':>5} {'sys':>5} {'us/frame bulk':>13} {'bulk frames':>11}"
+)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--bulk-mb", type=int, default=100)
     ap.add_argument("--modes", default="nat,dr,tun,fullnat")
     ap.add_argument("--no-kernel", action="store_true", help="skip the kernel reference runs")
+    ap.add_argument(
+        "--variants",
+        default="packet={}",
+        help="engine option sets run one after the other per mode, 'name=JSON;name=JSON' "
+        '(e.g. \'recv={};ring={"ring": "v3"}\')',
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the whole set, interleaved")
     ap.add_argument(
         "--micro", action="store_true", help="only the in-process cost per packet (no root needed)"
     )
@@ -264,26 +376,44 @@ def main() -> int:
     if not is_root():
         print("bench_packet: needs root (network namespaces)")
         return 1
-    print(
-        f"{'mode':<9} {'engine':<8} {'req/s':>7} {'err':>4} {'bulk MB/s':>10} {'us/pkt':>7} {'(user)':>7} {'fast':>5} {'rx/wake':>7} {'us/frame bulk':>14} {'bulk frames':>12}"
-    )
-    for mode in a.modes.split(","):
-        e = run_engine(mode, a.seconds, a.bulk_mb)
-        print(
-            f"{mode:<9} {'packet':<8} {e['rps']:>7.0f} {e['errors']:>4.0f} {e['mbps']:>10.1f} {e['us_pkt']:>7.1f} "
-            f"{e['us_pkt_user']:>7.1f} {e['fast_share']:>5.0%} {e['per_wakeup']:>7.2f} {e['us_pkt_bulk']:>14.1f} {e['frames_bulk']:>12.0f}",
-            flush=True,
-        )
-        if a.no_kernel:
-            continue
-        k = run_kernel(mode, a.seconds, a.bulk_mb)
-        if k is None:
-            print(f"{mode:<9} {'kernel':<8} {'(no kernel ipip here)':>30}", flush=True)
-        else:
-            print(
-                f"{mode:<9} {'kernel':<8} {k['rps']:>7.0f} {k['errors']:>4.0f} {k['mbps']:>10.1f} {'-':>7} {'-':>7} {'':>5} {'':>7} {'-':>14}",
-                flush=True,
-            )
+    try:
+        variants = _variants(a.variants)
+    except ValueError as e:
+        print(f"bench_packet: --variants: {e}")
+        return 2
+    cpu = LabCpu()
+    try:
+        print(f"CPU of the lab measured over: {cpu.scope}; load: {open('/proc/loadavg').read().strip()}")
+        print(HEAD)
+        for _round in range(a.rounds):
+            for mode in a.modes.split(","):
+                for name, opts in variants:
+                    os.environ["PYLVS_LAB_ENGINE_OPTS"] = opts
+                    e = run_engine(mode, a.seconds, a.bulk_mb, cpu)
+                    print(
+                        f"{mode:<8} {name:<10} {e['rps']:>6.0f} {e['errors']:>3.0f} {e['mbps']:>9.1f} "
+                        f"{e['us_pkt']:>6.1f} {e['us_pkt_user']:>5.1f} {e['us_pkt_sys']:>5.1f} "
+                        f"{e['fast_share']:>4.0%} {e['per_wakeup']:>7.2f} "
+                        f"{e['lab_us']:>12.1f} {e['lab_user']:>5.1f} {e['lab_sys']:>5.1f} "
+                        f"{e['us_pkt_bulk']:>13.1f} {e['frames_bulk']:>11.0f}",
+                        flush=True,
+                    )
+                os.environ.pop("PYLVS_LAB_ENGINE_OPTS", None)
+                if a.no_kernel:
+                    continue
+                k = run_kernel(mode, a.seconds, a.bulk_mb, cpu)
+                if k is None:
+                    print(f"{mode:<8} {'kernel':<10} {'(no kernel ipip here)':>30}", flush=True)
+                else:
+                    print(
+                        f"{mode:<8} {'kernel':<10} {k['rps']:>6.0f} {k['errors']:>3.0f} {k['mbps']:>9.1f} "
+                        f"{'-':>6} {'-':>5} {'-':>5} {'':>4} {'':>7} "
+                        f"{k['lab_us']:>12.1f} {k['lab_user']:>5.1f} {k['lab_sys']:>5.1f} {'-':>13}",
+                        flush=True,
+                    )
+            print(f"load: {open('/proc/loadavg').read().strip()}", flush=True)
+    finally:
+        cpu.close()
     return 0
 
 

@@ -122,7 +122,12 @@ async def run(
     for line in lines:
         apply_line(director, line)
     cls = get_engine(engine_name)
-    kwargs = {"interfaces": interfaces} if interfaces else {}
+    kwargs: dict[str, object] = {"interfaces": interfaces} if interfaces else {}
+    # Engine options for benchmarks (bench_packet.py --variants), e.g. {"ring": "v3"}.
+    extra = json.loads(os.environ.get("PYLVS_LAB_ENGINE_OPTS") or "{}")
+    if not isinstance(extra, dict):
+        raise ValueError("PYLVS_LAB_ENGINE_OPTS: a JSON object of engine options")
+    kwargs.update(extra)
     engine = cls(director, asyncio.get_running_loop(), **kwargs)
     await engine.start()
     stop = asyncio.Event()
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         asyncio.run(run(a.engine, a.lines, a.stats, a.interface))
-    except (ValueError, OSError, IPVSError) as e:
+    except (ValueError, OSError, IPVSError, TypeError) as e:
         print(f"pylvs-lab-director: {e}")
         return 1
     return 0

@@ -28,6 +28,7 @@ from pylvs.engines.packet.forward import Forwarder, Iface, Route
 from pylvs.engines.packet.neigh import Neighbours
 from pylvs.engines.packet.nft import NftTable, remove_stale, spec_from_director
 from pylvs.engines.packet.ports import DEFAULT_RANGE, PortPool
+from pylvs.engines.packet.ring import RxRing, TxRing
 from pylvs.netlink.nfqueue import NF_ACCEPT, NF_DROP, NfQueue
 
 log = logging.getLogger("pylvs.packet")
@@ -132,6 +133,9 @@ class PacketEngine(Engine):
         fullnat_ports: tuple[int, int] = DEFAULT_RANGE,
         clock: Callable[[], float] = time.monotonic,
         table_name: str | None = None,
+        ring: str | None = None,
+        ring_timeout_ms: int = 1,
+        tx_ring: bool = False,
     ) -> None:
         super().__init__(director, loop)
         self.interfaces = list(interfaces) if interfaces else None
@@ -152,6 +156,17 @@ class PacketEngine(Engine):
         self.queue_num = 1000 + os.getpid() % 60000
         self.nfq: NfQueue | None = None
         self.mark_rules: list[list[str]] = []
+        # Memory-mapped rings (ring.py): "v3" = a TPACKET_V3 receive ring per interface instead of
+        # one recv() per frame; tx_ring = a transmit ring per interface, one send() per wake-up.
+        if ring not in (None, "v3"):
+            raise ValueError(f"packet engine: unknown ring {ring!r} (v3)")
+        if not 1 <= ring_timeout_ms <= 1000:
+            raise ValueError("packet engine: ring_timeout_ms must be 1..1000")
+        self.ring = ring
+        self.ring_timeout_ms = ring_timeout_ms
+        self.tx_ring = tx_ring
+        self.rx_rings: dict[int, RxRing] = {}
+        self.tx_rings: dict[int, TxRing] = {}
 
     def refuse_dest(self, key: ServiceKey, cfg: DestConfig) -> str | None:
         if cfg.fwd == Fwd.TUNNEL and cfg.addr.version != 4:
@@ -177,7 +192,7 @@ class PacketEngine(Engine):
         self.cpu_start = time.process_time()
         self._sync()
         for idx, sock in self.socks.items():
-            self.loop.add_reader(sock.fileno(), self._readable, idx, sock)
+            self._add_reader(idx, sock)
         self._sweeper = self.loop.call_later(1.0, self._sweep)
         log.info("packet engine on %s", ", ".join(i.name for i in ifaces.values()))
 
@@ -189,10 +204,29 @@ class PacketEngine(Engine):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         bpf.attach(s, bpf.program([], []))  # nothing until the rules say what to take
-        s.bind((ifc.name, ETH_P_ALL))
+        try:
+            if self.ring == "v3":
+                self.rx_rings[ifc.index] = RxRing(s, timeout_ms=self.ring_timeout_ms)
+            s.bind((ifc.name, ETH_P_ALL))
+            if self.tx_ring:
+                self.tx_rings[ifc.index] = TxRing(ifc.name)
+        except OSError:
+            rx = self.rx_rings.pop(ifc.index, None)
+            if rx is not None:
+                rx.close()
+            s.close()
+            raise
         s.setblocking(False)
         self.socks[ifc.index] = s
         return s
+
+    def _add_reader(self, idx: int, s: socket.socket) -> None:
+        assert self.loop is not None
+        rx = self.rx_rings.get(idx)
+        if rx is not None:
+            self.loop.add_reader(s.fileno(), self._readable_ring, idx, rx)
+        else:
+            self.loop.add_reader(s.fileno(), self._readable, idx, s)
 
     def _refresh_ifaces(self) -> None:
         """Interfaces that came up since the last look (only when we chose them ourselves)."""
@@ -214,7 +248,7 @@ class PacketEngine(Engine):
                 log.warning("packet engine: cannot open %s: %s", ifc.name, e)
                 continue
             if self.loop is not None:
-                self.loop.add_reader(s.fileno(), self._readable, idx, s)
+                self._add_reader(idx, s)
             if self.routes is not None:
                 self.routes.by_name[ifc.name] = idx
             log.info("packet engine: now also on %s", ifc.name)
@@ -329,6 +363,7 @@ class PacketEngine(Engine):
         now = self.clock()
         view = self.view
         socks = self.socks
+        tx_rings = self.tx_rings
         for _ in range(BATCH):
             try:
                 n = s.recv_into(self.buf)
@@ -337,11 +372,63 @@ class PacketEngine(Engine):
             except OSError:
                 break
             for oidx, frame in fwd.handle(idx, bytearray(view[:n]), now):
+                if tx_rings and self._put(oidx, frame):
+                    continue
                 try:
                     socks[oidx].send(frame)
                     fwd.counters["tx"] += 1
                 except (OSError, KeyError):
                     self.tx_errors += 1
+        if tx_rings:
+            self._flush()
+
+    def _readable_ring(self, idx: int, rx: RxRing) -> None:
+        """A wake-up on a receive ring: every block the kernel has handed over, frame by frame, then
+        one flush of the transmit rings."""
+        fwd = self.fwd
+        if fwd is None:
+            return
+        self.wakeups += 1
+        now = self.clock()
+        socks = self.socks
+        put = self._put if self.tx_rings else None
+        handle = fwd.handle
+        for frames in rx.take():
+            for f in frames:
+                for oidx, frame in handle(idx, f, now):
+                    if put is not None and put(oidx, frame):
+                        continue
+                    try:
+                        socks[oidx].send(frame)
+                        fwd.counters["tx"] += 1
+                    except (OSError, KeyError):
+                        self.tx_errors += 1
+        if put is not None:
+            self._flush()
+
+    def _put(self, oidx: int, frame: bytes | bytearray) -> bool:
+        """Queue a frame on the interface's transmit ring; False when it must go the plain way
+        (too big for a slot, or the ring full), after what is queued has been sent, to keep order."""
+        txr = self.tx_rings.get(oidx)
+        if txr is None:
+            return False
+        if txr.put(frame):
+            assert self.fwd is not None
+            self.fwd.counters["tx"] += 1
+            return True
+        self._flush_one(txr)
+        return False
+
+    def _flush(self) -> None:
+        for txr in self.tx_rings.values():
+            if txr.queued:
+                self._flush_one(txr)
+
+    def _flush_one(self, txr: TxRing) -> None:
+        try:
+            txr.flush()
+        except OSError:
+            self.tx_errors += 1
 
     def _sweep(self) -> None:
         if self.fwd is not None:
@@ -360,6 +447,12 @@ class PacketEngine(Engine):
                 self.loop.remove_reader(s.fileno())
             s.close()
         self.socks.clear()
+        for rx in self.rx_rings.values():
+            rx.close()
+        self.rx_rings.clear()
+        for txr in self.tx_rings.values():
+            txr.close()
+        self.tx_rings.clear()
         self.table.remove()
         for rule in self.mark_rules:
             _iptables("-D", rule)
@@ -376,6 +469,10 @@ class PacketEngine(Engine):
         d = self.fwd.stats() if self.fwd is not None else {}
         d["tx_errors"] = float(self.tx_errors)
         d["wakeups"] = float(self.wakeups)
+        if self.rx_rings:
+            d["ring_blocks"] = float(sum(r.blocks_seen for r in self.rx_rings.values()))
+        if self.tx_rings:
+            d["tx_flushes"] = float(sum(t.flushes for t in self.tx_rings.values()))
         d["cpu_seconds"] = time.process_time() - self.cpu_start
         # User time is the Python cost; system time also holds what veth delivery does on our CPU
         # (the receiving namespace's stack often runs in the sender's softirq context).
