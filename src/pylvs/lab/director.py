@@ -115,19 +115,27 @@ def listing(director: Director) -> str:
     return "\n".join(out)
 
 
+def engine_options() -> dict[str, object]:
+    """Engine options for benchmarks (bench_packet.py --variants), e.g. {"ring": "v3"}."""
+    extra = json.loads(os.environ.get("PYLVS_LAB_ENGINE_OPTS") or "{}")
+    if not isinstance(extra, dict):
+        raise ValueError("PYLVS_LAB_ENGINE_OPTS: a JSON object of engine options")
+    return extra
+
+
 async def run(
-    engine_name: str, lines: list[str], stats_path: str | None, interfaces: list[str] | None
+    engine_name: str,
+    lines: list[str],
+    stats_path: str | None,
+    interfaces: list[str] | None,
+    extra: dict[str, object] | None = None,
 ) -> None:
     director = Director()
     for line in lines:
         apply_line(director, line)
     cls = get_engine(engine_name)
     kwargs: dict[str, object] = {"interfaces": interfaces} if interfaces else {}
-    # Engine options for benchmarks (bench_packet.py --variants), e.g. {"ring": "v3"}.
-    extra = json.loads(os.environ.get("PYLVS_LAB_ENGINE_OPTS") or "{}")
-    if not isinstance(extra, dict):
-        raise ValueError("PYLVS_LAB_ENGINE_OPTS: a JSON object of engine options")
-    kwargs.update(extra)
+    kwargs.update(engine_options() if extra is None else extra)
     engine = cls(director, asyncio.get_running_loop(), **kwargs)
     await engine.start()
     stop = asyncio.Event()
@@ -155,6 +163,96 @@ async def run(
                 json.dump({"engine": engine.stats(), "listing": listing(director)}, fh)
 
 
+def run_fanout(lines: list[str], stats_path: str | None, interfaces: list[str] | None) -> None:
+    """The packet engine as `workers` processes behind PACKET_FANOUT (engines/packet/fanout.py):
+    this process opens every worker's sockets in worker order, forks the workers (each with its own
+    Director built from the same lines: scheduling and counters are per worker), sums their figures
+    into --stats and stops them on SIGTERM/SIGINT."""
+    from pylvs.engines.packet import fanout
+    from pylvs.engines.packet.engine import discover_ifaces
+
+    opts = engine_options()
+    count = int(str(opts.pop("workers")))
+    check = Director()
+    for line in lines:
+        apply_line(check, line)  # reject bad lines before forking
+    names = [i.name for i in discover_ifaces(interfaces).values()]
+    ring = opts.get("ring") == "v3"
+    group = 0x4000 + os.getpid() % 0x3000
+    workers = fanout.open_group(names, count, group, ring, int(str(opts.get("ring_timeout_ms", 1))))
+    pids: list[int] = []
+    for k in range(count):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                for j, other in enumerate(workers):
+                    if j != k:
+                        for s, rx, arp in other.values():
+                            if rx is not None:
+                                rx.close()
+                            s.close()
+                            arp.close()
+                wopts = dict(opts, fanout_worker=(k, count), members=workers[k])
+                asyncio.run(
+                    run("packet", lines, f"{stats_path}.{k}" if stats_path else None, interfaces, wopts)
+                )
+            except BaseException as e:  # the worker must never return into the parent's code
+                print(f"pylvs-lab-director worker {k}: {e}", flush=True)
+                code = 1
+            os._exit(code)
+        pids.append(pid)
+    for w in workers:
+        for s, rx, arp in w.values():
+            if rx is not None:
+                rx.close()
+            s.close()
+            arp.close()
+    stop = False
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    alive = set(pids)
+    while alive:
+        if stop:
+            for pid in alive:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.5)
+        for pid in list(alive):
+            done, _status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                alive.discard(pid)
+        if stats_path:
+            _sum_stats(stats_path, count)
+
+
+def _sum_stats(stats_path: str, count: int) -> None:
+    total: dict[str, float] = {}
+    listing_text = ""
+    for k in range(count):
+        try:
+            with open(f"{stats_path}.{k}") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            return  # not every worker has written yet
+        for key, v in data["engine"].items():
+            if isinstance(v, int | float) and key != "cpu_us_per_packet":
+                total[key] = total.get(key, 0.0) + float(v)
+        listing_text = data.get("listing", "")
+    total["workers"] = float(count)
+    tmp = stats_path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump({"engine": total, "listing": listing_text}, fh)
+    os.replace(tmp, stats_path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pylvs-lab-director")
     ap.add_argument("--engine", default="packet")
@@ -163,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("lines", nargs="*")
     a = ap.parse_args(argv)
     try:
+        workers = engine_options().get("workers", 1)
+        if a.engine == "packet" and isinstance(workers, int) and workers > 1:
+            run_fanout(a.lines, a.stats, a.interface)
+            return 0
         asyncio.run(run(a.engine, a.lines, a.stats, a.interface))
     except (ValueError, OSError, IPVSError, TypeError) as e:
         print(f"pylvs-lab-director: {e}")

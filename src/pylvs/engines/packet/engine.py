@@ -23,7 +23,7 @@ from typing import Any
 from pylvs.core.director import Director
 from pylvs.core.types import DestConfig, Fwd, ServiceKey
 from pylvs.engines.base import Engine
-from pylvs.engines.packet import bpf
+from pylvs.engines.packet import bpf, fanout
 from pylvs.engines.packet.forward import Forwarder, Iface, Route
 from pylvs.engines.packet.neigh import Neighbours
 from pylvs.engines.packet.nft import NftTable, remove_stale, spec_from_director
@@ -136,10 +136,23 @@ class PacketEngine(Engine):
         ring: str | None = None,
         ring_timeout_ms: int = 1,
         tx_ring: bool = False,
+        fanout_worker: tuple[int, int] | None = None,
+        members: dict[str, fanout.Member] | None = None,
     ) -> None:
         super().__init__(director, loop)
         self.interfaces = list(interfaces) if interfaces else None
         self.clock = clock
+        # PACKET_FANOUT (fanout.py, off by default): this process is worker `index` of `count`, its
+        # sockets already joined by the parent (`members`, by interface name); it owns the index-th
+        # slice of the FULLNAT local ports and its own Director (per-worker scheduling and counters).
+        self.fanout_worker = fanout_worker
+        self.members = members or {}
+        self.fullnat_range = fullnat_ports
+        if fanout_worker is not None:
+            if not members:
+                raise ValueError("packet engine: a fanout worker needs its group's sockets")
+            fullnat_ports = fanout.port_slice(*fullnat_ports, *fanout_worker)
+        self.arp_socks: dict[int, socket.socket] = {}
         self.ports = PortPool(*fullnat_ports)
         self.table = NftTable(table_name)
         self.socks: dict[int, socket.socket] = {}
@@ -193,10 +206,25 @@ class PacketEngine(Engine):
         self._sync()
         for idx, sock in self.socks.items():
             self._add_reader(idx, sock)
+        for idx, sock in self.arp_socks.items():
+            self.loop.add_reader(sock.fileno(), self._readable, idx, sock)
         self._sweeper = self.loop.call_later(1.0, self._sweep)
         log.info("packet engine on %s", ", ".join(i.name for i in ifaces.values()))
 
     def _open(self, ifc: Iface) -> socket.socket:
+        member = self.members.get(ifc.name)
+        if member is not None:
+            s, rx, arp = member
+            if rx is not None:
+                self.rx_rings[ifc.index] = rx
+            self.arp_socks[ifc.index] = arp
+            if self.tx_ring:
+                self.tx_rings[ifc.index] = TxRing(ifc.name)
+            s.setblocking(False)
+            self.socks[ifc.index] = s
+            return s
+        if self.fanout_worker is not None:
+            raise OSError(f"packet engine: fanout worker has no socket for {ifc.name}")
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
         s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -284,6 +312,13 @@ class PacketEngine(Engine):
         prog = bpf.program(dsts, srcs, ipv6=any(":" in a for a in addrs))
         for s in self.socks.values():
             bpf.attach(s, prog)
+        if self.fanout_worker is not None:
+            # every worker sets the same program (the group keeps the last one)
+            vips = [ipaddress.ip_address(a).packed for _p, a, _port in spec.vips if ":" not in a]
+            lip4 = [ipaddress.ip_address(a).packed for _p, a in spec.lips if ":" not in a]
+            fprog = fanout.program(vips, lip4, self.fanout_worker[1], self.fullnat_range)
+            for s in self.socks.values():
+                fanout.set_program(s, fprog)
         # Ask for the real servers' MACs now, so the first SYN does not wait for ARP.
         for svc in self.director.services:
             for d in svc.dests:
@@ -442,11 +477,12 @@ class PacketEngine(Engine):
             self._pending = None
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for s in self.socks.values():
+        for s in [*self.socks.values(), *self.arp_socks.values()]:
             if self.loop is not None:
                 self.loop.remove_reader(s.fileno())
             s.close()
         self.socks.clear()
+        self.arp_socks.clear()
         for rx in self.rx_rings.values():
             rx.close()
         self.rx_rings.clear()

@@ -1,0 +1,202 @@
+"""PACKET_FANOUT for the packet engine: N worker processes share each interface, and a classic-BPF
+fanout program picks the worker so that both directions of a connection meet on the same one.
+
+- To a virtual address (a request): the worker is a hash of (client address XOR client port) mod N.
+- To a FULLNAT local address (a reply): the local port says it, since worker k only hands out
+  ports from the k-th slice of the range.
+- Anything else the engine takes (a NAT reply from a real server to the client): (destination
+  address XOR destination port) hashed mod N: the same client endpoint as its request.
+- ARP, IPv6 and ICMP go to worker 0 (each worker also reads ARP on a socket of its own).
+
+The fanout index is the member's place in the group, in the order the sockets joined; `open_group`
+therefore opens every worker's sockets in one process, in worker order, before the workers fork.
+Each worker has its own Director: scheduling and counters are per worker (see docs in engine.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+
+from pylvs.engines.packet.ring import RxRing
+
+SOL_PACKET = 263
+PACKET_FANOUT = 18
+PACKET_FANOUT_DATA = 22
+PACKET_FANOUT_CBPF = 6
+ETH_P_ALL = 0x0003
+ETH_P_ARP = 0x0806
+
+# classic BPF opcodes
+LD_W_ABS, LD_H_ABS, LD_B_ABS = 0x20, 0x28, 0x30
+LD_H_IND = 0x48
+LDX_MSH = 0xB1
+ST, LDX_MEM = 0x02, 0x61
+ALU_XOR_X, ALU_MOD_K, ALU_SUB_K, ALU_DIV_K = 0xAC, 0x94, 0x14, 0x34
+ALU_MUL_K, ALU_RSH_K = 0x24, 0x74
+GOLDEN = (
+    0x9E3779B1  # multiplicative hash: connect() hands out even ports, so the low bits alone would not spread
+)
+JEQ_K, JGE_K = 0x15, 0x35
+RET_K, RET_A = 0x06, 0x16
+
+Insn = tuple[int, int, int, int]
+# A fanout program sees the skb as the receive path holds it, with data at the network header, so
+# it addresses the IP header through SKF_NET_OFF and the EtherType through skb->protocol.
+NET = 0xFFF00000  # SKF_NET_OFF (-0x100000) as an unsigned offset
+PROTOCOL = 0xFFFFF000  # SKF_AD_OFF + SKF_AD_PROTOCOL
+
+
+def port_slice(lo: int, hi: int, index: int, count: int) -> tuple[int, int]:
+    """Worker `index`'s share of the FULLNAT local port range lo..hi (inclusive)."""
+    chunk = (hi - lo + 1) // count
+    if chunk < 1:
+        raise ValueError("fewer FULLNAT local ports than workers")
+    return lo + index * chunk, lo + (index + 1) * chunk - 1
+
+
+def program(vips: list[bytes], lips: list[bytes], count: int, ports: tuple[int, int]) -> list[Insn]:
+    """The fanout program (returns the worker index; the kernel takes it modulo the group size)."""
+    vips = sorted(set(vips))
+    lips = sorted(set(lips))
+    if len(vips) + len(lips) > 200:
+        raise ValueError("too many addresses for the fanout program")
+    chunk = max(1, (ports[1] - ports[0] + 1) // count)
+    p: list[Insn] = []
+    # labels resolved below: "zero", "req", "lip", "reply"
+    fix: list[tuple[int, str, str]] = []  # (insn index, jt label or "", jf label or "")
+    p.append((LD_H_ABS, 0, 0, PROTOCOL))
+    fix.append((len(p), "", "zero"))
+    p.append((JEQ_K, 0, 0, 0x0800))
+    p.append((LD_B_ABS, 0, 0, NET + 9))  # protocol: TCP, UDP, SCTP carry ports at the same place
+    p.append((JEQ_K, 2, 0, 6))
+    p.append((JEQ_K, 1, 0, 17))
+    fix.append((len(p), "", "zero"))
+    p.append((JEQ_K, 0, 0, 132))
+    p.append((LDX_MSH, 0, 0, NET))  # X = IP header length
+    p.append((LD_W_ABS, 0, 0, NET + 16))  # daddr
+    for a in vips:
+        fix.append((len(p), "req", ""))
+        p.append((JEQ_K, 0, 0, int.from_bytes(a, "big")))
+    for a in lips:
+        fix.append((len(p), "lip", ""))
+        p.append((JEQ_K, 0, 0, int.from_bytes(a, "big")))
+    labels: dict[str, int] = {}
+    # reply from a NAT real server: (daddr ^ dport) % count
+    labels["reply"] = len(p)
+    p.append((LD_H_IND, 0, 0, NET + 2))  # dport
+    p.append((ST, 0, 0, 0))
+    p.append((LD_W_ABS, 0, 0, NET + 16))
+    p.append((LDX_MEM, 0, 0, 0))
+    p.append((ALU_XOR_X, 0, 0, 0))
+    p.append((ALU_MUL_K, 0, 0, GOLDEN))
+    p.append((ALU_RSH_K, 0, 0, 16))
+    p.append((ALU_MOD_K, 0, 0, count))
+    p.append((RET_A, 0, 0, 0))
+    # request to a virtual address: (saddr ^ sport) % count
+    labels["req"] = len(p)
+    p.append((LD_H_IND, 0, 0, NET))  # sport
+    p.append((ST, 0, 0, 0))
+    p.append((LD_W_ABS, 0, 0, NET + 12))
+    p.append((LDX_MEM, 0, 0, 0))
+    p.append((ALU_XOR_X, 0, 0, 0))
+    p.append((ALU_MUL_K, 0, 0, GOLDEN))
+    p.append((ALU_RSH_K, 0, 0, 16))
+    p.append((ALU_MOD_K, 0, 0, count))
+    p.append((RET_A, 0, 0, 0))
+    # to a FULLNAT local address: (dport - lo) / chunk, if the port is in the range
+    labels["lip"] = len(p)
+    p.append((LD_H_IND, 0, 0, NET + 2))
+    fix.append((len(p), "", "zero"))
+    p.append((JGE_K, 0, 0, ports[0]))
+    p.append((ALU_SUB_K, 0, 0, ports[0]))
+    p.append((ALU_DIV_K, 0, 0, chunk))
+    p.append((RET_A, 0, 0, 0))
+    labels["zero"] = len(p)
+    p.append((RET_K, 0, 0, 0))
+    out = list(p)
+    for at, jt, jf in fix:
+        code, t, f, k = out[at]
+        if jt:
+            t = labels[jt] - at - 1
+        if jf:
+            f = labels[jf] - at - 1
+        if not (0 <= t <= 255 and 0 <= f <= 255):
+            raise ValueError("fanout program too long for 8-bit jumps")
+        out[at] = (code, t, f, k)
+    return out
+
+
+def _fprog(insns: list[Insn]) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
+    raw = b"".join(struct.pack("HBBI", *i) for i in insns)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    return struct.pack("HL", len(insns), ctypes.addressof(buf)), buf
+
+
+def join(sock: socket.socket, group: int, insns: list[Insn]) -> None:
+    """Join fanout group `group` (16 bits) in CBPF mode and give it the program."""
+    sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (group & 0xFFFF) | (PACKET_FANOUT_CBPF << 16))
+    set_program(sock, insns)
+
+
+def set_program(sock: socket.socket, insns: list[Insn]) -> None:
+    """Replace the group's fanout program (every member may set it; the last setting wins)."""
+    prog, _keep = _fprog(insns)
+    sock.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, prog)
+
+
+ALL_TO_FIRST: list[Insn] = [(RET_K, 0, 0, 0)]
+
+
+def arp_socket(ifname: str) -> socket.socket:
+    """A plain socket for ARP frames only, outside the fanout group: every worker learns every
+    neighbour (fanout would hand each ARP reply to one worker only)."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    s.setsockopt(SOL_PACKET, 15, 1)  # PACKET_VNET_HDR: the same frame layout as the main sockets
+    s.setsockopt(SOL_PACKET, 23, 1)  # PACKET_IGNORE_OUTGOING
+    s.bind((ifname, ETH_P_ARP))
+    s.setblocking(False)
+    return s
+
+
+Member = tuple[socket.socket, RxRing | None, socket.socket]
+
+
+def open_socket(
+    ifname: str, ring: bool = False, ring_timeout_ms: int = 1
+) -> tuple[socket.socket, RxRing | None]:
+    """A packet socket as the engine opens it (engine._open), bound to `ifname`, taking nothing
+    until the engine attaches its prefilter."""
+    from pylvs.engines.packet import bpf
+
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        s.setsockopt(SOL_PACKET, 15, 1)  # PACKET_VNET_HDR
+        s.setsockopt(SOL_PACKET, 23, 1)  # PACKET_IGNORE_OUTGOING
+        s.setsockopt(SOL_PACKET, 20, 1)  # PACKET_QDISC_BYPASS
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        bpf.attach(s, bpf.program([], []))
+        rx = RxRing(s, timeout_ms=ring_timeout_ms) if ring else None
+        s.bind((ifname, ETH_P_ALL))
+    except OSError:
+        s.close()
+        raise
+    return s, rx
+
+
+def open_group(
+    ifnames: list[str], count: int, group_base: int, ring: bool = False, ring_timeout_ms: int = 1
+) -> list[dict[str, Member]]:
+    """For each of `count` workers, in worker order, one socket per interface joined to that
+    interface's fanout group (so member k of every group is worker k), plus an ARP socket."""
+    if count < 2 or count > 64:
+        raise ValueError("fanout workers must be 2..64")
+    workers: list[dict[str, Member]] = [{} for _ in range(count)]
+    for i, name in enumerate(ifnames):
+        for w in range(count):
+            s, rx = open_socket(name, ring, ring_timeout_ms)
+            join(s, group_base + i, ALL_TO_FIRST)
+            workers[w][name] = (s, rx, arp_socket(name))
+    return workers
