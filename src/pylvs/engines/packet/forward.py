@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from pylvs.core.director import Director
 from pylvs.core.types import Fwd, IPAddr, Packet, Proto
-from pylvs.engines.packet import coreapi, icmp
+from pylvs.engines.packet import coreapi, icmp, sctp
 from pylvs.engines.packet.csum import get16
 from pylvs.engines.packet.frames import (
     ETH,
@@ -54,6 +54,7 @@ from pylvs.engines.packet.ports import PortPool
 from pylvs.engines.packet.rewrite import FixedRewrite, apply_fixed, fixed_rewrite, iplen, rewrite
 
 Frames = list[tuple[int, bytes | bytearray]]  # (ifindex, frame with virtio header)
+IPPROTO_SCTP = sctp.IPPROTO_SCTP
 Flow = tuple[int, bytes, int, bytes, int]  # (protocol, source address, port, destination address, port)
 HOP_TTL = 1.0  # seconds a steady connection reuses the way out it learnt (see Forwarder._fast)
 
@@ -222,7 +223,7 @@ class Forwarder:
         if ifc is None or len(f) < IP + 20:
             return out
         # Ethernet type, then the IPv4 header and the first 4 bytes after it, in one unpack.
-        et, vihl, _tos, _tl, _id, frag, _ttl, proto, _ck, saddr, daddr = _HDR.unpack_from(f, ETH + 12)
+        et, vihl, _tos, tl, _id, frag, _ttl, proto, _ck, saddr, daddr = _HDR.unpack_from(f, ETH + 12)
         if et == ETH_P_ARP:
             self._arp(f, out)
             return out
@@ -236,6 +237,8 @@ class Forwarder:
         if (proto != IPPROTO_TCP and proto != IPPROTO_UDP) or frag & 0x3FFF:
             if proto == IPPROTO_ICMP and not frag & 0x3FFF:
                 self._icmp(ifc, f, out, saddr, daddr)
+            elif proto == IPPROTO_SCTP and not frag & 0x3FFF:
+                self._sctp4(ifc, f, out, now, IP + (vihl & 0xF) * 4, IP + tl, saddr, daddr)
             else:
                 c["unknown"] += 1  # fragments and other protocols are left alone
             return out
@@ -243,6 +246,16 @@ class Forwarder:
         sport, dport = _HH.unpack_from(f, l4)
         self._dispatch(ifc, f, out, now, l4, (proto, saddr, sport, daddr, dport))
         return out
+
+    def _sctp4(
+        self, ifc: Iface, f: bytearray, out: Frames, now: float, l4: int, end: int, saddr: bytes, daddr: bytes
+    ) -> None:
+        """An IPv4 SCTP packet: the same way as TCP and UDP once its CRC is finished (sctp.accept)."""
+        if not sctp.accept(f, l4, end):
+            self.counters["unknown"] += 1
+            return
+        sport, dport = _HH.unpack_from(f, l4)
+        self._dispatch(ifc, f, out, now, l4, (IPPROTO_SCTP, saddr, sport, daddr, dport))
 
     def _handle6(self, ifc: Iface, f: bytearray, out: Frames, now: float) -> None:
         """IPv6 (no extension headers): NAT, DR and FULLNAT; neighbour discovery for our next hops."""
@@ -254,10 +267,11 @@ class Forwarder:
                     frame[ETH : ETH + 6] = nd[1]
                     out.append((ifindex, frame))
             return
-        if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
-            self.counters["unknown"] += 1
-            return
         l4 = IP + IP6_HLEN
+        if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
+            if proto != IPPROTO_SCTP or not sctp.accept(f, l4, IP + iplen(f)):
+                self.counters["unknown"] += 1
+                return
         sport, dport = _HH.unpack_from(f, l4)
         flow = (proto, bytes(f[IP + 8 : IP + 24]), sport, bytes(f[IP + 24 : IP + 40]), dport)
         self._dispatch(ifc, f, out, now, l4, flow)
@@ -508,7 +522,11 @@ class Forwarder:
         proto, saddr, sport, daddr, dport = flow
         length = iplen(f)
         flags = f[l4 + 13] if proto == IPPROTO_TCP else 0
-        pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(daddr), dport, fwmark, length, flags)
+        if proto == IPPROTO_SCTP:
+            chunk, abort = sctp.first_chunk(f, l4, IP + length)
+            pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(daddr), dport, fwmark, length, 0, chunk, abort)
+        else:
+            pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(daddr), dport, fwmark, length, flags)
         action, conn = coreapi.decide_in(self.director, pkt, now)
         if action == "NO_DEST":
             self.counters["nodest"] += 1
@@ -528,6 +546,11 @@ class Forwarder:
                 rst = tcp_reset(ifc.mac, peer, f[IP:])
                 if rst is not None:
                     out.append((ifc.index, rst))
+            elif proto == IPPROTO_SCTP:
+                # an SCTP stack's "out of the blue" answer (an ABORT, mostly), not ICMP
+                ootb = sctp.ootb_frame(ifc.mac, peer, f[IP : IP + length])
+                if ootb is not None:
+                    out.append((ifc.index, ootb))
             else:
                 out.append((ifc.index, icmp_error(ifc.mac, peer, daddr, f[IP:], 3, 3)))
             return action
@@ -678,7 +701,12 @@ class Forwarder:
         """Tell the core about a reply (real server -> client `caddr:cport`); remember a steady one."""
         proto, saddr, sport = flow[0], flow[1], flow[2]
         flags = f[l4 + 13] if proto == IPPROTO_TCP else 0
-        pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(caddr), cport, length=iplen(f), tcp_flags=flags)
+        length = iplen(f)
+        if proto == IPPROTO_SCTP:
+            chunk, abort = sctp.first_chunk(f, l4, IP + length)
+            pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(caddr), cport, 0, length, 0, chunk, abort)
+        else:
+            pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(caddr), cport, length=length, tcp_flags=flags)
         coreapi.note_out(self.director, conn, pkt, now)
         if coreapi.steady(conn, proto):
             self._remember(flow, conn, kind, ent)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from pylvs.core.types import Fwd
 
-PROTO_NAMES = {6: "tcp", 17: "udp"}
+PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
 
 
 @dataclass(slots=True)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from pylvs.engines.packet import sctp
 from pylvs.engines.packet.frames import F_NEEDS_CSUM, IP, IP6_HLEN, IPPROTO_TCP, IPPROTO_UDP
 
 _HH = struct.Struct("!HH")
 _H = struct.Struct("!H")
 _W8 = struct.Struct("!8H")
+_SCTP = sctp.IPPROTO_SCTP
 
 
 def iplen(f: bytearray) -> int:
@@ -73,6 +75,9 @@ def rewrite(
 
 def _l4_rewrite(f: bytearray, proto: int, l4: int, ad: int, sport: int | None, dport: int | None) -> None:
     """Ports, and the L4 checksum for the address delta `ad` plus the ports' own."""
+    if proto == _SCTP:  # CRC32c over the SCTP packet alone: only the ports matter
+        sctp.rewrite_ports(f, l4, IP + iplen(f), sport, dport)
+        return
     pd = 0
     if sport is not None or dport is not None:
         osp, odp = _HH.unpack_from(f, l4)
