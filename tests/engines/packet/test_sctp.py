@@ -333,3 +333,25 @@ def test_nft_drops_sctp_service_traffic_scoped_like_tcp() -> None:
     assert f"ip daddr {VIP} sctp dport 80 drop" in text
     assert f"ip saddr {RS1} sctp sport 80 fib daddr type != local drop" in text
     assert "ip daddr 192.168.1.100 sctp dport 10000-30000 drop" in text
+
+
+def test_fwmark_service_takes_sctp_from_nfqueue_and_rewrites_the_replies() -> None:
+    d = Director()
+    key = ServiceKey.for_fwmark(66)
+    d.add_service(key, ServiceConfig(scheduler="rr"))
+    d.add_dest(key, DestConfig(addr=ipaddress.ip_address(RS1), port=0, fwd=Fwd.MASQ))
+    f, _ = make_forwarder(Fwd.MASQ, Proto.SCTP)
+    f.director = d
+    f.conn_table = d.conns
+    f.load_rules()
+    payload = bytes(sctp_frame(CIP, 5000, VIP, 80, init())[IP:])
+    out, keep = f.handle_marked(1, MAC_CLIENT, payload, 66, 1.0)
+    assert not keep and len(out) == 1
+    fr = out[0][1]
+    assert fr[IP + 16 : IP + 20] == A(RS1) and crc_ok(fr)
+    conn = next(iter(d.conns))
+    assert conn.state_name == "INIT1"
+    reply = sctp_frame(RS1, 80, CIP, 5000, [chunk(sctp.INIT_ACK, 0, INIT_VALUE)], 1, to_mac=MAC_LAN)
+    out = f.handle(2, reply, 1.1)
+    assert len(out) == 1 and out[0][1][IP + 12 : IP + 16] == A(VIP) and crc_ok(out[0][1])
+    assert conn.state_name == "C-SENT"

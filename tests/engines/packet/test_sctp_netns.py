@@ -26,7 +26,9 @@ pytestmark = [
     pytest.mark.netns,
     pytest.mark.slow,
     pytest.mark.skipif(not is_root(), reason="needs root for network namespaces"),
-    pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft"),
+    pytest.mark.skipif(
+        shutil.which("nft") is None or shutil.which("iptables") is None, reason="needs nft, iptables"
+    ),
     pytest.mark.skipif(not daemon_available(), reason="needs pylvsd and pylvsadm"),
 ]
 
@@ -78,14 +80,33 @@ def _line(p: subprocess.Popen[str]) -> dict[str, Any]:
 
 def run_sctp(mode: str) -> SctpRun:
     r = SctpRun(mode)
-    with Lab(mode, "packet", out=lambda _s: None, use_daemon=True, udp=False) as lab:
+    fwmark = mode == "fwmark"  # a NAT firewall-mark service: the marked packets come through NFQUEUE
+    with Lab("nat" if fwmark else mode, "packet", out=lambda _s: None, use_daemon=True, udp=False) as lab:
         lab.ipv6 = False
         lab.build()
         assert lab.t is not None
         r.vip = vip = lab.t.vip
-        flag = FWD_FLAG[mode]
-        cmds = [f"-A --sctp-service {vip}:{PORT} -s rr"]
-        cmds += [f"-a --sctp-service {vip}:{PORT} -r {ip}:{PORT} {flag}" for ip in lab.t.rs.values()]
+        if fwmark:
+            mark = [
+                "-t",
+                "mangle",
+                "-A",
+                "PREROUTING",
+                "-d",
+                vip,
+                "-p",
+                "sctp",
+                "-j",
+                "MARK",
+                "--set-mark",
+                "66",
+            ]
+            lab.n.run("lvs", ["iptables", "-w", *mark])
+            cmds = ["-A -f 66 -s rr"] + [f"-a -f 66 -r {ip} -m" for ip in lab.t.rs.values()]
+        else:
+            flag = FWD_FLAG[mode]
+            cmds = [f"-A --sctp-service {vip}:{PORT} -s rr"]
+            cmds += [f"-a --sctp-service {vip}:{PORT} -r {ip}:{PORT} {flag}" for ip in lab.t.rs.values()]
         lab.start_director(cmds)
         for role, ip in lab.t.rs.items():
             lab.n.spawn(
@@ -128,7 +149,7 @@ def sctp(mode: str) -> SctpRun:
     return _runs[mode]
 
 
-MODES = ["nat", "dr", "tun", "fullnat"]
+MODES = ["nat", "dr", "tun", "fullnat", "fwmark"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -145,7 +166,7 @@ def test_associations_reach_both_real_servers_with_good_checksums(mode: str) -> 
     assert r.first["from"] == [r.vip] and r.second[0]["from"] == [r.vip]
 
 
-@pytest.mark.parametrize("mode", ["nat", "dr", "tun"])
+@pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fwmark"])
 def test_real_server_sees_the_client(mode: str) -> None:
     r = sctp(mode)
     for run in (r.first, r.second[0]):
@@ -159,7 +180,7 @@ def test_fullnat_real_server_sees_the_director() -> None:
         assert addr == "192.168.1.100" and 10000 <= int(port) <= 30000, a
 
 
-@pytest.mark.parametrize("mode", ["nat", "fullnat"])
+@pytest.mark.parametrize("mode", ["nat", "fullnat", "fwmark"])
 def test_replies_pass_the_director(mode: str) -> None:
     r = sctp(mode)
     assert r.requests_via_director > 0 and r.replies_via_director > 0, r.counters
@@ -180,4 +201,7 @@ def test_connection_table_shows_sctp_states(mode: str) -> None:
     assert mine and mine[0].startswith("SCTP") and " ESTABLISHED " in mine[0], r.during
     mine = [ln for ln in r.after.splitlines() if f":{sport} " in ln + " "]
     assert mine and " CLOSED " in mine[0], r.after
-    assert "SCTP" in r.listing and f"{r.vip}:{PORT}" in r.listing
+    if mode == "fwmark":
+        assert "FWM  66" in r.listing
+    else:
+        assert "SCTP" in r.listing and f"{r.vip}:{PORT}" in r.listing

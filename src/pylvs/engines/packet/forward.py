@@ -198,6 +198,7 @@ class Forwarder:
                     if d.fwd == Fwd.MASQ and d.addr.version == 4:
                         r.nat_dests.add((IPPROTO_TCP, d.addr.packed, d.port))
                         r.nat_dests.add((IPPROTO_UDP, d.addr.packed, d.port))
+                        r.nat_dests.add((IPPROTO_SCTP, d.addr.packed, d.port))
                 continue
             if svc.addr is None:
                 continue
@@ -302,10 +303,12 @@ class Forwarder:
         if ifc is None or len(payload) < 20 or payload[0] >> 4 != 4:
             return out, True
         proto = payload[9]
-        if proto not in (IPPROTO_TCP, IPPROTO_UDP) or (payload[6] << 8 | payload[7]) & 0x3FFF:
+        if proto not in (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP) or (payload[6] << 8 | payload[7]) & 0x3FFF:
             return out, True
         f = bytearray(NO_VNET + ifc.mac + (hwaddr[:6] or bytes(6)) + b"\x08\x00") + payload
         l4 = IP + (payload[0] & 0xF) * 4
+        if proto == IPPROTO_SCTP and not sctp.accept(f, l4, IP + iplen(f)):
+            return out, True
         sport, dport = _HH.unpack_from(f, l4)
         flow = (proto, bytes(f[IP + 12 : IP + 16]), sport, bytes(f[IP + 16 : IP + 20]), dport)
         action = self._inbound(ifc, f, out, now, l4, flow, fwmark)

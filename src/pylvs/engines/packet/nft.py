@@ -35,7 +35,7 @@ def spec_from_director(director: object, lips_for: dict[str, str]) -> DropSpec:
         if svc.fwmark:
             for d in svc.dests:
                 if d.fwd == Fwd.MASQ:
-                    spec.nat_dests += [(6, str(d.addr), d.port), (17, str(d.addr), d.port)]
+                    spec.nat_dests += [(p, str(d.addr), d.port) for p in PROTO_NAMES]
             continue
         if svc.addr is None:
             continue
