@@ -209,22 +209,37 @@ def out_key(proto: int, raddr: IPAddr, rport: int, caddr: IPAddr, cport: int) ->
 
 
 # -- server bookkeeping (ip_vs_bind_dest / ip_vs_unbind_dest) ----------------------------------
-def _load_changed(dest: RealServer) -> None:
+def load_changed(dest: RealServer) -> None:
+    """Tell the server's scheduler its connection counts changed (it refreshes its index)."""
     if dest.available:
         sched = dest.service.scheduler
         if sched is not None:
             sched.load_changed(dest)
 
 
-def bind_dest(conn: Connection) -> None:
+_load_changed = load_changed
+
+
+def bind_dest_quiet(conn: Connection) -> None:
+    """bind_dest without telling the scheduler yet. Every scheduler's load_changed only refreshes
+    what it derives from the server's current counts, so the packet path binds a new entry, gives
+    it its first state, and then calls load_changed once for both changes (one index update per
+    new connection instead of two)."""
     dest = conn.dest
     if conn.flags & F_TEMPLATE:
         dest.persistconns += 1
     else:
-        dest.bind_conn()
+        # RealServer.bind_conn, inlined (once per new connection)
+        total = dest.total = dest.total + 1
+        if dest.u_threshold and total == dest.u_threshold:
+            dest.overload = True
         if not conn.flags & F_INACTIVE:
             dest.activeconns += 1
-    _load_changed(dest)
+
+
+def bind_dest(conn: Connection) -> None:
+    bind_dest_quiet(conn)
+    _load_changed(conn.dest)
 
 
 def unbind_dest(conn: Connection) -> None:
@@ -368,7 +383,8 @@ class ConnectionTable:
         conn.expires = new
         if self._held >= 0 and id(conn) in self._held_ids:
             self._held_dirty = True
-        if old == 0.0 or int(new) < int(old):
+        # a later expiry never lands in an earlier second: the int()s only when it moved earlier
+        if old == 0.0 or (new < old and int(new) < int(old)):
             self._file(conn, int(new))
 
     def _file(self, conn: Connection, second: int) -> None:

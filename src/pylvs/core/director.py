@@ -22,7 +22,7 @@ from pylvs.core.service import RealServer, VirtualService, addr_int
 from pylvs.core.snapshot import ConnView, ServiceView, Snapshot, make_dest_view
 from pylvs.core.stats import ESTIMATOR_PERIOD
 from pylvs.core.sysctl import Sysctls
-from pylvs.core.types import DestConfig, IPAddr, Packet, Proto, ServiceConfig, ServiceKey, Timeouts
+from pylvs.core.types import DestConfig, IPAddr, Proto, ServiceConfig, ServiceKey, Timeouts
 
 MAX_TIMEOUT = 2678400  # ipvsadm's own bound for --set; the kernel allows up to INT_MAX/HZ
 PERIODIC = 60.0  # s between scheduler ticks (lblc/lblcr garbage collection) and trash checks
@@ -100,13 +100,12 @@ class Director:
         return table
 
     # -- the packet path (packet.py) -----------------------------------------------------------
-    def process_in(self, pkt: Packet, now: float) -> packet.Verdict:
-        """A client->director packet: lookup, scheduling, state, counters, timer (spec §A3)."""
-        return packet.process_in(self, pkt, now)
-
-    def process_out(self, conn: Connection, pkt: Packet, now: float) -> None:
-        """A real server's reply seen by the director (NAT, FULLNAT)."""
-        packet.process_out(self, conn, pkt, now)
+    # The packet.py functions are the methods themselves (no wrapper frame per packet):
+    # process_in(pkt, now) -> Verdict: a client->director packet: lookup, scheduling, state,
+    #   counters, timer (spec §A3).
+    # process_out(conn, pkt, now): a real server's reply seen by the director (NAT, FULLNAT).
+    process_in = packet.process_in
+    process_out = packet.process_out
 
     def lookup_out(
         self, protocol: Proto | int, raddr: IPAddr, rport: int, caddr: IPAddr, cport: int

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
 from pylvs.core.conn import (
@@ -22,19 +23,31 @@ from pylvs.core.conn import (
     Connection,
     PETemplate,
     bind_dest,
+    bind_dest_quiet,
+    load_changed,
     make_key,
     set_active,
 )
 from pylvs.core.persistence import FTPPORT, conn_dport, pe_fill, template_key, template_usable
 from pylvs.core.proto import PROTOCOLS, TPL_ASSURED, Direction, Protocol
-from pylvs.core.service import RealServer, VirtualService
-from pylvs.core.types import AF_INET, Fwd, Packet, Proto, ServiceKey
+from pylvs.core.proto.tcp import EVENT_BITS as _TCP_EVENT_BITS
+from pylvs.core.proto.tcp import NORMAL_STEP as _TCP_NORMAL
+from pylvs.core.proto.tcp import SECURE_STEP as _TCP_SECURE
+from pylvs.core.service import RealServer, VirtualService, addr_int
+from pylvs.core.types import AF_INET, TCP_SYN, Fwd, Packet, Proto, ServiceKey, SvcFlags
 
 if TYPE_CHECKING:
     from pylvs.core.director import Director
 
 FTPDATA = 20
 _INPUT, _OUTPUT, _INPUT_ONLY = Direction.INPUT, Direction.OUTPUT, Direction.INPUT_ONLY
+_TCP = PROTOCOLS[Proto.TCP]  # the common case, whose state step the hot paths do inline
+_TCP_ACTIVE = tuple(s in _TCP.active for s in range(len(_TCP.names)))  # by state, no hashing
+_TCP_ESTABLISHED = _TCP.established
+_TCP_PROTO = Proto.TCP
+_UDP = int(Proto.UDP)
+_PERSISTENT = int(SvcFlags.PERSISTENT)
+_ONEPACKET = int(SvcFlags.ONEPACKET)
 
 
 class Action(Enum):
@@ -102,16 +115,38 @@ def find_service(d: Director, pkt: Packet) -> VirtualService | None:
 # -- entries ------------------------------------------------------------------------------------
 def conn_flags(dest: RealServer) -> int:
     """Flags every new entry of a server starts with: its method, INACTIVE, NOOUTPUT unless NAT."""
-    flags = int(dest.fwd) | F_INACTIVE
-    if dest.fwd not in (Fwd.MASQ, Fwd.FULLNAT):
+    return _fwd_flags(dest.fwd)
+
+
+def _fwd_flags(fwd: Fwd) -> int:
+    flags = int(fwd) | F_INACTIVE
+    if fwd not in (Fwd.MASQ, Fwd.FULLNAT):
         flags |= F_NOOUTPUT
     return flags
+
+
+_FLAGS_OF_FWD = {f: _fwd_flags(f) for f in Fwd}  # conn_flags by method, one dict read per new entry
 
 
 def new_conn(d: Director, key: int, dest: RealServer, dport: int, extra: int, fwmark: int) -> Connection:
     """ip_vs_conn_new: bound to its server, provisional 3 s timeout, hashed unless one-packet."""
     conn = Connection(key, dest, dport, conn_flags(dest) | extra, INITIAL_TIMEOUT, fwmark)
     bind_dest(conn)
+    if not extra & F_ONE_PACKET:
+        d.conns.hash(conn)
+    return conn
+
+
+def _new_conn_quiet(
+    d: Director, key: int, dest: RealServer, dport: int, extra: int, fwmark: int
+) -> Connection:
+    """new_conn, but the scheduler is not told yet (bind_dest_quiet): the caller calls
+    load_changed(dest) once the entry has its first state."""
+    flags = _FLAGS_OF_FWD.get(dest.fwd)
+    if flags is None:
+        flags = _fwd_flags(dest.fwd)
+    conn = Connection(key, dest, dport, flags | extra, INITIAL_TIMEOUT, fwmark)
+    bind_dest_quiet(conn)
     if not extra & F_ONE_PACKET:
         d.conns.hash(conn)
     return conn
@@ -228,15 +263,29 @@ def _leave(d: Director, svc: VirtualService, pkt: Packet) -> Verdict:
 def schedule(d: Director, svc: VirtualService, pkt: Packet, now: float, key: int | None = None) -> Verdict:
     """Make a new connection for a packet of `svc`, or say what happens to the packet instead.
     `key` is the packet's connection key when the caller has it already."""
+    r = _schedule(d, svc, pkt, now, key)
+    if type(r) is Verdict:
+        return r
+    assert isinstance(r, Connection)
+    load_changed(r.dest)
+    return forward(r)
+
+
+def _schedule(
+    d: Director, svc: VirtualService, pkt: Packet, now: float, key: int | None
+) -> Connection | Verdict:
+    """schedule(), returning the new entry bound quietly (the caller calls load_changed)."""
     if pkt.sport == FTPDATA:
         return PASS  # never schedule active FTP data from a real server
-    one_packet = F_ONE_PACKET if svc.onepacket and pkt.protocol == Proto.UDP else 0
+    sflags = int(svc.flags)  # svc.onepacket / svc.persistent without the property calls
+    one_packet = F_ONE_PACKET if sflags & _ONEPACKET and pkt.protocol == _UDP else 0
     if key is None:
         key = make_key(int(pkt.protocol), pkt.saddr, pkt.sport, pkt.daddr, pkt.dport)
-    if svc.persistent:
+    if sflags & _PERSISTENT:
         return _schedule_persist(d, svc, pkt, now, key, one_packet)
-    if not svc.fwmark and pkt.dport != svc.port:
-        if not svc.port:
+    skey = svc.key
+    if not skey.fwmark and pkt.dport != skey.port:
+        if not skey.port:
             d.log_line(
                 "IPVS: Schedule: port zero only supported in persistent services, "
                 "check your ipvs configuration",
@@ -246,14 +295,14 @@ def schedule(d: Director, svc: VirtualService, pkt: Packet, now: float, key: int
     dest = _run_scheduler(d, svc, pkt, now)
     if dest is None:
         return _leave(d, svc, pkt)
-    conn = new_conn(d, key, dest, dest.port or pkt.dport, one_packet, pkt.fwmark)
+    conn = _new_conn_quiet(d, key, dest, dest.port or pkt.dport, one_packet, pkt.fwmark)
     _count_conn(d, conn, svc)
-    return forward(conn)
+    return conn
 
 
 def _schedule_persist(
     d: Director, svc: VirtualService, pkt: Packet, now: float, key: int, one_packet: int
-) -> Verdict:
+) -> Connection | Verdict:
     tk = template_key(svc, pkt)
     table = d.conns
     pe_data = b""
@@ -280,57 +329,69 @@ def _schedule_persist(
             tpl = new_conn(d, tk.key, dest, tdport, F_TEMPLATE, pkt.fwmark)
         tpl.timeout = svc.timeout
     dest = tpl.dest
-    conn = new_conn(d, key, dest, conn_dport(svc, pkt, dest), one_packet, pkt.fwmark)
+    conn = _new_conn_quiet(d, key, dest, conn_dport(svc, pkt, dest), one_packet, pkt.fwmark)
     conn.control = tpl
     tpl.n_control += 1
     table.arm(tpl, now)  # each use re-arms the template to its timeout
     _count_conn(d, conn, svc)
-    return forward(conn)
+    return conn
 
 
 # -- the two directions --------------------------------------------------------------------------
+# These two run for every packet an engine cannot settle on its own, so they are written for the
+# common cases: an IPv4 segment of a known TCP entry, and a new TCP connection. Step by step they
+# do what the plain reading says (advance, lookup, reuse, deleted-server rules, scheduling,
+# counters, state, timer); the general cases go through the helpers above. What is inlined, and
+# why, is said where it happens.
+
+
 def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
     """A client->director packet (spec §A3)."""
-    d.advance(now)
+    # d.advance(now), inline while no timer is due (advance's own test, read from the same fields)
+    env = d.env
+    t = env.now
+    if now > t:
+        env.now = t = now
     table = d.conns
-    if not d.services.has_services and not table.conns:
-        return PASS
+    heap = table._heap
+    if t >= d._deadline or d._nodest_sweep or (heap and heap[0] <= t):
+        d.advance(t)
     proto = PROTOCOLS.get(pkt.protocol)
     if proto is None:
         return PASS
-    key = make_key(pkt.protocol, pkt.saddr, pkt.sport, pkt.daddr, pkt.dport)
+    saddr = pkt.saddr
+    if type(saddr) is IPv4Address:  # make_key, inlined for IPv4
+        key = (
+            (((((pkt.protocol << 32) | addr_int(saddr)) << 16 | pkt.sport) << 32 | addr_int(pkt.daddr)) << 16)
+            | pkt.dport
+        ) << 1
+    else:
+        key = make_key(pkt.protocol, saddr, pkt.sport, pkt.daddr, pkt.dport)
     conn = table.conns.get(key)  # ConnectionTable.lookup_in
     sysctl = d.sysctl
-    if conn is not None and proto.is_new_conn(pkt):
-        if sysctl.expire_nodest_conn and conn.dest.weight == 0:
-            resched = True
-        else:
-            resched = bool(sysctl.conn_reuse_mode) and (
-                conn.control is None
-                and proto.reusable(conn.state, bool(conn.flags & F_NOOUTPUT), sysctl.conn_reuse_mode)
-            )
-        if resched:
-            # an entry that still controls others is left to its timer; the new one takes its key
-            if conn.n_control:
-                table.detach(conn)
-            else:
-                table.free(conn)
+    if conn is not None:
+        if (pkt.tcp_flags & TCP_SYN) if proto is _TCP else proto.is_new_conn(pkt):
+            conn = _reuse(d, proto, conn)
+        if conn is not None and not conn.dest.available:
+            if not sysctl.expire_nodest_conn:
+                return DROP
+            _expire_now(d, conn, now)
             conn = None
-    if conn is not None and not conn.dest.available:
-        if not sysctl.expire_nodest_conn:
-            return DROP
-        _expire_now(d, conn, now)
-        conn = None
+    fresh = conn is None
     if conn is None:
+        # (the kernel's first test, done here: with an entry found it cannot hold)
+        if not d.services.has_services and not table.conns:
+            return PASS
         if not proto.may_schedule(pkt, sysctl):
             return PASS
         svc = find_service(d, pkt)
         if svc is None:
             return PASS
-        v = schedule(d, svc, pkt, now, key)
-        if v.conn is None:
-            return v
-        conn = v.conn
+        r = _schedule(d, svc, pkt, now, key)
+        if type(r) is Verdict:
+            return r
+        assert isinstance(r, Connection)
+        conn = r
     dest = conn.dest
     if dest.available:  # _in_stats, inlined: this runs for every packet
         length = pkt.length
@@ -343,12 +404,67 @@ def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
         st = d.services.tot_stats
         st.inpkts += 1
         st.inbytes += length
-    transition(d, proto, conn, pkt, _INPUT)
+    if proto is _TCP:
+        # transition(d, proto, conn, pkt, _INPUT) for TCP: the state step is one subscript of a
+        # flat table (proto/tcp.py), ActiveConn a tuple read, and a new entry's scheduler is told
+        # once for its binding and its first state together (conn.bind_dest_quiet)
+        flags = conn.flags
+        state = conn.state
+        new = (_TCP_SECURE if sysctl.secure_tcp == 3 else _TCP_NORMAL)[2 if flags & F_NOOUTPUT else 0][
+            (pkt.tcp_flags & _TCP_EVENT_BITS) << 4 | state
+        ]
+        if new != state:
+            active = _TCP_ACTIVE[new]
+            if active != (not flags & F_INACTIVE):
+                if fresh:  # set_active without its load_changed (the one below covers it)
+                    if active:
+                        conn.flags = flags & ~F_INACTIVE
+                        dest.activeconns += 1
+                    else:
+                        conn.flags = flags | F_INACTIVE
+                        dest.activeconns -= 1
+                else:
+                    set_active(conn, active)
+            if new == _TCP_ESTABLISHED:
+                assure_template(conn)
+            conn.state = new
+        tt = d._state_timeouts.get(_TCP_PROTO) if d._state_timeouts_of is d.timeouts else None
+        conn.timeout = (tt if tt is not None else d.state_timeouts(proto))[new]
+        if fresh:
+            load_changed(dest)
+    else:
+        if fresh:
+            load_changed(dest)
+        transition(d, proto, conn, pkt, _INPUT)
     if conn.flags & F_ONE_PACKET:
         table.free(conn)  # one-packet scheduling: gone as soon as the datagram is forwarded
     else:
         table.arm(conn, now)
-    return forward(conn)
+    v: Verdict = _new(Verdict)  # forward(conn), inlined
+    _set_action(v, _FORWARD)
+    _set_conn(v, conn)
+    return v
+
+
+def _reuse(d: Director, proto: Protocol, conn: Connection) -> Connection | None:
+    """A packet that starts a connection found an entry: the entry, or None when the new
+    connection is to be scheduled afresh (expire_nodest_conn, conn_reuse_mode)."""
+    sysctl = d.sysctl
+    if sysctl.expire_nodest_conn and conn.dest.weight == 0:
+        resched = True
+    else:
+        resched = bool(sysctl.conn_reuse_mode) and (
+            conn.control is None
+            and proto.reusable(conn.state, bool(conn.flags & F_NOOUTPUT), sysctl.conn_reuse_mode)
+        )
+    if not resched:
+        return conn
+    # an entry that still controls others is left to its timer; the new one takes its key
+    if conn.n_control:
+        d.conns.detach(conn)
+    else:
+        d.conns.free(conn)
+    return None
 
 
 def _expire_now(d: Director, conn: Connection, now: float) -> None:
@@ -359,12 +475,49 @@ def _expire_now(d: Director, conn: Connection, now: float) -> None:
 
 def process_out(d: Director, conn: Connection, pkt: Packet, now: float) -> None:
     """A real server's reply crossing the director (NAT, FULLNAT): counters, OUTPUT state, timer."""
-    d.advance(now)
-    if conn.flags & F_DEAD:
+    env = d.env  # d.advance(now), inline while no timer is due (see process_in)
+    t = env.now
+    if now > t:
+        env.now = t = now
+    table = d.conns
+    heap = table._heap
+    if t >= d._deadline or d._nodest_sweep or (heap and heap[0] <= t):
+        d.advance(t)
+    flags = conn.flags
+    if flags & F_DEAD:
         return
     proto = PROTOCOLS.get(pkt.protocol)
     if proto is None:
         return
-    _out_stats(d, conn, pkt.length)
-    transition(d, proto, conn, pkt, _OUTPUT)
-    d.conns.arm(conn, now)
+    dest = conn.dest
+    if dest.available:  # _out_stats, inlined
+        length = pkt.length
+        st = dest.stats
+        st.outpkts += 1
+        st.outbytes += length
+        st = dest.service.stats
+        st.outpkts += 1
+        st.outbytes += length
+        st = d.services.tot_stats
+        st.outpkts += 1
+        st.outbytes += length
+    if proto is _TCP:
+        # transition(d, proto, conn, pkt, _OUTPUT) for TCP (see process_in)
+        if flags & F_NOOUTPUT:
+            conn.flags = flags = flags & ~F_NOOUTPUT
+        state = conn.state
+        new = (_TCP_SECURE if d.sysctl.secure_tcp == 3 else _TCP_NORMAL)[1][
+            (pkt.tcp_flags & _TCP_EVENT_BITS) << 4 | state
+        ]
+        if new != state:
+            active = _TCP_ACTIVE[new]
+            if active != (not flags & F_INACTIVE):
+                set_active(conn, active)
+            if new == _TCP_ESTABLISHED:
+                assure_template(conn)
+            conn.state = new
+        tt = d._state_timeouts.get(_TCP_PROTO) if d._state_timeouts_of is d.timeouts else None
+        conn.timeout = (tt if tt is not None else d.state_timeouts(proto))[new]
+    else:
+        transition(d, proto, conn, pkt, _OUTPUT)
+    table.arm(conn, now)

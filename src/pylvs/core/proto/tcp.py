@@ -157,6 +157,27 @@ def tcp_event(flags: int) -> int:
 # tcp_event depends only on these bits: a table of it saves a function call per segment
 _EVENT_BITS = TCP_RST | TCP_SYN | TCP_FIN | TCP_ACK
 _EVENT = tuple(tcp_event(f) for f in range(_EVENT_BITS + 1))
+EVENT_BITS = _EVENT_BITS
+
+
+def _flatten(table: Table) -> tuple[tuple[int, ...], ...]:
+    """Per direction, the next state indexed by `(flags & EVENT_BITS) << 4 | state`: the event,
+    its table row and the no-flag rule (CLOSE) folded into one index, so the packet path moves a
+    segment with a single tuple subscript instead of a call and three (see packet.transition)."""
+    out = []
+    for d in range(len(table)):
+        flat = [CLOSE] * ((_EVENT_BITS + 1) << 4)
+        for f in range(_EVENT_BITS + 1):
+            ev = _EVENT[f]
+            for s in range(len(NAMES)):
+                flat[f << 4 | s] = CLOSE if ev < 0 else table[d][ev][s]
+        out.append(tuple(flat))
+    return tuple(out)
+
+
+# STEP[direction][(flags & EVENT_BITS) << 4 | state] -> new state, for each variant
+NORMAL_STEP = _flatten(NORMAL)
+SECURE_STEP = _flatten(SECURE)
 
 
 class TCP(Protocol):
@@ -180,11 +201,8 @@ class TCP(Protocol):
         return bool(reuse_mode & 2) and state == FIN_WAIT and no_output
 
     def next_state(self, state: int, pkt: Packet, direction: Direction, sysctl: Sysctls) -> int:
-        ev = _EVENT[pkt.tcp_flags & _EVENT_BITS]
-        if ev < 0:
-            return CLOSE
-        table = SECURE if sysctl.secure_tcp == 3 else NORMAL
-        return table[direction][ev][state]
+        step = SECURE_STEP if sysctl.secure_tcp == 3 else NORMAL_STEP
+        return step[direction][(pkt.tcp_flags & _EVENT_BITS) << 4 | state]
 
     def timeouts(self, t: Timeouts) -> tuple[int, ...]:
         return _timeouts(t.tcp, t.tcpfin)
