@@ -76,6 +76,7 @@ change = st.one_of(
 def test_cached_text_equals_format_save(steps: list[Change], numeric: bool) -> None:
     rules = Rules()
     cache = SaveCache()
+    text_cache = SaveCache()
     seen: set[int] = set()
     for c in steps:
         try:
@@ -84,7 +85,10 @@ def test_cached_text_equals_format_save(steps: list[Change], numeric: bool) -> N
             continue
         snap = cache.snapshot(rules.director)
         seen.update(s.af for s in snap.services)
-        assert cache.format(snap, numeric) == format_save(take_snapshot(rules.director), numeric=numeric)
+        want = format_save(take_snapshot(rules.director), numeric=numeric)
+        assert cache.format(snap, numeric) == want
+        assert cache.text(rules.director, numeric) == want  # the live path (pylvs.ipvsadm.live)
+        assert text_cache.text(rules.director, numeric) == want  # live path only, incrementally
 
 
 def test_ipv6_and_fwmark_services_are_covered() -> None:
@@ -101,3 +105,21 @@ def test_ipv6_and_fwmark_services_are_covered() -> None:
     text = cache.format(cache.snapshot(rules.director), True)
     assert text == format_save(take_snapshot(rules.director), numeric=True)
     assert "-f 3 -6" in text and "[2001:db8::10]:443 -i -w 2 --tun-type gue --tun-port 6080" in text
+
+
+def test_plain_services_are_written_from_live_objects() -> None:
+    """The shapes pylvs.ipvsadm.live writes itself (IPv4, no persistence or flags, no tunnels)."""
+    rules = Rules()
+    cache = SaveCache()
+    for k in KEYS[:2]:
+        _svc("add_service", k, ServiceConfig("wlc")).apply(rules)
+        for fwd, port in ((Fwd.MASQ, 8080), (Fwd.DROUTE, 0), (Fwd.FULLNAT, 80), (Fwd.LOCALNODE, 0)):
+            addr = ipaddress.ip_address(f"192.168.{int(fwd)}.{port % 250 + 1}")
+            Change("add_dest", key=k, dest=DestConfig(addr, port, fwd, 3, 10, 2)).apply(rules)
+    want = format_save(take_snapshot(rules.director), numeric=True)
+    assert cache.text(rules.director, True) == want
+    assert "-a -t 10.0.0.1:80 -r 192.168.0.81:8080 -m -w 3\n" in want
+    Change(
+        "edit_dest", key=KEYS[0], dest=DestConfig(ipaddress.ip_address("192.168.0.81"), 8080, Fwd.MASQ, 0)
+    ).apply(rules)
+    assert cache.text(rules.director, True) == format_save(take_snapshot(rules.director), numeric=True)

@@ -7,16 +7,17 @@ when it cannot initialise IPVS.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TextIO, cast
-
-from pylvs.ipvsadm.names import NameResolver
-from pylvs.ipvsadm.run import Result, restore, run_ipvsadm
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 if TYPE_CHECKING:
     from pylvs.ipvsadm.backend import Backend
+    from pylvs.ipvsadm.names import NameResolver
+    from pylvs.ipvsadm.run import Result
 
 DEFAULT_SOCKET = "/run/pylvs/pylvsd.sock"
 INIT_FAILURE_EXIT = 2
@@ -55,6 +56,89 @@ def _write(stream: TextIO, text: str) -> None:
         buffer.flush()
 
 
+# -- the short way: pylvsd runs the command line (POST /ipvsadm) -------------------------------------
+# Only the standard library's socket and json are loaded for it, so a command costs one round trip
+# and no parsing or formatting here. When pylvsd cannot be reached (or is older and lacks the route),
+# the long way below runs instead: it prints -h without a daemon and the init failure otherwise,
+# exactly as before.
+
+
+def _http_post(path: str, url: str, body: bytes, timeout: float = 300.0) -> tuple[int, bytes] | None:
+    """POST over the unix socket; (status, body), or None when nobody answers there."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        try:
+            s.connect(path)
+        except OSError:
+            return None
+        head = (
+            f"POST {url} HTTP/1.1\r\nHost: pylvsd\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nX-Pylvs-Source: pylvsadm\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        s.sendall(head.encode() + body)
+        chunks = []
+        while True:
+            data = s.recv(1 << 20)
+            if not data:
+                break
+            chunks.append(data)
+    except OSError:
+        return None
+    finally:
+        s.close()
+    raw = b"".join(chunks)
+    header, sep, payload = raw.partition(b"\r\n\r\n")
+    lines = header.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if not sep or len(parts) < 2 or not parts[1].isdigit():
+        return None
+    if any(h.lower().replace(b" ", b"") == b"transfer-encoding:chunked" for h in lines[1:]):
+        payload = _unchunk(payload)
+    return int(parts[1]), payload
+
+
+def _unchunk(data: bytes) -> bytes:
+    out, pos = [], 0
+    while True:
+        end = data.find(b"\r\n", pos)
+        if end < 0:
+            break
+        size = int(data[pos:end].split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out.append(data[end + 2 : end + 2 + size])
+        pos = end + 2 + size + 2
+    return b"".join(out)
+
+
+def _remote(args: list[str], prog: str, stdin: str | None, flush_first: bool = False) -> int | None:
+    """Run the command in pylvsd and print its result; None when that cannot be done here."""
+    body = {"argv": args, "prog": prog, "stdin": stdin, "flush_first": flush_first}
+    answer = _http_post(socket_path(), "/ipvsadm", json.dumps(body).encode())
+    if answer is None or answer[0] == 404:
+        return None
+    status, payload = answer
+    try:
+        data: Any = json.loads(payload) if payload else {}
+    except ValueError:
+        data = {"message": payload[:200].decode("utf-8", "replace")}
+    if not isinstance(data, dict):
+        data = {"message": str(data)}
+    if status >= 400:  # pylvsd refused the request itself (e.g. the rules file could not be saved)
+        text = str(data.get("message", "")) or f"HTTP {status}"
+        detail = data.get("detail")
+        _write(sys.stderr, f"pylvsadm: {text} ({detail})\n" if detail else f"pylvsadm: {text}\n")
+        return 255
+    out, err, code = data.get("out", ""), data.get("err", ""), data.get("code", 255)
+    if out:
+        _write(sys.stdout, str(out))
+    if err:
+        _write(sys.stderr, str(err))
+    return code if isinstance(code, int) else 255
+
+
 def _emit(result: Result) -> int:
     if result.out:
         _write(sys.stdout, result.out)
@@ -65,6 +149,8 @@ def _emit(result: Result) -> int:
 
 def _run(call: Callable[[Backend], Result]) -> int:
     """Run `call(backend) -> Result`, turning an unreachable daemon into the init failure."""
+    from pylvs.ipvsadm.run import Result
+
     try:
         from pylvs.daemon.client import DaemonUnavailable
     except ImportError:  # the daemon client is not installed: nothing to talk to
@@ -92,9 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     prog = sys.argv[0] if argv is None and sys.argv and sys.argv[0] else "pylvsadm"
     needs_stdin = bool(args) and (args[0] in ("-R", "--restore") or args[0].startswith("-R"))
+    stdin = _read_stdin() if needs_stdin else None
+    code = _remote(args, prog, stdin)
+    if code is not None:
+        return code
 
     def call(backend: Backend) -> Result:
-        stdin = _read_stdin() if needs_stdin else None
+        from pylvs.ipvsadm.run import run_ipvsadm
+
         return run_ipvsadm(backend, args, prog=prog, stdin=stdin)
 
     return _run(call)
@@ -110,6 +201,8 @@ def save_result(
     backend: Backend, args: list[str], name: str = "pylvsadm-save", names: NameResolver | None = None
 ) -> Result:
     """What `pylvsadm-save ARGS` prints: `-S [-n]`, or its help (exit 1) for any other option."""
+    from pylvs.ipvsadm.run import Result, run_ipvsadm
+
     numeric = False
     for a in args:
         if a == "-n":
@@ -124,7 +217,11 @@ def save_main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     name = os.path.basename(sys.argv[0]) if argv is None and sys.argv and sys.argv[0] else "pylvsadm-save"
     if any(a.startswith("-") and a != "-n" for a in args):
-        return _emit(Result("", SAVE_HELP.format(name=name), 1))
+        _write(sys.stderr, SAVE_HELP.format(name=name))
+        return 1
+    code = _remote(["-S", "-n"] if "-n" in args else ["-S"], "pylvsadm", None)
+    if code is not None:
+        return code
     return _run(lambda backend: save_result(backend, args, name))
 
 
@@ -138,12 +235,18 @@ def restore_result(
     backend: Backend, text: str, prog: str = "pylvsadm", names: NameResolver | None = None
 ) -> Result:
     """What `pylvsadm-restore` prints for `text` on stdin: -C then -R, as one transaction."""
+    from pylvs.ipvsadm.run import restore
+
     return restore(backend, strip_comment_lines(text), prog, names=names, flush_first=True)
 
 
 def restore_main(argv: list[str] | None = None) -> int:
     """pylvsadm-restore: clear the table and restore stdin without its '#' lines, in one transaction."""
-    return _run(lambda backend: restore_result(backend, _read_stdin()))
+    text = _read_stdin()
+    code = _remote(["-R"], "pylvsadm", strip_comment_lines(text), flush_first=True)
+    if code is not None:
+        return code
+    return _run(lambda backend: restore_result(backend, text))
 
 
 if __name__ == "__main__":

@@ -260,48 +260,7 @@ def _addr_text(addr: IPAddr) -> str:
 
 def take_snapshot(director: Director) -> Snapshot:
     """The director's rules, counters and rates as plain views (see snapshot.py)."""
-    services = []
-    for svc in director.services:
-        views = []
-        for d in svc.dests:
-            st = d.stats
-            inact = d.total - d.activeconns  # RealServer.inactconns
-            views.append(
-                make_dest_view(
-                    _addr_text(d.addr),
-                    d.port,
-                    int(d.fwd),
-                    d.weight,
-                    d.u_threshold,
-                    d.l_threshold,
-                    d.activeconns,
-                    inact if inact > 0 else 0,
-                    d.persistconns,
-                    int(d.tun_type),
-                    d.tun_port,
-                    int(d.tun_flags),
-                    st.shown(),
-                    st.rates(),
-                )
-            )
-        dests = tuple(views)
-        services.append(
-            ServiceView(
-                af=svc.af,
-                protocol=int(svc.protocol),
-                addr="" if svc.addr is None else _addr_text(svc.addr),
-                port=svc.port,
-                fwmark=svc.fwmark,
-                scheduler=svc.scheduler_name,
-                flags=int(svc.flags),
-                timeout=svc.timeout,
-                netmask=svc.netmask,
-                pe_name=svc.pe_name,
-                dests=dests,
-                stats=svc.stats.shown(),
-                rates=svc.stats.rates(),
-            )
-        )
+    services = [service_view(svc) for svc in director.services]
     tot = director.services.tot_stats
     t = director.timeouts
     return Snapshot(
@@ -309,4 +268,45 @@ def take_snapshot(director: Director) -> Snapshot:
         stats=tot.shown(),
         rates=tot.rates(),
         timeouts=(t.tcp, t.tcpfin, t.udp),
+    )
+
+
+def service_view(svc: VirtualService) -> ServiceView:
+    """One service with its real servers, counters and rates as a plain view."""
+    views = []
+    for d in svc.dests:
+        st = d.stats
+        inact = d.total - d.activeconns  # RealServer.inactconns
+        views.append(
+            make_dest_view(
+                _addr_text(d.addr),
+                d.port,
+                int(d.fwd),
+                d.weight,
+                d.u_threshold,
+                d.l_threshold,
+                d.activeconns,
+                inact if inact > 0 else 0,
+                d.persistconns,
+                int(d.tun_type),
+                d.tun_port,
+                int(d.tun_flags),
+                st.shown(),
+                st.rates(),
+            )
+        )
+    return ServiceView(
+        af=svc.af,
+        protocol=int(svc.protocol),
+        addr="" if svc.addr is None else _addr_text(svc.addr),
+        port=svc.port,
+        fwmark=svc.fwmark,
+        scheduler=svc.scheduler_name,
+        flags=int(svc.flags),
+        timeout=svc.timeout,
+        netmask=svc.netmask,
+        pe_name=svc.pe_name,
+        dests=tuple(views),
+        stats=svc.stats.shown(),
+        rates=svc.stats.rates(),
     )

@@ -332,6 +332,30 @@ async def batch(request: web.Request) -> web.Response:
     return _json({"applied": len(changes)})
 
 
+async def ipvsadm(request: web.Request) -> web.Response:
+    """Run one pylvsadm command line here (see pylvs.daemon.adm): {"out", "err", "code"}."""
+    from pylvs.daemon.adm import run_command  # the ipvsadm code, loaded on first use
+
+    body = codec._obj(await _body(request), "request", None)
+    codec._only(body, frozenset({"argv", "prog", "stdin", "flush_first"}), "request", None)
+    argv = body.get("argv", [])
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        raise BadRequest("argv must be a list of strings")
+    prog = body.get("prog", "pylvsadm")
+    stdin = body.get("stdin")
+    flush_first = body.get("flush_first", False)
+    if not isinstance(prog, str) or not prog:
+        raise BadRequest("prog must be a non-empty string")
+    if stdin is not None and not isinstance(stdin, str):
+        raise BadRequest("stdin must be a string or null")
+    if not isinstance(flush_first, bool):
+        raise BadRequest("flush_first must be a boolean")
+    result = await run_command(
+        _state(request), argv, prog, stdin, flush_first=flush_first, source=_source(request, "pylvsadm")
+    )
+    return _json({"out": result.out, "err": result.err, "code": result.code})
+
+
 async def get_events(request: web.Request) -> web.Response:
     since, limit = _int_query(request, "since", 0), _int_query(request, "limit", 100)
     evs = _state(request).events.recent(since, limit)
@@ -419,6 +443,7 @@ def make_app(state: DaemonState, token: str | None = None) -> web.Application:
     r.add_delete("/daemons/{state}", stop_daemon)
     r.add_get("/connections", get_connections)
     r.add_post("/batch", batch)
+    r.add_post("/ipvsadm", ipvsadm)
     r.add_get("/events", get_events)
     r.add_get("/events/stream", stream_events)
     r.add_post("/reload", reload)

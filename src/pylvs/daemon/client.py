@@ -16,7 +16,7 @@ import json
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pylvs.core.errors import IPVSError, Op
 from pylvs.core.snapshot import ConnView, DaemonView, Snapshot
@@ -223,6 +223,17 @@ class DaemonBackend:
         return Transaction(self, check_locally)
 
 
+class TransactionTarget(Protocol):
+    """Where a Transaction reads the rules and sends its batch: pylvsd's client, or inside pylvsd
+    the live rules themselves (pylvs.daemon.adm.LiveBackend)."""
+
+    def snapshot(self) -> Snapshot: ...
+
+    def connections(self) -> list[ConnView]: ...
+
+    def apply_changes(self, changes: list[Change], lines: list[int | None] | None = None) -> None: ...
+
+
 class Transaction(RecordingBackend):
     """A Backend that collects changes for one batch (see the module docstring).
 
@@ -237,7 +248,7 @@ class Transaction(RecordingBackend):
     * check_locally=False: recorded only; reads see the daemon's rules as they were.
     """
 
-    def __init__(self, daemon: DaemonBackend, check_locally: bool | None = None) -> None:
+    def __init__(self, daemon: TransactionTarget, check_locally: bool | None = None) -> None:
         self.daemon = daemon
         self.check_locally = check_locally
         self._base: Snapshot | None = None

@@ -405,6 +405,28 @@ def openapi_document() -> dict[str, Any]:
                 "responses": _resp("applied", _obj(applied=_INT)),
             }
         },
+        "/ipvsadm": {
+            "post": {
+                "summary": "run one pylvsadm command line in the daemon: what ipvsadm prints, and its exit code",
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "argv": {"type": "array", "items": _STR, "description": "the arguments"},
+                            "prog": {**_STR, "minLength": 1, "default": "pylvsadm"},
+                            "stdin": {**_STR, "nullable": True, "description": "-R's input"},
+                            "flush_first": {
+                                "type": "boolean",
+                                "default": False,
+                                "description": "pylvsadm-restore: -C then -R of stdin, one transaction",
+                            },
+                        },
+                    }
+                ),
+                "responses": _resp("the command's result", _obj(out=_STR, err=_STR, code=_INT)),
+            }
+        },
         "/events": {
             "get": {
                 "summary": "recent accepted changes",

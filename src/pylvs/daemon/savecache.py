@@ -14,10 +14,13 @@ from dataclasses import replace
 from typing import Any
 
 from pylvs.core.director import Director
-from pylvs.core.snapshot import DaemonView, DestView, ServiceView, Snapshot
+from pylvs.core.snapshot import DaemonView, ServiceView, Snapshot, make_dest_view
 from pylvs.core.types import ServiceKey
 
-_Entry = tuple[tuple[Any, ...], ServiceView, dict[bool, str]]  # fingerprint, view, text by numeric
+_Entry = tuple[tuple[Any, ...], ServiceView | None, dict[bool, str]]  # fingerprint, view, text by numeric
+
+
+_ZERO = (0, 0, 0, 0, 0)
 
 
 def _fingerprint(svc: Any) -> tuple[Any, ...]:
@@ -47,7 +50,7 @@ def _fingerprint(svc: Any) -> tuple[Any, ...]:
 def _view(svc: Any) -> ServiceView:
     """The service's rules as a view (counters left at zero: the file has none)."""
     dests = tuple(
-        DestView(
+        make_dest_view(
             str(d.addr),
             d.port,
             int(d.fwd),
@@ -60,6 +63,8 @@ def _view(svc: Any) -> ServiceView:
             int(d.tun_type),
             d.tun_port,
             int(d.tun_flags),
+            _ZERO,
+            _ZERO,
         )
         for d in svc.dests
     )
@@ -92,13 +97,55 @@ class SaveCache:
             hit = old.get(svc.key)
             if hit is None or hit[0] != fp:
                 hit = (fp, _view(svc), {})
+            elif hit[1] is None:  # cached by text() without a view
+                hit = (fp, _view(svc), hit[2])
             entries[svc.key] = hit
-            services.append(hit[1])
+            view = hit[1]
+            assert view is not None
+            services.append(view)
         self._entries = entries
         t = director.timeouts
         return replace(
             Snapshot(), services=tuple(services), timeouts=(t.tcp, t.tcpfin, t.udp), daemons=daemons
         )
+
+    def text(self, director: Director, numeric: bool) -> str:
+        """`ipvsadm -S[n]` of the director's rules (what `format(snapshot(director))` gives), written
+        from the live objects where pylvs.ipvsadm.live can, and from views (cached) otherwise."""
+        if not numeric:
+            return self.format(self.snapshot(director), numeric)
+        try:
+            from pylvs.ipvsadm import live
+        except ImportError:
+            return self.format(self.snapshot(director), numeric)
+        entries: dict[ServiceKey, _Entry] = {}
+        old = self._entries
+        parts = []
+        for svc in live.ordered(director.services, False):
+            fp = _fingerprint(svc)
+            hit = old.get(svc.key)
+            if hit is None or hit[0] != fp:
+                hit = (fp, None, {})
+            entries[svc.key] = hit
+            text = hit[2].get(True)
+            if text is None:
+                text = live.rule_text(svc)
+                if text is None:
+                    view = hit[1] or _view(svc)
+                    hit = (fp, view, hit[2])
+                    entries[svc.key] = hit
+                    text = self._format_view(view, True)
+                hit[2][True] = text
+            parts.append(text)
+        self._entries = entries
+        return "".join(parts)
+
+    @staticmethod
+    def _format_view(se: ServiceView, numeric: bool) -> str:
+        from pylvs.ipvsadm.grammar import Format
+        from pylvs.ipvsadm.listing import service_entry
+
+        return service_entry(se, Format(numeric=numeric), None, rule=True)
 
     def format(self, snap: Snapshot, numeric: bool) -> str:
         """`ipvsadm -S[n]` of `snap` (a snapshot from this cache), formatting only new services."""

@@ -151,6 +151,14 @@ class DaemonState:
             await self._apply_locked(changes, source)
 
     async def _apply_locked(self, changes: list[Change], source: str) -> None:
+        if self.apply_sync(changes, source):
+            await self._save()
+
+    def apply_sync(self, changes: list[Change], source: str) -> bool:
+        """The synchronous part of apply(): check, apply, tell the engine, log. True when the rules
+        file must now be saved. The caller holds `lock` and awaits `_save()` before answering."""
+        if not changes:
+            return False
         self._set_now()
         if len(changes) == 1:
             self._refuse(changes[0])
@@ -164,8 +172,25 @@ class DaemonState:
                 for c in changes:
                     c.apply(self.rules)
         self._after_change(changes, source)
-        if any(c.changes_rules for c in changes):
-            await self._save()
+        return any(c.changes_rules for c in changes)
+
+    def trial_for(self, first: Change | None) -> Rules:
+        """A throw-away copy of the rules for a batch that starts with `first` (see _trial)."""
+        return self._trial([first] if first is not None else [])
+
+    def commit_checked(self, changes: list[Change], trial: Rules, source: str) -> bool:
+        """Make `changes`, already played without error on `trial` (from trial_for(), lock held
+        since), live; True when the rules file must now be saved."""
+        if not changes:
+            return False
+        self._set_now()
+        if self._live_is_empty():
+            self._adopt(trial)
+        else:
+            for c in changes:
+                c.apply(self.rules)
+        self._after_change(changes, source)
+        return any(c.changes_rules for c in changes)
 
     def _after_change(self, changes: list[Change], source: str) -> None:
         if self.engine is not None:
@@ -186,8 +211,10 @@ class DaemonState:
             return
         store = self.store
         try:
-            snap = self.save_cache.snapshot(self.director)
-            text = self.save_cache.format(snap, store.numeric) + timeouts_line(snap.timeouts)
+            t = self.director.timeouts
+            text = self.save_cache.text(self.director, store.numeric) + timeouts_line(
+                (t.tcp, t.tcpfin, t.udp)
+            )
             # The write and its fsyncs run off the loop; the lock keeps other changes out meanwhile.
             await asyncio.get_running_loop().run_in_executor(None, store.write_text, text)
         except (OSError, ImportError) as e:

@@ -87,6 +87,17 @@ def _show(backend: Backend, cmd: Command, names: NameResolver) -> Result:
             backend.connections(), cmd.fmt.numeric, cmd.fmt.persistent_conn, names
         )
         return Result(text, "", 0)
+    fmt = cmd.fmt
+    if (
+        fmt.numeric
+        and not (fmt.stats or fmt.rate or fmt.thresholds or fmt.persistent_conn or fmt.tun_info)
+        and not opts & {"service-address", "timeout", "daemon"}
+    ):
+        # the plain numeric table: a backend holding the live rules may write it without views
+        plain = getattr(backend, "list_plain", None)
+        listed: str | None = plain(fmt.nosort) if plain is not None else None
+        if listed is not None:
+            return Result(listed, "", 0)
     snap = backend.snapshot()
     if "service-address" in opts:
         se = _find_service(snap, cmd)

@@ -73,8 +73,9 @@ def cmp_dests(d1: DestView, d2: DestView) -> int:
     return _cmp_dest_keys(_dest_key(d1), _dest_key(d2))
 
 
-_SvcKey = tuple[int, int, int, tuple[int, int, int, int], int]
-_DestKey = tuple[int, tuple[int, int, int, int], int]
+Words = tuple[int, int, int, int]
+_SvcKey = tuple[int, int, int, Words, int]
+_DestKey = tuple[int, Words, int]
 
 
 def _svc_key(s: ServiceView) -> _SvcKey:
@@ -121,7 +122,15 @@ def _words_ok(keys: list[tuple[int, int, int, int]]) -> bool:
 
 
 def sort_services(services: list[ServiceView]) -> list[ServiceView]:
-    keyed = [(_svc_key(s), s) for s in services]
+    return sort_keyed_services([(_svc_key(s), s) for s in services])
+
+
+def sort_dests(dests: list[DestView]) -> list[DestView]:
+    return sort_keyed_dests([(_dest_key(d), d) for d in dests])
+
+
+def sort_keyed_services(keyed: list[tuple[_SvcKey, T]]) -> list[T]:
+    """Items in ipvsadm's service order, given each one's (fwmark, af, protocol, words, port)."""
     # When no comparison can wrap, the comparator is a total order, and any stable sort gives the
     # merge sort's result: take Python's (much faster on big tables).
     addr_keys = [k for k, _ in keyed if not k[0]]
@@ -133,8 +142,8 @@ def sort_services(services: list[ServiceView]) -> list[ServiceView]:
     return [s for _, s in merge_sort(keyed, lambda a, b: _cmp_svc_keys(a[0], b[0]))]
 
 
-def sort_dests(dests: list[DestView]) -> list[DestView]:
-    keyed = [(_dest_key(d), d) for d in dests]
+def sort_keyed_dests(keyed: list[tuple[_DestKey, T]]) -> list[T]:
+    """Items in ipvsadm's real-server order, given each one's (af, words, port)."""
     if len({k[0] for k, _ in keyed}) <= 1 and _words_ok([k[1] for k, _ in keyed]):
         return [d for _, d in sorted(keyed, key=lambda kd: (kd[0][1], kd[0][2]))]
     return [d for _, d in merge_sort(keyed, lambda a, b: _cmp_dest_keys(a[0], b[0]))]

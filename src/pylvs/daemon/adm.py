@@ -1,0 +1,191 @@
+"""pylvsadm's commands run inside pylvsd (POST /ipvsadm): one round trip per command line.
+
+pylvsadm sends its arguments (and for -R its input); pylvsd runs them through the same ipvsadm code
+(grammar, listings, -R's one transaction) against its live rules, under its lock, and answers with
+what ipvsadm would print and its exit code. Rule changes go through DaemonState.apply_sync like any
+other API change (checked by the core, engine told, event logged) and the rules file is saved before
+the answer. For a 100,000-server `-R` followed by `-Ln` this replaces a JSON row per rule each way
+(and the client's parsing, checking and formatting) by the text itself.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from pylvs.core.errors import IPVSError
+from pylvs.core.snapshot import ConnView, DaemonView, Snapshot
+from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey
+from pylvs.daemon.changes import Change, change_from_call
+from pylvs.daemon.client import BatchRefused, _refused
+from pylvs.daemon.recorder import RecordingBackend, RefuseDest
+from pylvs.daemon.rules import Rules
+from pylvs.daemon.state import BatchError, DaemonState
+from pylvs.ipvsadm.run import Result, restore, run_ipvsadm
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a big batch builds 100,000s of objects: each full
+    collection walks the whole heap, and several would run (a third of a restore's CPU time).
+    Reference counting still frees everything; collection resumes afterwards."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class LiveBackend:
+    """The ipvsadm Backend protocol over DaemonState, synchronous; used with `state.lock` held."""
+
+    def __init__(self, state: DaemonState, source: str) -> None:
+        self.state = state
+        self.source = source
+        self.changed = False  # the rules file must be saved before answering
+
+    # reads
+    def snapshot(self) -> Snapshot:
+        return self.state.snapshot()
+
+    def connections(self) -> list[ConnView]:
+        return self.state.connections()
+
+    def list_plain(self, nosort: bool) -> str:
+        """`-Ln` of the whole table, written from the live rules (pylvs.ipvsadm.live)."""
+        from pylvs.core.director import service_view
+        from pylvs.ipvsadm import listing, live
+        from pylvs.ipvsadm.grammar import Format
+
+        self.state._set_now()
+        fmt = Format(numeric=True, nosort=nosort)
+
+        def fallback(svc: Any) -> str:
+            return listing.service_entry(service_view(svc), fmt, None)
+
+        head = listing.version_line(Snapshot()) + listing.title(fmt)
+        return head + live.list_table(self.state.director.services, nosort, fallback)
+
+    # changes
+    def apply_changes(self, changes: list[Change], lines: list[int | None] | None = None) -> None:
+        """All of `changes` or none (the Transaction's commit); BatchRefused names the refused one."""
+        try:
+            changed = self.state.apply_sync(changes, self.source)
+        except BatchError as e:
+            line = lines[e.index] if lines is not None and 0 <= e.index < len(lines) else None
+            raise _refused(e.error, e.index, line) from None
+        self.changed = self.changed or changed
+
+    def _one(self, method: str, *args: Any) -> None:
+        if self.state.apply_sync([change_from_call(method, args)], self.source):
+            self.changed = True
+
+    def add_service(self, key: ServiceKey, cfg: ServiceConfig) -> None:
+        self._one("add_service", key, cfg)
+
+    def edit_service(self, key: ServiceKey, cfg: ServiceConfig) -> None:
+        self._one("edit_service", key, cfg)
+
+    def del_service(self, key: ServiceKey) -> None:
+        self._one("del_service", key)
+
+    def flush(self) -> None:
+        self._one("flush")
+
+    def add_dest(self, key: ServiceKey, cfg: DestConfig) -> None:
+        self._one("add_dest", key, cfg)
+
+    def edit_dest(self, key: ServiceKey, cfg: DestConfig) -> None:
+        self._one("edit_dest", key, cfg)
+
+    def del_dest(self, key: ServiceKey, addr: IPAddr, port: int) -> None:
+        self._one("del_dest", key, addr, port)
+
+    def zero(self, key: ServiceKey | None) -> None:
+        self._one("zero", key)
+
+    def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
+        self._one("set_timeouts", tcp, tcpfin, udp)
+
+    def start_daemon(self, daemon: DaemonView) -> None:
+        self._one("start_daemon", daemon)
+
+    def stop_daemon(self, state: str, syncid: int) -> None:
+        self._one("stop_daemon", state, syncid)
+
+    def apply_batch(self, ops: Sequence[Any]) -> None:
+        from pylvs.ipvsadm.backend import BatchError as OpBatchError
+
+        try:
+            self.apply_changes([change_from_call(op.method, tuple(op.args)) for op in ops])
+        except BatchRefused as e:
+            raise OpBatchError(e.index, e) from None
+
+    def transaction(self) -> DaemonTransaction:
+        return DaemonTransaction(self)
+
+
+class DaemonTransaction(RecordingBackend):
+    """-R inside pylvsd: each line is played at once on a throw-away copy of the live rules, so a
+    refusal names its own line (the first bad one, as ipvsadm would stop there); commit() makes the
+    whole batch live (taking the copy over when the live table is empty) and logs it once."""
+
+    def __init__(self, live: LiveBackend) -> None:
+        super().__init__(Rules(), refuse_dest=_engine_refusal(live.state))
+        self.live = live
+        self._started = False
+
+    def _do(self, change: Change) -> None:
+        if not self._started:
+            # Built on the first change: a restore that begins with a flush needs no copy of the table.
+            self.rules = self.live.state.trial_for(change)
+            self._started = True
+        super()._do(change)
+
+    def snapshot(self) -> Snapshot:
+        return self.rules.snapshot() if self._started else self.live.snapshot()
+
+    def connections(self) -> list[ConnView]:
+        return self.live.connections()
+
+    def commit(self) -> int:
+        n = len(self.changes)
+        if self.live.state.commit_checked(self.changes, self.rules, self.live.source):
+            self.live.changed = True
+        self.changes = []
+        return n
+
+
+def _engine_refusal(state: DaemonState) -> RefuseDest | None:
+    engine = state.engine
+    return engine.refuse_dest if engine is not None else None
+
+
+async def run_command(
+    state: DaemonState,
+    argv: list[str],
+    prog: str,
+    stdin: str | None,
+    *,
+    flush_first: bool = False,
+    source: str = "pylvsadm",
+) -> Result:
+    """What `prog argv...` prints, run on the live rules; with flush_first, pylvsadm-restore of stdin
+    (-C then -R as one transaction). Raises SaveError when a change was made but not saved."""
+    async with state.lock:
+        backend = LiveBackend(state, source)
+        try:
+            with gc_paused():
+                if flush_first:
+                    result = restore(backend, stdin or "", prog, flush_first=True)
+                else:
+                    result = run_ipvsadm(backend, argv, prog=prog, stdin=stdin)
+        except IPVSError as e:  # a refusal the ipvsadm layer did not turn into output itself
+            result = Result("", e.message + "\n", 255)
+        if backend.changed:
+            await state._save()
+    return result

@@ -1,0 +1,118 @@
+"""`-Sn` and the plain `-L`/`-Ln` table straight from a Director's live objects.
+
+pylvsd lists and saves its own rules. Going through views costs a view object per real server and,
+for ipvsadm's sort, parsing each address back from its text; on a 100,000-server table that is most
+of the time. Here the sort keys come from the addresses' integers and each line is one f-string.
+
+Only the shapes whose text is plain are written here: IPv4 services by address without persistence,
+one-packet, scheduler flags or a persistence engine, and (for -S) servers without tunnel options.
+For any other service the caller's `fallback(svc)` formats it from its view, so the output is always
+exactly ipvsadm's (tests/ipvsadm/test_live.py compares both ways on random tables).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from ipaddress import IPv4Address
+from typing import Any
+
+from pylvs.core.service import RealServer, VirtualService, addr_int
+from pylvs.core.types import AF_INET, Fwd, SvcFlags
+from pylvs.ipvsadm.sort import Words, sort_keyed_dests, sort_keyed_services
+
+_PLAIN_MASK = int(
+    SvcFlags.PERSISTENT | SvcFlags.ONEPACKET | SvcFlags.SCHED1 | SvcFlags.SCHED2 | SvcFlags.SCHED3
+)
+_OPTION = {6: "-t", 17: "-u", 132: "--sctp-service"}
+_LABEL = {6: "TCP ", 17: "UDP ", 132: "SCTP"}
+_SWITCH = {
+    int(Fwd.MASQ): "-m",
+    int(Fwd.DROUTE): "-g",
+    int(Fwd.LOCALNODE): "-g",
+    int(Fwd.FULLNAT): "--fullnat",
+}
+_NAME = {
+    int(Fwd.MASQ): "Masq",
+    int(Fwd.LOCALNODE): "Local",
+    int(Fwd.TUNNEL): "Tunnel",
+    int(Fwd.DROUTE): "Route",
+    int(Fwd.FULLNAT): "FullNat",
+}
+_TUNNEL = int(Fwd.TUNNEL)
+
+Fallback = Callable[[VirtualService], str]
+
+
+def _words(addr: Any) -> Words:
+    """ipvsadm's four host-order words of an address (IPv4 in the first)."""
+    if addr is None:
+        return (0, 0, 0, 0)
+    if type(addr) is IPv4Address:
+        return (addr_int(addr), 0, 0, 0)
+    v = int(addr)
+    return ((v >> 96) & 0xFFFFFFFF, (v >> 64) & 0xFFFFFFFF, (v >> 32) & 0xFFFFFFFF, v & 0xFFFFFFFF)
+
+
+def ordered(services: Iterable[VirtualService], nosort: bool) -> list[VirtualService]:
+    """Services in the order ipvsadm lists them (the kernel's, or sorted)."""
+    svcs = list(services)
+    if nosort:
+        return svcs
+    return sort_keyed_services([((s.fwmark, s.af, int(s.protocol), _words(s.addr), s.port), s) for s in svcs])
+
+
+def _ordered_dests(svc: VirtualService, nosort: bool) -> list[RealServer]:
+    if nosort:
+        return svc.dests
+    return sort_keyed_dests([((d.af, _words(d.addr), d.port), d) for d in svc.dests])
+
+
+def _v4(ip: int) -> str:
+    return f"{ip >> 24}.{ip >> 16 & 255}.{ip >> 8 & 255}.{ip & 255}"
+
+
+def _plain_service(svc: VirtualService) -> bool:
+    return (
+        not svc.fwmark
+        and svc.af == AF_INET
+        and not int(svc.flags) & _PLAIN_MASK
+        and not svc.pe_name
+        and int(svc.protocol) in _OPTION
+    )
+
+
+def rule_text(svc: VirtualService) -> str | None:
+    """The -Sn lines of one service, or None when its shape is not one done here."""
+    if not _plain_service(svc) or any(d.af != AF_INET or int(d.fwd) == _TUNNEL for d in svc.dests):
+        return None
+    name = f"{_OPTION[int(svc.protocol)]} {_v4(addr_int(svc.addr))}:{svc.port}"  # type: ignore[arg-type]
+    lines = [f"-A {name} -s {svc.scheduler_name}\n"]
+    lines.extend(
+        f"-a {name} -r {_v4(addr_int(d.addr))}:{d.port} {_SWITCH.get(int(d.fwd), '(null)')} -w {d.weight}\n"
+        for d in _ordered_dests(svc, False)
+    )
+    return "".join(lines)
+
+
+def list_text(svc: VirtualService, nosort: bool) -> str | None:
+    """The plain -Ln lines of one service, or None when its shape is not one done here."""
+    if not _plain_service(svc) or any(d.af != AF_INET for d in svc.dests):
+        return None
+    head = f"{_LABEL[int(svc.protocol)]} {_v4(addr_int(svc.addr))}:{svc.port}"[:33]  # type: ignore[arg-type]
+    lines = [f"{head} {svc.scheduler_name}\n"]
+    for d in _ordered_dests(svc, nosort):
+        inact = d.total - d.activeconns
+        lines.append(
+            f"  -> {f'{_v4(addr_int(d.addr))}:{d.port}'[:28]:<28} {_NAME.get(int(d.fwd), '(null)'):<7} "
+            f"{d.weight:<6d} {d.activeconns:<10d} {inact if inact > 0 else 0:<10d}\n"
+        )
+    return "".join(lines)
+
+
+def list_table(services: Iterable[VirtualService], nosort: bool, fallback: Fallback) -> str:
+    """The service entries of the plain numeric listing (without its three title lines)."""
+    out = []
+    for svc in ordered(services, nosort):
+        text = list_text(svc, nosort)
+        out.append(text if text is not None else fallback(svc))
+    return "".join(out)
