@@ -143,6 +143,78 @@ def bulk(n: Netns, vip: str, mb: int) -> float:
     return int(size) / float(secs) / 1e6 if float(secs) else 0.0
 
 
+def offloads_off(n: Netns) -> None:
+    """TSO/GSO/GRO off on every interface of the lab: the stream phase then sends MTU-sized frames,
+    so its packets are packets (not 64 KB super-frames) and nearly all take the steady path."""
+    for ns in n.names:
+        p = subprocess.run(
+            ["ip", "-n", ns, "-j", "link", "show"], capture_output=True, text=True, check=False
+        )
+        for link in json.loads(p.stdout or "[]"):
+            if link.get("link_type") == "ether":
+                subprocess.run(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        ns,
+                        "ethtool",
+                        "-K",
+                        link["ifname"],
+                        "tso",
+                        "off",
+                        "gso",
+                        "off",
+                        "gro",
+                        "off",
+                    ],
+                    capture_output=True,
+                    check=False,
+                )
+
+
+def upload(n: Netns, vip: str, mb: int) -> float:
+    """One POST of `mb` MB to the real servers through the director (its data crosses the director
+    in every mode, also DR and TUN); MB/s."""
+    path = os.path.join(n.workdir, "stream.bin")
+    with open(path, "wb") as fh:
+        fh.write(os.urandom(1 << 20) * mb)
+    p = n.run(
+        "client",
+        [
+            "curl",
+            "-s",
+            "--max-time",
+            "60",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_upload} %{time_total}",
+            "--data-binary",
+            f"@{path}",
+            "-H",
+            "Content-Type: application/octet-stream",
+            f"http://{vip}/",
+        ],
+        check=False,
+        timeout=90,
+    )
+    os.unlink(path)
+    size, secs = ([*p.stdout.split(), "0", "0"])[:2]
+    return int(float(size)) / float(secs) / 1e6 if float(secs) else 0.0
+
+
+def stream(n: Netns, vip: str, mb: int, ifaces: list[str], cpu: LabCpu) -> dict[str, float]:
+    """One upload of `mb` MB in MTU-sized frames; the lab's CPU per frame the director received."""
+    offloads_off(n)
+    f0, c0 = rx_frames(n, ifaces), cpu.sample()
+    rate = upload(n, vip, mb)
+    f1, c1 = rx_frames(n, ifaces), cpu.sample()
+    d = {f"stream_{k}": v for k, v in lab_figures(c0, c1, f1 - f0).items()}
+    d["stream_mbps"] = rate
+    return d
+
+
 def read_stats(lab: Lab) -> dict[str, float]:
     time.sleep(0.6)
     with open(lab.stats_path) as fh:
@@ -150,7 +222,7 @@ def read_stats(lab: Lab) -> dict[str, float]:
     return s
 
 
-def run_engine(mode: str, seconds: float, mb: int, cpu: LabCpu) -> dict[str, float]:
+def run_engine(mode: str, seconds: float, mb: int, cpu: LabCpu, stream_mb: int = 0) -> dict[str, float]:
     with Lab(mode, "packet", out=lambda _s: None, use_daemon=False, udp=False) as lab:
         lab.build()
         lab.start_director()
@@ -163,6 +235,19 @@ def run_engine(mode: str, seconds: float, mb: int, cpu: LabCpu) -> dict[str, flo
         s1 = read_stats(lab)
         rate = bulk(lab.n, lab.t.vip, mb)
         s2 = read_stats(lab)
+        st: dict[str, float] = {}
+        if stream_mb:
+            st = stream(lab.n, lab.t.vip, stream_mb, lab.t.director_ifaces, cpu)
+            s3 = read_stats(lab)
+            pk = (s3["in"] + s3["out"]) - (s2["in"] + s2["out"])
+            if pk:
+                st["stream_user"] = (s3["cpu_user_seconds"] - s2["cpu_user_seconds"]) * 1e6 / pk
+                st["stream_sys"] = (s3["cpu_sys_seconds"] - s2["cpu_sys_seconds"]) * 1e6 / pk
+                st["stream_us"] = (s3["cpu_seconds"] - s2["cpu_seconds"]) * 1e6 / pk
+                st["stream_fast"] = (s3.get("fast", 0.0) - s2.get("fast", 0.0)) / pk
+                st["stream_pkts"] = pk
+                wk = s3.get("wakeups", 0.0) - s2.get("wakeups", 0.0)
+                st["stream_per_wakeup"] = (s3["rx"] - s2["rx"]) / wk if wk else 0.0
     pk_load = (s1["in"] + s1["out"]) - (s0["in"] + s0["out"])
     pk_bulk = (s2["in"] + s2["out"]) - (s1["in"] + s1["out"])
     cpu_load = s1["cpu_seconds"] - s0["cpu_seconds"]
@@ -171,6 +256,7 @@ def run_engine(mode: str, seconds: float, mb: int, cpu: LabCpu) -> dict[str, flo
     sys_load = s1["cpu_sys_seconds"] - s0["cpu_sys_seconds"]
     frames = f1 - f0
     return {
+        **st,
         **lab_figures(c0, c1, frames),
         "rps": r["rps"],
         "errors": r["errors"],
@@ -206,7 +292,9 @@ def _mac(n: Netns, role: str, ifname: str = "eth0") -> str:
     return str(json.loads(n.run(role, ["ip", "-j", "link", "show", ifname]).stdout)[0]["address"])
 
 
-def run_kernel(mode: str, seconds: float, mb: int, cpu: LabCpu) -> dict[str, float] | None:
+def run_kernel(
+    mode: str, seconds: float, mb: int, cpu: LabCpu, stream_mb: int = 0
+) -> dict[str, float] | None:
     """The same traffic forwarded by the kernel alone (what the director would cost with IPVS-like
     in-kernel forwarding); TUN has no kernel equivalent here (no ipip module)."""
     if mode == "tun":
@@ -263,7 +351,8 @@ def run_kernel(mode: str, seconds: float, mb: int, cpu: LabCpu) -> dict[str, flo
         r = load(n, t.vip, seconds)
         f1, c1 = rx_frames(n, t.director_ifaces), cpu.sample()
         rate = bulk(n, t.vip, mb)
-        return {"rps": r["rps"], "errors": r["errors"], "mbps": rate, **lab_figures(c0, c1, f1 - f0)}
+        st = stream(n, t.vip, stream_mb, t.director_ifaces, cpu) if stream_mb else {}
+        return {"rps": r["rps"], "errors": r["errors"], "mbps": rate, **lab_figures(c0, c1, f1 - f0), **st}
     finally:
         n.close()
 
@@ -353,6 +442,27 @@ HEAD = (
 )
 
 
+def print_streams(rows: list[tuple[str, str, dict[str, float]]], mb: int) -> None:
+    print(f"stream: one {mb} MB upload, TSO/GSO/GRO off (MTU-sized frames)")
+    print(
+        f"{'mode':<8} {'engine':<10} {'MB/s':>7} {'frames':>7} {'us/pkt':>6} {'user':>5} {'sys':>5} "
+        f"{'fast':>4} {'rx/wake':>7} {'lab us/frame':>12} {'user':>5} {'sys':>5}"
+    )
+    for mode, name, e in rows:
+        if name == "kernel":
+            mine = f"{e.get('stream_lab_frames', 0):>7.0f} {'-':>6} {'-':>5} {'-':>5} {'':>4} {'':>7}"
+        else:
+            mine = (
+                f"{e.get('stream_pkts', 0):>7.0f} {e.get('stream_us', 0):>6.1f} {e.get('stream_user', 0):>5.1f} "
+                f"{e.get('stream_sys', 0):>5.1f} {e.get('stream_fast', 0):>4.0%} {e.get('stream_per_wakeup', 0):>7.2f}"
+            )
+        print(
+            f"{mode:<8} {name:<10} {e.get('stream_mbps', 0):>7.1f} {mine} {e.get('stream_lab_us', 0):>12.1f} "
+            f"{e.get('stream_lab_user', 0):>5.1f} {e.get('stream_lab_sys', 0):>5.1f}",
+            flush=True,
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=4.0)
@@ -366,6 +476,12 @@ def main() -> int:
         '(e.g. \'recv={};ring={"ring": "v3"}\')',
     )
     ap.add_argument("--rounds", type=int, default=1, help="repeat the whole set, interleaved")
+    ap.add_argument(
+        "--stream-mb",
+        type=int,
+        default=0,
+        help="also one upload of this many MB with TSO/GSO/GRO off (MTU-sized frames, the steady path)",
+    )
     ap.add_argument(
         "--micro", action="store_true", help="only the in-process cost per packet (no root needed)"
     )
@@ -385,11 +501,12 @@ def main() -> int:
     try:
         print(f"CPU of the lab measured over: {cpu.scope}; load: {open('/proc/loadavg').read().strip()}")
         print(HEAD)
+        streams: list[tuple[str, str, dict[str, float]]] = []
         for _round in range(a.rounds):
             for mode in a.modes.split(","):
                 for name, opts in variants:
                     os.environ["PYLVS_LAB_ENGINE_OPTS"] = opts
-                    e = run_engine(mode, a.seconds, a.bulk_mb, cpu)
+                    e = run_engine(mode, a.seconds, a.bulk_mb, cpu, a.stream_mb)
                     print(
                         f"{mode:<8} {name:<10} {e['rps']:>6.0f} {e['errors']:>3.0f} {e['mbps']:>9.1f} "
                         f"{e['us_pkt']:>6.1f} {e['us_pkt_user']:>5.1f} {e['us_pkt_sys']:>5.1f} "
@@ -398,10 +515,12 @@ def main() -> int:
                         f"{e['us_pkt_bulk']:>13.1f} {e['frames_bulk']:>11.0f}",
                         flush=True,
                     )
+                    if a.stream_mb:
+                        streams.append((mode, name, e))
                 os.environ.pop("PYLVS_LAB_ENGINE_OPTS", None)
                 if a.no_kernel:
                     continue
-                k = run_kernel(mode, a.seconds, a.bulk_mb, cpu)
+                k = run_kernel(mode, a.seconds, a.bulk_mb, cpu, a.stream_mb)
                 if k is None:
                     print(f"{mode:<8} {'kernel':<10} {'(no kernel ipip here)':>30}", flush=True)
                 else:
@@ -411,6 +530,11 @@ def main() -> int:
                         f"{k['lab_us']:>12.1f} {k['lab_user']:>5.1f} {k['lab_sys']:>5.1f} {'-':>13}",
                         flush=True,
                     )
+                    if a.stream_mb:
+                        streams.append((mode, "kernel", k))
+            if streams:
+                print_streams(streams, a.stream_mb)
+                streams = []
             print(f"load: {open('/proc/loadavg').read().strip()}", flush=True)
     finally:
         cpu.close()

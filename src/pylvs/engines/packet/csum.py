@@ -21,16 +21,12 @@ def sum16(data: bytes | bytearray | memoryview) -> int:
     n = len(data)
     if n & 1:
         data = bytes(data) + b"\0"
-    # int.from_bytes over the whole buffer then folding by 16 bits is the fastest pure-Python sum.
+    # Since 2**16 == 1 (mod 0xFFFF), the folded one's complement sum of the words is the whole
+    # buffer read as one integer, mod 0xFFFF: one big-int operation (a 1480-byte segment: ~3 us
+    # instead of ~40 us for a shift-and-add loop). Non-zero data never folds to 0, so 0 means 0xFFFF.
     v = int.from_bytes(data, "big")
-    s = 0
-    while v:
-        s += v & 0xFFFFFFFFFFFFFFFF
-        v >>= 64
-    # fold 64 -> 16 keeping the end-around carries
-    s = (s & 0xFFFFFFFF) + (s >> 32)
-    s = (s & 0xFFFFFFFF) + (s >> 32)
-    return fold((s & 0xFFFF) + (s >> 16))
+    r = v % 0xFFFF
+    return 0xFFFF if r == 0 and v else r
 
 
 def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
