@@ -14,7 +14,7 @@ from typing import Any
 from pylvs.core.errors import IPVSError
 from pylvs.core.snapshot import ConnView, DaemonView, Snapshot
 from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey
-from pylvs.daemon.changes import Change, change_from_call
+from pylvs.daemon.changes import Change, change_from_call, rule_change
 from pylvs.daemon.rules import Rules
 
 RefuseDest = Callable[[ServiceKey, DestConfig], str | None]
@@ -36,7 +36,7 @@ class RecordingBackend:
 
     # -- Backend protocol ---------------------------------------------------------------------
     def add_service(self, key: ServiceKey, cfg: ServiceConfig) -> None:
-        self._do(Change("add_service", key=key, svc=cfg))
+        self._do(rule_change("add_service", key, cfg, None))
 
     def edit_service(self, key: ServiceKey, cfg: ServiceConfig) -> None:
         self._do(Change("edit_service", key=key, svc=cfg))
@@ -48,7 +48,7 @@ class RecordingBackend:
         self._do(Change("flush"))
 
     def add_dest(self, key: ServiceKey, cfg: DestConfig) -> None:
-        self._do(Change("add_dest", key=key, dest=cfg))
+        self._do(rule_change("add_dest", key, None, cfg))
 
     def edit_dest(self, key: ServiceKey, cfg: DestConfig) -> None:
         self._do(Change("edit_dest", key=key, dest=cfg))

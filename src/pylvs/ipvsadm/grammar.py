@@ -29,6 +29,7 @@ from pylvs.core.types import (
     SvcFlags,
     TunFlags,
     TunType,
+    make_dest_config,
 )
 from pylvs.ipvsadm.cnum import atoi, inet_aton, inet_pton4, inet_pton6, string_to_number, strtol_full
 from pylvs.ipvsadm.names import NameResolver
@@ -755,6 +756,33 @@ def _fast_service_key(opt: str, word: str) -> ServiceKey | None:
 
 
 _DEFAULT_SERVICE = ServiceConfig()
+_DEFAULT_FORMAT = Format()
+
+
+def _fast_command(
+    cmd: str, options: frozenset[str], key: ServiceKey, service: ServiceConfig, dest: DestConfig | None
+) -> Command:
+    """Command(cmd, options, key, service, dest) with the other fields at their defaults, without the
+    frozen dataclass's __init__ (and its Format() per call): parse_fast runs once per restored line."""
+    c: Command = object.__new__(Command)
+    c.__dict__.update(
+        cmd=cmd,
+        options=options,
+        key=key,
+        service=service,
+        dest=dest,
+        fmt=_DEFAULT_FORMAT,
+        timeouts=(0, 0, 0),
+        daemon=None,
+    )
+    return c
+
+
+def _fast_weight(word: str) -> int | None:
+    if word.isascii() and word.isdigit() and len(word) < 10:
+        w = int(word)  # plain decimal digits: what string_to_number reads too
+        return w if w <= WEIGHT_MAX else None
+    return string_to_number(word, 0, WEIGHT_MAX)
 
 
 def parse_fast(words: list[str]) -> Command | None:
@@ -765,16 +793,16 @@ def parse_fast(words: list[str]) -> Command | None:
         key = _fast_service_key(words[1], words[2])
         if key is None or key.port == 0:
             return None
-        return Command("add-service", _ADD_SVC_OPTS, key, ServiceConfig(words[4][:SCHEDNAME_MAX]))
+        return _fast_command("add-service", _ADD_SVC_OPTS, key, ServiceConfig(words[4][:SCHEDNAME_MAX]), None)
     if n == 8 and words[0] == "-a" and words[3] == "-r" and words[6] == "-w" and words[1] in _SVC_OPT:
         fwd = _FWD_OPT.get(words[5])
         key = _fast_service_key(words[1], words[2])
         rip = _v4port(words[4])
-        weight = string_to_number(words[7], 0, WEIGHT_MAX)
+        weight = _fast_weight(words[7])
         if fwd is None or key is None or rip is None or weight is None:
             return None
         port = key.port if fwd in (Fwd.TUNNEL, Fwd.DROUTE) else rip[1]
-        return Command(
-            "add-server", _ADD_DEST_OPTS, key, _DEFAULT_SERVICE, DestConfig(rip[0], port, fwd, weight)
+        return _fast_command(
+            "add-server", _ADD_DEST_OPTS, key, _DEFAULT_SERVICE, make_dest_config(rip[0], port, fwd, weight)
         )
     return None

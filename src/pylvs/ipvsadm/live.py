@@ -39,6 +39,7 @@ _NAME = {
     int(Fwd.FULLNAT): "FullNat",
 }
 _TUNNEL = int(Fwd.TUNNEL)
+_HALF = 1 << 31
 
 Fallback = Callable[[VirtualService], str]
 
@@ -62,9 +63,20 @@ def ordered(services: Iterable[VirtualService], nosort: bool) -> list[VirtualSer
 
 
 def _ordered_dests(svc: VirtualService, nosort: bool) -> list[RealServer]:
-    if nosort:
-        return svc.dests
-    return sort_keyed_dests([((d.af, _words(d.addr), d.port), d) for d in svc.dests])
+    dests = svc.dests
+    if nosort or len(dests) < 2:
+        return dests
+    if all(type(d.addr) is IPv4Address for d in dests):
+        keyed = [((addr_int(d.addr), d.port), d) for d in dests]
+        ints = [k[0] for k, _ in keyed]
+        if max(ints) - min(ints) < _HALF:  # no comparison of ipvsadm's can wrap: its order is the plain one
+            keyed.sort(key=_first)
+            return [d for _, d in keyed]
+    return sort_keyed_dests([((d.af, _words(d.addr), d.port), d) for d in dests])
+
+
+def _first(item: tuple[tuple[int, int], RealServer]) -> tuple[int, int]:
+    return item[0]
 
 
 def _v4(ip: int) -> str:

@@ -249,13 +249,29 @@ def restore(
         ops.append(op)
         op_lines.append(lineno)
 
+    # A transaction checks and records each call itself: the two line shapes -S writes go straight
+    # to it (a 100,000-line restore is mostly those), without a BatchOp per line.
+    direct = callable(make_txn)
+    tags_lines = hasattr(target, "line")
     out: list[str] = []
     try:
         if flush_first:
             play(BatchOp("flush"), 0)
         for lineno, words in split_rules(text):
+            quick = parse_fast(words)
+            if quick is not None and direct:
+                if tags_lines:
+                    target.line = lineno
+                try:
+                    if quick.dest is not None:
+                        target.add_dest(quick.key, quick.dest)
+                    else:
+                        target.add_service(quick.key, quick.service)
+                except IPVSError as e:
+                    return _rejected(prog, e.message, lineno, 255)
+                continue
             try:
-                cmd = parse_fast(words) or parse([prog, *words], names)
+                cmd = quick or parse([prog, *words], names)
             except UsageError as e:
                 return _rejected(prog, e.message, lineno, e.exit_code)
             if cmd.cmd == "restore":
@@ -283,8 +299,8 @@ def restore(
         elif ops:
             backend.apply_batch(ops)
     except BatchError as e:
-        line = op_lines[e.index] if 0 <= e.index < len(op_lines) else 0
-        return _rejected(prog, e.message, line, 255)
+        line = op_lines[e.index] if not direct and 0 <= e.index < len(op_lines) else 0
+        return _rejected(prog, e.message, line or getattr(e, "line", None) or 0, 255)
     except IPVSError as e:
         line = getattr(e, "line", None) or 0
         return _rejected(prog, e.message, line, 255)
