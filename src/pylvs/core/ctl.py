@@ -10,7 +10,7 @@ from ipaddress import IPv4Address
 
 from pylvs.core.errors import IPVSError, Op
 from pylvs.core.sched import get_scheduler
-from pylvs.core.service import RealServer, VirtualService, addr_int
+from pylvs.core.service import RealServer, VirtualService, addr_int, touch
 from pylvs.core.stats import Stats
 from pylvs.core.types import (
     AF_INET,
@@ -161,6 +161,7 @@ class ServiceTable:
         svc.timeout = cfg.timeout
         svc.netmask = cfg.netmask
         svc.pe_name = cfg.pe_name
+        touch(svc)
         self._changed()
         return svc
 
@@ -237,6 +238,7 @@ class ServiceTable:
         svc.dest_added(dest)
         if svc.scheduler is not None:
             svc.scheduler.add_dest(dest)
+        touch(svc)
         self._changed()
         return dest
 
@@ -266,6 +268,7 @@ class ServiceTable:
         dest.apply(cfg)
         if svc.scheduler is not None:
             svc.scheduler.upd_dest(dest)
+        touch(svc)
         self._changed()
         return dest
 
@@ -282,6 +285,7 @@ class ServiceTable:
         if svc.scheduler is not None:
             svc.scheduler.del_dest(dest, index)
         self.trash.append(dest)
+        touch(svc)
         self._changed()
         return dest
 

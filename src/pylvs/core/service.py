@@ -3,6 +3,7 @@ for list order, thresholds and the OVERLOAD flag."""
 
 from __future__ import annotations
 
+import itertools
 import operator
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
@@ -31,6 +32,14 @@ if TYPE_CHECKING:
 
 else:
     addr_int = operator.attrgetter("_ip")  # int(addr) without a Python-level call
+
+
+_REVISIONS = itertools.count(1)
+
+
+def touch(svc: VirtualService) -> None:
+    """Record that `svc`'s rules changed (see VirtualService.rev)."""
+    svc.rev = next(_REVISIONS)
 
 
 class RealServer:
@@ -169,6 +178,9 @@ class VirtualService:
         self.netmask = cfg.netmask
         self.pe_name = cfg.pe_name
         self.dests: list[RealServer] = []  # index 0 = newest = first in list order
+        # A new number from one process-wide counter whenever this service's rules (its settings, its
+        # servers' settings, the list) change: lets the rules file reuse the text of unchanged services.
+        self.rev = next(_REVISIONS)
         self.scheduler: Scheduler | None = None
         self.stats = Stats()
         self.sched_data: object = None  # per-service scratch a scheduler may keep

@@ -1,9 +1,9 @@
 """The rules file's text, rebuilt only where the rules changed.
 
 Saving after every change means formatting the whole table each time: about 2 s of CPU at 100,000
-real servers, for a one-line `pylvsadm -e`. This keeps, per service, a fingerprint of its rules (taken
-from the live objects, cheap: unchanged addresses compare by identity), the view built from them and
-the text `ipvsadm -S` prints for it; only services whose fingerprint changed are rebuilt. The result is
+real servers, for a one-line `pylvsadm -e`. This keeps, per service, the revision of its rules (the
+core's VirtualService.rev), the view built from them and the text `ipvsadm -S` prints for it; only
+services whose revision changed are rebuilt. The result is
 checked against `format_save` itself by the tests (tests/daemon/test_savecache.py), and any surprise in
 the ipvsadm helper's building blocks falls back to `format_save`.
 """
@@ -17,34 +17,17 @@ from pylvs.core.director import Director
 from pylvs.core.snapshot import DaemonView, ServiceView, Snapshot, make_dest_view
 from pylvs.core.types import ServiceKey
 
-_Entry = tuple[tuple[Any, ...], ServiceView | None, dict[bool, str]]  # fingerprint, view, text by numeric
+_Entry = tuple[int, ServiceView | None, dict[bool, str]]  # fingerprint, view, text by numeric
 
 
 _ZERO = (0, 0, 0, 0, 0)
 
 
-def _fingerprint(svc: Any) -> tuple[Any, ...]:
-    return (
-        svc.scheduler_name,
-        svc.flags,
-        svc.timeout,
-        svc.netmask,
-        svc.pe_name,
-        tuple(
-            (
-                d.addr,
-                d.port,
-                d.fwd,
-                d.weight,
-                d.u_threshold,
-                d.l_threshold,
-                d.tun_type,
-                d.tun_port,
-                d.tun_flags,
-            )
-            for d in svc.dests
-        ),
-    )
+def _fingerprint(svc: Any) -> int:
+    """Changes whenever the service's rules do: the core renumbers `rev` on every such change, from
+    one process-wide counter (so a service deleted and added again never repeats an old number)."""
+    rev: int = svc.rev
+    return rev
 
 
 def _view(svc: Any) -> ServiceView:
