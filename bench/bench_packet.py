@@ -204,14 +204,86 @@ def upload(n: Netns, vip: str, mb: int) -> float:
     return int(float(size)) / float(secs) / 1e6 if float(secs) else 0.0
 
 
-def stream(n: Netns, vip: str, mb: int, ifaces: list[str], cpu: LabCpu) -> dict[str, float]:
+PERF_HZ = 999
+# Kernel functions of the forwarding namespace only (in the kernel reference run no other namespace
+# has netfilter hooks): IP forwarding, conntrack/NAT and the netdev ingress chain with its fwd. Route
+# lookups and ip_rcv itself are not counted (other namespaces run them too): a lower bound.
+FWD_SYMS = {"ip_forward", "nf_hook_slow", "nf_conntrack_in", "nft_do_chain_netdev", "nf_fwd_netdev_egress"}
+# Receive processing of whatever namespace a frame is delivered to, when it runs on the sender's CPU.
+RX_SYMS = {"process_backlog", "__netif_receive_skb_core", "net_rx_action", "__netif_receive_skb_one_core"}
+
+
+def perf_start(path: str) -> subprocess.Popen[bytes] | None:
+    try:
+        p = subprocess.Popen(
+            ["perf", "record", "-a", "-g", "-F", str(PERF_HZ), "-o", path],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    except OSError:
+        return None
+    time.sleep(0.5)
+    return p
+
+
+def perf_stop(
+    p: subprocess.Popen[bytes] | None, path: str, frames: float, pid: int | None
+) -> dict[str, float]:
+    """Sample counts turned into µs per frame: kernel forwarding (every process), and for `pid` (the
+    director) its user part, its own kernel part, and the receivers' stack run in its context."""
+    if p is None or not frames:
+        return {}
+    p.send_signal(2)
+    p.wait(30)
+    out = subprocess.run(
+        ["perf", "script", "-F", "pid,ip,sym", "-i", path], capture_output=True, text=True, check=False
+    ).stdout
+    os.unlink(path)
+    counts = {"fwd": 0, "d_user": 0, "d_kernel": 0, "d_rx": 0}
+
+    def done(spid: int, syms: set[str], kernel: bool) -> None:
+        if syms & FWD_SYMS:
+            counts["fwd"] += 1
+        if pid is not None and spid == pid:
+            if syms & RX_SYMS:
+                counts["d_rx"] += 1
+            elif kernel:
+                counts["d_kernel"] += 1
+            else:
+                counts["d_user"] += 1
+
+    spid, syms, kernel = -1, set(), False
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        if not line.startswith(("\t", " ")):
+            if spid >= 0:
+                done(spid, syms, kernel)
+            spid, syms, kernel = int(line.split()[0]), set(), False
+            continue
+        parts = line.split()
+        if len(parts) >= 2:
+            syms.add(parts[1])
+            kernel = kernel or parts[0].startswith("ffffffff")
+    if spid >= 0:
+        done(spid, syms, kernel)
+    per = 1e6 / PERF_HZ / frames
+    return {f"perf_{k}": v * per for k, v in counts.items()}
+
+
+def stream(
+    n: Netns, vip: str, mb: int, ifaces: list[str], cpu: LabCpu, perf: bool = False, pid: int | None = None
+) -> dict[str, float]:
     """One upload of `mb` MB in MTU-sized frames; the lab's CPU per frame the director received."""
     offloads_off(n)
+    path = os.path.join(n.workdir, "perf.data")
+    rec = perf_start(path) if perf else None
     f0, c0 = rx_frames(n, ifaces), cpu.sample()
     rate = upload(n, vip, mb)
     f1, c1 = rx_frames(n, ifaces), cpu.sample()
     d = {f"stream_{k}": v for k, v in lab_figures(c0, c1, f1 - f0).items()}
     d["stream_mbps"] = rate
+    d.update(perf_stop(rec, path, f1 - f0, pid))
     return d
 
 
@@ -222,7 +294,9 @@ def read_stats(lab: Lab) -> dict[str, float]:
     return s
 
 
-def run_engine(mode: str, seconds: float, mb: int, cpu: LabCpu, stream_mb: int = 0) -> dict[str, float]:
+def run_engine(
+    mode: str, seconds: float, mb: int, cpu: LabCpu, stream_mb: int = 0, perf: bool = False
+) -> dict[str, float]:
     with Lab(mode, "packet", out=lambda _s: None, use_daemon=False, udp=False) as lab:
         lab.build()
         lab.start_director()
@@ -237,7 +311,8 @@ def run_engine(mode: str, seconds: float, mb: int, cpu: LabCpu, stream_mb: int =
         s2 = read_stats(lab)
         st: dict[str, float] = {}
         if stream_mb:
-            st = stream(lab.n, lab.t.vip, stream_mb, lab.t.director_ifaces, cpu)
+            dpid = lab.bare.pid if lab.bare is not None else None
+            st = stream(lab.n, lab.t.vip, stream_mb, lab.t.director_ifaces, cpu, perf, dpid)
             s3 = read_stats(lab)
             pk = (s3["in"] + s3["out"]) - (s2["in"] + s2["out"])
             if pk:
@@ -293,7 +368,7 @@ def _mac(n: Netns, role: str, ifname: str = "eth0") -> str:
 
 
 def run_kernel(
-    mode: str, seconds: float, mb: int, cpu: LabCpu, stream_mb: int = 0
+    mode: str, seconds: float, mb: int, cpu: LabCpu, stream_mb: int = 0, perf: bool = False
 ) -> dict[str, float] | None:
     """The same traffic forwarded by the kernel alone (what the director would cost with IPVS-like
     in-kernel forwarding); TUN has no kernel equivalent here (no ipip module)."""
@@ -351,7 +426,7 @@ def run_kernel(
         r = load(n, t.vip, seconds)
         f1, c1 = rx_frames(n, t.director_ifaces), cpu.sample()
         rate = bulk(n, t.vip, mb)
-        st = stream(n, t.vip, stream_mb, t.director_ifaces, cpu) if stream_mb else {}
+        st = stream(n, t.vip, stream_mb, t.director_ifaces, cpu, perf) if stream_mb else {}
         return {"rps": r["rps"], "errors": r["errors"], "mbps": rate, **lab_figures(c0, c1, f1 - f0), **st}
     finally:
         n.close()
@@ -447,6 +522,7 @@ def print_streams(rows: list[tuple[str, str, dict[str, float]]], mb: int) -> Non
     print(
         f"{'mode':<8} {'engine':<10} {'MB/s':>7} {'frames':>7} {'us/pkt':>6} {'user':>5} {'sys':>5} "
         f"{'fast':>4} {'rx/wake':>7} {'lab us/frame':>12} {'user':>5} {'sys':>5}"
+        f"{'  perf: fwd  d.user d.kern d.rx' if any('perf_fwd' in e for _m, _n, e in rows) else ''}"
     )
     for mode, name, e in rows:
         if name == "kernel":
@@ -458,7 +534,12 @@ def print_streams(rows: list[tuple[str, str, dict[str, float]]], mb: int) -> Non
             )
         print(
             f"{mode:<8} {name:<10} {e.get('stream_mbps', 0):>7.1f} {mine} {e.get('stream_lab_us', 0):>12.1f} "
-            f"{e.get('stream_lab_user', 0):>5.1f} {e.get('stream_lab_sys', 0):>5.1f}",
+            f"{e.get('stream_lab_user', 0):>5.1f} {e.get('stream_lab_sys', 0):>5.1f}"
+            + (
+                f"  {e['perf_fwd']:>9.1f} {e['perf_d_user']:>6.1f} {e['perf_d_kernel']:>6.1f} {e['perf_d_rx']:>5.1f}"
+                if "perf_fwd" in e
+                else ""
+            ),
             flush=True,
         )
 
@@ -481,6 +562,12 @@ def main() -> int:
         type=int,
         default=0,
         help="also one upload of this many MB with TSO/GSO/GRO off (MTU-sized frames, the steady path)",
+    )
+    ap.add_argument(
+        "--perf",
+        action="store_true",
+        help="sample the stream phase with perf: kernel forwarding, and the director's user / own kernel / "
+        "receivers' stack time per frame",
     )
     ap.add_argument(
         "--micro", action="store_true", help="only the in-process cost per packet (no root needed)"
@@ -506,7 +593,7 @@ def main() -> int:
             for mode in a.modes.split(","):
                 for name, opts in variants:
                     os.environ["PYLVS_LAB_ENGINE_OPTS"] = opts
-                    e = run_engine(mode, a.seconds, a.bulk_mb, cpu, a.stream_mb)
+                    e = run_engine(mode, a.seconds, a.bulk_mb, cpu, a.stream_mb, a.perf)
                     print(
                         f"{mode:<8} {name:<10} {e['rps']:>6.0f} {e['errors']:>3.0f} {e['mbps']:>9.1f} "
                         f"{e['us_pkt']:>6.1f} {e['us_pkt_user']:>5.1f} {e['us_pkt_sys']:>5.1f} "
@@ -520,7 +607,7 @@ def main() -> int:
                 os.environ.pop("PYLVS_LAB_ENGINE_OPTS", None)
                 if a.no_kernel:
                     continue
-                k = run_kernel(mode, a.seconds, a.bulk_mb, cpu, a.stream_mb)
+                k = run_kernel(mode, a.seconds, a.bulk_mb, cpu, a.stream_mb, a.perf)
                 if k is None:
                     print(f"{mode:<8} {'kernel':<10} {'(no kernel ipip here)':>30}", flush=True)
                 else:

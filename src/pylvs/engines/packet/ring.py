@@ -33,6 +33,7 @@ _BLOCK = struct.Struct("=III")  # block_status, num_pkts, offset_to_first_pkt (a
 # struct tpacket3_hdr: tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_len, tp_status, tp_mac, tp_net
 _FRAME3 = struct.Struct("=IIIIIIHH")
 _U32 = struct.Struct("=I")
+_U16LE = struct.Struct("<H")
 # struct tpacket2_hdr: tp_status, tp_len, tp_snaplen, tp_mac, tp_net (the rest left zero)
 _FRAME2 = struct.Struct("=III")
 TX_DATA = 32  # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll): where a TX frame's bytes start
@@ -132,13 +133,17 @@ class TxRing:
 
     def put(self, frame: bytes | bytearray | memoryview) -> bool:
         n = len(frame)
-        if n > self.room:
+        if n > self.room or frame[1]:  # too big, or a GSO frame (gso_type set): the plain way
             return False
         base = self.cur * self.frame_size
         mm = self.mm
         if _U32.unpack_from(mm, base)[0] != TP_STATUS_AVAILABLE:
             return False
         mm[base + TX_DATA : base + TX_DATA + n] = frame
+        # hdr_len = the whole frame: the kernel copies it into the skb instead of pointing into the
+        # ring page, so a slot can be reused at once even if the skb outlives its send (veth hands
+        # it to the next namespace's socket queues).
+        _U16LE.pack_into(mm, base + TX_DATA + 2, n - VNET_LEN)
         _FRAME2.pack_into(mm, base, TP_STATUS_SEND_REQUEST, n, n)  # read by the kernel at flush()
         self.cur = (self.cur + 1) % self.frames
         self.queued += 1
