@@ -1,7 +1,7 @@
 """Core packet-path cost per short TCP connection, as the proxy engine feeds it.
 
     .venv/bin/python bench/bench_core_path.py [--conns 50000] [--dests 10] [--fwd masq|fullnat|droute]
-        [--persistent] [--repeat 3] [--profile] [--split]
+        [--persistent] [--repeat 3] [--profile] [--split [--api packet|v4]]
 
 Each connection is six synthetic packets through Director.process_in / process_out: SYN in,
 SYN+ACK out, ACK in, FIN+ACK in, FIN+ACK out, ACK in (the proxy's open/close sequence). Clients
@@ -78,14 +78,38 @@ def run(d: Director, vip: ipaddress.IPv4Address, n: int, t0: float, step: float 
 KINDS = ("SYN in (new)", "SYN+ACK out", "ACK in", "FIN+ACK in", "FIN+ACK out", "ACK in (last)")
 
 
-def run_split(d: Director, vip: ipaddress.IPv4Address, n: int, now: float) -> list[float]:
-    """n connections, one packet kind at a time; CPU seconds per kind (Packets prebuilt)."""
+def run_split(
+    d: Director, vip: ipaddress.IPv4Address, n: int, now: float, api: str = "packet"
+) -> list[float]:
+    """n connections, one packet kind at a time; CPU seconds per kind. api "packet": Packets built
+    before the clock starts (the core's own cost); "v4": Director.process_in_v4 / process_out_tcp
+    with the addresses as ints (what an engine that parses frames pays, nothing to build)."""
     base = int(ipaddress.IPv4Address("100.64.0.0"))
     tcp = Proto.TCP
     flows = [(ipaddress.IPv4Address(base + (i & 4095)), 1024 + (i >> 12) % 60000) for i in range(n)]
+    out: list[float] = []
+    if api == "v4":
+        vint = int(vip)
+        ints = [(int(c), p) for c, p in flows]
+        pin4, pout4 = d.process_in_v4, d.process_out_tcp
+        c0 = time.process_time()
+        got = [pin4(6, c, p, vint, 80, 0, 60, TCP_SYN, now) for c, p in ints]
+        out.append(time.process_time() - c0)
+        live = [c for c in got if isinstance(c, Connection)]
+        assert len(live) == n
+        for kind in ("out", "in", "in", "out", "in"):
+            flags = {0: SYN_ACK, 1: TCP_ACK, 2: FIN_ACK, 3: FIN_ACK, 4: TCP_ACK}[len(out) - 1]
+            c0 = time.process_time()
+            if kind == "out":
+                for conn in live:
+                    pout4(conn, 52, flags, now)
+            else:
+                for c, p in ints:
+                    pin4(6, c, p, vint, 80, 0, 52, flags, now)
+            out.append(time.process_time() - c0)
+        return out
     syns = [Packet(tcp, c, p, vip, 80, 0, 60, TCP_SYN) for c, p in flows]
     pin, pout = d.process_in, d.process_out
-    out: list[float] = []
     c0 = time.process_time()
     conns = [pin(pkt, now).conn for pkt in syns]
     out.append(time.process_time() - c0)
@@ -132,6 +156,9 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--step", type=float, default=0.003, help="model seconds between connections")
     ap.add_argument("--split", action="store_true", help="time each packet kind on its own")
+    ap.add_argument(
+        "--api", choices=("packet", "v4"), default="packet", help="with --split: which entry points"
+    )
     a = ap.parse_args()
     fwd = {"masq": Fwd.MASQ, "fullnat": Fwd.FULLNAT, "droute": Fwd.DROUTE}[a.fwd]
     if a.split:
@@ -140,10 +167,11 @@ def main() -> None:
             d, vip = setup(a.dests, fwd, a.persistent)
             run(d, vip, 2000, 1.0, a.step)  # warm up (these flows are reused: closed by now)
             d.process_in(Packet(Proto.UDP, vip, 1, vip, 1), 200.0)  # expire them (PASS)
-            times = run_split(d, vip, a.conns, 200.0)
+            times = run_split(d, vip, a.conns, 200.0, a.api)
             bests = [min(b, t) for b, t in zip(bests, times, strict=True)]
+        what = "Packets prebuilt" if a.api == "packet" else "process_in_v4 / process_out_tcp on ints"
         print(
-            f"conns={a.conns} dests={a.dests} fwd={a.fwd} persistent={a.persistent} (µs per packet, core only)"
+            f"conns={a.conns} dests={a.dests} fwd={a.fwd} persistent={a.persistent} (µs per packet, {what})"
         )
         for kind, b in zip(KINDS, bests, strict=True):
             print(f"  {kind:<15} {b / a.conns * 1e6:6.2f}")

@@ -35,7 +35,9 @@ INITIAL_TIMEOUT = 3  # s: the provisional timeout of a new entry before its firs
 
 _M16 = 0xFFFF
 _M32 = 0xFFFF_FFFF
+_M48 = (1 << 48) - 1
 _M128 = (1 << 128) - 1
+_M144 = (1 << 144) - 1
 _NAT_LIKE = (Fwd.MASQ, Fwd.FULLNAT)  # replies cross the director: findable by their reply key
 
 
@@ -50,23 +52,25 @@ def make_key(proto: int, caddr: IPAddr, cport: int, vaddr: IPAddr, vport: int) -
     ) | 1
 
 
+def make_key_v4(proto: int, caddr: int, cport: int, vaddr: int, vport: int) -> int:
+    """make_key for IPv4 addresses given as ints."""
+    return ((((((proto << 32) | caddr) << 16 | cport) << 32 | vaddr) << 16) | vport) << 1
+
+
 def reply_key(key: int, raddr: IPAddr, rport: int) -> int:
-    """out_key(proto, raddr, rport, caddr, cport) of the entry with client-side `key`, from its bits."""
+    """out_key(proto, raddr, rport, caddr, cport) of the entry with client-side `key`, from its bits:
+    the client's address and port move as one field (they sit side by side in both keys)."""
     if key & 1:
-        k = key >> 145  # drop the v6 bit, vport, vaddr
-        cport = k & _M16
-        k >>= 16
-        caddr = k & _M128
-        proto = k >> 128
-    else:
-        k = key >> 49
-        cport = k & _M16
-        k >>= 16
-        caddr = k & _M32
-        proto = k >> 32
+        k = key >> 145  # drop the v6 bit, vport, vaddr: proto | caddr | cport
+        client = k & _M144
+        if isinstance(raddr, IPv4Address):
+            return (((((k >> 144) << 32 | addr_int(raddr)) << 16 | rport) << 32) << 16 | client) << 1
+        return (((((k >> 144) << 128 | addr_int(raddr)) << 16 | rport) << 144 | client) << 1) | 1
+    k = key >> 49
+    client = k & _M48
     if isinstance(raddr, IPv4Address):
-        return ((((((proto << 32) | addr_int(raddr)) << 16 | rport) << 32 | caddr) << 16) | cport) << 1
-    return (((((((proto << 128) | addr_int(raddr)) << 16 | rport) << 128 | caddr) << 16) | cport) << 1) | 1
+        return ((((k >> 48) << 32 | addr_int(raddr)) << 16 | rport) << 48 | client) << 1
+    return (((((k >> 48) << 128 | addr_int(raddr)) << 16 | rport) << 128) << 16 | client) << 1 | 1
 
 
 def split_key(key: int) -> tuple[int, IPAddr, int, IPAddr, int]:
@@ -317,6 +321,16 @@ class ConnectionTable:
         if conn is not None:
             return conn
         conn = self.conns.get(make_key(proto, caddr, cport, saddr, sport))
+        if conn is not None and (conn.flags & F_FWD_MASK) not in _NAT_LIKE:
+            return conn
+        return None
+
+    def lookup_out_v4(self, proto: int, saddr: int, sport: int, caddr: int, cport: int) -> Connection | None:
+        """lookup_out for IPv4 addresses given as ints."""
+        conn = self.out.get(make_key_v4(proto, saddr, sport, caddr, cport))
+        if conn is not None:
+            return conn
+        conn = self.conns.get(make_key_v4(proto, caddr, cport, saddr, sport))
         if conn is not None and (conn.flags & F_FWD_MASK) not in _NAT_LIKE:
             return conn
         return None

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 
 from pylvs.core import packet
-from pylvs.core.conn import F_INVALID, Connection, ConnectionTable, split_key
+from pylvs.core.conn import F_DEAD, F_INVALID, Connection, ConnectionTable, make_key_v4, split_key
 from pylvs.core.ctl import ServiceTable
 from pylvs.core.errors import IPVSError, Op
 from pylvs.core.proto import Protocol
@@ -106,6 +106,11 @@ class Director:
     # process_out(conn, pkt, now): a real server's reply seen by the director (NAT, FULLNAT).
     process_in = packet.process_in
     process_out = packet.process_out
+    # The same for engines that parse frames (IPv4 addresses as ints, no Packet or Verdict for a
+    # known TCP entry): process_in_v4(proto, saddr, sport, daddr, dport, fwmark, length,
+    # tcp_flags, now) -> Connection | Verdict, and process_out_tcp(conn, length, tcp_flags, now).
+    process_in_v4 = packet.process_in_v4
+    process_out_tcp = packet.process_out_tcp
 
     def lookup_out(
         self, protocol: Proto | int, raddr: IPAddr, rport: int, caddr: IPAddr, cport: int
@@ -119,6 +124,19 @@ class Director:
         self, protocol: Proto | int, caddr: IPAddr, cport: int, vaddr: IPAddr, vport: int
     ) -> Connection | None:
         return self.conns.lookup_in(int(protocol), caddr, cport, vaddr, vport)
+
+    def lookup_out_v4(
+        self, protocol: int, raddr: int, rport: int, caddr: int, cport: int
+    ) -> Connection | None:
+        """lookup_out for IPv4 addresses given as ints (no address objects to build)."""
+        conn = self.conns.lookup_out_v4(protocol, raddr, rport, caddr, cport)
+        return conn if conn is not None and not conn.flags & F_DEAD else None
+
+    def lookup_in_v4(
+        self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int
+    ) -> Connection | None:
+        """lookup_in for IPv4 addresses given as ints."""
+        return self.conns.conns.get(make_key_v4(protocol, caddr, cport, vaddr, vport))
 
     # -- logging ---------------------------------------------------------------------------------
     def log_ratelimited(self, text: str, now: float) -> None:

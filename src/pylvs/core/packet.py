@@ -34,7 +34,7 @@ from pylvs.core.proto.tcp import EVENT_BITS as _TCP_EVENT_BITS
 from pylvs.core.proto.tcp import NORMAL_STEP as _TCP_NORMAL
 from pylvs.core.proto.tcp import SECURE_STEP as _TCP_SECURE
 from pylvs.core.service import RealServer, VirtualService, addr_int
-from pylvs.core.types import AF_INET, TCP_SYN, Fwd, Packet, Proto, ServiceKey, SvcFlags
+from pylvs.core.types import AF_INET, TCP_RST, TCP_SYN, Fwd, Packet, Proto, ServiceKey, SvcFlags
 
 if TYPE_CHECKING:
     from pylvs.core.director import Director
@@ -296,7 +296,9 @@ def _schedule(
     if dest is None:
         return _leave(d, svc, pkt)
     conn = _new_conn_quiet(d, key, dest, dest.port or pkt.dport, one_packet, pkt.fwmark)
-    _count_conn(d, conn, svc)
+    dest.stats.conns += 1  # _count_conn, inlined
+    svc.stats.conns += 1
+    d.services.tot_stats.conns += 1
     return conn
 
 
@@ -338,24 +340,60 @@ def _schedule_persist(
 
 
 # -- the two directions --------------------------------------------------------------------------
-# These two run for every packet an engine cannot settle on its own, so they are written for the
-# common cases: an IPv4 segment of a known TCP entry, and a new TCP connection. Step by step they
-# do what the plain reading says (advance, lookup, reuse, deleted-server rules, scheduling,
-# counters, state, timer); the general cases go through the helpers above. What is inlined, and
-# why, is said where it happens.
+# These run for every packet an engine cannot settle on its own, so they are written for the
+# common cases: a segment of a known TCP entry, and a new TCP connection. Step by step they do
+# what the plain reading says (advance, lookup, reuse, deleted-server rules, scheduling, counters,
+# state, timer); the general cases go through the helpers above. What is inlined, and why, is
+# said where it happens. process_in_v4 / process_out_tcp are the same paths for engines that
+# parse frames: no Packet, address objects or Verdict to build for a known TCP entry.
 
 
-def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
-    """A client->director packet (spec §A3)."""
-    # d.advance(now), inline while no timer is due (advance's own test, read from the same fields)
+def _advance(d: Director, now: float) -> None:
+    """d.advance(now), its test for "no timer due" done here first (the same fields it reads)."""
     env = d.env
     t = env.now
     if now > t:
         env.now = t = now
-    table = d.conns
-    heap = table._heap
+    heap = d.conns._heap
     if t >= d._deadline or d._nodest_sweep or (heap and heap[0] <= t):
         d.advance(t)
+
+
+def _known_tcp_in(d: Director, conn: Connection, tcp_flags: int, length: int, now: float) -> None:
+    """process_in's work for a segment without SYN of a known TCP entry whose server is still
+    there (most of the packets that ask the core): counters, the INPUT step, the timer."""
+    dest = conn.dest
+    st = dest.stats  # _in_stats, inlined (the server is available)
+    st.inpkts += 1
+    st.inbytes += length
+    st = dest.service.stats
+    st.inpkts += 1
+    st.inbytes += length
+    st = d.services.tot_stats
+    st.inpkts += 1
+    st.inbytes += length
+    # transition(d, TCP, conn, pkt, _INPUT): the state step is one subscript of a flat table
+    # (proto/tcp.py) and ActiveConn a tuple read
+    flags = conn.flags
+    state = conn.state
+    new = (_TCP_SECURE if d.sysctl.secure_tcp == 3 else _TCP_NORMAL)[2 if flags & F_NOOUTPUT else 0][
+        (tcp_flags & _TCP_EVENT_BITS) << 4 | state
+    ]
+    if new != state:
+        active = _TCP_ACTIVE[new]
+        if active != (not flags & F_INACTIVE):
+            set_active(conn, active)
+        if new == _TCP_ESTABLISHED:
+            assure_template(conn)
+        conn.state = new
+    tt = d._state_timeouts.get(_TCP_PROTO) if d._state_timeouts_of is d.timeouts else None
+    conn.timeout = (tt if tt is not None else d.state_timeouts(_TCP))[new]
+    d.conns.arm(conn, now)
+
+
+def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
+    """A client->director packet (spec §A3)."""
+    _advance(d, now)
     proto = PROTOCOLS.get(pkt.protocol)
     if proto is None:
         return PASS
@@ -367,7 +405,30 @@ def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
         ) << 1
     else:
         key = make_key(pkt.protocol, saddr, pkt.sport, pkt.daddr, pkt.dport)
+    table = d.conns
     conn = table.conns.get(key)  # ConnectionTable.lookup_in
+    if conn is not None and proto is _TCP and not pkt.tcp_flags & TCP_SYN and conn.dest.available:
+        _known_tcp_in(d, conn, pkt.tcp_flags, pkt.length, now)  # the common case
+        v: Verdict = _new(Verdict)  # forward(conn), inlined
+        _set_action(v, _FORWARD)
+        _set_conn(v, conn)
+        return v
+    r = _in_general(d, proto, pkt, key, conn, now)
+    if type(r) is Verdict:
+        return r
+    v = _new(Verdict)
+    _set_action(v, _FORWARD)
+    _set_conn(v, r)
+    return v
+
+
+def _in_general(
+    d: Director, proto: Protocol, pkt: Packet, key: int, conn: Connection | None, now: float
+) -> Connection | Verdict:
+    """process_in past the lookup, for everything but a known TCP entry's segment without SYN:
+    connection reuse, the deleted-server rules, scheduling, and the new entry's first state.
+    Returns the entry to forward on, or the Verdict for the packet."""
+    table = d.conns
     sysctl = d.sysctl
     if conn is not None:
         if (pkt.tcp_flags & TCP_SYN) if proto is _TCP else proto.is_new_conn(pkt):
@@ -382,7 +443,11 @@ def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
         # (the kernel's first test, done here: with an entry found it cannot hold)
         if not d.services.has_services and not table.conns:
             return PASS
-        if not proto.may_schedule(pkt, sysctl):
+        if proto is _TCP:  # TCP.may_schedule, inlined: a SYN without RST, or any but a RST if sloppy
+            tf = pkt.tcp_flags
+            if tf & TCP_RST or not (tf & TCP_SYN or sysctl.sloppy_tcp):
+                return PASS
+        elif not proto.may_schedule(pkt, sysctl):
             return PASS
         svc = find_service(d, pkt)
         if svc is None:
@@ -393,7 +458,7 @@ def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
         assert isinstance(r, Connection)
         conn = r
     dest = conn.dest
-    if dest.available:  # _in_stats, inlined: this runs for every packet
+    if dest.available:  # _in_stats, inlined
         length = pkt.length
         st = dest.stats
         st.inpkts += 1
@@ -404,34 +469,25 @@ def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
         st = d.services.tot_stats
         st.inpkts += 1
         st.inbytes += length
-    if proto is _TCP:
-        # transition(d, proto, conn, pkt, _INPUT) for TCP: the state step is one subscript of a
-        # flat table (proto/tcp.py), ActiveConn a tuple read, and a new entry's scheduler is told
-        # once for its binding and its first state together (conn.bind_dest_quiet)
+    if fresh and proto is _TCP:
+        # A new TCP entry's first state (transition() for it, see _known_tcp_in), with the
+        # scheduler told once for the binding and the state together (conn.bind_dest_quiet).
         flags = conn.flags
-        state = conn.state
         new = (_TCP_SECURE if sysctl.secure_tcp == 3 else _TCP_NORMAL)[2 if flags & F_NOOUTPUT else 0][
-            (pkt.tcp_flags & _TCP_EVENT_BITS) << 4 | state
+            (pkt.tcp_flags & _TCP_EVENT_BITS) << 4 | conn.state
         ]
-        if new != state:
-            active = _TCP_ACTIVE[new]
-            if active != (not flags & F_INACTIVE):
-                if fresh:  # set_active without its load_changed (the one below covers it)
-                    if active:
-                        conn.flags = flags & ~F_INACTIVE
-                        dest.activeconns += 1
-                    else:
-                        conn.flags = flags | F_INACTIVE
-                        dest.activeconns -= 1
-                else:
-                    set_active(conn, active)
+        if new != conn.state:
+            # set_active without its load_changed (the one below covers it); a new entry is
+            # inactive, so only ever turns active here
+            if _TCP_ACTIVE[new] and flags & F_INACTIVE:
+                conn.flags = flags & ~F_INACTIVE
+                dest.activeconns += 1
             if new == _TCP_ESTABLISHED:
                 assure_template(conn)
             conn.state = new
         tt = d._state_timeouts.get(_TCP_PROTO) if d._state_timeouts_of is d.timeouts else None
         conn.timeout = (tt if tt is not None else d.state_timeouts(proto))[new]
-        if fresh:
-            load_changed(dest)
+        load_changed(dest)
     else:
         if fresh:
             load_changed(dest)
@@ -440,10 +496,45 @@ def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
         table.free(conn)  # one-packet scheduling: gone as soon as the datagram is forwarded
     else:
         table.arm(conn, now)
-    v: Verdict = _new(Verdict)  # forward(conn), inlined
-    _set_action(v, _FORWARD)
-    _set_conn(v, conn)
-    return v
+    return conn
+
+
+def process_in_v4(
+    d: Director,
+    proto: int,
+    saddr: int,
+    sport: int,
+    daddr: int,
+    dport: int,
+    fwmark: int,
+    length: int,
+    tcp_flags: int,
+    now: float,
+) -> Connection | Verdict:
+    """process_in for an IPv4 packet given as numbers (addresses as ints), for engines that parse
+    frames: the entry to forward the packet on, or the Verdict (PASS, DROP, NO_DEST) for anything
+    else. Same decisions, counters and timers as process_in(Packet(...)); a known TCP entry's
+    segment without SYN costs no Packet, address objects or Verdict. `sctp_chunk` is not taken:
+    SCTP packets go through process_in."""
+    if proto == 6:
+        _advance(d, now)
+        key = ((((((6 << 32) | saddr) << 16 | sport) << 32 | daddr) << 16) | dport) << 1  # make_key
+        conn = d.conns.conns.get(key)
+        if conn is not None and not tcp_flags & TCP_SYN and conn.dest.available:
+            _known_tcp_in(d, conn, tcp_flags, length, now)
+            return conn
+        pkt = Packet(
+            _TCP_PROTO, IPv4Address(saddr), sport, IPv4Address(daddr), dport, fwmark, length, tcp_flags
+        )
+        return _in_general(d, _TCP, pkt, key, conn, now)
+    try:
+        protocol = Proto(proto)
+    except ValueError:  # not a protocol IPVS balances
+        _advance(d, now)
+        return PASS
+    pkt = Packet(protocol, IPv4Address(saddr), sport, IPv4Address(daddr), dport, fwmark, length, tcp_flags)
+    v = process_in(d, pkt, now)
+    return v if v.conn is None else v.conn
 
 
 def _reuse(d: Director, proto: Protocol, conn: Connection) -> Connection | None:
@@ -475,23 +566,28 @@ def _expire_now(d: Director, conn: Connection, now: float) -> None:
 
 def process_out(d: Director, conn: Connection, pkt: Packet, now: float) -> None:
     """A real server's reply crossing the director (NAT, FULLNAT): counters, OUTPUT state, timer."""
-    env = d.env  # d.advance(now), inline while no timer is due (see process_in)
-    t = env.now
-    if now > t:
-        env.now = t = now
-    table = d.conns
-    heap = table._heap
-    if t >= d._deadline or d._nodest_sweep or (heap and heap[0] <= t):
-        d.advance(t)
-    flags = conn.flags
-    if flags & F_DEAD:
+    if pkt.protocol == 6:
+        process_out_tcp(d, conn, pkt.length, pkt.tcp_flags, now)
+        return
+    _advance(d, now)
+    if conn.flags & F_DEAD:
         return
     proto = PROTOCOLS.get(pkt.protocol)
     if proto is None:
         return
+    _out_stats(d, conn, pkt.length)
+    transition(d, proto, conn, pkt, _OUTPUT)
+    d.conns.arm(conn, now)
+
+
+def process_out_tcp(d: Director, conn: Connection, length: int, tcp_flags: int, now: float) -> None:
+    """process_out for a TCP reply given as its IP length and TCP flags (no Packet needed)."""
+    _advance(d, now)
+    flags = conn.flags
+    if flags & F_DEAD:
+        return
     dest = conn.dest
     if dest.available:  # _out_stats, inlined
-        length = pkt.length
         st = dest.stats
         st.outpkts += 1
         st.outbytes += length
@@ -501,23 +597,20 @@ def process_out(d: Director, conn: Connection, pkt: Packet, now: float) -> None:
         st = d.services.tot_stats
         st.outpkts += 1
         st.outbytes += length
-    if proto is _TCP:
-        # transition(d, proto, conn, pkt, _OUTPUT) for TCP (see process_in)
-        if flags & F_NOOUTPUT:
-            conn.flags = flags = flags & ~F_NOOUTPUT
-        state = conn.state
-        new = (_TCP_SECURE if d.sysctl.secure_tcp == 3 else _TCP_NORMAL)[1][
-            (pkt.tcp_flags & _TCP_EVENT_BITS) << 4 | state
-        ]
-        if new != state:
-            active = _TCP_ACTIVE[new]
-            if active != (not flags & F_INACTIVE):
-                set_active(conn, active)
-            if new == _TCP_ESTABLISHED:
-                assure_template(conn)
-            conn.state = new
-        tt = d._state_timeouts.get(_TCP_PROTO) if d._state_timeouts_of is d.timeouts else None
-        conn.timeout = (tt if tt is not None else d.state_timeouts(proto))[new]
-    else:
-        transition(d, proto, conn, pkt, _OUTPUT)
-    table.arm(conn, now)
+    # transition(d, TCP, conn, pkt, _OUTPUT) (see _known_tcp_in)
+    if flags & F_NOOUTPUT:
+        conn.flags = flags = flags & ~F_NOOUTPUT
+    state = conn.state
+    new = (_TCP_SECURE if d.sysctl.secure_tcp == 3 else _TCP_NORMAL)[1][
+        (tcp_flags & _TCP_EVENT_BITS) << 4 | state
+    ]
+    if new != state:
+        active = _TCP_ACTIVE[new]
+        if active != (not flags & F_INACTIVE):
+            set_active(conn, active)
+        if new == _TCP_ESTABLISHED:
+            assure_template(conn)
+        conn.state = new
+    tt = d._state_timeouts.get(_TCP_PROTO) if d._state_timeouts_of is d.timeouts else None
+    conn.timeout = (tt if tt is not None else d.state_timeouts(_TCP))[new]
+    d.conns.arm(conn, now)

@@ -58,20 +58,24 @@ class BestIndex:
         heapq.heapify(self._heap)
 
     def update(self, dest: RealServer) -> None:
-        """Recompute dest's key (dest is in the list)."""
+        """Recompute dest's key (dest is in the list). Runs on every change of a server's counts,
+        hence the local names."""
         k = self._key(dest)
-        old = self._current.get(dest)
+        current = self._current
+        old = current.get(dest)
         if k == old:
             return
+        by_key = self._by_key
         if old is not None:
-            del self._by_key[old]  # its heap copies become stale
+            del by_key[old]  # its heap copies become stale
         if k is None:
-            del self._current[dest]
+            del current[dest]
             return
-        self._current[dest] = k
-        self._by_key[k] = dest
-        heapq.heappush(self._heap, k)
-        if len(self._heap) > 2 * len(self._current) + 64:
+        current[dest] = k
+        by_key[k] = dest
+        heap = self._heap
+        _heappush(heap, k)
+        if len(heap) > 2 * len(current) + 64:
             self._compact()  # too many stale entries: start again from the live ones
 
     def remove(self, dest: RealServer) -> None:
@@ -85,7 +89,7 @@ class BestIndex:
             d = by_key.get(heap[0])
             if d is not None:
                 return d
-            heapq.heappop(heap)
+            _heappop(heap)
         return None
 
     def __len__(self) -> int:
@@ -122,3 +126,7 @@ class IndexedScheduler(Scheduler):
         if dest.available:
             for ix in self.indexes:
                 ix.update(dest)
+
+
+_heappush = heapq.heappush  # module-level names: read once per call, not looked up on heapq
+_heappop = heapq.heappop

@@ -4,15 +4,21 @@ the smallest conn_overhead / weight, ties to the first in list order."""
 from __future__ import annotations
 
 from pylvs.core.sched import register
-from pylvs.core.sched.base import SchedEnv, conn_overhead, eligible
-from pylvs.core.sched.index import BestIndex, IndexedScheduler, ratio_key, with_list_order
+from pylvs.core.sched.base import SchedEnv
+from pylvs.core.sched.index import RATIO_SHIFT, SEQ_BITS, SEQ_MASK, BestIndex, IndexedScheduler
 from pylvs.core.service import RealServer
 from pylvs.core.types import Packet
 
 
 def wlc_key(d: RealServer) -> int | None:
     # The kernel's scan skips OVERLOAD servers; a weight-0 one can never win its comparison.
-    return with_list_order(ratio_key(conn_overhead(d), d.weight), d) if eligible(d) else None
+    # with_list_order(ratio_key(conn_overhead(d), d.weight), d) if eligible(d), in one expression:
+    # it runs on every change of a server's counts (twice per short connection).
+    w = d.weight
+    if w > 0 and not d.overload:
+        ratio = (((d.activeconns << 8) + d.total) << RATIO_SHIFT) // w
+        return (ratio << SEQ_BITS) | (SEQ_MASK - (d.seq & SEQ_MASK))
+    return None
 
 
 @register
