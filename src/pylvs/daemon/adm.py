@@ -18,9 +18,9 @@ from typing import Any
 from pylvs.core.errors import IPVSError
 from pylvs.core.snapshot import ConnView, DaemonView, Snapshot
 from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey
-from pylvs.daemon.changes import Change, change_from_call
+from pylvs.daemon.changes import Change, change_from_call, rule_change
 from pylvs.daemon.client import BatchRefused, _refused
-from pylvs.daemon.recorder import RecordingBackend, RefuseDest
+from pylvs.daemon.recorder import RecordingBackend, RefuseDest, engine_refusal
 from pylvs.daemon.rules import Rules
 from pylvs.daemon.state import BatchError, DaemonState
 from pylvs.ipvsadm.run import Result, restore, run_ipvsadm
@@ -145,6 +145,20 @@ class DaemonTransaction(RecordingBackend):
             self.rules = self.live.state.trial_for(change)
             self._started = True
         super()._do(change)
+
+    def add_dest(self, key: ServiceKey, cfg: DestConfig) -> None:
+        # RecordingBackend.add_dest with its layers inlined: a big restore is mostly this call.
+        if not self._started:
+            self.rules = self.live.state.trial_for(rule_change("add_dest", key, None, cfg))
+            self._started = True
+        change = rule_change("add_dest", key, None, cfg)
+        if self._refuse_dest is not None:
+            msg = self._refuse_dest(key, cfg)
+            if msg is not None:
+                raise engine_refusal(change, msg)
+        director = self.rules.director
+        director.services.add_dest(key, cfg, director.env.now)
+        self.changes.append(change)
 
     def snapshot(self) -> Snapshot:
         return self.rules.snapshot() if self._started else self.live.snapshot()

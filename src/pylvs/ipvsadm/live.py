@@ -40,6 +40,7 @@ _NAME = {
 }
 _TUNNEL = int(Fwd.TUNNEL)
 _HALF = 1 << 31
+_DEST_LINE = "  -> %-28s %-7s %-6d %-10d %-10d\n"
 
 Fallback = Callable[[VirtualService], str]
 
@@ -112,11 +113,19 @@ def list_text(svc: VirtualService, nosort: bool) -> str | None:
         return None
     head = f"{_LABEL[int(svc.protocol)]} {_v4(addr_int(svc.addr))}:{svc.port}"[:33]  # type: ignore[arg-type]
     lines = [f"{head} {svc.scheduler_name}\n"]
+    name = _NAME.get
     for d in _ordered_dests(svc, nosort):
         inact = d.total - d.activeconns
+        # %-formatting: the same text as the views' f-strings, measurably cheaper per line
         lines.append(
-            f"  -> {f'{_v4(addr_int(d.addr))}:{d.port}'[:28]:<28} {_NAME.get(int(d.fwd), '(null)'):<7} "
-            f"{d.weight:<6d} {d.activeconns:<10d} {inact if inact > 0 else 0:<10d}\n"
+            _DEST_LINE
+            % (
+                f"{_v4(addr_int(d.addr))}:{d.port}"[:28],
+                name(int(d.fwd), "(null)"),
+                d.weight,
+                d.activeconns,
+                inact if inact > 0 else 0,
+            )
         )
     return "".join(lines)
 
