@@ -12,7 +12,14 @@ connection: the time spent in the NFQUEUE handler (parse, core decision, verdict
 process's CPU (conntrack events, counter sync, the event loop) over the new connections.
 Every load is bounded in time; nothing leaves the namespaces.
 
-    sudo .venv/bin/python bench/bench_fastpath.py [--seconds 4] [--bulk-mb 200] [--conns 32]
+    sudo .venv/bin/python bench/bench_fastpath.py [--seconds 4] [--bulk-mb 200] [--conns 32] [--rounds 3]
+        [--variant NAME:ENV=VALUE,...] [--only kernel,fastpath,haproxy]
+
+Rounds are interleaved (kernel, fastpath variants, haproxy, then again) because the machine is
+shared and its load drifts; each figure is the median over the rounds, with the spread and the load
+average at each round printed beside it. `--variant` runs the fast path more than once per round
+with different environment settings (A/B on the same traffic), e.g.
+`--variant thread --variant inline:PYLVS_FASTPATH_SENDER=0`.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -165,7 +173,9 @@ def run_kernel(n: Netns, vip: str, a: argparse.Namespace) -> dict[str, float]:
         n.run("lvs", ["nft", "delete", "table", "ip", "plvk"])
 
 
-def run_fastpath(n: Netns, vip: str, a: argparse.Namespace) -> dict[str, float]:
+def run_fastpath(
+    n: Netns, vip: str, a: argparse.Namespace, env: dict[str, str] | None = None
+) -> dict[str, float]:
     stats = os.path.join(n.workdir, "fastpath.json")
     if os.path.exists(stats):
         os.unlink(stats)
@@ -184,6 +194,7 @@ def run_fastpath(n: Netns, vip: str, a: argparse.Namespace) -> dict[str, float]:
             *lines,
         ],
         log_name="fastpath",
+        env={**os.environ, **(env or {})},
     )
     try:
         end = time.monotonic() + 15
@@ -199,10 +210,14 @@ def run_fastpath(n: Netns, vip: str, a: argparse.Namespace) -> dict[str, float]:
     new = s1.get("new_conns", 0.0) - s0.get("new_conns", 0.0)
     r["new_conns"] = new
     r["py_us_per_conn"] = s1.get("py_us_per_new_conn", 0.0)
+    r["py_cpu_us_per_conn"] = s1.get("py_cpu_us_per_new_conn", 0.0)
     r["verdict_us_per_conn"] = s1.get("verdict_us_per_new_conn", 0.0)
     cpu = s1.get("cpu_seconds", 0.0) - s0.get("cpu_seconds", 0.0)
     r["cpu_us_per_conn"] = cpu * 1e6 / new if new else 0.0
-    r["ct_overruns"] = s1.get("ct_overruns", 0.0)
+    r["ct_overruns"] = s1.get("ct_overruns", 0.0) - s0.get("ct_overruns", 0.0)
+    ev = s1.get("ct_events", 0.0) - s0.get("ct_events", 0.0)
+    ev -= s1.get("ct_destroys", 0.0) - s0.get("ct_destroys", 0.0)  # ends of earlier rounds' entries too
+    r["ct_events_per_conn"] = ev / new if new else 0.0
     return r
 
 
@@ -217,6 +232,19 @@ def run_haproxy(n: Netns, vip: str, a: argparse.Namespace) -> dict[str, float]:
     finally:
         os.killpg(h.pid, 15)
         h.wait(10)
+
+
+def _loaded(fn: Any, *args: Any) -> dict[str, float]:
+    """One director's round, with the 1-minute load average when it started."""
+    with open("/proc/loadavg") as fh:
+        load = float(fh.read().split()[0])
+    r: dict[str, float] = fn(*args)
+    r["load"] = load
+    return r
+
+
+def _spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.0f} ({min(xs):.0f}-{max(xs):.0f})"
 
 
 def micro(n: int = 20000) -> None:
@@ -277,8 +305,14 @@ def main() -> int:
     ap.add_argument("--bulk-mb", type=int, default=200)
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument(
-        "--rounds", type=int, default=2, help="each director this many times, interleaved; best kept"
+        "--rounds", type=int, default=3, help="each director this many times, interleaved; median kept"
     )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        help="NAME[:ENV=VALUE,...]: a fast path run with these environment settings (repeatable)",
+    )
+    ap.add_argument("--only", help="comma-separated subset of kernel,fastpath,haproxy")
     ap.add_argument("--micro", action="store_true", help="only the in-process cost per new connection")
     a = ap.parse_args()
     if a.micro:
@@ -292,7 +326,6 @@ def main() -> int:
             print(f"bench_fastpath: needs {tool} (apt-get install -y {tool})", file=sys.stderr)
             return 1
     n = Netns()
-    results: dict[str, dict[str, Any]] = {}
     try:
         t = topo.build_nat(n)
         n.sysctl("client", net__ipv4__tcp_tw_reuse=1, net__ipv4__ip_local_port_range="10000 65000")
@@ -308,44 +341,79 @@ def main() -> int:
             n.wait_tcp(role, ip, 80)
         vip = t.vip
 
-        rounds: dict[str, list[dict[str, float]]] = {"kernel": [], "fastpath": [], "haproxy": []}
-        for _ in range(a.rounds):  # interleaved: the machine is shared, its load drifts
-            rounds["kernel"].append(run_kernel(n, vip, a))
-            rounds["fastpath"].append(run_fastpath(n, vip, a))
-            rounds["haproxy"].append(run_haproxy(n, vip, a))
-        for name, rs in rounds.items():
-            results[name] = {k: max(r[k] for r in rs) for k in ("rps", "cps", "mbps")}
-            results[name]["errors"] = sum(r["errors"] for r in rs)
-            results[name]["all_cps"] = [r["cps"] for r in rs]
-            results[name]["all_mbps"] = [r["mbps"] for r in rs]
-        fps = rounds["fastpath"]
-        for k in ("py_us_per_conn", "verdict_us_per_conn", "cpu_us_per_conn"):
-            results["fastpath"][k] = min(r[k] for r in fps)
-        results["fastpath"]["new_conns"] = sum(r["new_conns"] for r in fps)
-        results["fastpath"]["ct_overruns"] = sum(r["ct_overruns"] for r in fps)
+        variants: list[tuple[str, dict[str, str]]] = []
+        for v in a.variant or ["fastpath"]:
+            name, _, rest = v.partition(":")
+            env = dict(kv.split("=", 1) for kv in rest.split(",") if "=" in kv)
+            variants.append((name, env))
+        only = set(a.only.split(",")) if a.only else {"kernel", "fastpath", "haproxy"}
+        rounds: dict[str, list[dict[str, float]]] = {}
+        for i in range(a.rounds):  # interleaved: the machine is shared, its load drifts
+            if "kernel" in only:
+                rounds.setdefault("kernel", []).append(_loaded(run_kernel, n, vip, a))
+            if "fastpath" in only:
+                for name, env in variants:
+                    rounds.setdefault(name, []).append(_loaded(run_fastpath, n, vip, a, env))
+            if "haproxy" in only:
+                rounds.setdefault("haproxy", []).append(_loaded(run_haproxy, n, vip, a))
+            print(f"round {i + 1}/{a.rounds} done", file=sys.stderr, flush=True)
     finally:
         n.close()
 
-    k = results["kernel"]
     print(
-        f"fast path benchmark: NAT lab, nginx real servers, wrk -t2 -c{a.conns} {a.seconds:g}s, {a.bulk_mb} MB download"
+        f"fast path benchmark: NAT lab, nginx real servers, wrk -t2 -c{a.conns} {a.seconds:g}s, "
+        f"{a.bulk_mb} MB download, {a.rounds} interleaved rounds: median (min-max)"
     )
-    print(f"{'director':<10} {'req/s keepalive':>16} {'new conns/s':>12} {'bulk MB/s':>10} {'errors':>7}")
-    for name, r in results.items():
-        print(f"{name:<10} {r['rps']:>16.0f} {r['cps']:>12.0f} {r['mbps']:>10.0f} {r['errors']:>7.0f}")
-    fp = results["fastpath"]
-    hp = results["haproxy"]
     print(
-        f"fastpath/kernel: bulk {fp['mbps'] / k['mbps']:.2f}x, req/s {fp['rps'] / k['rps']:.2f}x, "
-        f"new conns/s {fp['cps'] / k['cps']:.2f}x"
+        f"{'director':<10} {'req/s keepalive':>22} {'new conns/s':>22} {'bulk MB/s':>18} {'errors':>7}  load avg"
     )
-    print(f"fastpath/haproxy: bulk {fp['mbps'] / hp['mbps']:.2f}x, new conns/s {fp['cps'] / hp['cps']:.2f}x")
-    print(
-        f"fastpath per new connection: {fp['py_us_per_conn']:.1f} us of Python deciding (parse, core, verdict), "
-        f"{fp['verdict_us_per_conn']:.1f} us in the verdict send (the kernel forwarding the packet); "
-        f"{fp['cpu_us_per_conn']:.1f} us of process CPU in all ({fp['new_conns']:.0f} connections, "
-        f"{fp['ct_overruns']:.0f} conntrack event overruns)"
-    )
+    for name, rs in rounds.items():
+        cols = [_spread([r[k] for r in rs]) for k in ("rps", "cps", "mbps")]
+        errs = sum(r["errors"] for r in rs)
+        loads = " ".join(f"{r['load']:.1f}" for r in rs)
+        print(f"{name:<10} {cols[0]:>22} {cols[1]:>22} {cols[2]:>18} {errs:>7.0f}  {loads}")
+    med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in rounds.items()}
+    for name, _env in variants if "fastpath" in only else []:
+        fp = med[name]
+        parts = []
+        if "kernel" in med:
+            k = med["kernel"]
+            parts.append(
+                f"{name}/kernel: bulk {fp['mbps'] / k['mbps']:.2f}x, req/s {fp['rps'] / k['rps']:.2f}x, "
+                f"new conns/s {fp['cps'] / k['cps']:.2f}x"
+            )
+        if "haproxy" in med:
+            hp = med["haproxy"]
+            parts.append(
+                f"{name}/haproxy: bulk {fp['mbps'] / hp['mbps']:.2f}x, new conns/s {fp['cps'] / hp['cps']:.2f}x"
+            )
+        paired = [
+            (f["cps"] / h["cps"], f["mbps"] / k["mbps"])
+            for f, h, k in zip(
+                rounds[name], rounds.get("haproxy", []), rounds.get("kernel", []), strict=False
+            )
+            if h["cps"] and k["mbps"]
+        ]
+        if paired:
+            parts.append(
+                "per round: new conns/s vs haproxy "
+                + " ".join(f"{x:.2f}" for x, _ in paired)
+                + "; bulk vs kernel "
+                + " ".join(f"{y:.2f}" for _, y in paired)
+            )
+        for p in parts:
+            print(p)
+        rs = rounds[name]
+        print(
+            f"{name} per new connection (median of rounds): "
+            f"{fp['py_us_per_conn']:.1f} us of Python deciding (queue read, parse, core, verdict built; "
+            f"{fp['py_cpu_us_per_conn']:.1f} us of it on the CPU), "
+            f"{fp['verdict_us_per_conn']:.1f} us in the verdict sends (the kernel forwarding the packets), "
+            f"{fp['cpu_us_per_conn']:.1f} us of process CPU in all; "
+            f"{fp['ct_events_per_conn']:.2f} conntrack update events; "
+            f"{sum(r['new_conns'] for r in rs):.0f} connections, "
+            f"{sum(r['ct_overruns'] for r in rs):.0f} event overruns"
+        )
     return 0
 
 

@@ -52,6 +52,27 @@ def test_queued_packet_carries_the_senders_mac() -> None:
     assert q is not None and (q.packet_id, q.hwaddr, len(q.payload)) == (5, mac, 20)
 
 
+def test_queued_packets_are_read_id_mark_payload() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    q = NfQueue.__new__(NfQueue)  # no netlink socket: one end of a datagram pair stands in
+    q.sock, q.buf = b, bytearray(1 << 16)
+    b.setblocking(False)
+    try:
+        for pid, mark in ((7, 0), (8, 66)):
+            body = (
+                struct.pack("!BBH", 0, 0, 7000)
+                + attr(NFQA_PACKET_HDR, struct.pack("!IHB", pid, 0x0800, 3))
+                + (attr(NFQA_MARK, struct.pack("!I", mark)) if mark else b"")
+                + attr(NFQA_PAYLOAD, b"\x45" + bytes(39))
+            )
+            a.send(struct.pack("=IHHII", 16 + len(body), (3 << 8) | 0, 0, 0, 0) + body)
+        got = q.receive_ids()
+    finally:
+        a.close()
+        b.close()
+    assert [(pid, mark, len(p)) for pid, mark, p in got] == [(7, 0, 40), (8, 66, 40)]
+
+
 def test_verdict_message_layout() -> None:
     q = NfQueue.__new__(NfQueue)  # no socket: only the encoder
     q.seq = 0
@@ -115,13 +136,62 @@ def test_conntrack_message_is_parsed() -> None:
     assert ct.mark_of(b, 0, len(b)) == 0x80010000
 
 
+def ct_event(state: int, mark: int = 0x80010000, kind: int = ct.IPCTNL_MSG_CT_NEW) -> bytes:
+    """An update event as the kernel writes it (attribute order and sizes of ctnetlink)."""
+    tcp = nested(
+        ct.CTA_PROTOINFO_TCP,
+        attr(ct.CTA_PROTOINFO_TCP_STATE, bytes([state])),
+        attr(2, b"\x07"),
+        attr(3, b"\x07"),
+        attr(4, b"\x23\x00"),
+        attr(5, b"\x23\x00"),
+    )
+    body = (
+        nested(ct.CTA_TUPLE_ORIG, _tuple(CIP, 40000, VIP, 80))
+        + nested(ct.CTA_TUPLE_REPLY, _tuple(RIP1, 80, CIP, 40000))
+        + attr(ct.CTA_ID, struct.pack("!I", 99))
+        + attr(3, struct.pack("!I", 0x18E))
+        + attr(ct.CTA_TIMEOUT, struct.pack("!I", 120))
+        + nested(ct.CTA_PROTOINFO, tcp)
+        + (attr(ct.CTA_MARK, struct.pack("!I", mark)) if mark else b"")
+    )
+    payload = struct.pack("!BBH", socket.AF_INET, 0, 0) + body
+    return struct.pack("=IHHII", 16 + len(payload), (ct.NFNL_SUBSYS_CTNETLINK << 8) | kind, 0, 0, 0) + payload
+
+
+def test_event_filter_drops_unneeded_states_and_other_marks_in_the_kernel() -> None:
+    prog = ct.event_filter(tables.OURS, glue.UNNEEDED_EVENTS)
+    assert all(0 <= jt < 256 and 0 <= jf < 256 for _c, jt, jf, _k in prog)
+    m = ct_event(ct.CT_ESTABLISHED)
+    assert ct.peek(m, 20, len(m)) == (0x80010000, 99, ct.CT_ESTABLISHED)  # the layout the filter expects
+    for state in (ct.CT_ESTABLISHED, ct.CT_FIN_WAIT, ct.CT_LAST_ACK, ct.CT_TIME_WAIT, ct.CT_CLOSE):
+        assert run_bpf(prog, ct_event(state)), state
+    for state in (ct.CT_SYN_RECV, ct.CT_CLOSE_WAIT):
+        assert not run_bpf(prog, ct_event(state)), state
+    assert not run_bpf(prog, ct_event(ct.CT_ESTABLISHED, mark=0x10))  # not ours
+    assert run_bpf(prog, ct_event(ct.CT_ESTABLISHED, mark=0))  # no mark attribute: Python decides
+    assert run_bpf(prog, ct_event(ct.CT_SYN_RECV, kind=ct.IPCTNL_MSG_CT_DELETE))  # ends always pass
+    odd = bytearray(ct_event(ct.CT_SYN_RECV))
+    odd[132 + 2] = 20  # another attribute where the status was: layout unknown, keep it
+    assert run_bpf(prog, bytes(odd))
+    assert run_bpf(prog, ct_event(ct.CT_SYN_RECV)[:100])  # short messages are kept, not cut
+
+
 # -- the DR socket's filter ----------------------------------------------------------------------
 def run_bpf(prog: list[drsock.Insn], pkt: bytes) -> int:
     a = x = pc = 0
     while True:
         code, jt, jf, k = prog[pc]
         pc += 1
-        if code == drsock.LD_H_ABS:
+        if code in (drsock.LD_H_ABS, drsock.LD_W_ABS, drsock.LD_B_ABS) and k + (
+            2 if code == drsock.LD_H_ABS else 4 if code == drsock.LD_W_ABS else 1
+        ) > len(pkt):
+            return 0  # the kernel ends the program (drops) on a load past the end
+        if code == 0x80:  # ld len
+            a = len(pkt)
+        elif code == 0x35:  # jge #k
+            pc += jt if a >= k else jf
+        elif code == drsock.LD_H_ABS:
             a = int.from_bytes(pkt[k : k + 2], "big")
         elif code == drsock.LD_W_ABS:
             a = int.from_bytes(pkt[k : k + 4], "big")
@@ -202,6 +272,33 @@ def test_conntrack_states_drive_the_core() -> None:
     glue.ct_state_changed(d, flow, ct.CT_FIN_WAIT, now + 2)
     glue.ct_state_changed(d, flow, ct.CT_TIME_WAIT, now + 3)
     assert conn.dest.activeconns == 0 and conn.dest.inactconns == 1
+
+
+def test_filtered_events_leave_the_core_where_all_events_would() -> None:
+    full = [
+        ct.CT_SYN_RECV,
+        ct.CT_ESTABLISHED,
+        ct.CT_FIN_WAIT,
+        ct.CT_CLOSE_WAIT,
+        ct.CT_LAST_ACK,
+        ct.CT_TIME_WAIT,
+    ]
+    seen = []
+    for states in (full, [s for s in full if s not in glue.UNNEEDED_EVENTS]):
+        d, _key = nat_director()
+        syn = Packet(
+            Proto.TCP, ipaddress.IPv4Address(CIP), 40000, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
+        )
+        conn = d.process_in(syn, 1.0).conn
+        assert conn is not None
+        flow = glue.Flow(conn, 6, A(CIP), 40000, A(VIP), 80)
+        steps = {}
+        for st in states:
+            glue.ct_state_changed(d, flow, st, 2.0)
+            steps[st] = (conn.state, conn.timeout, conn.dest.activeconns, conn.dest.inactconns)
+        seen.append({st: v for st, v in steps.items() if st not in glue.UNNEEDED_EVENTS})
+    assert seen[0] == seen[1]
+    assert seen[1][ct.CT_TIME_WAIT][0] == coretcp.TIME_WAIT
 
 
 def test_adopting_a_kernel_connection_without_scheduling() -> None:

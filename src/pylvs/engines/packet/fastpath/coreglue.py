@@ -35,6 +35,12 @@ CT_TO_PACKET: dict[int, tuple[str, int]] = {
     ct.CT_TIME_WAIT: ("in", TCP_ACK),
     ct.CT_CLOSE: ("in", TCP_RST),
 }
+# States whose events leave the core where it already is, in the order conntrack goes through them:
+# SYN_RECV (the server's SYN-ACK: the core is in SYN_RECV since the client's SYN) and CLOSE_WAIT
+# (the ACK of the first FIN: FIN_WAIT already moved the core). The kernel does not send us these
+# (conntrack.event_filter): two events less of six per connection. A dump that finds a connection
+# in one of them still hands it to ct_state_changed.
+UNNEEDED_EVENTS = (ct.CT_SYN_RECV, ct.CT_CLOSE_WAIT)
 # conntrack TCP state -> the core's state for an adopted entry.
 CT_TO_CORE = {
     ct.CT_SYN_SENT: coretcp.SYN_RECV,
@@ -47,16 +53,16 @@ CT_TO_CORE = {
     ct.CT_CLOSE: coretcp.CLOSE,
 }
 
-_ADDR: dict[bytes, ipaddress.IPv4Address] = {}
+ADDR_CACHE: dict[bytes, ipaddress.IPv4Address] = {}  # hot loops read it before calling ip4
 
 
 def ip4(b: bytes) -> ipaddress.IPv4Address:
     """bytes -> IPv4Address, cached (a handful of VIPs and servers, many clients: bounded)."""
-    a = _ADDR.get(b)
+    a = ADDR_CACHE.get(b)
     if a is None:
-        if len(_ADDR) > 65536:
-            _ADDR.clear()
-        a = _ADDR[b] = ipaddress.IPv4Address(b)
+        if len(ADDR_CACHE) > 65536:
+            ADDR_CACHE.clear()
+        a = ADDR_CACHE[b] = ipaddress.IPv4Address(b)
     return a
 
 

@@ -20,7 +20,11 @@ IPT_CHAIN = "PYLVS-FAST"
 RS_SHIFT = 16
 RS_MASK = 0xFFFF0000  # mark bits naming the real server; the low 16 bits stay the user's fwmark
 OURS = 0x80000000  # always set in our marks: conntrack dumps are filtered by it in the kernel
-MAX_ID = 0x7FFF
+# Set in the ct mark by the `fin` chain when a FIN or RST of one of our connections goes by: the
+# periodic counter dump leaves closed connections out in the kernel (most entries of a busy
+# director sit in TIME_WAIT for two minutes); each gets one last look by itself instead.
+CLOSED = 0x40000000
+MAX_ID = 0x3FFF  # server ids stay below CLOSED
 USER_MASK = 0x0000FFFF
 DR_PRIORITY = 10  # after the labs' probe counters (-10); the per-packet engine never shares a VIP with us
 
@@ -63,6 +67,23 @@ def ip_table_text() -> str:
   chain post {{
     type nat hook postrouting priority srcnat; policy accept;
     ct mark & {m} != 0 snat ip to ct mark & {m} map @snat_a
+  }}
+}}
+""" + closed_chain_text()
+
+
+def closed_chain_text() -> str:
+    """The chain that flags closed connections (CLOSED); replaced whole, so an adopted table from
+    an older pylvsd gets it too."""
+    return f"""table ip {IP_TABLE} {{
+  chain fin {{
+    type filter hook forward priority filter; policy accept;
+  }}
+}}
+flush chain ip {IP_TABLE} fin
+table ip {IP_TABLE} {{
+  chain fin {{
+    ct mark & 0x{OURS:08x} != 0 tcp flags & (fin | rst) != 0 ct mark set ct mark | 0x{CLOSED:08x}
   }}
 }}
 """
