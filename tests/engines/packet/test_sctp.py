@@ -9,6 +9,8 @@ import socket
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pylvs.core.director import Director
 from pylvs.core.types import DestConfig, Fwd, Proto, ServiceConfig, ServiceKey
@@ -108,6 +110,26 @@ def test_port_rewrite_keeps_a_good_crc_good_and_a_bad_one_bad_by_the_same_error(
         assert struct.unpack_from("!HH", out) == (6000, 8080) and ip_ok(f[IP:])
         assert sctp.stored(out, 0) ^ sctp.compute(out, 0, len(out)) == err
         assert crc_ok(f) is good
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    body=st.binary(min_size=4, max_size=1500),
+    ports=st.tuples(st.integers(0, 65535), st.integers(0, 65535)),
+    new=st.tuples(st.none() | st.integers(0, 65535), st.none() | st.integers(0, 65535)),
+    damage=st.integers(0, 0xFFFFFFFF),
+)
+def test_incremental_crc_update_equals_a_full_recompute(
+    body: bytes, ports: tuple[int, int], new: tuple[int | None, int | None], damage: int
+) -> None:
+    pkt = sctp.seal(bytearray(struct.pack("!HHI", *ports, 99) + bytes(4) + body))
+    pkt[8:12] = (int.from_bytes(pkt[8:12], "little") ^ damage).to_bytes(4, "little")
+    f = bytearray(bytes(IP + 20)) + pkt  # the frame's headers do not matter to the SCTP rewrite
+    sctp.rewrite_ports(f, IP + 20, len(f), *new)
+    out = f[IP + 20 :]
+    want = (ports[0] if new[0] is None else new[0], ports[1] if new[1] is None else new[1])
+    assert struct.unpack_from("!HH", out) == want
+    assert sctp.stored(out, 0) == sctp.compute(out, 0, len(out)) ^ damage
 
 
 def test_address_only_rewrite_leaves_the_crc_bytes_alone() -> None:
@@ -355,3 +377,66 @@ def test_fwmark_service_takes_sctp_from_nfqueue_and_rewrites_the_replies() -> No
     out = f.handle(2, reply, 1.1)
     assert len(out) == 1 and out[0][1][IP + 12 : IP + 16] == A(VIP) and crc_ok(out[0][1])
     assert conn.state_name == "C-SENT"
+
+
+def test_moving_chunks_are_the_ones_the_core_does_not_take_as_data() -> None:
+    from pylvs.core.proto import sctp as core_sctp
+
+    assert sctp.MOVING_CHUNKS == set(core_sctp._EVENT_OF_CHUNK)
+
+
+@pytest.mark.parametrize("fwd_method", [Fwd.MASQ, Fwd.DROUTE, Fwd.TUNNEL, Fwd.FULLNAT])
+def test_established_associations_take_the_fast_path_with_the_cores_counters_and_states(
+    fwd_method: Fwd,
+) -> None:
+    d = Director()
+    key = ServiceKey.for_addr(Proto.SCTP, ipaddress.ip_address(VIP), 80)
+    d.add_service(key, ServiceConfig(scheduler="rr"))
+    d.add_dest(key, DestConfig(addr=ipaddress.ip_address(RS1), port=8080, fwd=fwd_method))
+    f, _ = make_forwarder(fwd_method, Proto.SCTP, rport=8080)
+    f.director = d
+    f.conn_table = d.conns
+    f.load_rules()
+    t = [1.0]
+    lport = [0]
+
+    def c2s(chunks: list[bytes]) -> bytearray:
+        t[0] += 0.01
+        out = f.handle(1, sctp_frame(CIP, 5000, VIP, 80, chunks, 1), t[0])
+        assert len(out) == 1
+        fr = bytearray(out[0][1])
+        if fwd_method == Fwd.TUNNEL:
+            fr = fr[:IP] + fr[IP + 20 :]  # the inner packet
+        if fwd_method == Fwd.FULLNAT:
+            lport[0] = struct.unpack_from("!H", fr, IP + 20)[0]
+        assert crc_ok(fr) and ip_ok(fr[IP:])
+        return fr
+
+    def s2c(chunks: list[bytes]) -> None:
+        if fwd_method in (Fwd.DROUTE, Fwd.TUNNEL):
+            return  # their replies bypass the director
+        t[0] += 0.01
+        dst, dport = ("192.168.1.100", lport[0]) if fwd_method == Fwd.FULLNAT else (CIP, 5000)
+        out = f.handle(2, sctp_frame(RS1, 8080, dst, dport, chunks, 1, to_mac=MAC_LAN), t[0])
+        assert len(out) == 1 and crc_ok(out[0][1])
+        assert struct.unpack_from("!HH", out[0][1], IP + 20) == (80, 5000)
+
+    c2s([chunk(sctp.INIT, 0, INIT_VALUE)])
+    s2c([chunk(sctp.INIT_ACK, 0, INIT_VALUE)])
+    c2s([chunk(sctp.COOKIE_ECHO, 0, b"cookie")])
+    s2c([chunk(sctp.COOKIE_ACK)])
+    conn = next(iter(d.conns))
+    assert conn.state_name == "ESTABLISHED"
+    for i in range(5):
+        fr = c2s([chunk(sctp.DATA, 3, bytes(12) + b"data %d" % i)])
+        if fwd_method in (Fwd.MASQ, Fwd.FULLNAT):
+            assert struct.unpack_from("!H", fr, IP + 22)[0] == 8080
+        s2c([chunk(sctp.SACK, 0, bytes(12)), chunk(sctp.DATA, 3, bytes(12) + b"ok")])
+    assert f.counters["fast"] >= 5
+    st = conn.dest.stats
+    replies = 0 if fwd_method in (Fwd.DROUTE, Fwd.TUNNEL) else 7
+    assert (st.inpkts, st.outpkts) == (7, replies)
+    assert conn.expires == pytest.approx(t[0] + conn.timeout)
+    # a SHUTDOWN leaves the fast path: the core sees it and moves the state
+    c2s([chunk(sctp.SHUTDOWN, 0, bytes(4))])
+    assert conn.state_name == "S-RECEIVED" and st.inpkts == 8

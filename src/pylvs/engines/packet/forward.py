@@ -334,7 +334,8 @@ class Forwarder:
     def _fast(
         self, fe: FastEntry, ifc: Iface, f: bytearray, out: Frames, now: float, l4: int, flow: Flow
     ) -> bool:
-        """A packet of a connection in a steady state (TCP ESTABLISHED without SYN/FIN/RST, or UDP):
+        """A packet of a connection in a steady state (TCP ESTABLISHED without SYN/FIN/RST, UDP, or
+        SCTP ESTABLISHED whose first chunk is one the state machine takes as DATA):
         the core's answer is known (same entry, no state change), so only its counters and timer move.
         Anything else, or any change of the entry, goes the full way through the core.
 
@@ -349,6 +350,7 @@ class Forwarder:
             or conn.flags != fe.cflags
             or self.director.timeouts is not fe.timeouts
             or not conn.dest.available
+            or (proto == IPPROTO_SCTP and f[l4 + 12] in sctp.MOVING_CHUNKS)
         ):
             del self.fast[flow]
             return False
@@ -464,7 +466,10 @@ class Forwarder:
         return True
 
     def _fixed(self, fe: FastEntry, flow: Flow) -> FixedRewrite | None:
-        """The rewrite every later packet of a steady connection gets (None: none, or IPv6)."""
+        """The rewrite every later packet of a steady connection gets (None: none, IPv6, or SCTP,
+        whose CRC rewrite() keeps)."""
+        if flow[0] == IPPROTO_SCTP:
+            return None
         if fe.kind == 0:
             if fe.fwd == Fwd.MASQ:
                 return fixed_rewrite(flow, None, None, fe.raddr, fe.rport)
@@ -560,7 +565,7 @@ class Forwarder:
         if action != "FORWARD" or conn is None:
             self.counters["drop"] += 1
             return action
-        if coreapi.steady(conn, proto):
+        if coreapi.steady(conn, proto) or (proto == IPPROTO_SCTP and sctp.steady(conn)):
             self._remember(flow, conn, 0)
         return self._forward(ifc, f, out, conn, l4, flow)
 
@@ -711,7 +716,7 @@ class Forwarder:
         else:
             pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(caddr), cport, length=length, tcp_flags=flags)
         coreapi.note_out(self.director, conn, pkt, now)
-        if coreapi.steady(conn, proto):
+        if coreapi.steady(conn, proto) or (proto == IPPROTO_SCTP and sctp.steady(conn)):
             self._remember(flow, conn, kind, ent)
 
     def _nat_out(

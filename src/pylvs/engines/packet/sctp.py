@@ -20,6 +20,7 @@ import struct
 
 import google_crc32c
 
+from pylvs.core.proto.sctp import ESTABLISHED
 from pylvs.engines.packet.frames import F_NEEDS_CSUM, NO_VNET, eth_header, ipv4_header
 
 IPPROTO_SCTP = 132
@@ -32,6 +33,12 @@ DATA, INIT, INIT_ACK, SACK = 0, 1, 2, 3
 HEARTBEAT, HEARTBEAT_ACK, ABORT, SHUTDOWN, SHUTDOWN_ACK = 4, 5, 6, 7, 8
 ERROR, COOKIE_ECHO, COOKIE_ACK, SHUTDOWN_COMPLETE = 9, 10, 11, 14
 T_BIT = 0x01  # ABORT / SHUTDOWN_COMPLETE flag: the verification tag is the receiver's own (reflected)
+
+# First chunks that may move an association's state (everything else is the DATA event, which
+# leaves ESTABLISHED as it is): a steady association's packet with one of these goes to the core.
+MOVING_CHUNKS = frozenset(
+    {INIT, INIT_ACK, ABORT, SHUTDOWN, SHUTDOWN_ACK, ERROR, COOKIE_ECHO, COOKIE_ACK, SHUTDOWN_COMPLETE}
+)
 
 _HHI = struct.Struct("!HHI")
 _LE32 = struct.Struct("<I")
@@ -68,10 +75,17 @@ def seal(pkt: bytearray) -> bytearray:
     return pkt
 
 
+def steady(conn: object) -> bool:
+    """True when the association is ESTABLISHED: its next DATA-event packets cannot change its state,
+    so the engine's fast path may count them and re-arm the timer itself (see Forwarder._fast)."""
+    return getattr(conn, "state", None) == ESTABLISHED and not getattr(conn, "dead", False)
+
+
 def accept(f: bytearray, l4: int, end: int) -> bool:
-    """Make an SCTP frame fit to forward: the common header present within the frame, no GSO, and a
-    CHECKSUM_PARTIAL CRC finished here (the flag cleared, see the module doc). False: leave it."""
-    if end < l4 + COMMON or end > len(f) or f[1]:  # truncated, or a gso_type
+    """Make an SCTP frame fit to forward: the common header and a chunk header within the frame, no
+    GSO, and a CHECKSUM_PARTIAL CRC finished here (the flag cleared, see the module doc). False: leave
+    it (an SCTP packet without a chunk means nothing to either end)."""
+    if end < l4 + COMMON + 4 or end > len(f) or f[1]:  # truncated, or a gso_type
         return False
     if f[0] & F_NEEDS_CSUM:
         store(f, l4, compute(f, l4, end))
@@ -92,23 +106,44 @@ def first_chunk(f: bytes | bytearray, l4: int, end: int) -> tuple[int, bool]:
     return kind, length >= 4 and nxt + 4 <= end and f[nxt] == ABORT
 
 
+def port_delta(delta: int, n: int) -> int:
+    """What a change of the first 4 bytes by XOR `delta` does to the CRC32c of an n-byte packet.
+
+    CRC32c is affine over GF(2): crc(m) = L(m) ^ c(n) for messages of one length n, so
+    crc(m ^ d) = crc(m) ^ crc(d) ^ crc(0 * n). The packet itself is not read, only its length: the
+    update costs the same for any size, and a connection's (delta, length) pairs repeat, so they are
+    cached."""
+    key = (delta, n)
+    v = _DELTAS.get(key)
+    if v is None:
+        if len(_DELTAS) >= 4096:
+            _DELTAS.clear()
+        zeros = bytes(n - 4)
+        v = _DELTAS[key] = int(
+            google_crc32c.value(delta.to_bytes(4, "big") + zeros) ^ google_crc32c.value(ZERO4 + zeros)
+        )
+    return v
+
+
+_DELTAS: dict[tuple[int, int], int] = {}
+_PORTS = struct.Struct("!I")
+
+
 def rewrite_ports(f: bytearray, l4: int, end: int, sport: int | None, dport: int | None) -> None:
-    """Change the ports of the SCTP packet f[l4:end] and keep its checksum right. A wrong checksum
-    stays wrong by the same error (the CRC is linear), so the next hop still drops a damaged packet
-    instead of the director laundering it. Addresses are none of the CRC's business."""
-    osp, odp = struct.unpack_from("!HH", f, l4)
-    nsp = osp if sport is None else sport
-    ndp = odp if dport is None else dport
+    """Change the ports of the SCTP packet f[l4:end] and update its checksum for that change alone
+    (port_delta), so a wrong checksum stays wrong by the same error and the next hop still drops a
+    damaged packet instead of the director laundering it. Addresses are none of the CRC's business."""
+    (old,) = _PORTS.unpack_from(f, l4)
+    new = ((old >> 16) if sport is None else sport) << 16 | ((old & 0xFFFF) if dport is None else dport)
     if f[0] & F_NEEDS_CSUM:  # not finished on arrival (accept() was not called): finish it now
-        struct.pack_into("!HH", f, l4, nsp, ndp)
+        _PORTS.pack_into(f, l4, new)
         store(f, l4, compute(f, l4, end))
         f[0] &= ~F_NEEDS_CSUM & 0xFF
         return
-    if nsp == osp and ndp == odp:
+    if new == old:
         return
-    err = stored(f, l4) ^ compute(f, l4, end)
-    struct.pack_into("!HH", f, l4, nsp, ndp)
-    store(f, l4, compute(f, l4, end) ^ err)
+    _PORTS.pack_into(f, l4, new)
+    store(f, l4, stored(f, l4) ^ port_delta(old ^ new, end - l4))
 
 
 def ootb_reply(sctp: bytes | bytearray) -> bytearray | None:
