@@ -91,3 +91,38 @@ def test_pylvsadm_changes_survive_restart(make_daemon) -> None:  # type: ignore[
     d2 = make_daemon().start()
     assert pylvsadm(d2, "-Sn").stdout == saved
     d2.stop()
+
+
+def test_restore_names_the_first_bad_line(ephemeral: Pylvsd) -> None:
+    """pylvsd plays -R line by line on its own copy: a refusal on line 2 is reported even though
+    line 3 does not parse (ipvsadm would have stopped at line 2 too)."""
+    text = "-A -t 10.9.0.1:80\n-A -t 10.9.0.1:80\n-A -t 10.9.0.2:80 --bogus\n"
+    r = pylvsadm(ephemeral, "-R", stdin=text)
+    assert (r.returncode, r.stdout) == (255, "")
+    assert r.stderr.startswith("Service already exists\n")
+    assert r.stderr.endswith(": restore rejected at line 2; no rule was changed\n")
+    assert pylvsadm(ephemeral, "-Sn").stdout == ""
+
+
+def test_every_command_runs_in_the_daemon_and_prints_as_locally(ephemeral: Pylvsd, tmp_path: Path) -> None:
+    """The same bytes and exit code whether pylvsd runs the command line (POST /ipvsadm) or pylvsadm
+    does without a daemon (help, usage errors, names with undecodable bytes)."""
+
+    def run(sock: str, *args: str) -> tuple[int, bytes, bytes]:
+        env = {**os.environ, "PYLVS_SOCKET": sock}
+        argv = [sys.executable, "-m", "pylvs.cli.pylvsadm", *args]
+        p = subprocess.run(argv, env=env, capture_output=True, timeout=60)
+        return p.returncode, p.stdout, p.stderr
+
+    none = str(tmp_path / "none.sock")
+    for args in (
+        ["-h"],
+        ["--bogus\udcff"],
+        ["-A", "-t", "host\udcff:80"],
+        ["-a", "-t", "1.2.3.4:80", "-w", "x"],
+    ):
+        assert run(ephemeral.socket, *args) == run(none, *args), args  # no rules needed: parsed alike
+    code, out, err = run(ephemeral.socket, "-A", "-t", "10.0.0.1:80", "-s", "r\udcffr")
+    assert (code, out) == (255, b"") and err.endswith(b" not found\n")
+    code, out, err = run(ephemeral.socket, "-L", "-n", "--stats", "--rate")
+    assert (code, err) == (0, b"") and b"Conns   InPkts" in out  # --stats wins, as in ipvsadm
