@@ -164,3 +164,37 @@ def test_fuzzed_requests(fuzz_daemon: Pylvsd, req: tuple[str, str, Any], mangle:
         assert "Traceback" not in json.dumps(answer)
         _, after = send(fuzz_daemon, "GET", "/snapshot", None)
         assert after == before
+
+
+WORDS = st.sampled_from(
+    "-A -E -D -C -a -e -d -L -l -n -Z -R -S -t -u -f -s -r -g -m -i -w -x -y -p -M -b -c --stats --rate "
+    "--exact --sort --nosort --set --fullnat --pe sip rr wlc mh sh-port 10.0.0.1:80 10.0.0.2 192.168.1.9:81 "
+    "[2001:db8::1]:53 1 0 -1 65536 4294967296 x \udcff ipvsadm".split()
+)
+adm_body = st.fixed_dictionaries(
+    {"argv": st.lists(WORDS | st.text(max_size=8), max_size=9)},
+    optional={
+        "stdin": st.none() | st.lists(st.lists(WORDS, max_size=8).map(" ".join), max_size=5).map("\n".join),
+        "flush_first": st.booleans(),
+        "prog": st.sampled_from(["pylvsadm", "ipvsadm"]),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=adm_body | json_value)
+def test_fuzzed_command_lines_in_the_daemon(fuzz_daemon: Pylvsd, body: Any) -> None:
+    """POST /ipvsadm: any argv/stdin gets ipvsadm's answer (or a 4xx for a malformed request), never a
+    traceback; a command that fails changes nothing."""
+    _, before = send(fuzz_daemon, "GET", "/snapshot", None)
+    status, answer = send(fuzz_daemon, "POST", "/ipvsadm", body)
+    assert status < 500, (status, answer)
+    assert "Traceback" not in json.dumps(answer)
+    _, after = send(fuzz_daemon, "GET", "/snapshot", None)
+    if status >= 400:
+        assert {"errno", "op", "message"} <= set(answer)
+        assert after == before
+    else:
+        assert set(answer) == {"out", "err", "code"}
+        if answer["code"] != 0:
+            assert after == before, answer
