@@ -37,6 +37,8 @@ def run_cbpf(prog: list[tuple[int, int, int, int]], pkt: bytes) -> int:
             a = int.from_bytes(pkt[x + at(k) : x + at(k) + 2], "big")
         elif code == fanout.LDX_MSH:
             x = (pkt[at(k)] & 0xF) * 4
+        elif code == fanout.LD_IMM:
+            a = k
         elif code == fanout.ST:
             mem[k] = a
         elif code == fanout.LDX_MEM:
@@ -95,6 +97,21 @@ def test_both_directions_meet_on_one_worker() -> None:
     # ARP and ICMP: worker 0
     assert run_cbpf(prog, bytes(12) + b"\x08\x06" + bytes(40)) == 0
     assert run_cbpf(prog, frame("172.25.254.10", 0, "172.25.254.100", 0, proto=1)) == 0
+
+
+def test_persistent_services_pick_the_worker_by_client_address() -> None:
+    import socket
+
+    vip = socket.inet_aton("172.25.254.100")
+    prog = fanout.program([vip], [], 4, (10000, 30000), by_port=False)
+    for client in ("172.25.254.10", "172.25.254.11", "10.1.2.3"):
+        workers = {
+            run_cbpf(prog, frame(client, cport, "172.25.254.100", 80)) for cport in range(40000, 40200, 2)
+        }
+        replies = {
+            run_cbpf(prog, frame("192.168.1.10", 80, client, cport)) for cport in range(40000, 40200, 2)
+        }
+        assert len(workers) == 1 and workers == replies
 
 
 def test_port_slices_do_not_overlap() -> None:

@@ -135,7 +135,7 @@ class PacketEngine(Engine):
         table_name: str | None = None,
         ring: str | None = None,
         ring_timeout_ms: int = 1,
-        tx_ring: bool = False,
+        tx_ring: bool = True,
         fanout_worker: tuple[int, int] | None = None,
         members: dict[str, fanout.Member] | None = None,
     ) -> None:
@@ -171,6 +171,9 @@ class PacketEngine(Engine):
         self.mark_rules: list[list[str]] = []
         # Memory-mapped rings (ring.py): "v3" = a TPACKET_V3 receive ring per interface instead of
         # one recv() per frame; tx_ring = a transmit ring per interface, one send() per wake-up.
+        # Measured (bench/RESULTS.md, 2026-11-25): the TX ring pays under every load, so it is on; the
+        # V3 ring pays on steady streams but its block timeout (1 ms at least) slows short
+        # connections, so it is off unless asked for.
         if ring not in (None, "v3"):
             raise ValueError(f"packet engine: unknown ring {ring!r} (v3)")
         if not 1 <= ring_timeout_ms <= 1000:
@@ -316,7 +319,8 @@ class PacketEngine(Engine):
             # every worker sets the same program (the group keeps the last one)
             vips = [ipaddress.ip_address(a).packed for _p, a, _port in spec.vips if ":" not in a]
             lip4 = [ipaddress.ip_address(a).packed for _p, a in spec.lips if ":" not in a]
-            fprog = fanout.program(vips, lip4, self.fanout_worker[1], self.fullnat_range)
+            by_port = not any(svc.persistent for svc in self.director.services)
+            fprog = fanout.program(vips, lip4, self.fanout_worker[1], self.fullnat_range, by_port)
             for s in self.socks.values():
                 fanout.set_program(s, fprog)
         # Ask for the real servers' MACs now, so the first SYN does not wait for ARP.

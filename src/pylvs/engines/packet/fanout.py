@@ -10,7 +10,18 @@ fanout program picks the worker so that both directions of a connection meet on 
 
 The fanout index is the member's place in the group, in the order the sockets joined; `open_group`
 therefore opens every worker's sockets in one process, in worker order, before the workers fork.
-Each worker has its own Director: scheduling and counters are per worker (see docs in engine.py).
+
+What this changes in IPVS semantics (why it is an option, off by default, and only in the bare lab
+director, `PYLVS_LAB_ENGINE_OPTS='{"workers": N}'`): each worker has its own Director built from the
+same rules, so the connection table is partitioned by client and
+- scheduling is per worker: rr/wrr rotate per worker (globally the servers still alternate, but
+  not in one strict sequence); lc/wlc/sed/nq see only the worker's own connections; sh/dh/mh are
+  unchanged (pure functions of the addresses);
+- persistence holds because, when any service is persistent, the worker is chosen by the client
+  address alone (not its port), so all of a client's connections and templates meet on one worker;
+- connection limits (-x/-y thresholds, OVERLOAD) apply per worker, i.e. N times looser overall;
+- counters and rates are per worker (the lab director sums them); a listing shows one worker's;
+- ICMP errors and IPv6 go to worker 0, so they find their connection only when it lives there.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ ETH_P_ARP = 0x0806
 # classic BPF opcodes
 LD_W_ABS, LD_H_ABS, LD_B_ABS = 0x20, 0x28, 0x30
 LD_H_IND = 0x48
+LD_IMM = 0x00
 LDX_MSH = 0xB1
 ST, LDX_MEM = 0x02, 0x61
 ALU_XOR_X, ALU_MOD_K, ALU_SUB_K, ALU_DIV_K = 0xAC, 0x94, 0x14, 0x34
@@ -56,8 +68,12 @@ def port_slice(lo: int, hi: int, index: int, count: int) -> tuple[int, int]:
     return lo + index * chunk, lo + (index + 1) * chunk - 1
 
 
-def program(vips: list[bytes], lips: list[bytes], count: int, ports: tuple[int, int]) -> list[Insn]:
-    """The fanout program (returns the worker index; the kernel takes it modulo the group size)."""
+def program(
+    vips: list[bytes], lips: list[bytes], count: int, ports: tuple[int, int], by_port: bool = True
+) -> list[Insn]:
+    """The fanout program (returns the worker index; the kernel takes it modulo the group size).
+    Without `by_port` the client's address alone picks the worker, so every connection of a client
+    meets the same worker (what persistent services need: their templates are per worker)."""
     vips = sorted(set(vips))
     lips = sorted(set(lips))
     if len(vips) + len(lips) > 200:
@@ -85,7 +101,10 @@ def program(vips: list[bytes], lips: list[bytes], count: int, ports: tuple[int, 
     labels: dict[str, int] = {}
     # reply from a NAT real server: (daddr ^ dport) % count
     labels["reply"] = len(p)
-    p.append((LD_H_IND, 0, 0, NET + 2))  # dport
+    if by_port:
+        p.append((LD_H_IND, 0, 0, NET + 2))  # dport
+    else:
+        p.append((LD_IMM, 0, 0, 0))
     p.append((ST, 0, 0, 0))
     p.append((LD_W_ABS, 0, 0, NET + 16))
     p.append((LDX_MEM, 0, 0, 0))
@@ -96,7 +115,10 @@ def program(vips: list[bytes], lips: list[bytes], count: int, ports: tuple[int, 
     p.append((RET_A, 0, 0, 0))
     # request to a virtual address: (saddr ^ sport) % count
     labels["req"] = len(p)
-    p.append((LD_H_IND, 0, 0, NET))  # sport
+    if by_port:
+        p.append((LD_H_IND, 0, 0, NET))  # sport
+    else:
+        p.append((LD_IMM, 0, 0, 0))
     p.append((ST, 0, 0, 0))
     p.append((LD_W_ABS, 0, 0, NET + 12))
     p.append((LDX_MEM, 0, 0, 0))
