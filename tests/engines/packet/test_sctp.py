@@ -440,3 +440,18 @@ def test_established_associations_take_the_fast_path_with_the_cores_counters_and
     # a SHUTDOWN leaves the fast path: the core sees it and moves the state
     c2s([chunk(sctp.SHUTDOWN, 0, bytes(4))])
     assert conn.state_name == "S-RECEIVED" and st.inpkts == 8
+
+
+def test_icmp_errors_about_sctp_are_relayed_like_tcp() -> None:
+    from tests.engines.packet.test_forward import icmp_frame
+
+    f, _d = real_core(Fwd.MASQ)
+    sent = f.handle(1, sctp_frame(CIP, 5000, VIP, 80, init()), 1.0)[0][1]
+    err = icmp_frame(RS1, CIP, bytes(sent[IP:]), 3, 3, MAC_LAN)
+    out = f.handle(2, err, 1.1)
+    assert len(out) == 1 and out[0][0] == 1 and f.counters["icmp_relayed"] == 1
+    pkt = out[0][1][IP:]
+    assert pkt[12:16] == A(VIP) and ip_ok(pkt)
+    inner = pkt[28:]
+    assert inner[9] == sctp.IPPROTO_SCTP and inner[16:20] == A(VIP)
+    assert struct.unpack_from("!HH", inner, 20) == (5000, 80)

@@ -33,6 +33,7 @@ pytestmark = [
 ]
 
 PORT = 80
+MESSAGES = 20
 
 
 @dataclass
@@ -45,6 +46,7 @@ class SctpRun:
     after: str = ""  # ... and after it was shut down
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     listing: str = ""
+    stats: str = ""  # pylvsadm -Ln --stats at the end
     vip: str = ""
     logs: str = ""
 
@@ -57,8 +59,9 @@ class SctpRun:
         return sum(v for k, v in self.counters.get("lvs", {}).items() if k.endswith(":request"))
 
 
-def _client(lab: Lab, vip: str, hold: bool) -> subprocess.Popen[str]:
+def _client(lab: Lab, vip: str, hold: bool, messages: int = 2) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "pylvs.lab.sctppeer", "client", "--vip", vip, "--port", str(PORT)]
+    cmd += ["--messages", str(messages)]
     return subprocess.Popen(
         ["ip", "netns", "exec", lab.n.ns("client"), *cmd, *(["--hold"] if hold else [])],
         stdin=subprocess.PIPE,
@@ -130,9 +133,10 @@ def run_sctp(mode: str) -> SctpRun:
                 p.kill()
                 p.wait()
         r.after = lab.pylvsadm(["-Lnc"])
-        q = _client(lab, vip, hold=False)
+        q = _client(lab, vip, hold=False, messages=MESSAGES)  # enough for the engine's fast path
         out, _ = q.communicate(timeout=30)
         r.second = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+        r.stats = lab.pylvsadm(["-Ln", "--stats"])
         lab.collect()
         r.counters = lab.result.counters
         r.listing = lab.result.listing
@@ -158,6 +162,7 @@ def test_associations_reach_both_real_servers_with_good_checksums(mode: str) -> 
     assert r.first.get("established"), (r.first, r.logs)
     assert r.closed.get("closed"), (r.closed, r.logs)
     assert r.second and r.second[0].get("established") and r.second[-1].get("closed"), (r.second, r.logs)
+    assert [a["got"] for a in r.second[0]["answers"]] == [f"message {i}" for i in range(MESSAGES)]
     answers = r.first["answers"] + r.second[0]["answers"]
     assert {a["server"] for a in answers} == {"192.168.1.10", "192.168.1.20"}  # rr: one each
     assert all(a["bad_crc"] == 0 for a in answers), answers  # the real servers saw no bad CRC
@@ -205,3 +210,19 @@ def test_connection_table_shows_sctp_states(mode: str) -> None:
         assert "FWM  66" in r.listing
     else:
         assert "SCTP" in r.listing and f"{r.vip}:{PORT}" in r.listing
+
+
+def _service_stats(text: str) -> list[int]:
+    """Conns, InPkts, OutPkts, InBytes, OutBytes of the first service in `pylvsadm -Ln --stats`."""
+    line = next(ln for ln in text.splitlines() if ln.startswith(("SCTP", "FWM")))
+    return [int(x) for x in line.split()[-5:]]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_counters_match_the_packets_seen_also_on_the_fast_path(mode: str) -> None:
+    r = sctp(mode)
+    conns, inpkts, outpkts, _ib, _ob = _service_stats(r.stats)
+    assert conns == 2, r.stats
+    # every request packet the director's interfaces saw counted once, whether through the core or not
+    assert inpkts == r.requests_via_director > 2 * MESSAGES, (r.stats, r.counters)
+    assert outpkts == r.replies_via_director, (r.stats, r.counters)

@@ -27,7 +27,7 @@ def quoted(icmp: bytes | bytearray) -> tuple[int, bytes, int, bytes, int, int] |
         return None
     ihl = (icmp[q] & 0xF) * 4
     proto = icmp[q + 9]
-    if proto not in (6, 17) or len(icmp) < q + ihl + 4:
+    if proto not in (6, 17, 132) or len(icmp) < q + ihl + 4:  # TCP, UDP, SCTP: ports first
         return None
     sport, dport = struct.unpack_from("!HH", icmp, q + ihl)
     return proto, bytes(icmp[q + 12 : q + 16]), sport, bytes(icmp[q + 16 : q + 20]), dport, q
