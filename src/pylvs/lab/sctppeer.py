@@ -84,32 +84,69 @@ def ip_packet(src: str, dst: str, payload: bytes | bytearray) -> bytes:
 
 
 class RawSCTP:
-    """A raw protocol-132 socket that yields (source, destination, SCTP packet) with good checksums."""
+    """Raw protocol-132 sockets (IPv4, and IPv6 when the namespace has it) that yield (source,
+    destination, SCTP packet) for packets with good checksums and count the others."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_SCTP)
         self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+        self.sock6: socket.socket | None = None
+        try:
+            s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_SCTP)
+            # IPv6 raw sockets get no IP header: the destination comes as ancillary data
+            s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            self.sock6 = s6
+        except OSError:
+            pass
         self.bad_crc = 0
 
     def send(self, src: str, dst: str, pkt: bytes | bytearray) -> None:
-        self.sock.sendto(ip_packet(src, dst, pkt), (dst, 0))
+        if ":" not in dst:
+            self.sock.sendto(ip_packet(src, dst, pkt), (dst, 0))
+            return
+        if self.sock6 is None:
+            raise OSError("no IPv6 raw socket")
+        info = socket.inet_pton(socket.AF_INET6, src) + bytes(4)  # in6_pktinfo: source, any interface
+        self.sock6.sendmsg([bytes(pkt)], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0, (dst, 0))
 
     def recv(self, timeout: float) -> tuple[str, str, bytearray] | None:
         end = time.monotonic() + timeout
+        socks = [self.sock] + ([self.sock6] if self.sock6 is not None else [])
         while True:
             left = end - time.monotonic()
-            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+            if left <= 0:
                 return None
-            data = bytearray(self.sock.recv(65535))
-            ihl = (data[0] & 0xF) * 4
-            total = struct.unpack_from("!H", data, 2)[0]
-            pkt = data[ihl:total]
+            ready = select.select(socks, [], [], left)[0]
+            if not ready:
+                return None
+            if ready[0] is self.sock:
+                data = bytearray(self.sock.recv(65535))
+                ihl = (data[0] & 0xF) * 4
+                total = struct.unpack_from("!H", data, 2)[0]
+                pkt = data[ihl:total]
+                src, dst = socket.inet_ntoa(data[12:16]), socket.inet_ntoa(data[16:20])
+            else:
+                raw, anc, _flags, addr = ready[0].recvmsg(65535, 256)
+                pkt = bytearray(raw)
+                src = str(addr[0])
+                dst = next(
+                    (
+                        socket.inet_ntop(socket.AF_INET6, d[:16])
+                        for lvl, kind, d in anc
+                        if lvl == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO
+                    ),
+                    "::",
+                )
             if len(pkt) < sctp.COMMON:
                 continue
             if not sctp.checksum_ok(pkt, 0, len(pkt)):
                 self.bad_crc += 1
                 continue
-            return socket.inet_ntoa(data[12:16]), socket.inet_ntoa(data[16:20]), pkt
+            return src, dst, pkt
+
+
+def endpoint(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 # -- server -------------------------------------------------------------------------------------
@@ -167,7 +204,7 @@ class Server:
                 out.append(chunk(sctp.SACK, 0, struct.pack("!IIHH", tsn, 65536, 0, 0)))
                 answer = {
                     "server": self.name,
-                    "peer": f"{src}:{sport}",
+                    "peer": endpoint(src, sport),
                     "bad_crc": self.raw.bad_crc,
                     "got": text,
                 }
@@ -299,7 +336,7 @@ def _client(a: argparse.Namespace) -> int:
 
 def _source_for(dst: str) -> str:
     """The address the kernel would pick toward dst (a UDP connect sends nothing)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((dst, 9))
         return str(s.getsockname()[0])
 

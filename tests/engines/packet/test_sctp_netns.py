@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from pylvs.lab import topology as topo
 from pylvs.lab.netns import is_root
 from pylvs.lab.runner import FWD_FLAG, Lab, daemon_available
+from pylvs.lab.sctppeer import endpoint
 
 pytestmark = [
     pytest.mark.netns,
@@ -48,15 +50,22 @@ class SctpRun:
     listing: str = ""
     stats: str = ""  # pylvsadm -Ln --stats at the end
     vip: str = ""
+    servers: list[str] = field(default_factory=list)
     logs: str = ""
 
     @property
+    def v6(self) -> bool:
+        return self.mode.endswith("6")
+
+    @property
     def replies_via_director(self) -> int:
-        return sum(v for k, v in self.counters.get("lvs", {}).items() if k.endswith(":reply"))
+        label = ":reply6" if self.v6 else ":reply"
+        return sum(v for k, v in self.counters.get("lvs", {}).items() if k.endswith(label))
 
     @property
     def requests_via_director(self) -> int:
-        return sum(v for k, v in self.counters.get("lvs", {}).items() if k.endswith(":request"))
+        label = ":request6" if self.v6 else ":request"
+        return sum(v for k, v in self.counters.get("lvs", {}).items() if k.endswith(label))
 
 
 def _client(lab: Lab, vip: str, hold: bool, messages: int = 2) -> subprocess.Popen[str]:
@@ -84,11 +93,14 @@ def _line(p: subprocess.Popen[str]) -> dict[str, Any]:
 def run_sctp(mode: str) -> SctpRun:
     r = SctpRun(mode)
     fwmark = mode == "fwmark"  # a NAT firewall-mark service: the marked packets come through NFQUEUE
-    with Lab("nat" if fwmark else mode, "packet", out=lambda _s: None, use_daemon=True, udp=False) as lab:
-        lab.ipv6 = False
+    base = "nat" if fwmark else mode.removesuffix("6")  # nat6, dr6, fullnat6: the lab's IPv6 addresses
+    with Lab(base, "packet", out=lambda _s: None, use_daemon=True, udp=False) as lab:
+        lab.ipv6 = r.v6
         lab.build()
         assert lab.t is not None
-        r.vip = vip = lab.t.vip
+        r.vip = vip = lab.t.vip6 if r.v6 else lab.t.vip
+        servers = {role: topo.RS6[role] if r.v6 else ip for role, ip in lab.t.rs.items()}
+        r.servers = list(servers.values())
         if fwmark:
             mark = [
                 "-t",
@@ -107,11 +119,14 @@ def run_sctp(mode: str) -> SctpRun:
             lab.n.run("lvs", ["iptables", "-w", *mark])
             cmds = ["-A -f 66 -s rr"] + [f"-a -f 66 -r {ip} -m" for ip in lab.t.rs.values()]
         else:
-            flag = FWD_FLAG[mode]
-            cmds = [f"-A --sctp-service {vip}:{PORT} -s rr"]
-            cmds += [f"-a --sctp-service {vip}:{PORT} -r {ip}:{PORT} {flag}" for ip in lab.t.rs.values()]
+            flag = FWD_FLAG[base]
+            cmds = [f"-A --sctp-service {endpoint(vip, PORT)} -s rr"]
+            cmds += [
+                f"-a --sctp-service {endpoint(vip, PORT)} -r {endpoint(ip, PORT)} {flag}"
+                for ip in servers.values()
+            ]
         lab.start_director(cmds)
-        for role, ip in lab.t.rs.items():
+        for role, ip in servers.items():
             lab.n.spawn(
                 role, [sys.executable, "-m", "pylvs.lab.sctppeer", "serve", "--name", ip], f"{role}-sctp"
             )
@@ -153,7 +168,7 @@ def sctp(mode: str) -> SctpRun:
     return _runs[mode]
 
 
-MODES = ["nat", "dr", "tun", "fullnat", "fwmark"]
+MODES = ["nat", "dr", "tun", "fullnat", "fwmark", "nat6", "dr6", "fullnat6"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -164,38 +179,42 @@ def test_associations_reach_both_real_servers_with_good_checksums(mode: str) -> 
     assert r.second and r.second[0].get("established") and r.second[-1].get("closed"), (r.second, r.logs)
     assert [a["got"] for a in r.second[0]["answers"]] == [f"message {i}" for i in range(MESSAGES)]
     answers = r.first["answers"] + r.second[0]["answers"]
-    assert {a["server"] for a in answers} == {"192.168.1.10", "192.168.1.20"}  # rr: one each
+    assert {a["server"] for a in answers} == set(r.servers)  # rr: one each
     assert all(a["bad_crc"] == 0 for a in answers), answers  # the real servers saw no bad CRC
     assert r.first["bad_crc"] == 0 and r.closed["bad_crc"] == 0 and r.second[0]["bad_crc"] == 0
     # every answer came from the VIP (NAT/FULLNAT: rewritten by the director; DR/TUN: sent as the VIP)
     assert r.first["from"] == [r.vip] and r.second[0]["from"] == [r.vip]
 
 
-@pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fwmark"])
+@pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fwmark", "nat6", "dr6"])
 def test_real_server_sees_the_client(mode: str) -> None:
     r = sctp(mode)
+    client = topo.CLIENT6 if r.v6 else topo.CLIENT
     for run in (r.first, r.second[0]):
-        assert all(a["peer"] == f"172.25.254.10:{run['sport']}" for a in run["answers"]), run
+        assert all(a["peer"] == endpoint(client, run["sport"]) for a in run["answers"]), run
 
 
-def test_fullnat_real_server_sees_the_director() -> None:
-    r = sctp("fullnat")
+@pytest.mark.parametrize("mode", ["fullnat", "fullnat6"])
+def test_fullnat_real_server_sees_the_director(mode: str) -> None:
+    r = sctp(mode)
+    lip = "fd00:192:168:1::100" if r.v6 else "192.168.1.100"
     for a in r.first["answers"] + r.second[0]["answers"]:
-        addr, _, port = a["peer"].partition(":")
-        assert addr == "192.168.1.100" and 10000 <= int(port) <= 30000, a
+        addr, _, port = a["peer"].rpartition(":")
+        assert addr.strip("[]") == lip and 10000 <= int(port) <= 30000, a
 
 
-@pytest.mark.parametrize("mode", ["nat", "fullnat", "fwmark"])
+@pytest.mark.parametrize("mode", ["nat", "fullnat", "fwmark", "nat6", "fullnat6"])
 def test_replies_pass_the_director(mode: str) -> None:
     r = sctp(mode)
     assert r.requests_via_director > 0 and r.replies_via_director > 0, r.counters
 
 
-@pytest.mark.parametrize("mode", ["dr", "tun"])
+@pytest.mark.parametrize("mode", ["dr", "tun", "dr6"])
 def test_replies_bypass_the_director(mode: str) -> None:
     r = sctp(mode)
     assert r.requests_via_director > 0 and r.replies_via_director == 0, r.counters
-    assert sum(r.counters["router"].values()) > 0
+    if not r.v6:  # the router's probe counts IPv4 replies
+        assert sum(r.counters["router"].values()) > 0
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -209,7 +228,7 @@ def test_connection_table_shows_sctp_states(mode: str) -> None:
     if mode == "fwmark":
         assert "FWM  66" in r.listing
     else:
-        assert "SCTP" in r.listing and f"{r.vip}:{PORT}" in r.listing
+        assert "SCTP" in r.listing and endpoint(r.vip, PORT) in r.listing
 
 
 def _service_stats(text: str) -> list[int]:
