@@ -226,9 +226,9 @@ _load_changed = load_changed
 
 def bind_dest_quiet(conn: Connection) -> None:
     """bind_dest without telling the scheduler yet. Every scheduler's load_changed only refreshes
-    what it derives from the server's current counts, so the packet path binds a new entry, gives
-    it its first state, and then calls load_changed once for both changes (one index update per
-    new connection instead of two)."""
+    what it derives from the server's current counts, so a caller may bind a new entry, give it
+    its first state, and then call load_changed once for both changes (the packet path does this,
+    inlined, in packet._new_conn_quiet: one index update per new connection instead of two)."""
     dest = conn.dest
     if conn.flags & F_TEMPLATE:
         dest.persistconns += 1

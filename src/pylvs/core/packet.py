@@ -8,7 +8,7 @@ state transition, counters and the timer. `process_out` handles a reply that cro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
@@ -23,7 +23,6 @@ from pylvs.core.conn import (
     Connection,
     PETemplate,
     bind_dest,
-    bind_dest_quiet,
     load_changed,
     make_key,
     set_active,
@@ -77,6 +76,48 @@ def forward(conn: Connection) -> Verdict:
     return v
 
 
+# Packet's slot setters, for _packet_v4: the frozen dataclass's __init__ sets each field through
+# object.__setattr__, which makes building one cost ~0.5 µs more
+_PKT_FIELDS = [f.name for f in fields(Packet)]
+assert _PKT_FIELDS == [
+    "protocol", "saddr", "sport", "daddr", "dport", "fwmark", "length", "tcp_flags",
+    "sctp_chunk", "sctp_abort_next", "payload",
+], "keep _packet_v4 in step with types.Packet"  # fmt: skip
+(
+    _p_protocol,
+    _p_saddr,
+    _p_sport,
+    _p_daddr,
+    _p_dport,
+    _p_fwmark,
+    _p_length,
+    _p_tcp_flags,
+    _p_sctp_chunk,
+    _p_sctp_abort_next,
+    _p_payload,
+) = (Packet.__dict__[name].__set__ for name in _PKT_FIELDS)
+
+
+def _packet_v4(
+    proto: Proto, saddr: int, sport: int, daddr: int, dport: int, fwmark: int, length: int, tcp_flags: int
+) -> Packet:
+    """Packet(proto, IPv4Address(saddr), sport, IPv4Address(daddr), dport, fwmark, length,
+    tcp_flags): the same object, its fields set through the slot setters."""
+    pkt: Packet = _new(Packet)
+    _p_protocol(pkt, proto)
+    _p_saddr(pkt, IPv4Address(saddr))
+    _p_sport(pkt, sport)
+    _p_daddr(pkt, IPv4Address(daddr))
+    _p_dport(pkt, dport)
+    _p_fwmark(pkt, fwmark)
+    _p_length(pkt, length)
+    _p_tcp_flags(pkt, tcp_flags)
+    _p_sctp_chunk(pkt, -1)
+    _p_sctp_abort_next(pkt, False)
+    _p_payload(pkt, b"")
+    return pkt
+
+
 PASS = Verdict(Action.PASS)
 DROP = Verdict(Action.DROP)
 NO_DEST = Verdict(Action.NO_DEST)
@@ -91,6 +132,12 @@ def find_service(d: Director, pkt: Packet) -> VirtualService | None:
         svc = table.find_v4(pkt.protocol, pkt.saddr, pkt.daddr, pkt.dport)
         if svc is not None:
             return svc
+    return _find_service_rest(d, pkt)
+
+
+def _find_service_rest(d: Director, pkt: Packet) -> VirtualService | None:
+    """find_service after the IPv4 address lookup (which found nothing, or was not for this packet)."""
+    table = d.services
     af = pkt.af
     if pkt.fwmark and table.fwm_count:
         svc = table.get(ServiceKey(af, Proto.TCP, None, 0, pkt.fwmark))
@@ -146,7 +193,10 @@ def _new_conn_quiet(
     if flags is None:
         flags = _fwd_flags(dest.fwd)
     conn = Connection(key, dest, dport, flags | extra, INITIAL_TIMEOUT, fwmark)
-    bind_dest_quiet(conn)
+    # bind_dest_quiet(conn), inlined: a normal entry, inactive (so RealServer.bind_conn only)
+    total = dest.total = dest.total + 1
+    if dest.u_threshold and total == dest.u_threshold:
+        dest.overload = True
     if not extra & F_ONE_PACKET:
         d.conns.hash(conn)
     return conn
@@ -292,8 +342,10 @@ def _schedule(
                 now,
             )
         return _leave(d, svc, pkt)
-    dest = _run_scheduler(d, svc, pkt, now)
+    sched = svc.scheduler  # _run_scheduler, inlined
+    dest = sched.schedule(pkt, d.env) if sched is not None else None
     if dest is None:
+        _no_dest(d, svc, pkt, now)
         return _leave(d, svc, pkt)
     conn = _new_conn_quiet(d, key, dest, dest.port or pkt.dport, one_packet, pkt.fwmark)
     dest.stats.conns += 1  # _count_conn, inlined
@@ -382,7 +434,17 @@ def _known_tcp_in(d: Director, conn: Connection, tcp_flags: int, length: int, no
     if new != state:
         active = _TCP_ACTIVE[new]
         if active != (not flags & F_INACTIVE):
-            set_active(conn, active)
+            # set_active(conn, active), inlined; the server is available, so its scheduler is
+            # told directly (conn.load_changed's test is known true here)
+            if active:
+                conn.flags = flags & ~F_INACTIVE
+                dest.activeconns += 1
+            else:
+                conn.flags = flags | F_INACTIVE
+                dest.activeconns -= 1
+            sched = dest.service.scheduler
+            if sched is not None:
+                sched.load_changed(dest)
         if new == _TCP_ESTABLISHED:
             assure_template(conn)
         conn.state = new
@@ -441,7 +503,8 @@ def _in_general(
     fresh = conn is None
     if conn is None:
         # (the kernel's first test, done here: with an entry found it cannot hold)
-        if not d.services.has_services and not table.conns:
+        services = d.services
+        if not table.conns and not services.has_services:
             return PASS
         if proto is _TCP:  # TCP.may_schedule, inlined: a SYN without RST, or any but a RST if sloppy
             tf = pkt.tcp_flags
@@ -449,9 +512,14 @@ def _in_general(
                 return PASS
         elif not proto.may_schedule(pkt, sysctl):
             return PASS
-        svc = find_service(d, pkt)
+        # find_service, its first step here
+        svc = None
+        if not (pkt.fwmark and services.fwm_count):
+            svc = services.find_v4(pkt.protocol, pkt.saddr, pkt.daddr, pkt.dport)
         if svc is None:
-            return PASS
+            svc = _find_service_rest(d, pkt)
+            if svc is None:
+                return PASS
         r = _schedule(d, svc, pkt, now, key)
         if type(r) is Verdict:
             return r
@@ -523,16 +591,14 @@ def process_in_v4(
         if conn is not None and not tcp_flags & TCP_SYN and conn.dest.available:
             _known_tcp_in(d, conn, tcp_flags, length, now)
             return conn
-        pkt = Packet(
-            _TCP_PROTO, IPv4Address(saddr), sport, IPv4Address(daddr), dport, fwmark, length, tcp_flags
-        )
+        pkt = _packet_v4(_TCP_PROTO, saddr, sport, daddr, dport, fwmark, length, tcp_flags)
         return _in_general(d, _TCP, pkt, key, conn, now)
     try:
         protocol = Proto(proto)
     except ValueError:  # not a protocol IPVS balances
         _advance(d, now)
         return PASS
-    pkt = Packet(protocol, IPv4Address(saddr), sport, IPv4Address(daddr), dport, fwmark, length, tcp_flags)
+    pkt = _packet_v4(protocol, saddr, sport, daddr, dport, fwmark, length, tcp_flags)
     v = process_in(d, pkt, now)
     return v if v.conn is None else v.conn
 

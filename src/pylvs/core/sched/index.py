@@ -58,9 +58,12 @@ class BestIndex:
         heapq.heapify(self._heap)
 
     def update(self, dest: RealServer) -> None:
-        """Recompute dest's key (dest is in the list). Runs on every change of a server's counts,
-        hence the local names."""
-        k = self._key(dest)
+        """Recompute dest's key (dest is in the list)."""
+        self.set_key(dest, self._key(dest))
+
+    def set_key(self, dest: RealServer, k: int | None) -> None:
+        """update(dest) with its new key already computed (k must be key(dest)). Runs on every
+        change of a server's counts, hence the local names."""
         current = self._current
         old = current.get(dest)
         if k == old:
