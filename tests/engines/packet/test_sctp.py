@@ -337,6 +337,7 @@ def test_a_stray_packet_gets_the_out_of_the_blue_abort() -> None:
     # an ABORT or SHUTDOWN_COMPLETE nobody knows is not answered; a SHUTDOWN_ACK gets SHUTDOWN_COMPLETE
     assert f.handle(1, sctp_frame(CIP, 5000, VIP, 80, [chunk(sctp.ABORT)], 1), 1.1) == []
     assert f.handle(1, sctp_frame(CIP, 5000, VIP, 80, [chunk(sctp.SHUTDOWN_COMPLETE)], 1), 1.2) == []
+    assert f.handle(1, sctp_frame(CIP, 5000, VIP, 80, [chunk(sctp.COOKIE_ECHO, 0, b"c")], 1), 1.2) == []
     out = f.handle(1, sctp_frame(CIP, 5000, VIP, 80, [chunk(sctp.SHUTDOWN_ACK)], 7), 1.3)
     assert parse(sctp_of(out[0][1]))[2:] == (7, [(sctp.SHUTDOWN_COMPLETE, sctp.T_BIT, b"")])
 

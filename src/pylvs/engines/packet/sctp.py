@@ -9,9 +9,12 @@ CHECKSUM_PARTIAL: an offloading sender (Linux SCTP over a device with NETIF_F_SC
 leaves the CRC to the device and the virtio header says only NEEDS_CSUM with csum_offset 8; the
 header cannot say "CRC32c, not the Internet checksum", so a frame sent back with that flag could be
 finished with the wrong algorithm by the next device. The engine therefore finishes such a frame's
-CRC itself on arrival and clears the flag (`accept`). SCTP GSO frames never reach an AF_PACKET
-socket with a virtio header (it has no SCTP GSO type; the kernel drops them), and one that claims
-to be GSO is refused.
+CRC itself on arrival and clears the flag (`accept`).
+
+GSO: the virtio header has no SCTP GSO type, so the kernel fails the read of an SCTP GSO frame on a
+packet socket with a virtio header (the frame is lost, the read returns EINVAL). Such frames come only
+from a local SCTP sender on a veth (tx-sctp-segmentation), never from a wire (there is no SCTP GRO);
+a frame that claims to be GSO anyway is refused here.
 """
 
 from __future__ import annotations
@@ -150,7 +153,7 @@ def ootb_reply(sctp: bytes | bytearray) -> bytearray | None:
     """What a host's SCTP stack answers to an "out of the blue" packet (no association; RFC 9260
     section 8.4) as an SCTP packet, or None when it stays silent: an ABORT (with the T bit and the
     packet's own tag, or the INIT's initiate tag) for most, SHUTDOWN_COMPLETE (T bit) for a
-    SHUTDOWN_ACK, nothing for ABORT, SHUTDOWN_COMPLETE, COOKIE_ACK and ERROR packets."""
+    SHUTDOWN_ACK, nothing for ABORT, SHUTDOWN_COMPLETE, COOKIE_ECHO, COOKIE_ACK and ERROR packets."""
     if len(sctp) < COMMON:
         return None
     sport, dport, vtag = _HHI.unpack_from(sctp, 0)
@@ -162,7 +165,9 @@ def ootb_reply(sctp: bytes | bytearray) -> bytearray | None:
         if length < 4:
             break
         c += (length + 3) & ~3
-    if not kinds or kinds[0] in (ABORT, SHUTDOWN_COMPLETE, COOKIE_ACK, ERROR) or ABORT in kinds:
+    # a COOKIE_ECHO's cookie was signed by another host: a stack finds it invalid and stays silent
+    silent = (ABORT, SHUTDOWN_COMPLETE, COOKIE_ECHO, COOKIE_ACK, ERROR)
+    if not kinds or kinds[0] in silent or ABORT in kinds:
         return None
     flags = T_BIT
     answer = ABORT
