@@ -125,6 +125,16 @@ def ct_body(state: int, mark: int = 0x80010000, pkts: int = 10, nbytes: int = 50
     )
 
 
+def test_get_request_cut_from_the_template_equals_the_plain_encoding() -> None:
+    from pylvs.netlink.nlmsg import nfmsg
+
+    for t in ((6, A(CIP), 40000, A(VIP), 80), (17, A(RIP1), 1, A(RIP2), 65535)):
+        plain = nfmsg(
+            (ct.NFNL_SUBSYS_CTNETLINK << 8) | ct.IPCTNL_MSG_CT_GET, 1, 9, socket.AF_INET, 0, ct._orig_tuple(t)
+        )
+        assert ct._get_request(9, t) == plain
+
+
 def test_conntrack_message_is_parsed() -> None:
     b = ct_body(ct.CT_ESTABLISHED)
     e = ct.parse(b, 0, len(b), ct.UPDATE)
@@ -175,6 +185,27 @@ def test_event_filter_drops_unneeded_states_and_other_marks_in_the_kernel() -> N
     odd[132 + 2] = 20  # another attribute where the status was: layout unknown, keep it
     assert run_bpf(prog, bytes(odd))
     assert run_bpf(prog, ct_event(ct.CT_SYN_RECV)[:100])  # short messages are kept, not cut
+
+
+def test_events_in_the_usual_layout_are_read_in_place() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ev = ct.CtEvents.__new__(ct.CtEvents)  # a datagram pair stands in for the netlink socket
+    ev.sock, ev.buf, ev.mask, ev.overruns = b, bytearray(1 << 16), tables.OURS, 0
+    b.setblocking(False)
+    try:
+        usual = ct_event(ct.CT_FIN_WAIT)
+        odd = ct_event(ct.CT_LAST_ACK) + bytes(8)  # one more attribute: the walk reads it
+        odd = struct.pack("=I", len(odd)) + odd[4:]
+        for m in (usual, odd, ct_event(ct.CT_TIME_WAIT, mark=0x10)):
+            a.send(m)
+        got = ev.read(known={99})
+    finally:
+        a.close()
+        b.close()
+    assert [(e.kind, e.ct_id, e.mark, e.tcp_state) for e in got] == [
+        (ct.UPDATE, 99, 0x80010000, ct.CT_FIN_WAIT),
+        (ct.UPDATE, 99, 0x80010000, ct.CT_LAST_ACK),
+    ]
 
 
 # -- the DR socket's filter ----------------------------------------------------------------------

@@ -246,6 +246,22 @@ _TCP_LAYOUT = (
     (156, 5, CTA_PROTOINFO_TCP_STATE),
 )
 _STATE_AT, _MARK_AT = 160, 196
+_FIXED_LEN = _MARK_AT + 8  # that layout with the mark as the last attribute
+
+
+def _fixed_layout(d: bytes) -> bool:
+    """An event laid out as _TCP_LAYOUT, mark last: id, state and mark are read in place."""
+    return (
+        d[20] == 52
+        and d[72] == 52
+        and d[124] == 8
+        and d[126] == CTA_ID
+        and d[150] == CTA_PROTOINFO
+        and d[156] == 5
+        and d[158] == CTA_PROTOINFO_TCP_STATE
+        and d[_MARK_AT] == 8
+        and d[_MARK_AT + 2] == CTA_MARK
+    )
 
 
 def event_filter(mask: int, drop_states: Iterable[int]) -> list[Insn]:
@@ -341,7 +357,12 @@ class CtEvents:
                     break
                 kind = _kind(mtype, flags)
                 if kind is not None:
-                    mark, cid, state = peek(data, off + 20, off + ln)
+                    if ln == _FIXED_LEN and off == 0 and _fixed_layout(data):
+                        # The usual IPv4 TCP update (the layout event_filter checks): no walk.
+                        cid, mark = _U32.unpack_from(data, 128)[0], _U32.unpack_from(data, _MARK_AT + 4)[0]
+                        state = data[_STATE_AT]
+                    else:
+                        mark, cid, state = peek(data, off + 20, off + ln)
                     if mark & self.mask:
                         if kind == UPDATE and cid in known:
                             out.append(CtEntry(kind, cid, _NO_TUPLE, _NO_TUPLE, mark, state))
@@ -405,25 +426,58 @@ def _orig_tuple(t: Tuple) -> bytes:
     )
 
 
+# A GET by original tuple is 72 bytes; its constant parts are cut out of one template.
+_GET_TEMPLATE = nfmsg(
+    (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
+    NLM_F_REQUEST,
+    0,
+    socket.AF_INET,
+    0,
+    _orig_tuple((0, bytes(4), 0, bytes(4), 0)),
+)
+_GET_HEAD = _GET_TEMPLATE[:8]  # length, type, flags (seq and port id follow)
+_GET_MID = _GET_TEMPLATE[16:32]  # nfgenmsg, tuple and IP headers, source attribute header
+_GET_DST = _GET_TEMPLATE[36:40]
+_GET_PROTO = _GET_TEMPLATE[44:52]  # protocol headers, protocol number attribute header
+_GET_PORTS = _GET_TEMPLATE[53:60]  # padding, source port attribute header
+_GET_DPORT = _GET_TEMPLATE[62:68]  # padding, destination port attribute header
+_SEQ = struct.Struct("=II")
+
+
+def _get_request(seq: int, t: Tuple) -> bytes:
+    proto, src, sport, dst, dport = t
+    return b"".join(
+        (
+            _GET_HEAD,
+            _SEQ.pack(seq, 0),
+            _GET_MID,
+            src,
+            _GET_DST,
+            dst,
+            _GET_PROTO,
+            bytes((proto,)),
+            _GET_PORTS,
+            _U16.pack(sport),
+            _GET_DPORT,
+            _U16.pack(dport),
+            b"\0\0",
+        )
+    )
+
+
 def get_many(tuples: list[Tuple], timeout: float = 2.0, chunk: int = 512) -> list[CtEntry | None]:
     """The entry of each IPv4 original-direction tuple now (None: no such connection any more).
     Requests go many to a datagram; the kernel answers each with the entry or an error."""
     out: list[CtEntry | None] = [None] * len(tuples)
     if not tuples:
         return out
-    get = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
     new = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW
     s = nf_socket()
     s.settimeout(timeout)
     try:
         for start in range(0, len(tuples), chunk):
             part = tuples[start : start + chunk]
-            s.send(
-                b"".join(
-                    nfmsg(get, NLM_F_REQUEST, start + i + 1, socket.AF_INET, 0, _orig_tuple(t))
-                    for i, t in enumerate(part)
-                )
-            )
+            s.send(b"".join(_get_request(start + i + 1, t) for i, t in enumerate(part)))
             want = len(part)
             while want > 0:
                 data = s.recv(1 << 17)

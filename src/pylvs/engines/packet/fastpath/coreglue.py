@@ -41,6 +41,8 @@ CT_TO_PACKET: dict[int, tuple[str, int]] = {
 # (conntrack.event_filter): two events less of six per connection. A dump that finds a connection
 # in one of them still hands it to ct_state_changed.
 UNNEEDED_EVENTS = (ct.CT_SYN_RECV, ct.CT_CLOSE_WAIT)
+# conntrack states whose packet leaves the core where it is once it reached this state.
+_SETTLED = {ct.CT_TIME_WAIT: coretcp.TIME_WAIT, ct.CT_CLOSE_WAIT: coretcp.CLOSE_WAIT}
 # conntrack TCP state -> the core's state for an adopted entry.
 CT_TO_CORE = {
     ct.CT_SYN_SENT: coretcp.SYN_RECV,
@@ -116,8 +118,12 @@ def ct_state_changed(director: Director, flow: Flow, state: int, now: float) -> 
         return
     flow.ct_state = state
     step = CT_TO_PACKET.get(state)
-    if step is not None:
-        feed(director, flow, step[0], step[1], now)
+    if step is None:
+        return
+    conn = flow.conn
+    if conn is not None and state in _SETTLED and conn.state == _SETTLED[state]:
+        return  # e.g. TIME_WAIT after LAST_ACK: the core is there already, nothing to move
+    feed(director, flow, step[0], step[1], now)
 
 
 def add_counters(director: Director, flow: Flow, e: ct.CtEntry, now: float) -> bool:

@@ -133,12 +133,14 @@ class FastPathEngine(Engine):
                 "ct_events",
                 "ct_destroys",
                 "ct_gets",
+                "ct_established",
                 "adopted",
             ),
             0,
         )
         self.py_seconds = 0.0  # time spent deciding new connections (NFQUEUE + DR SYNs)
         self.py_cpu_seconds = 0.0  # the same in this thread's CPU time (NFQUEUE only; no preemption)
+        self.acct_cpu_seconds = 0.0  # CPU keeping the core in step: conntrack events, syncs
         self.new_conns = 0
         self.cpu_start = 0.0
         self.started = False
@@ -518,6 +520,13 @@ class FastPathEngine(Engine):
             return
         # New connections first: a SYN waiting in the queue is a client waiting; accounting can wait.
         self._queued()
+        c0 = time.thread_time()
+        try:
+            self._apply_events(ev)
+        finally:
+            self.acct_cpu_seconds += time.thread_time() - c0
+
+    def _apply_events(self, ev: ct.CtEvents) -> None:
         now = self.clock()
         d = self.director
         for e in ev.read(self.flows, limit=64):
@@ -539,6 +548,8 @@ class FastPathEngine(Engine):
             if f is None:
                 continue
             if f.proto == 6:
+                if e.tcp_state == ct.CT_ESTABLISHED:
+                    self.counters["ct_established"] += 1  # bench: how many connections' events came
                 glue.ct_state_changed(d, f, e.tcp_state, now)
             elif e.kind == ct.UPDATE and not f.replied:
                 f.replied = True
@@ -546,12 +557,14 @@ class FastPathEngine(Engine):
 
     def _tick(self) -> None:
         self._timer = None
+        c0 = time.thread_time()
         try:
             self._sync_counters()
             self._sync_dr_flows()
         except OSError as e:
             log.warning("fast path: periodic sync: %s", e)
         finally:  # whatever happened, the next sync comes
+            self.acct_cpu_seconds += time.thread_time() - c0
             if self.loop is not None and self.started:
                 self._timer = self.loop.call_later(SYNC_PERIOD, self._tick)
 
@@ -765,6 +778,7 @@ class FastPathEngine(Engine):
         if self.new_conns:
             out["py_us_per_new_conn"] = self.py_seconds * 1e6 / self.new_conns
             out["py_cpu_us_per_new_conn"] = self.py_cpu_seconds * 1e6 / self.new_conns
+            out["acct_cpu_us_per_new_conn"] = self.acct_cpu_seconds * 1e6 / self.new_conns
             if self.nfq is not None:  # the kernel forwards the accepted packets inside these sends
                 out["verdict_us_per_new_conn"] = self.nfq.send_seconds * 1e6 / self.new_conns
         if self.events is not None:
