@@ -60,7 +60,11 @@ def ordered(services: Iterable[VirtualService], nosort: bool) -> list[VirtualSer
     svcs = list(services)
     if nosort:
         return svcs
-    return sort_keyed_services([((s.fwmark, s.af, int(s.protocol), _words(s.addr), s.port), s) for s in svcs])
+    keyed = []
+    for s in svcs:
+        k = s.key  # its fields directly (the service's own af/protocol/... are properties)
+        keyed.append(((k.fwmark, k.af, int(k.protocol), _words(k.addr), k.port), s))
+    return sort_keyed_services(keyed)
 
 
 def _ordered_dests(svc: VirtualService, nosort: bool) -> list[RealServer]:
