@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
+import math
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 
@@ -291,6 +292,12 @@ class ConnectionTable:
         self._held_ids: set[int] = set()
         self._held_pos = 0
         self._held_dirty = False
+        # The earliest time next_due() may have reached since the owner last read it: every
+        # change that can bring next_due() earlier (a new bucket, an entry filed into the held
+        # bucket, the held bucket turning dirty) lowers it; the Director sets it back to +inf
+        # when it has read next_due() (tick, advance). Until it is reached, no packet needs to
+        # ask next_due() whether a timer is due (Director.advance).
+        self.wake = math.inf
 
     def __len__(self) -> int:
         return len(self.conns) + len(self.templates) + len(self.pe_templates) + len(self.detached)
@@ -396,21 +403,30 @@ class ConnectionTable:
         new = now + conn.timeout
         conn.expires = new
         if self._held >= 0 and id(conn) in self._held_ids:
-            self._held_dirty = True
+            self._dirty_held()
         # a later expiry never lands in an earlier second: the int()s only when it moved earlier
         if old == 0.0 or (new < old and int(new) < int(old)):
             self._file(conn, int(new))
+
+    def _dirty_held(self) -> None:
+        self._held_dirty = True  # the held bucket changes: back to the general path
+        if self._held < self.wake:
+            self.wake = float(self._held)  # next_due() is now its second
 
     def _file(self, conn: Connection, second: int) -> None:
         if second == self._held:  # appended at the end of the held bucket
             self._held_pos += 1
             heapq.heappush(self._held_heap, (conn.expires, self._held_pos, conn))
             self._held_ids.add(id(conn))
+            if conn.expires < self.wake:
+                self.wake = conn.expires
             return
         bucket = self._buckets.get(second)
         if bucket is None:
             bucket = self._buckets[second] = []
             heapq.heappush(self._heap, second)
+            if second < self.wake:
+                self.wake = float(second)
         bucket.append(conn)
 
     def next_expiry(self) -> float | None:
@@ -517,7 +533,7 @@ class ConnectionTable:
     def free(self, conn: Connection) -> None:
         """Unlink an entry that controls nothing and release its server (and its template's count)."""
         if self._held >= 0 and id(conn) in self._held_ids:
-            self._held_dirty = True  # its bucket changes: back to the general path
+            self._dirty_held()
         self.unhash(conn)
         conn.flags |= F_DEAD
         ctl = conn.control

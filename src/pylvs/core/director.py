@@ -7,6 +7,7 @@ daemon and `pylvs simulate` drive it, passing time in.
 from __future__ import annotations
 
 import errno
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -165,12 +166,17 @@ class Director:
         if t >= self._deadline or self._nodest_sweep:
             self.tick(t)
             return
-        # entries armed since the last tick may be due sooner (next_due >= the first bucket)
-        heap = self.conns._heap
-        if heap and heap[0] <= t:
-            exp = self.conns.next_due()
+        # Entries armed since next_due() was last read may be due sooner: the table's `wake`
+        # says from when that is possible (next_due() only moves earlier between ticks).
+        table = self.conns
+        if t >= table.wake:
+            exp = table.next_due()
             if exp is not None and exp <= t:
                 self.tick(t)
+                return
+            if exp is not None and exp < self._deadline:
+                self._deadline = exp  # read now: packets need not ask again until then
+            table.wake = math.inf
 
     def tick(self, now: float) -> None:
         """Expire entries, run the estimator every 2 s, the periodic jobs every 60 s."""
@@ -200,6 +206,7 @@ class Director:
         nd = min(self._est_next, self._periodic_next)
         exp = table.next_due()
         self._deadline = nd if exp is None else min(nd, exp)
+        table.wake = math.inf  # next_due() is read: see ConnectionTable.wake
 
     def _estimate(self, now: float) -> None:
         """Estimator ticks for every stats object, catching up over a long gap."""

@@ -406,8 +406,7 @@ def _advance(d: Director, now: float) -> None:
     t = env.now
     if now > t:
         env.now = t = now
-    heap = d.conns._heap
-    if t >= d._deadline or d._nodest_sweep or (heap and heap[0] <= t):
+    if t >= d._deadline or d._nodest_sweep or t >= d.conns.wake:
         d.advance(t)
 
 
