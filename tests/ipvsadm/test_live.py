@@ -80,3 +80,29 @@ def test_live_listing_equals_views(services, dests, nosort) -> None:  # type: ig
             continue
         rs.activeconns, rs.total = active, active + inact  # counters as connections would leave them
     assert _live_listing(d, nosort) == _views_listing(d, nosort)
+
+
+def _v4port_by_pattern(word: str) -> tuple[ipaddress.IPv4Address, int] | None:
+    from pylvs.ipvsadm.grammar import _V4PORT
+
+    m = _V4PORT.fullmatch(word)
+    if m is None or int(m.group(2)) > 65535:
+        return None
+    return ipaddress.IPv4Address(m.group(1)), int(m.group(2))
+
+
+octet = st.one_of(
+    st.integers(0, 300).map(str), st.sampled_from(["01", "00", "0x1", "", " 1", "1 ", "+1", "٣"])
+)
+words = st.one_of(
+    st.builds(lambda a, b, c, d, p: f"{a}.{b}.{c}.{d}:{p}", octet, octet, octet, octet, octet),
+    st.text(alphabet="0123456789.: x", max_size=22),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(word=words)
+def test_fast_address_reader_reads_what_the_pattern_does(word: str) -> None:
+    from pylvs.ipvsadm.grammar import _v4port
+
+    assert _v4port(word) == _v4port_by_pattern(word)
