@@ -221,8 +221,7 @@ class PacketEngine(Engine):
             if rx is not None:
                 self.rx_rings[ifc.index] = rx
             self.arp_socks[ifc.index] = arp
-            if self.tx_ring:
-                self.tx_rings[ifc.index] = TxRing(ifc.name)
+            self._open_tx_ring(ifc)
             s.setblocking(False)
             self.socks[ifc.index] = s
             return s
@@ -239,8 +238,7 @@ class PacketEngine(Engine):
             if self.ring == "v3":
                 self.rx_rings[ifc.index] = RxRing(s, timeout_ms=self.ring_timeout_ms)
             s.bind((ifc.name, ETH_P_ALL))
-            if self.tx_ring:
-                self.tx_rings[ifc.index] = TxRing(ifc.name)
+            self._open_tx_ring(ifc)
         except OSError:
             rx = self.rx_rings.pop(ifc.index, None)
             if rx is not None:
@@ -250,6 +248,16 @@ class PacketEngine(Engine):
         s.setblocking(False)
         self.socks[ifc.index] = s
         return s
+
+    def _open_tx_ring(self, ifc: Iface) -> None:
+        """The interface's transmit ring; without one (a kernel or sandbox that refuses it) frames
+        simply go out one send() each."""
+        if not self.tx_ring:
+            return
+        try:
+            self.tx_rings[ifc.index] = TxRing(ifc.name)
+        except OSError as e:
+            log.warning("packet engine: no transmit ring on %s (%s); sending frame by frame", ifc.name, e)
 
     def _add_reader(self, idx: int, s: socket.socket) -> None:
         assert self.loop is not None
