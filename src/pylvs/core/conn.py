@@ -385,9 +385,10 @@ class ConnectionTable:
         else:
             if self.conns.get(conn.key) is conn:
                 del self.conns[conn.key]
-            ok = reply_key(conn.key, conn.dest.addr, conn.dport)
-            if self.out.get(ok) is conn:
-                del self.out[ok]
+            if (conn.flags & F_FWD_MASK) in _NAT_LIKE:  # only these are in `out` (see hash)
+                ok = reply_key(conn.key, conn.dest.addr, conn.dport)
+                if self.out.get(ok) is conn:
+                    del self.out[ok]
         self.detached.discard(conn)
 
     def invalidate_template(self, tpl: Connection) -> None:

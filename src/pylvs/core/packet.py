@@ -454,7 +454,12 @@ def _known_tcp_in(d: Director, conn: Connection, tcp_flags: int, length: int, no
 
 def process_in(d: Director, pkt: Packet, now: float) -> Verdict:
     """A client->director packet (spec §A3)."""
-    _advance(d, now)
+    env = d.env  # _advance(d, now), inlined
+    t = env.now
+    if now > t:
+        env.now = t = now
+    if t >= d._deadline or d._nodest_sweep or t >= d.conns.wake:
+        d.advance(t)
     proto = PROTOCOLS.get(pkt.protocol)
     if proto is None:
         return PASS
@@ -647,7 +652,12 @@ def process_out(d: Director, conn: Connection, pkt: Packet, now: float) -> None:
 
 def process_out_tcp(d: Director, conn: Connection, length: int, tcp_flags: int, now: float) -> None:
     """process_out for a TCP reply given as its IP length and TCP flags (no Packet needed)."""
-    _advance(d, now)
+    env = d.env  # _advance(d, now), inlined
+    t = env.now
+    if now > t:
+        env.now = t = now
+    if t >= d._deadline or d._nodest_sweep or t >= d.conns.wake:
+        d.advance(t)
     flags = conn.flags
     if flags & F_DEAD:
         return
