@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pylvs.core.sched import register
-from pylvs.core.sched.base import SchedEnv, Scheduler, eligible
+from pylvs.core.sched.base import SchedEnv, Scheduler
 from pylvs.core.service import RealServer, VirtualService
 from pylvs.core.types import Packet
 
@@ -43,7 +43,7 @@ class RoundRobin(Scheduler):
                 break
             i %= n
             d = dests[i]
-            if eligible(d):
+            if d.weight > 0 and not d.overload:  # eligible(d), inlined (once per new connection)
                 self.pos = d
                 self._pos_index = i
                 return d
