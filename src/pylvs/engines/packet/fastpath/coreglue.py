@@ -35,12 +35,22 @@ CT_TO_PACKET: dict[int, tuple[str, int]] = {
     ct.CT_TIME_WAIT: ("in", TCP_ACK),
     ct.CT_CLOSE: ("in", TCP_RST),
 }
-# States whose events leave the core where it already is, in the order conntrack goes through them:
-# SYN_RECV (the server's SYN-ACK: the core is in SYN_RECV since the client's SYN) and CLOSE_WAIT
-# (the ACK of the first FIN: FIN_WAIT already moved the core). The kernel does not send us these
-# (conntrack.event_filter): two events less of six per connection. A dump that finds a connection
-# in one of them still hands it to ct_state_changed.
-UNNEEDED_EVENTS = (ct.CT_SYN_RECV, ct.CT_CLOSE_WAIT)
+# conntrack's TCP states in the order a connection goes through them, and the ones among them whose
+# packet moves the core (SYN_RECV, CLOSE_WAIT and TIME_WAIT leave it where the one before put it).
+_ORDER = {
+    ct.CT_SYN_SENT: 0,
+    ct.CT_SYN_RECV: 1,
+    ct.CT_ESTABLISHED: 2,
+    ct.CT_FIN_WAIT: 3,
+    ct.CT_CLOSE_WAIT: 4,
+    ct.CT_LAST_ACK: 5,
+    ct.CT_TIME_WAIT: 6,
+}
+_STEPS = (ct.CT_ESTABLISHED, ct.CT_FIN_WAIT, ct.CT_LAST_ACK)
+# The kernel does not send us events of the others (conntrack.event_filter): three events of six
+# per connection. When a later state shows up (an event, a dump, the closing GET), the core is taken
+# through the steps it missed first (see ct_state_changed).
+UNNEEDED_EVENTS = (ct.CT_SYN_RECV, ct.CT_CLOSE_WAIT, ct.CT_TIME_WAIT)
 # conntrack states whose packet leaves the core where it is once it reached this state.
 _SETTLED = {ct.CT_TIME_WAIT: coretcp.TIME_WAIT, ct.CT_CLOSE_WAIT: coretcp.CLOSE_WAIT}
 # conntrack TCP state -> the core's state for an adopted entry.
@@ -113,17 +123,24 @@ def feed(director: Director, flow: Flow, direction: str, flags: int, now: float)
 
 
 def ct_state_changed(director: Director, flow: Flow, state: int, now: float) -> None:
-    """conntrack moved a TCP connection to `state`: the core sees the packet that did it."""
+    """conntrack moved a TCP connection to `state`: the core sees the packet that did it, after the
+    packets of the steps in between if their events did not come (filtered, or lost to overruns)."""
     if state == flow.ct_state or state < 0:
         return
+    before = _ORDER.get(flow.ct_state, 1)  # -1: a flow we scheduled, the core in SYN_RECV
     flow.ct_state = state
-    step = CT_TO_PACKET.get(state)
-    if step is None:
+    after = _ORDER.get(state, -1)
+    for missed in _STEPS:
+        if before < _ORDER[missed] < after:
+            step = CT_TO_PACKET[missed]
+            feed(director, flow, step[0], step[1], now)
+    last = CT_TO_PACKET.get(state)
+    if last is None:
         return
     conn = flow.conn
     if conn is not None and state in _SETTLED and conn.state == _SETTLED[state]:
         return  # e.g. TIME_WAIT after LAST_ACK: the core is there already, nothing to move
-    feed(director, flow, step[0], step[1], now)
+    feed(director, flow, last[0], last[1], now)
 
 
 def add_counters(director: Director, flow: Flow, e: ct.CtEntry, now: float) -> bool:

@@ -71,6 +71,20 @@ def _write_sysctl(path: str, value: str) -> bool:
         return False
 
 
+def _event_states(setting: str) -> tuple[int, ...] | None:
+    """PYLVS_FASTPATH_CTFILTER: 1 (the TCP states the core does not need from events), 0 (no
+    filter), or the conntrack state numbers to drop, comma-separated (for A/B runs)."""
+    if setting in ("0", "no", "false"):
+        return None
+    if setting in ("1", "yes", "true", ""):
+        return glue.UNNEEDED_EVENTS
+    try:
+        return tuple(int(x) for x in setting.split(","))
+    except ValueError:
+        log.warning("fast path: PYLVS_FASTPATH_CTFILTER=%r is not a list of states; default used", setting)
+        return glue.UNNEEDED_EVENTS
+
+
 def classify(svc: Any) -> str:
     """queue (NAT/FULLNAT through NFQUEUE), dr (SYNs to Python, flows in the kernel), or packet."""
     if svc.af != socket.AF_INET:
@@ -181,9 +195,7 @@ class FastPathEngine(Engine):
         self.events = ct.CtEvents(
             tables.OURS,
             ct.GROUP_UPDATE | ct.GROUP_DESTROY,
-            glue.UNNEEDED_EVENTS
-            if os.environ.get("PYLVS_FASTPATH_CTFILTER", "1") not in ("0", "no", "false")
-            else None,
+            _event_states(os.environ.get("PYLVS_FASTPATH_CTFILTER", "1")),
         )
         self.cpu_start = time.process_time()
         self._sync()
