@@ -791,15 +791,19 @@ def _fast_weight(word: str) -> int | None:
     return string_to_number(word, 0, WEIGHT_MAX)
 
 
-def parse_fast(words: list[str]) -> Command | None:
-    """The two line shapes of `-Sn` for IPv4 (`-A -t A:P -s S`, `-a -t A:P -r A:P -m -w N`), parsed
-    without the general machinery: the same Command parse() gives, or None for anything else."""
+FastRule = tuple[ServiceKey, ServiceConfig, DestConfig | None]  # -A (dest None) or -a
+
+
+def fast_rule(words: list[str]) -> FastRule | None:
+    """The two line shapes of `-Sn` for IPv4 (`-A -t A:P -s S`, `-a -t A:P -r A:P -m -w N`), read
+    without the general machinery: (service, its config, the server or None for -A), exactly what
+    parse() would put in its Command, or None for any other line."""
     n = len(words)
     if n == 5 and words[0] == "-A" and words[3] == "-s" and words[1] in _SVC_OPT:
         key = _fast_service_key(words[1], words[2])
         if key is None or key.port == 0:
             return None
-        return _fast_command("add-service", _ADD_SVC_OPTS, key, ServiceConfig(words[4][:SCHEDNAME_MAX]), None)
+        return key, ServiceConfig(words[4][:SCHEDNAME_MAX]), None
     if n == 8 and words[0] == "-a" and words[3] == "-r" and words[6] == "-w" and words[1] in _SVC_OPT:
         fwd = _FWD_OPT.get(words[5])
         key = _fast_service_key(words[1], words[2])
@@ -808,7 +812,16 @@ def parse_fast(words: list[str]) -> Command | None:
         if fwd is None or key is None or rip is None or weight is None:
             return None
         port = key.port if fwd in (Fwd.TUNNEL, Fwd.DROUTE) else rip[1]
-        return _fast_command(
-            "add-server", _ADD_DEST_OPTS, key, _DEFAULT_SERVICE, make_dest_config(rip[0], port, fwd, weight)
-        )
+        return key, _DEFAULT_SERVICE, make_dest_config(rip[0], port, fwd, weight)
     return None
+
+
+def parse_fast(words: list[str]) -> Command | None:
+    """fast_rule() as the Command parse() gives, or None for any other line."""
+    rule = fast_rule(words)
+    if rule is None:
+        return None
+    key, service, dest = rule
+    if dest is None:
+        return _fast_command("add-service", _ADD_SVC_OPTS, key, service, None)
+    return _fast_command("add-server", _ADD_DEST_OPTS, key, service, dest)

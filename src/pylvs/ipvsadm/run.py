@@ -25,7 +25,7 @@ from pylvs.ipvsadm.backend import (
     apply_op,
     director_from_snapshot,
 )
-from pylvs.ipvsadm.grammar import Command, Format, UsageError, parse, parse_fast, tryhelp_text
+from pylvs.ipvsadm.grammar import Command, Format, UsageError, fast_rule, parse, parse_fast, tryhelp_text
 from pylvs.ipvsadm.names import NameResolver
 from pylvs.ipvsadm.save import format_save
 from pylvs.ipvsadm.usage import usage_text, version_text
@@ -258,20 +258,21 @@ def restore(
         if flush_first:
             play(BatchOp("flush"), 0)
         for lineno, words in split_rules(text):
-            quick = parse_fast(words)
-            if quick is not None and direct:
-                if tags_lines:
-                    target.line = lineno
-                try:
-                    if quick.dest is not None:
-                        target.add_dest(quick.key, quick.dest)
-                    else:
-                        target.add_service(quick.key, quick.service)
-                except IPVSError as e:
-                    return _rejected(prog, e.message, lineno, 255)
-                continue
+            if direct:
+                rule = fast_rule(words)
+                if rule is not None:
+                    if tags_lines:
+                        target.line = lineno
+                    try:
+                        if rule[2] is not None:
+                            target.add_dest(rule[0], rule[2])
+                        else:
+                            target.add_service(rule[0], rule[1])
+                    except IPVSError as e:
+                        return _rejected(prog, e.message, lineno, 255)
+                    continue
             try:
-                cmd = quick or parse([prog, *words], names)
+                cmd = parse_fast(words) or parse([prog, *words], names)
             except UsageError as e:
                 return _rejected(prog, e.message, lineno, e.exit_code)
             if cmd.cmd == "restore":
