@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from pylvs.core.director import Director
+from pylvs.core.packet import Verdict
 from pylvs.core.types import Fwd, IPAddr, Packet, Proto
 from pylvs.engines.packet import coreapi, icmp, sctp
 from pylvs.engines.packet.csum import get16
@@ -139,6 +140,7 @@ _HH = struct.Struct("!HH")
 _H = struct.Struct("!H")
 _HHH = struct.Struct("!HHH")
 _HDR = struct.Struct("!HBBHHHBBH4s4s")  # ethertype + the fixed IPv4 header
+_II = struct.Struct("!II")  # an IPv4 header's source and destination addresses, as ints
 
 
 def _l4_check_off(proto: int) -> int:
@@ -168,6 +170,18 @@ class Forwarder:
         self.ident = 0
         self.fast: dict[Flow, FastEntry] = {}
         self.conn_table: Any = getattr(director, "conns", None)
+        # The core's int entry points for IPv4 (no Packet or address objects per packet), used
+        # unless the Packet API was replaced on this director (the tests' small fake core does).
+        own = getattr(director, "__dict__", {})
+        self._in_v4: Callable[..., Any] | None = (
+            None if "process_in" in own else getattr(director, "process_in_v4", None)
+        )
+        self._out_tcp: Callable[..., Any] | None = (
+            None if "process_out" in own else getattr(director, "process_out_tcp", None)
+        )
+        self._lookup_out_v4: Callable[..., Any] | None = (
+            None if "lookup_out" in own else getattr(director, "lookup_out_v4", None)
+        )
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "rx",
@@ -530,12 +544,27 @@ class Forwarder:
         proto, saddr, sport, daddr, dport = flow
         length = iplen(f)
         flags = f[l4 + 13] if proto == IPPROTO_TCP else 0
-        if proto == IPPROTO_SCTP:
-            chunk, abort = sctp.first_chunk(f, l4, IP + length)
-            pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(daddr), dport, fwmark, length, 0, chunk, abort)
+        in_v4 = self._in_v4
+        action: str
+        conn: coreapi.Conn | None
+        if in_v4 is not None and proto != IPPROTO_SCTP and len(daddr) == 4:
+            # IPv4 TCP/UDP: the addresses as ints straight from the header (SCTP needs its chunk
+            # type, which only process_in takes)
+            sa, da = _II.unpack_from(f, IP + 12)
+            r = in_v4(proto, sa, sport, da, dport, fwmark, length, flags, now)
+            if type(r) is Verdict:
+                action, conn = r.action.name, r.conn
+            else:
+                action, conn = "FORWARD", r
         else:
-            pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(daddr), dport, fwmark, length, flags)
-        action, conn = coreapi.decide_in(self.director, pkt, now)
+            if proto == IPPROTO_SCTP:
+                chunk, abort = sctp.first_chunk(f, l4, IP + length)
+                pkt = Packet(
+                    Proto(proto), _ip(saddr), sport, _ip(daddr), dport, fwmark, length, 0, chunk, abort
+                )
+            else:
+                pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(daddr), dport, fwmark, length, flags)
+            action, conn = coreapi.decide_in(self.director, pkt, now)
         if action == "NO_DEST":
             self.counters["nodest"] += 1
             if len(daddr) == 16:
@@ -687,7 +716,12 @@ class Forwarder:
     # -- replies -------------------------------------------------------------------------------
     def _nat_reply(self, f: bytearray, out: Frames, now: float, l4: int, flow: Flow) -> None:
         proto, saddr, sport, daddr, dport = flow
-        conn = coreapi.find_out(self.director, Proto(proto), _ip(saddr), sport, _ip(daddr), dport)
+        out_v4 = self._lookup_out_v4
+        if out_v4 is not None and len(daddr) == 4:
+            sa, da = _II.unpack_from(f, IP + 12)
+            conn = out_v4(proto, sa, sport, da, dport)
+        else:
+            conn = coreapi.find_out(self.director, Proto(proto), _ip(saddr), sport, _ip(daddr), dport)
         if conn is None:
             self.counters["drop"] += 1
             return
@@ -710,12 +744,17 @@ class Forwarder:
         proto, saddr, sport = flow[0], flow[1], flow[2]
         flags = f[l4 + 13] if proto == IPPROTO_TCP else 0
         length = iplen(f)
-        if proto == IPPROTO_SCTP:
-            chunk, abort = sctp.first_chunk(f, l4, IP + length)
-            pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(caddr), cport, 0, length, 0, chunk, abort)
+        if proto == IPPROTO_TCP and self._out_tcp is not None:
+            self._out_tcp(conn, length, flags, now)  # what process_out does for TCP, minus the Packet
         else:
-            pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(caddr), cport, length=length, tcp_flags=flags)
-        coreapi.note_out(self.director, conn, pkt, now)
+            if proto == IPPROTO_SCTP:
+                chunk, abort = sctp.first_chunk(f, l4, IP + length)
+                pkt = Packet(Proto(proto), _ip(saddr), sport, _ip(caddr), cport, 0, length, 0, chunk, abort)
+            else:
+                pkt = Packet(
+                    Proto(proto), _ip(saddr), sport, _ip(caddr), cport, length=length, tcp_flags=flags
+                )
+            coreapi.note_out(self.director, conn, pkt, now)
         if coreapi.steady(conn, proto) or (proto == IPPROTO_SCTP and sctp.steady(conn)):
             self._remember(flow, conn, kind, ent)
 
