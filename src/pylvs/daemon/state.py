@@ -163,16 +163,11 @@ class DaemonState:
         if len(changes) == 1:
             self._refuse(changes[0])
             changes[0].apply(self.rules)  # the core checks first: a refusal changes nothing
-        else:
-            trial = self._trial(changes)
-            self._validate_batch(changes, trial)
-            if self._live_is_empty():
-                self._adopt(trial)
-            else:
-                for c in changes:
-                    c.apply(self.rules)
-        self._after_change(changes, source)
-        return any(c.changes_rules for c in changes)
+            self._after_change(changes, source)
+            return changes[0].changes_rules
+        trial = self._trial(changes)
+        self._validate_batch(changes, trial)
+        return self.commit_checked(changes, trial, source)
 
     def trial_for(self, first: Change | None) -> Rules:
         """A throw-away copy of the rules for a batch that starts with `first` (see _trial)."""
