@@ -98,12 +98,26 @@ def test_sighup_reload_and_bad_file_keeps_old(make_daemon: Callable[..., Pylvsd]
     assert d.stop() == 0
 
 
+def _restore_text(changes: list[Change]) -> str:
+    """`-C` and the -Sn lines of `changes`: what `pylvsadm -R` would be given for the same batch."""
+    from pylvs.daemon.rules import Rules
+    from pylvs.ipvsadm.save import format_save
+
+    rules = Rules()
+    for c in changes:
+        c.apply(rules)
+    return "-C\n" + format_save(rules.snapshot(), numeric=True)
+
+
 @pytest.mark.slow
-def test_kill9_during_large_batch_keeps_old_or_new(make_daemon: Callable[..., Pylvsd]) -> None:
-    """kill -9 at several moments of an 11,000-line batch (the first run measures how long it takes and
-    is killed right after the answer): the restored rules are all old or all new, never a mix."""
+@pytest.mark.parametrize("via", ["batch", "pylvsadm -R"])
+def test_kill9_during_large_batch_keeps_old_or_new(make_daemon: Callable[..., Pylvsd], via: str) -> None:
+    """kill -9 at several moments of an 11,000-line batch, sent as one API batch or as the text of a
+    `pylvsadm -R` (POST /ipvsadm, what pylvsadm sends); the first run measures how long it takes and is
+    killed right after the answer: the restored rules are all old or all new, never a mix."""
     old_changes = rule_set(200, 3, 80)
     new_changes = [Change("flush"), *rule_set(1000, 10, 443)]
+    new_text = _restore_text(new_changes)
     new_lines = 11000
     outcomes: list[str] = []
     took = 0.0
@@ -119,7 +133,11 @@ def test_kill9_during_large_batch_keeps_old_or_new(make_daemon: Callable[..., Py
             b: DaemonBackend = b, errors: list[BaseException] = errors, done: threading.Event = done
         ) -> None:
             try:
-                b.apply_changes(new_changes)
+                if via == "batch":
+                    b.apply_changes(new_changes)
+                else:
+                    answer = b.request("POST", "/ipvsadm", {"argv": ["-R"], "stdin": new_text})
+                    assert answer["code"] == 0, answer
             except BaseException as e:  # killed mid-way: the connection drops
                 errors.append(e)
             done.set()
