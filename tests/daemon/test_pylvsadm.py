@@ -126,3 +126,39 @@ def test_every_command_runs_in_the_daemon_and_prints_as_locally(ephemeral: Pylvs
     assert (code, out) == (255, b"") and err.endswith(b" not found\n")
     code, out, err = run(ephemeral.socket, "-L", "-n", "--stats", "--rate")
     assert (code, err) == (0, b"") and b"Conns   InPkts" in out  # --stats wins, as in ipvsadm
+
+
+def test_a_connection_lost_mid_command_is_not_run_again(tmp_path: Path) -> None:
+    """pylvsd took the command and vanished before answering: pylvsadm says so (ipvsadm's init
+    failure, exit 2) and does not send it a second time the long way."""
+    import socket
+    import threading
+
+    sock_path = str(tmp_path / "half.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(4)
+    accepted: list[bytes] = []
+
+    def serve() -> None:
+        srv.settimeout(20)
+        try:
+            while True:
+                c, _ = srv.accept()
+                accepted.append(c.recv(65536))
+                c.close()  # no answer
+        except OSError:
+            pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        r = pylvsadm(sock_path, "-A", "-t", "10.0.0.1:80")
+    finally:
+        srv.close()
+        t.join(5)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith(
+        f"Can't initialize ipvs: pylvsd is not running on {sock_path} (connection lost"
+    )
+    assert len(accepted) == 1 and accepted[0].startswith(b"POST /ipvsadm ")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO, cast
@@ -57,69 +56,39 @@ def _write(stream: TextIO, text: str) -> None:
 
 
 # -- the short way: pylvsd runs the command line (POST /ipvsadm) -------------------------------------
-# Only the standard library's socket and json are loaded for it, so a command costs one round trip
-# and no parsing or formatting here. When pylvsd cannot be reached (or is older and lacks the route),
-# the long way below runs instead: it prints -h without a daemon and the init failure otherwise,
-# exactly as before.
-
-
-def _http_post(path: str, url: str, body: bytes, timeout: float = 300.0) -> tuple[int, bytes] | None:
-    """POST over the unix socket; (status, body), or None when nobody answers there."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        try:
-            s.connect(path)
-        except OSError:
-            return None
-        head = (
-            f"POST {url} HTTP/1.1\r\nHost: pylvsd\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nX-Pylvs-Source: pylvsadm\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        s.sendall(head.encode() + body)
-        chunks = []
-        while True:
-            data = s.recv(1 << 20)
-            if not data:
-                break
-            chunks.append(data)
-    except OSError:
-        return None
-    finally:
-        s.close()
-    raw = b"".join(chunks)
-    header, sep, payload = raw.partition(b"\r\n\r\n")
-    lines = header.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if not sep or len(parts) < 2 or not parts[1].isdigit():
-        return None
-    if any(h.lower().replace(b" ", b"") == b"transfer-encoding:chunked" for h in lines[1:]):
-        payload = _unchunk(payload)
-    return int(parts[1]), payload
-
-
-def _unchunk(data: bytes) -> bytes:
-    out, pos = [], 0
-    while True:
-        end = data.find(b"\r\n", pos)
-        if end < 0:
-            break
-        size = int(data[pos:end].split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out.append(data[end + 2 : end + 2 + size])
-        pos = end + 2 + size + 2
-    return b"".join(out)
+# Only json and http.client are loaded for it, so a command costs one round trip and no parsing or
+# formatting here. When nobody listens on the socket (or pylvsd is older and lacks the route), the
+# long way below runs instead: it prints -h without a daemon and the init failure otherwise.
 
 
 def _remote(args: list[str], prog: str, stdin: str | None, flush_first: bool = False) -> int | None:
     """Run the command in pylvsd and print its result; None when that cannot be done here."""
-    body = {"argv": args, "prog": prog, "stdin": stdin, "flush_first": flush_first}
-    answer = _http_post(socket_path(), "/ipvsadm", json.dumps(body).encode())
-    if answer is None or answer[0] == 404:
+    import http.client
+
+    from pylvs.daemon.unixhttp import UnixHTTPConnection
+
+    path = socket_path()
+    conn = UnixHTTPConnection(path, 300.0)
+    try:
+        try:
+            conn.connect()
+        except OSError:
+            return None  # nobody there: the long way says so (or answers what needs no daemon)
+        body = json.dumps({"argv": args, "prog": prog, "stdin": stdin, "flush_first": flush_first})
+        headers = {"Content-Type": "application/json", "X-Pylvs-Source": "pylvsadm", "Host": "pylvsd"}
+        try:
+            conn.request("POST", "/ipvsadm", body=body.encode(), headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            # the command may have run: never run it a second time the long way
+            _write(sys.stderr, unavailable_message(path, f"connection lost: {e}"))
+            return INIT_FAILURE_EXIT
+    finally:
+        conn.close()
+    status = resp.status
+    if status == 404:
         return None
-    status, payload = answer
     try:
         data: Any = json.loads(payload) if payload else {}
     except ValueError:

@@ -14,7 +14,6 @@ import errno as _errno
 import http.client
 import json
 import os
-import socket
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -25,6 +24,7 @@ from pylvs.daemon import codec
 from pylvs.daemon.changes import Change, change_from_call, change_to_compact, daemon_to_json
 from pylvs.daemon.recorder import RecordingBackend
 from pylvs.daemon.rules import Rules
+from pylvs.daemon.unixhttp import UnixHTTPConnection as _UnixHTTPConnection
 
 DEFAULT_SOCKET = "/run/pylvs/pylvsd.sock"
 
@@ -61,22 +61,6 @@ class BatchRefused(IPVSError):
 
     index: int
     line: int | None
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self._path)
-        except BaseException:
-            s.close()
-            raise
-        self.sock = s
 
 
 def _ipvs_error(body: dict[str, Any], cls: type[IPVSError] = IPVSError) -> IPVSError | None:
