@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from pylvs.core.errors import IPVSError
-from pylvs.core.snapshot import ConnView, DaemonView, Snapshot
-from pylvs.core.types import DestConfig, IPAddr, ServiceConfig, ServiceKey
+from pylvs.core.snapshot import ConnView, Snapshot
+from pylvs.core.types import DestConfig, ServiceKey
 from pylvs.daemon.changes import Change, change_from_call, rule_change
 from pylvs.daemon.client import BatchRefused, _refused
-from pylvs.daemon.recorder import RecordingBackend, RefuseDest, engine_refusal
+from pylvs.daemon.recorder import ChangeCalls, RecordingBackend, RefuseDest, engine_refusal
 from pylvs.daemon.rules import Rules
 from pylvs.daemon.state import BatchError, DaemonState
 from pylvs.ipvsadm.run import Result, restore, run_ipvsadm
@@ -63,7 +63,7 @@ def _resume() -> None:
         gc.enable()
 
 
-class LiveBackend:
+class LiveBackend(ChangeCalls):
     """The ipvsadm Backend protocol over DaemonState, synchronous; used with `state.lock` held."""
 
     def __init__(self, state: DaemonState, source: str) -> None:
@@ -103,42 +103,8 @@ class LiveBackend:
             raise _refused(e.error, e.index, line) from None
         self.changed = self.changed or changed
 
-    def _one(self, method: str, *args: Any) -> None:
-        if self.state.apply_sync([change_from_call(method, args)], self.source):
-            self.changed = True
-
-    def add_service(self, key: ServiceKey, cfg: ServiceConfig) -> None:
-        self._one("add_service", key, cfg)
-
-    def edit_service(self, key: ServiceKey, cfg: ServiceConfig) -> None:
-        self._one("edit_service", key, cfg)
-
-    def del_service(self, key: ServiceKey) -> None:
-        self._one("del_service", key)
-
-    def flush(self) -> None:
-        self._one("flush")
-
-    def add_dest(self, key: ServiceKey, cfg: DestConfig) -> None:
-        self._one("add_dest", key, cfg)
-
-    def edit_dest(self, key: ServiceKey, cfg: DestConfig) -> None:
-        self._one("edit_dest", key, cfg)
-
-    def del_dest(self, key: ServiceKey, addr: IPAddr, port: int) -> None:
-        self._one("del_dest", key, addr, port)
-
-    def zero(self, key: ServiceKey | None) -> None:
-        self._one("zero", key)
-
-    def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
-        self._one("set_timeouts", tcp, tcpfin, udp)
-
-    def start_daemon(self, daemon: DaemonView) -> None:
-        self._one("start_daemon", daemon)
-
-    def stop_daemon(self, state: str, syncid: int) -> None:
-        self._one("stop_daemon", state, syncid)
+    def _do(self, change: Change) -> None:  # each Backend call of ChangeCalls: one change, live
+        self.apply_changes([change])
 
     def apply_batch(self, ops: Sequence[Any]) -> None:
         from pylvs.ipvsadm.backend import BatchError as OpBatchError
@@ -162,19 +128,20 @@ class DaemonTransaction(RecordingBackend):
         self.live = live
         self._started = False
 
-    def _do(self, change: Change) -> None:
+    def _begin(self, change: Change) -> None:
         if not self._started:
             # Built on the first change: a restore that begins with a flush needs no copy of the table.
             self.rules = self.live.state.trial_for(change)
             self._started = True
+
+    def _do(self, change: Change) -> None:
+        self._begin(change)
         super()._do(change)
 
     def add_dest(self, key: ServiceKey, cfg: DestConfig) -> None:
         # RecordingBackend.add_dest with its layers inlined: a big restore is mostly this call.
-        if not self._started:
-            self.rules = self.live.state.trial_for(rule_change("add_dest", key, None, cfg))
-            self._started = True
         change = rule_change("add_dest", key, None, cfg)
+        self._begin(change)
         if self._refuse_dest is not None:
             msg = self._refuse_dest(key, cfg)
             if msg is not None:

@@ -20,21 +20,12 @@ from pylvs.daemon.rules import Rules
 RefuseDest = Callable[[ServiceKey, DestConfig], str | None]
 
 
-class RecordingBackend:
-    def __init__(self, rules: Rules | None = None, refuse_dest: RefuseDest | None = None) -> None:
-        self.rules = rules or Rules()
-        self.changes: list[Change] = []
-        self._refuse_dest = refuse_dest
+class ChangeCalls:
+    """The Backend protocol's rule-changing calls, each made into one Change for `_do()`."""
 
     def _do(self, change: Change) -> None:
-        if self._refuse_dest is not None and change.dest is not None and change.key is not None:
-            msg = self._refuse_dest(change.key, change.dest)
-            if msg is not None:
-                raise engine_refusal(change, msg)
-        change.apply(self.rules)
-        self.changes.append(change)
+        raise NotImplementedError
 
-    # -- Backend protocol ---------------------------------------------------------------------
     def add_service(self, key: ServiceKey, cfg: ServiceConfig) -> None:
         self._do(rule_change("add_service", key, cfg, None))
 
@@ -67,6 +58,21 @@ class RecordingBackend:
 
     def stop_daemon(self, state: str, syncid: int) -> None:
         self._do(Change("stop_daemon", state=state, syncid=syncid))
+
+
+class RecordingBackend(ChangeCalls):
+    def __init__(self, rules: Rules | None = None, refuse_dest: RefuseDest | None = None) -> None:
+        self.rules = rules or Rules()
+        self.changes: list[Change] = []
+        self._refuse_dest = refuse_dest
+
+    def _do(self, change: Change) -> None:
+        if self._refuse_dest is not None and change.dest is not None and change.key is not None:
+            msg = self._refuse_dest(change.key, change.dest)
+            if msg is not None:
+                raise engine_refusal(change, msg)
+        change.apply(self.rules)
+        self.changes.append(change)
 
     def snapshot(self) -> Snapshot:
         return self.rules.snapshot()
