@@ -11,7 +11,6 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable
-from ipaddress import IPv4Address
 
 from pylvs.core import packet
 from pylvs.core.conn import F_DEAD, F_INVALID, Connection, ConnectionTable, make_key_v4, split_key
@@ -19,7 +18,7 @@ from pylvs.core.ctl import ServiceTable
 from pylvs.core.errors import IPVSError, Op
 from pylvs.core.proto import Protocol
 from pylvs.core.sched.base import SchedEnv
-from pylvs.core.service import RealServer, VirtualService, addr_int
+from pylvs.core.service import RealServer, VirtualService, addr_text
 from pylvs.core.snapshot import ConnView, ServiceView, Snapshot, make_dest_view
 from pylvs.core.stats import ESTIMATOR_PERIOD
 from pylvs.core.sysctl import Sysctls
@@ -275,14 +274,6 @@ class Director:
         return out
 
 
-def _addr_text(addr: IPAddr) -> str:
-    """str(addr); IPv4 formatted from its int (ipaddress's __str__ is several times slower)."""
-    if type(addr) is IPv4Address:
-        ip = addr_int(addr)
-        return f"{ip >> 24}.{ip >> 16 & 255}.{ip >> 8 & 255}.{ip & 255}"
-    return str(addr)
-
-
 def take_snapshot(director: Director) -> Snapshot:
     """The director's rules, counters and rates as plain views (see snapshot.py)."""
     services = [service_view(svc) for svc in director.services]
@@ -304,7 +295,7 @@ def service_view(svc: VirtualService) -> ServiceView:
         inact = d.total - d.activeconns  # RealServer.inactconns
         views.append(
             make_dest_view(
-                _addr_text(d.addr),
+                addr_text(d.addr),
                 d.port,
                 int(d.fwd),
                 d.weight,
@@ -323,7 +314,7 @@ def service_view(svc: VirtualService) -> ServiceView:
     return ServiceView(
         af=svc.af,
         protocol=int(svc.protocol),
-        addr="" if svc.addr is None else _addr_text(svc.addr),
+        addr="" if svc.addr is None else addr_text(svc.addr),
         port=svc.port,
         fwmark=svc.fwmark,
         scheduler=svc.scheduler_name,

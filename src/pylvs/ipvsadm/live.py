@@ -16,28 +16,14 @@ from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address
 from typing import Any
 
-from pylvs.core.service import RealServer, VirtualService, addr_int
+from pylvs.core.service import RealServer, VirtualService, addr_int, addr_text
 from pylvs.core.types import AF_INET, Fwd, SvcFlags
+from pylvs.ipvsadm.listing import _FWD_NAME_OF, _FWD_SWITCH_OF, _PROTO_LABEL, _PROTO_OPTION
 from pylvs.ipvsadm.sort import Words, sort_keyed_dests, sort_keyed_services
 
 _PLAIN_MASK = int(
     SvcFlags.PERSISTENT | SvcFlags.ONEPACKET | SvcFlags.SCHED1 | SvcFlags.SCHED2 | SvcFlags.SCHED3
 )
-_OPTION = {6: "-t", 17: "-u", 132: "--sctp-service"}
-_LABEL = {6: "TCP ", 17: "UDP ", 132: "SCTP"}
-_SWITCH = {
-    int(Fwd.MASQ): "-m",
-    int(Fwd.DROUTE): "-g",
-    int(Fwd.LOCALNODE): "-g",
-    int(Fwd.FULLNAT): "--fullnat",
-}
-_NAME = {
-    int(Fwd.MASQ): "Masq",
-    int(Fwd.LOCALNODE): "Local",
-    int(Fwd.TUNNEL): "Tunnel",
-    int(Fwd.DROUTE): "Route",
-    int(Fwd.FULLNAT): "FullNat",
-}
 _TUNNEL = int(Fwd.TUNNEL)
 _HALF = 1 << 31
 _DEST_LINE = "  -> %-28s %-7s %-6d %-10d %-10d\n"
@@ -84,17 +70,13 @@ def _first(item: tuple[tuple[int, int], RealServer]) -> tuple[int, int]:
     return item[0]
 
 
-def _v4(ip: int) -> str:
-    return f"{ip >> 24}.{ip >> 16 & 255}.{ip >> 8 & 255}.{ip & 255}"
-
-
 def _plain_service(svc: VirtualService) -> bool:
     return (
         not svc.fwmark
         and svc.af == AF_INET
         and not int(svc.flags) & _PLAIN_MASK
         and not svc.pe_name
-        and int(svc.protocol) in _OPTION
+        and int(svc.protocol) in _PROTO_OPTION
     )
 
 
@@ -102,10 +84,10 @@ def rule_text(svc: VirtualService) -> str | None:
     """The -Sn lines of one service, or None when its shape is not one done here."""
     if not _plain_service(svc) or any(d.af != AF_INET or int(d.fwd) == _TUNNEL for d in svc.dests):
         return None
-    name = f"{_OPTION[int(svc.protocol)]} {_v4(addr_int(svc.addr))}:{svc.port}"  # type: ignore[arg-type]
+    name = f"{_PROTO_OPTION[int(svc.protocol)]} {addr_text(svc.addr)}:{svc.port}"  # type: ignore[arg-type]
     lines = [f"-A {name} -s {svc.scheduler_name}\n"]
     lines.extend(
-        f"-a {name} -r {_v4(addr_int(d.addr))}:{d.port} {_SWITCH.get(int(d.fwd), '(null)')} -w {d.weight}\n"
+        f"-a {name} -r {addr_text(d.addr)}:{d.port} {_FWD_SWITCH_OF.get(int(d.fwd), '(null)')} -w {d.weight}\n"
         for d in _ordered_dests(svc, False)
     )
     return "".join(lines)
@@ -115,16 +97,16 @@ def list_text(svc: VirtualService, nosort: bool) -> str | None:
     """The plain -Ln lines of one service, or None when its shape is not one done here."""
     if not _plain_service(svc) or any(d.af != AF_INET for d in svc.dests):
         return None
-    head = f"{_LABEL[int(svc.protocol)]} {_v4(addr_int(svc.addr))}:{svc.port}"[:33]  # type: ignore[arg-type]
+    head = f"{_PROTO_LABEL[int(svc.protocol)]:<4} {addr_text(svc.addr)}:{svc.port}"[:33]  # type: ignore[arg-type]
     lines = [f"{head} {svc.scheduler_name}\n"]
-    name = _NAME.get
+    name = _FWD_NAME_OF.get
     for d in _ordered_dests(svc, nosort):
         inact = d.total - d.activeconns
         # %-formatting: the same text as the views' f-strings, measurably cheaper per line
         lines.append(
             _DEST_LINE
             % (
-                f"{_v4(addr_int(d.addr))}:{d.port}"[:28],
+                f"{addr_text(d.addr)}:{d.port}"[:28],
                 name(int(d.fwd), "(null)"),
                 d.weight,
                 d.activeconns,
