@@ -17,17 +17,23 @@ from pylvs.core.director import Director
 from pylvs.core.snapshot import DaemonView, ServiceView, Snapshot, make_dest_view
 from pylvs.core.types import ServiceKey
 
-_Entry = tuple[int, ServiceView | None, dict[bool, str]]  # fingerprint, view, text by numeric
-
-
 _ZERO = (0, 0, 0, 0, 0)
 
 
-def _fingerprint(svc: Any) -> int:
-    """Changes whenever the service's rules do: the core renumbers `rev` on every such change, from
-    one process-wide counter (so a service deleted and added again never repeats an old number)."""
-    rev: int = svc.rev
-    return rev
+class _Entry:
+    """One service's cached rules: its revision (VirtualService.rev), view and text by numeric."""
+
+    __slots__ = ("rev", "texts", "view")
+
+    def __init__(self, rev: int) -> None:
+        self.rev = rev
+        self.view: ServiceView | None = None  # built only when asked for
+        self.texts: dict[bool, str] = {}
+
+    def view_of(self, svc: Any) -> ServiceView:
+        if self.view is None:
+            self.view = _view(svc)
+        return self.view
 
 
 def _view(svc: Any) -> ServiceView:
@@ -70,22 +76,18 @@ class SaveCache:
     def __init__(self) -> None:
         self._entries: dict[ServiceKey, _Entry] = {}
 
+    def _take(self, entries: dict[ServiceKey, _Entry], svc: Any) -> _Entry:
+        """svc's entry from the last round if its rules did not change since, else a new one."""
+        e = self._entries.get(svc.key)
+        if e is None or e.rev != svc.rev:
+            e = _Entry(svc.rev)
+        entries[svc.key] = e
+        return e
+
     def snapshot(self, director: Director, daemons: tuple[DaemonView, ...] = ()) -> Snapshot:
         """The rules (no counters) as a Snapshot, reusing the views of unchanged services."""
         entries: dict[ServiceKey, _Entry] = {}
-        old = self._entries
-        services = []
-        for svc in director.services:
-            fp = _fingerprint(svc)
-            hit = old.get(svc.key)
-            if hit is None or hit[0] != fp:
-                hit = (fp, _view(svc), {})
-            elif hit[1] is None:  # cached by text() without a view
-                hit = (fp, _view(svc), hit[2])
-            entries[svc.key] = hit
-            view = hit[1]
-            assert view is not None
-            services.append(view)
+        services = [self._take(entries, svc).view_of(svc) for svc in director.services]
         self._entries = entries
         t = director.timeouts
         return replace(
@@ -102,23 +104,15 @@ class SaveCache:
         except ImportError:
             return self.format(self.snapshot(director), numeric)
         entries: dict[ServiceKey, _Entry] = {}
-        old = self._entries
         parts = []
         for svc in live.ordered(director.services, False):
-            fp = _fingerprint(svc)
-            hit = old.get(svc.key)
-            if hit is None or hit[0] != fp:
-                hit = (fp, None, {})
-            entries[svc.key] = hit
-            text = hit[2].get(True)
+            e = self._take(entries, svc)
+            text = e.texts.get(True)
             if text is None:
                 text = live.rule_text(svc)
                 if text is None:
-                    view = hit[1] or _view(svc)
-                    hit = (fp, view, hit[2])
-                    entries[svc.key] = hit
-                    text = self._format_view(view, True)
-                hit[2][True] = text
+                    text = self._format_view(e.view_of(svc), True)
+                e.texts[True] = text
             parts.append(text)
         self._entries = entries
         return "".join(parts)
@@ -140,16 +134,16 @@ class SaveCache:
             from pylvs.ipvsadm.save import format_save
 
             return format_save(snap, numeric=numeric)
-        by_id = {id(e[1]): e for e in self._entries.values()}
+        by_id = {id(e.view): e for e in self._entries.values() if e.view is not None}
         fmt = Format(numeric=numeric)
         names = None if numeric else NameResolver()
         parts = []
         for se in ordered_services(snap, False):
             entry = by_id.get(id(se))
-            text = entry[2].get(numeric) if entry is not None else None
+            text = entry.texts.get(numeric) if entry is not None else None
             if text is None:
                 text = service_entry(se, fmt, names, rule=True)
                 if entry is not None and numeric:  # names may change under us; only cache numeric
-                    entry[2][numeric] = text
+                    entry.texts[numeric] = text
             parts.append(text)
         return "".join(parts)
