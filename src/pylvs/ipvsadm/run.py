@@ -300,8 +300,9 @@ def restore(
         elif ops:
             backend.apply_batch(ops)
     except BatchError as e:
+        # (op_lines lists only the lines that made a BatchOp: with `direct`, not every line)
         line = op_lines[e.index] if not direct and 0 <= e.index < len(op_lines) else 0
-        return _rejected(prog, e.message, line or getattr(e, "line", None) or 0, 255)
+        return _rejected(prog, e.message, line, 255)
     except IPVSError as e:
         line = getattr(e, "line", None) or 0
         return _rejected(prog, e.message, line, 255)
