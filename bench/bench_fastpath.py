@@ -35,6 +35,8 @@ import sys
 import time
 from typing import Any
 
+from _curl import curl_transfer  # bench/ is the script's directory
+
 from pylvs.lab import topology as topo
 from pylvs.lab.netns import Netns, is_root
 
@@ -103,24 +105,8 @@ def wrk(n: Netns, url: str, seconds: float, conns: int, close: bool) -> dict[str
 def bulk(n: Netns, vip: str) -> float:
     best = 0.0
     for _ in range(3):
-        p = n.run(
-            "client",
-            [
-                "curl",
-                "-s",
-                "--max-time",
-                "60",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{size_download} %{time_total}",
-                f"http://{vip}/big/blob",
-            ],
-            check=False,
-            timeout=90,
-        )
         try:
-            size, secs = p.stdout.split()
+            size, secs = curl_transfer(n, f"http://{vip}/big/blob")
             best = max(best, int(size) / float(secs) / 1e6)
         except ValueError:
             pass

@@ -19,6 +19,8 @@ import sys
 import time
 from socket import inet_aton as socket_aton
 
+from _curl import curl_transfer  # bench/ is the script's directory
+
 from pylvs.lab import topology as topo
 from pylvs.lab.netns import Netns, is_root
 from pylvs.lab.runner import Lab
@@ -123,23 +125,7 @@ def load(n: Netns, vip: str, seconds: float, conc: int = 8, limit: int = 200000)
 
 
 def bulk(n: Netns, vip: str, mb: int) -> float:
-    p = n.run(
-        "client",
-        [
-            "curl",
-            "-s",
-            "--max-time",
-            "60",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{size_download} %{time_total}",
-            f"http://{vip}/bytes?n={mb << 20}",
-        ],
-        check=False,
-        timeout=90,
-    )
-    size, secs = p.stdout.split()
+    size, secs = curl_transfer(n, f"http://{vip}/bytes?n={mb << 20}")
     return int(size) / float(secs) / 1e6 if float(secs) else 0.0
 
 
@@ -179,28 +165,17 @@ def upload(n: Netns, vip: str, mb: int) -> float:
     path = os.path.join(n.workdir, "stream.bin")
     with open(path, "wb") as fh:
         fh.write(os.urandom(1 << 20) * mb)
-    p = n.run(
-        "client",
-        [
-            "curl",
-            "-s",
-            "--max-time",
-            "60",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{size_upload} %{time_total}",
-            "--data-binary",
-            f"@{path}",
-            "-H",
-            "Content-Type: application/octet-stream",
-            f"http://{vip}/",
-        ],
-        check=False,
-        timeout=90,
+    words = curl_transfer(
+        n,
+        f"http://{vip}/",
+        "--data-binary",
+        f"@{path}",
+        "-H",
+        "Content-Type: application/octet-stream",
+        field="size_upload",
     )
     os.unlink(path)
-    size, secs = ([*p.stdout.split(), "0", "0"])[:2]
+    size, secs = ([*words, "0", "0"])[:2]
     return int(float(size)) / float(secs) / 1e6 if float(secs) else 0.0
 
 
