@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum, IntFlag
 
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -197,16 +197,5 @@ def make_dest_config(addr: IPAddr, port: int, fwd: Fwd, weight: int) -> DestConf
 
 # DestConfig's slot setters in field order (frozen blocks setattr, not the slot descriptors).
 _dc_addr, _dc_port, _dc_fwd, _dc_weight, _dc_u, _dc_l, _dc_tun_type, _dc_tun_port, _dc_tun_flags = (
-    DestConfig.__dict__[name].__set__
-    for name in (
-        "addr",
-        "port",
-        "fwd",
-        "weight",
-        "u_threshold",
-        "l_threshold",
-        "tun_type",
-        "tun_port",
-        "tun_flags",
-    )
+    DestConfig.__dict__[f.name].__set__ for f in fields(DestConfig)
 )
