@@ -208,6 +208,37 @@ def test_events_in_the_usual_layout_are_read_in_place() -> None:
     ]
 
 
+def test_first_event_tuples_in_place_and_known_destroy_without_tuples() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ev = ct.CtEvents.__new__(ct.CtEvents)
+    ev.sock, ev.buf, ev.mask, ev.overruns = b, bytearray(1 << 16), tables.OURS, 0
+    b.setblocking(False)
+    usual = ct_event(ct.CT_ESTABLISHED)
+    body = ct_body(ct.CT_TIME_WAIT)
+    payload = struct.pack("!BBH", socket.AF_INET, 0, 0) + body
+    destroy = struct.pack(
+        "=IHHII", 16 + len(payload), (ct.NFNL_SUBSYS_CTNETLINK << 8) | ct.IPCTNL_MSG_CT_DELETE, 0, 0, 0
+    )
+    try:
+        a.send(usual)
+        first = ev.read(known=())
+        a.send(destroy + payload)
+        gone = ev.read(known={1234})
+        a.send(destroy + payload)
+        unknown = ev.read(known=())
+    finally:
+        a.close()
+        b.close()
+    full = ct.parse(usual, 20, len(usual), ct.UPDATE)
+    assert len(first) == 1 and (first[0].orig, first[0].reply) == (full.orig, full.reply)
+    assert first[0].orig == (6, A(CIP), 40000, A(VIP), 80)
+    assert (first[0].ct_id, first[0].tcp_state, first[0].mark) == (99, ct.CT_ESTABLISHED, 0x80010000)
+    (e,) = gone
+    assert (e.kind, e.ct_id, e.tcp_state, e.orig) == (ct.DESTROY, 1234, ct.CT_TIME_WAIT, (0, b"", 0, b"", 0))
+    assert (e.pkts_orig, e.bytes_orig, e.pkts_reply, e.bytes_reply) == (10, 5000, 20, 100000)
+    assert unknown[0].orig == (6, A(CIP), 40000, A(VIP), 80)
+
+
 # -- the DR socket's filter ----------------------------------------------------------------------
 def run_bpf(prog: list[drsock.Insn], pkt: bytes) -> int:
     a = x = pc = 0

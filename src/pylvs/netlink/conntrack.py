@@ -19,7 +19,6 @@ from pylvs.netlink.nlmsg import (
     NLMSG_DONE,
     NLMSG_ERROR,
     attr,
-    attrs,
     error_of,
     messages,
     nested,
@@ -125,11 +124,17 @@ def _tuple(data: bytes, a: int, b: int) -> Tuple:
 
 def _counters(data: bytes, a: int, b: int) -> tuple[int, int]:
     pk = by = 0
-    for kind, x, _y in attrs(data, a, b):
+    hh = _HH.unpack_from
+    while a + 4 <= b:
+        n, kind = hh(data, a)
+        if n < 4:
+            break
+        kind &= 0x3FFF
         if kind == CTA_COUNTERS_PACKETS:
-            pk = _U64.unpack_from(data, x)[0]
+            pk = _U64.unpack_from(data, a + 4)[0]
         elif kind == CTA_COUNTERS_BYTES:
-            by = _U64.unpack_from(data, x)[0]
+            by = _U64.unpack_from(data, a + 4)[0]
+        a += (n + 3) & ~3
     return pk, by
 
 
@@ -162,23 +167,35 @@ def peek(data: bytes, off: int, end: int) -> tuple[int, int, int]:
         elif t == CTA_ID:
             cid = _U32.unpack_from(data, off + 4)[0]
         elif t == CTA_PROTOINFO:
-            x, y = off + 4, off + n
-            while x + 4 <= y:
-                n2, k2 = hh(data, x)
-                if n2 < 4:
-                    break
-                if k2 & 0x3FFF == CTA_PROTOINFO_TCP:
-                    for k3, p, _q in attrs(data, x + 4, x + n2):
-                        if k3 == CTA_PROTOINFO_TCP_STATE:
-                            state = data[p]
-                x += (n2 + 3) & ~3
+            state = _tcp_state(data, off + 4, off + n)
         off += (n + 3) & ~3
     return mark, cid, state
 
 
-def parse(data: bytes, off: int, end: int, kind: str) -> CtEntry:
-    """One ctnetlink message body (after the nfgenmsg header)."""
-    e = CtEntry(kind, 0, (0, b"", 0, b"", 0), (0, b"", 0, b"", 0))
+def _tcp_state(data: bytes, x: int, y: int) -> int:
+    """CTA_PROTOINFO -> CTA_PROTOINFO_TCP -> CTA_PROTOINFO_TCP_STATE, or -1."""
+    hh = _HH.unpack_from
+    while x + 4 <= y:
+        n2, k2 = hh(data, x)
+        if n2 < 4:
+            break
+        if k2 & 0x3FFF == CTA_PROTOINFO_TCP:
+            p, q = x + 4, x + n2
+            while p + 4 <= q:
+                n3, k3 = hh(data, p)
+                if n3 < 4:
+                    break
+                if k3 & 0x3FFF == CTA_PROTOINFO_TCP_STATE:
+                    return data[p + 4]
+                p += (n3 + 3) & ~3
+        x += (n2 + 3) & ~3
+    return -1
+
+
+def parse(data: bytes, off: int, end: int, kind: str, tuples: bool = True) -> CtEntry:
+    """One ctnetlink message body (after the nfgenmsg header); `tuples=False`: addresses and
+    ports left out (an event about a connection already followed by its id)."""
+    e = CtEntry(kind, 0, _NO_TUPLE, _NO_TUPLE)
     hh = _HH.unpack_from
     while off + 4 <= end:
         n, t = hh(data, off)
@@ -187,9 +204,11 @@ def parse(data: bytes, off: int, end: int, kind: str) -> CtEntry:
         t &= 0x3FFF
         a, b = off + 4, off + n
         if t == CTA_TUPLE_ORIG:
-            e.orig = _tuple(data, a, b)
+            if tuples:
+                e.orig = _tuple(data, a, b)
         elif t == CTA_TUPLE_REPLY:
-            e.reply = _tuple(data, a, b)
+            if tuples:
+                e.reply = _tuple(data, a, b)
         elif t == CTA_MARK:
             e.mark = _U32.unpack_from(data, a)[0]
         elif t == CTA_ID:
@@ -197,11 +216,7 @@ def parse(data: bytes, off: int, end: int, kind: str) -> CtEntry:
         elif t == CTA_TIMEOUT:
             e.timeout = _U32.unpack_from(data, a)[0]
         elif t == CTA_PROTOINFO:
-            for k2, p, q in attrs(data, a, b):
-                if k2 == CTA_PROTOINFO_TCP:
-                    for k3, x, _y in attrs(data, p, q):
-                        if k3 == CTA_PROTOINFO_TCP_STATE:
-                            e.tcp_state = data[x]
+            e.tcp_state = _tcp_state(data, a, b)
         elif t == CTA_COUNTERS_ORIG:
             e.pkts_orig, e.bytes_orig = _counters(data, a, b)
         elif t == CTA_COUNTERS_REPLY:
@@ -247,6 +262,37 @@ _TCP_LAYOUT = (
 )
 _STATE_AT, _MARK_AT = 160, 196
 _FIXED_LEN = _MARK_AT + 8  # that layout with the mark as the last attribute
+# Inside a 52-byte IPv4 tuple: CTA_TUPLE_IP (20 bytes: source, destination) then CTA_TUPLE_PROTO
+# (28 bytes: number, source port, destination port), each attribute where that size puts it.
+_TUPLE_LAYOUT = (
+    (4, 20, CTA_TUPLE_IP),
+    (8, 8, CTA_IP_V4_SRC),
+    (16, 8, CTA_IP_V4_DST),
+    (24, 28, CTA_TUPLE_PROTO),
+    (28, 5, CTA_PROTO_NUM),
+    (36, 6, CTA_PROTO_SRC_PORT),
+    (44, 6, CTA_PROTO_DST_PORT),
+)
+
+
+def _fixed_tuples(d: bytes) -> bool:
+    """Both tuples of an event in the fixed layout are laid out as _TUPLE_LAYOUT."""
+    for base in (20, 72):
+        for off, ln, kind in _TUPLE_LAYOUT:
+            if d[base + off] != ln or d[base + off + 2] != kind:
+                return False
+    return True
+
+
+def _tuple_at(d: bytes, base: int) -> Tuple:
+    """A tuple laid out as _TUPLE_LAYOUT at `base` (the attribute's header)."""
+    return (
+        d[base + 32],
+        d[base + 12 : base + 16],
+        (d[base + 40] << 8) | d[base + 41],
+        d[base + 20 : base + 24],
+        (d[base + 48] << 8) | d[base + 49],
+    )
 
 
 def _fixed_layout(d: bytes) -> bool:
@@ -357,7 +403,8 @@ class CtEvents:
                     break
                 kind = _kind(mtype, flags)
                 if kind is not None:
-                    if ln == _FIXED_LEN and off == 0 and _fixed_layout(data):
+                    fixed = ln == _FIXED_LEN and off == 0 and _fixed_layout(data)
+                    if fixed:
                         # The usual IPv4 TCP update (the layout event_filter checks): no walk.
                         cid, mark = _U32.unpack_from(data, 128)[0], _U32.unpack_from(data, _MARK_AT + 4)[0]
                         state = data[_STATE_AT]
@@ -366,8 +413,12 @@ class CtEvents:
                     if mark & self.mask:
                         if kind == UPDATE and cid in known:
                             out.append(CtEntry(kind, cid, _NO_TUPLE, _NO_TUPLE, mark, state))
-                        else:
-                            out.append(parse(data, off + 20, off + ln, kind))
+                        elif fixed and kind == UPDATE and _fixed_tuples(data):
+                            # the first event of a connection: its tuples read in place too
+                            t = _tuple_at
+                            out.append(CtEntry(kind, cid, t(data, 20), t(data, 72), mark, state))
+                        else:  # DESTROY of a known one: its counters and state, not its tuples
+                            out.append(parse(data, off + 20, off + ln, kind, cid not in known))
                 off += (ln + 3) & ~3
         return out
 

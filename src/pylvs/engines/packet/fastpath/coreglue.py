@@ -65,6 +65,7 @@ CT_TO_CORE = {
     ct.CT_CLOSE: coretcp.CLOSE,
 }
 
+_ADDR_INT = int.from_bytes  # 4 address bytes (network order) -> the core's int form
 ADDR_CACHE: dict[bytes, ipaddress.IPv4Address] = {}  # hot loops read it before calling ip4
 
 
@@ -97,6 +98,7 @@ class Flow:
     out_bytes: int = 0
     replied: bool = False
     final: bool = False  # counters synced after the connection closed: no dump needed any more
+    left_dump: float = 0.0  # when it was first missing from the dump of open connections
 
 
 def synthetic(flow: Flow, direction: str, flags: int) -> Packet:
@@ -112,6 +114,16 @@ def feed(director: Director, flow: Flow, direction: str, flags: int, now: float)
     """Give the core one synthetic packet of `flow` (counted: see Flow)."""
     conn = flow.conn
     if conn is None or conn.dead:
+        return
+    if flow.proto == 6:  # the core's int entry points: the same steps without building a Packet
+        if direction == "in":
+            director.process_in_v4(
+                6, _ADDR_INT(flow.caddr), flow.cport, _ADDR_INT(flow.vaddr), flow.vport, 0, 0, flags, now
+            )
+            flow.in_pkts += 1
+        else:
+            director.process_out_tcp(conn, 0, flags, now)
+            flow.out_pkts += 1
         return
     pkt = synthetic(flow, direction, flags)
     if direction == "in":

@@ -49,6 +49,9 @@ log = logging.getLogger("pylvs.fastpath")
 
 DEFAULT_QUEUE = 7000
 SYNC_PERIOD = 2.0  # the rate estimator's period
+# A TCP flow that left the dump of open connections (its FIN or RST went by) is asked for by
+# itself only if its DESTROY event has not come this long after (see _sync_counters).
+DESTROY_GRACE = 2 * SYNC_PERIOD
 _PORT = struct.Struct("!H")
 _PORTS = struct.Struct("!HH")
 _PROTOS = {6: Proto.TCP, 17: Proto.UDP}
@@ -72,18 +75,21 @@ def _write_sysctl(path: str, value: str) -> bool:
         return False
 
 
-def _event_states(setting: str) -> tuple[int, ...] | None:
+def _event_states(setting: str, linger: bool) -> tuple[int, ...] | None:
     """PYLVS_FASTPATH_CTFILTER: 1 (the TCP states the core does not need from events), 0 (no
-    filter), or the conntrack state numbers to drop, comma-separated (for A/B runs)."""
+    filter), or the conntrack state numbers to drop, separated by commas or slashes (A/B runs).
+    With the short TIME_WAIT policy (`linger`) LAST_ACK is not needed either: the DESTROY event
+    follows within seconds and takes the core through LAST_ACK to TIME_WAIT (the state it names)."""
+    default = glue.UNNEEDED_EVENTS + ((ct.CT_LAST_ACK,) if linger else ())
     if setting in ("0", "no", "false"):
         return None
     if setting in ("1", "yes", "true", ""):
-        return glue.UNNEEDED_EVENTS
+        return default
     try:
-        return tuple(int(x) for x in setting.split(","))
+        return tuple(int(x) for x in setting.replace("/", ",").split(","))
     except ValueError:
         log.warning("fast path: PYLVS_FASTPATH_CTFILTER=%r is not a list of states; default used", setting)
-        return glue.UNNEEDED_EVENTS
+        return default
 
 
 def classify(svc: Any) -> str:
@@ -127,7 +133,9 @@ class FastPathEngine(Engine):
         self.ids: dict[tuple[str, int, str], int] = {}
         self.dest_mark: dict[int, int] = {}  # id(RealServer) -> mark bits
         self.flows: dict[int, glue.Flow] = {}  # conntrack id -> flow
-        self.first_len: dict[tuple[int, bytes, int, bytes, int], int] = {}
+        # (proto, client, port, VIP, port) -> (entry, first packet's length) of a connection the
+        # core scheduled, until conntrack's first event about it names its id
+        self.first_len: dict[tuple[int, bytes, int, bytes, int], tuple[Any, int]] = {}
         self.dr_socks: dict[str, socket.socket] = {}
         self.dr_macs: dict[str, bytes] = {}
         self.dr_flows: dict[bytes, tuple[glue.Flow, int]] = {}  # key -> (flow, kernel packets seen)
@@ -162,6 +170,9 @@ class FastPathEngine(Engine):
         self.cpu_start = 0.0
         self.started = False
         self.dump_closed = os.environ.get("PYLVS_FASTPATH_DUMP_CLOSED", "0") not in ("0", "no", "false")
+        # conntrack lets our closed TCP connections go after tables.CLOSED_LINGER seconds (off:
+        # PYLVS_FASTPATH_LINGER=0, or a kernel without conntrack timeout policies)
+        self.linger = os.environ.get("PYLVS_FASTPATH_LINGER", "1") not in ("0", "no", "false")
 
     def refuse_dest(self, key: ServiceKey, cfg: DestConfig) -> str | None:
         if cfg.addr.version != 4 or key.af != socket.AF_INET:
@@ -182,11 +193,17 @@ class FastPathEngine(Engine):
         if tables.table_exists("ip", tables.IP_TABLE):
             log.info("fast path: adopting the existing nftables table ip %s", tables.IP_TABLE)
             self._read_ids()
-            rc, _o, err = tables.nft(tables.closed_chain_text())
+            rc, _o, err = tables.nft(tables.closed_chain_text(self.linger))
+            if rc != 0 and self.linger:
+                self._no_linger(err)
+                rc, _o, err = tables.nft(tables.closed_chain_text(False))
             if rc != 0:
                 log.warning("fast path: cannot add the fin chain to ip %s: %s", tables.IP_TABLE, err)
         else:
-            rc, _o, err = tables.nft(tables.ip_table_text())
+            rc, _o, err = tables.nft(tables.ip_table_text(self.linger))
+            if rc != 0 and self.linger:
+                self._no_linger(err)
+                rc, _o, err = tables.nft(tables.ip_table_text(False))
             if rc != 0:
                 raise OSError(f"fast path: cannot create nftables table ip {tables.IP_TABLE}: {err}")
         self.dr_created = tables.table_exists("netdev", tables.DR_TABLE)
@@ -196,7 +213,7 @@ class FastPathEngine(Engine):
         self.events = ct.CtEvents(
             tables.OURS,
             ct.GROUP_UPDATE | ct.GROUP_DESTROY,
-            _event_states(os.environ.get("PYLVS_FASTPATH_CTFILTER", "1")),
+            _event_states(os.environ.get("PYLVS_FASTPATH_CTFILTER", "1"), self.linger),
         )
         self.cpu_start = time.process_time()
         self._sync()
@@ -212,6 +229,14 @@ class FastPathEngine(Engine):
             "fast path on: NFQUEUE %d (%s), NAT/FULLNAT/fwmark through conntrack, DR through nft flows",
             self.queue_num,
             "fail-open: --queue-bypass" if self.bypass else "fail-closed",
+        )
+
+    def _no_linger(self, err: str) -> None:
+        self.linger = False
+        log.warning(
+            "fast path: no conntrack timeout policy (%s): closed connections stay in conntrack for "
+            "its default TIME_WAIT, and each is looked up once for its last counters",
+            err.splitlines()[0] if err else "nft refused it",
         )
 
     async def stop(self, drain: bool = True) -> None:
@@ -471,7 +496,7 @@ class FastPathEngine(Engine):
                 if m is not None and v.conn.fwd in (Fwd.MASQ, Fwd.FULLNAT):
                     out.append(vmsg(packet_id, NF_ACCEPT, user | m))
                     accepted += 1
-                    first[(proto, saddr, sport, daddr, dport)] = length
+                    first[(proto, saddr, sport, daddr, dport)] = (v.conn, length)
                     continue
             elif v.action is Action.PASS:
                 out.append(vmsg(packet_id, NF_ACCEPT))
@@ -500,8 +525,12 @@ class FastPathEngine(Engine):
         if proto not in (6, 17) or len(caddr) != 4:
             return None
         _p, raddr, rport, _l, _lp = e.reply
-        conn = self.director.lookup_in(proto, glue.ip4(caddr), cport, glue.ip4(vaddr), vport)
-        first = self.first_len.pop((proto, caddr, cport, vaddr, vport), None)
+        first = None
+        queued = self.first_len.pop(e.orig, None)
+        if queued is not None and not queued[0].dead:
+            conn, first = queued
+        else:
+            conn = self.director.lookup_in(proto, glue.ip4(caddr), cport, glue.ip4(vaddr), vport)
         ct_state = -1
         if conn is None or conn.dead:
             if not adopt:
@@ -562,6 +591,8 @@ class FastPathEngine(Engine):
                     self.flows.pop(e.ct_id, None)
                     if f is None:
                         continue
+                if f.proto == 6:  # its last state first: the steps' packets are in the counters
+                    glue.ct_state_changed(d, f, e.tcp_state, now)
                 glue.add_counters(d, f, e, now)
                 self._ended(f, now)
                 continue
@@ -609,8 +640,21 @@ class FastPathEngine(Engine):
             self._follow(f, e, now)
             if everything:
                 f.final = bool(e.mark & tables.CLOSED) or e.tcp_state in _CLOSING
-        # Closed since the last sync, or gone with their DESTROY event lost.
-        left = [(cid, f) for cid, f in self.flows.items() if cid not in alive and not f.final]
+        # Closed since the last sync, or gone with their DESTROY event lost. With the short
+        # TIME_WAIT policy a closed TCP flow's DESTROY event brings its last counters and state
+        # within seconds: only one still here DESTROY_GRACE after it left the dump is asked for.
+        left = []
+        linger = self.linger and not everything
+        for cid, f in self.flows.items():
+            if f.final or cid in alive:
+                continue
+            if linger and f.proto == 6:
+                if not f.left_dump:
+                    f.left_dump = now
+                    continue
+                if now - f.left_dump < DESTROY_GRACE:
+                    continue
+            left.append((cid, f))
         if not left:
             return
         got = ct.get_many([(f.proto, f.caddr, f.cport, f.vaddr, f.vport) for _cid, f in left])

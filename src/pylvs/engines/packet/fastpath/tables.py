@@ -26,6 +26,10 @@ OURS = 0x80000000  # always set in our marks: conntrack dumps are filtered by it
 CLOSED = 0x40000000
 MAX_ID = 0x3FFF  # server ids stay below CLOSED
 USER_MASK = 0x0000FFFF
+# conntrack's timeout policy for our TCP connections: TIME_WAIT and CLOSE last CLOSED_LINGER seconds
+# (see closed_chain_text); kernels without nf_conntrack_timeout run without it.
+TCP_TIMEOUT_POLICY = "closed_tcp"
+CLOSED_LINGER = 2
 DR_PRIORITY = 10  # after the labs' probe counters (-10); the per-packet engine never shares a VIP with us
 
 
@@ -52,7 +56,7 @@ def table_exists(family: str, name: str) -> bool:
     return nft("", ("list", "table", family, name))[0] == 0
 
 
-def ip_table_text() -> str:
+def ip_table_text(linger: bool = True) -> str:
     m = f"0x{RS_MASK:08x}"
     return f"""table ip {IP_TABLE} {{
   map dnat_ap {{ type mark : ipv4_addr . inet_service; }}
@@ -69,21 +73,39 @@ def ip_table_text() -> str:
     ct mark & {m} != 0 snat ip to ct mark & {m} map @snat_a
   }}
 }}
-""" + closed_chain_text()
+""" + closed_chain_text(linger)
 
 
-def closed_chain_text() -> str:
+def closed_chain_text(linger: bool = True) -> str:
     """The chain that flags closed connections (CLOSED); replaced whole, so an adopted table from
-    an older pylvsd gets it too."""
+    an older pylvsd gets it too. `linger`: our TCP connections also get the `closed_tcp` timeout
+    policy on their first packet (still unconfirmed in the forward hook), so conntrack lets a
+    closed one go after CLOSED_LINGER seconds instead of two minutes (the core keeps its own
+    TIME_WAIT entry, as IPVS does): its DESTROY event, which carries the last counters and
+    state, then comes within seconds, and a busy director's conntrack table does not fill up
+    with TIME_WAIT entries (262144 of them last two minutes at 2,200 connections/s)."""
+    policy = ""
+    rule = ""
+    if linger:
+        policy = f"""  ct timeout {TCP_TIMEOUT_POLICY} {{
+    protocol tcp;
+    l3proto ip;
+    policy = {{ time_wait: {CLOSED_LINGER}, close: {CLOSED_LINGER} }};
+  }}
+"""
+        rule = (
+            f"    meta l4proto tcp ct state new ct mark & 0x{OURS:08x} != 0"
+            f' ct timeout set "{TCP_TIMEOUT_POLICY}"\n'
+        )
     return f"""table ip {IP_TABLE} {{
-  chain fin {{
+{policy}  chain fin {{
     type filter hook forward priority filter; policy accept;
   }}
 }}
 flush chain ip {IP_TABLE} fin
 table ip {IP_TABLE} {{
   chain fin {{
-    ct mark & 0x{OURS:08x} != 0 tcp flags & (fin | rst) != 0 ct mark set ct mark | 0x{CLOSED:08x}
+{rule}    ct mark & 0x{OURS:08x} != 0 tcp flags & (fin | rst) != 0 ct mark set ct mark | 0x{CLOSED:08x}
   }}
 }}
 """
