@@ -75,21 +75,18 @@ def _write_sysctl(path: str, value: str) -> bool:
         return False
 
 
-def _event_states(setting: str, linger: bool) -> tuple[int, ...] | None:
+def _event_states(setting: str) -> tuple[int, ...] | None:
     """PYLVS_FASTPATH_CTFILTER: 1 (the TCP states the core does not need from events), 0 (no
-    filter), or the conntrack state numbers to drop, separated by commas or slashes (A/B runs).
-    With the short TIME_WAIT policy (`linger`) LAST_ACK is not needed either: the DESTROY event
-    follows within seconds and takes the core through LAST_ACK to TIME_WAIT (the state it names)."""
-    default = glue.UNNEEDED_EVENTS + ((ct.CT_LAST_ACK,) if linger else ())
+    filter), or the conntrack state numbers to drop, separated by commas or slashes (A/B runs)."""
     if setting in ("0", "no", "false"):
         return None
     if setting in ("1", "yes", "true", ""):
-        return default
+        return glue.UNNEEDED_EVENTS
     try:
         return tuple(int(x) for x in setting.replace("/", ",").split(","))
     except ValueError:
         log.warning("fast path: PYLVS_FASTPATH_CTFILTER=%r is not a list of states; default used", setting)
-        return default
+        return glue.UNNEEDED_EVENTS
 
 
 def classify(svc: Any) -> str:
@@ -213,7 +210,7 @@ class FastPathEngine(Engine):
         self.events = ct.CtEvents(
             tables.OURS,
             ct.GROUP_UPDATE | ct.GROUP_DESTROY,
-            _event_states(os.environ.get("PYLVS_FASTPATH_CTFILTER", "1"), self.linger),
+            _event_states(os.environ.get("PYLVS_FASTPATH_CTFILTER", "1")),
         )
         self.cpu_start = time.process_time()
         self._sync()
