@@ -209,6 +209,9 @@ def run_fastpath(
     r["ct_events_per_conn"] = ev / new if new else 0.0
     est = s1.get("ct_established", 0.0) - s0.get("ct_established", 0.0)
     r["events_seen_pct"] = 100.0 * est / new if new else 0.0
+    for k in ("queue_reads", "event_reads"):  # batching: connections per handler run
+        runs = s1.get(k, 0.0) - s0.get(k, 0.0)
+        r[f"conns_per_{k}"] = new / runs if runs else 0.0
     return r
 
 
@@ -405,7 +408,9 @@ def main() -> int:
             f"{fp['ct_events_per_conn']:.2f} conntrack update events (the ESTABLISHED event came for "
             f"{fp['events_seen_pct']:.0f}% of the connections; the rest were lost to socket overruns); "
             f"{sum(r['new_conns'] for r in rs):.0f} connections, "
-            f"{sum(r['ct_overruns'] for r in rs):.0f} event overruns"
+            f"{sum(r['ct_overruns'] for r in rs):.0f} event overruns; "
+            f"{fp['conns_per_queue_reads']:.1f} new connections per queue read, "
+            f"{fp['conns_per_event_reads']:.1f} per conntrack event read"
         )
     return 0
 

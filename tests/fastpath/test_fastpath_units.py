@@ -7,6 +7,8 @@ import ipaddress
 import socket
 import struct
 
+import pytest
+
 from pylvs.core.director import Director
 from pylvs.core.proto import tcp as coretcp
 from pylvs.core.types import TCP_SYN, DestConfig, Fwd, Packet, Proto, ServiceConfig, ServiceKey
@@ -237,6 +239,67 @@ def test_first_event_tuples_in_place_and_known_destroy_without_tuples() -> None:
     assert (e.kind, e.ct_id, e.tcp_state, e.orig) == (ct.DESTROY, 1234, ct.CT_TIME_WAIT, (0, b"", 0, b"", 0))
     assert (e.pkts_orig, e.bytes_orig, e.pkts_reply, e.bytes_reply) == (10, 5000, 20, 100000)
     assert unknown[0].orig == (6, A(CIP), 40000, A(VIP), 80)
+
+
+def kernel_destroy_event(cid: int = 77) -> bytes:
+    """A DESTROY event in the layout this kernel writes (6.18, accounting on, no timestamps)."""
+    body = (
+        nested(ct.CTA_TUPLE_ORIG, _tuple(CIP, 40000, VIP, 80))
+        + nested(ct.CTA_TUPLE_REPLY, _tuple(RIP1, 80, CIP, 40000))
+        + attr(ct.CTA_ID, struct.pack("!I", cid))
+        + attr(3, struct.pack("!I", 0x19E))
+        + nested(
+            ct.CTA_COUNTERS_ORIG,
+            attr(ct.CTA_COUNTERS_PACKETS, struct.pack("!Q", 6)),
+            attr(ct.CTA_COUNTERS_BYTES, struct.pack("!Q", 420)),
+        )
+        + nested(
+            ct.CTA_COUNTERS_REPLY,
+            attr(ct.CTA_COUNTERS_PACKETS, struct.pack("!Q", 5)),
+            attr(ct.CTA_COUNTERS_BYTES, struct.pack("!Q", 3333)),
+        )
+        + nested(
+            ct.CTA_PROTOINFO,
+            nested(ct.CTA_PROTOINFO_TCP, attr(ct.CTA_PROTOINFO_TCP_STATE, bytes([ct.CT_TIME_WAIT]))),
+        )
+        + attr(ct.CTA_MARK, struct.pack("!I", 0x80010000))
+    )
+    payload = struct.pack("!BBH", socket.AF_INET, 0, 0) + body
+    kind = (ct.NFNL_SUBSYS_CTNETLINK << 8) | ct.IPCTNL_MSG_CT_DELETE
+    return struct.pack("=IHHII", 16 + len(payload), kind, 0, 0, 0) + payload
+
+
+def test_destroy_events_in_the_kernels_layout_are_read_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    msg = kernel_destroy_event()
+    assert len(msg) == 220  # the layout captured from this kernel's events
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ev = ct.CtEvents.__new__(ct.CtEvents)
+    ev.sock, ev.buf, ev.mask, ev.overruns = b, bytearray(1 << 16), tables.OURS, 0
+    b.setblocking(False)
+    full = ct.parse(msg, 20, len(msg), ct.DESTROY)
+
+    def no_walk(*_a: object, **_k: object) -> ct.CtEntry:
+        raise AssertionError("walked")
+
+    try:
+        monkeypatch.setattr(ct, "parse", no_walk)  # the known layout is read in place
+        a.send(msg)
+        known = ev.read(known={77})
+        a.send(msg)
+        unknown = ev.read(known=())
+        monkeypatch.undo()
+        odd = msg[:-8] + attr(ct.CTA_MARK, struct.pack("!I", 0x80010000)) + attr(99, b"")
+        a.send(struct.pack("=I", len(odd)) + odd[4:])  # one more attribute: walked, same values
+        walked = ev.read(known=())
+    finally:
+        a.close()
+        b.close()
+    assert (full.pkts_orig, full.bytes_orig, full.pkts_reply, full.bytes_reply) == (6, 420, 5, 3333)
+    for got, tuples in ((known, False), (unknown, True), (walked, True)):
+        (e,) = got
+        assert (e.kind, e.ct_id, e.mark, e.tcp_state) == (ct.DESTROY, 77, 0x80010000, ct.CT_TIME_WAIT)
+        assert (e.pkts_orig, e.bytes_orig, e.pkts_reply, e.bytes_reply) == (6, 420, 5, 3333)
+        assert (e.orig, e.reply) == ((full.orig, full.reply) if tuples else ((0, b"", 0, b"", 0),) * 2)
 
 
 # -- the DR socket's filter ----------------------------------------------------------------------

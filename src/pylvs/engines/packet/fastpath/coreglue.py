@@ -137,22 +137,32 @@ def feed(director: Director, flow: Flow, direction: str, flags: int, now: float)
 def ct_state_changed(director: Director, flow: Flow, state: int, now: float) -> None:
     """conntrack moved a TCP connection to `state`: the core sees the packet that did it, after the
     packets of the steps in between if their events did not come (filtered, or lost to overruns)."""
-    if state == flow.ct_state or state < 0:
+    old = flow.ct_state
+    if state == old or state < 0:
         return
-    before = _ORDER.get(flow.ct_state, 1)  # -1: a flow we scheduled, the core in SYN_RECV
     flow.ct_state = state
-    after = _ORDER.get(state, -1)
-    for missed in _STEPS:
-        if before < _ORDER[missed] < after:
-            step = CT_TO_PACKET[missed]
-            feed(director, flow, step[0], step[1], now)
+    missed = _MISSED.get((old, state))
+    if missed is None:
+        missed = _MISSED[(old, state)] = _missed_steps(old, state)
+    for direction, flags in missed:
+        feed(director, flow, direction, flags, now)
     last = CT_TO_PACKET.get(state)
     if last is None:
         return
-    conn = flow.conn
-    if conn is not None and state in _SETTLED and conn.state == _SETTLED[state]:
+    settled = _SETTLED.get(state)
+    if settled is not None and flow.conn is not None and flow.conn.state == settled:
         return  # e.g. TIME_WAIT after LAST_ACK: the core is there already, nothing to move
     feed(director, flow, last[0], last[1], now)
+
+
+# (conntrack state the core last saw, new state) -> the packets of the steps in between
+_MISSED: dict[tuple[int, int], tuple[tuple[str, int], ...]] = {}
+
+
+def _missed_steps(old: int, state: int) -> tuple[tuple[str, int], ...]:
+    before = _ORDER.get(old, 1)  # -1: a flow we scheduled, the core in SYN_RECV
+    after = _ORDER.get(state, -1)
+    return tuple(CT_TO_PACKET[m] for m in _STEPS if before < _ORDER[m] < after)
 
 
 def add_counters(director: Director, flow: Flow, e: ct.CtEntry, now: float) -> bool:

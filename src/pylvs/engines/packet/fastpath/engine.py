@@ -157,6 +157,8 @@ class FastPathEngine(Engine):
                 "ct_gets",
                 "ct_established",
                 "adopted",
+                "queue_reads",  # handler runs that read the queue (new connections per run: batching)
+                "event_reads",  # handler runs that read conntrack events
             ),
             0,
         )
@@ -462,6 +464,7 @@ class FastPathEngine(Engine):
         ip4 = glue.ip4
         accepted = dropped = 0
         pkts = nfq.receive_ids()
+        self.counters["queue_reads"] += 1
         for packet_id, qmark, p in pkts:
             if len(p) < 28 or p[0] >> 4 != 4:
                 out.append(vmsg(packet_id, NF_ACCEPT))
@@ -576,33 +579,41 @@ class FastPathEngine(Engine):
     def _apply_events(self, ev: ct.CtEvents) -> None:
         now = self.clock()
         d = self.director
-        for e in ev.read(self.flows, limit=64):
-            self.counters["ct_events"] += 1
+        flows = self.flows
+        state_changed = glue.ct_state_changed
+        events = ev.read(flows, limit=64)
+        self.counters["event_reads"] += 1
+        destroys = established = 0
+        for e in events:
             if e.kind == ct.DESTROY:
-                self.counters["ct_destroys"] += 1
-                f = self.flows.pop(e.ct_id, None)
+                destroys += 1
+                f = flows.pop(e.ct_id, None)
                 if f is None:
                     # Ended before any event of ours reached us (a handshake that never completed):
                     # the core's entry ends with it.
                     f = self._flow_for(e, now, adopt=False)
-                    self.flows.pop(e.ct_id, None)
+                    flows.pop(e.ct_id, None)
                     if f is None:
                         continue
                 if f.proto == 6:  # its last state first: the steps' packets are in the counters
-                    glue.ct_state_changed(d, f, e.tcp_state, now)
+                    state_changed(d, f, e.tcp_state, now)
                 glue.add_counters(d, f, e, now)
                 self._ended(f, now)
                 continue
-            f = self._flow_for(e, now)
+            f = flows.get(e.ct_id) or self._flow_for(e, now)
             if f is None:
                 continue
             if f.proto == 6:
                 if e.tcp_state == ct.CT_ESTABLISHED:
-                    self.counters["ct_established"] += 1  # bench: how many connections' events came
-                glue.ct_state_changed(d, f, e.tcp_state, now)
+                    established += 1  # bench: how many connections' events came
+                state_changed(d, f, e.tcp_state, now)
             elif e.kind == ct.UPDATE and not f.replied:
                 f.replied = True
                 glue.feed(d, f, "out", 0, now)
+        c = self.counters
+        c["ct_events"] += len(events)
+        c["ct_destroys"] += destroys
+        c["ct_established"] += established
 
     def _tick(self) -> None:
         self._timer = None
