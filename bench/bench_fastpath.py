@@ -209,6 +209,8 @@ def run_fastpath(
     r["ct_events_per_conn"] = ev / new if new else 0.0
     est = s1.get("ct_established", 0.0) - s0.get("ct_established", 0.0)
     r["events_seen_pct"] = 100.0 * est / new if new else 0.0
+    gets = s1.get("ct_gets", 0.0) - s0.get("ct_gets", 0.0)
+    r["gets_pct"] = 100.0 * gets / new if new else 0.0  # closed connections looked up one by one
     for k in ("queue_reads", "event_reads"):  # batching: connections per handler run
         runs = s1.get(k, 0.0) - s0.get(k, 0.0)
         r[f"conns_per_{k}"] = new / runs if runs else 0.0
@@ -410,7 +412,8 @@ def main() -> int:
             f"{sum(r['new_conns'] for r in rs):.0f} connections, "
             f"{sum(r['ct_overruns'] for r in rs):.0f} event overruns; "
             f"{fp['conns_per_queue_reads']:.1f} new connections per queue read, "
-            f"{fp['conns_per_event_reads']:.1f} per conntrack event read"
+            f"{fp['conns_per_event_reads']:.1f} per conntrack event read; "
+            f"{fp['gets_pct']:.0f}% of the connections looked up after they closed (no DESTROY event in time)"
         )
     return 0
 

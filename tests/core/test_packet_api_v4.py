@@ -1,4 +1,5 @@
-"""The int entry points (process_in_v4, process_out_tcp, lookup_out_v4, lookup_in_v4) decide exactly
+"""The int entry points (process_in_v4, process_out_tcp, lookup_out_v4, lookup_in_v4, and
+process_in_tcp for a held entry) decide exactly
 as process_in / process_out / lookup_out / lookup_in do: two directors, one fed Packets and one fed
 numbers, replay the same random workload and must agree on every verdict, entry, counter and timer."""
 
@@ -60,9 +61,9 @@ def test_int_entry_points_decide_as_the_packet_ones(seed: int) -> None:
     a, b = build(seed), build(seed)
     now = 1.0
     flows = []
-    forwarded = replies = 0
+    forwarded = replies = held = 0
     recent: list[tuple[Proto, ipaddress.IPv4Address, int, int]] = []  # flows forwarded lately
-    for step in range(1500):
+    for step in range(2500):
         if r.random() < 0.2:
             now += r.choice([0.0, 0.01, 0.5, 1.0, 2.5, 4.0, 40.0])
         if r.random() < 0.3 or not flows:
@@ -99,6 +100,15 @@ def test_int_entry_points_decide_as_the_packet_ones(seed: int) -> None:
                 oa = a.lookup_out(proto, VIP, vport, caddr, cport)
                 ob = b.lookup_out_v4(int(proto), int(VIP), vport, int(caddr), cport)
             same(oa, ob)
+            if proto == Proto.TCP and r.random() < 0.5:  # a segment of the entry the engine holds
+                va = a.process_in(Packet(proto, caddr, cport, VIP, vport, 0, length, flags), now)
+                vb = b.process_in_tcp(cb, length, flags, now)
+                if isinstance(vb, Verdict):
+                    assert va.action == vb.action != Action.FORWARD
+                else:
+                    same(va.conn, vb)
+                    held += 1
+                continue
             if oa is None or ob is None or proto != Proto.TCP:
                 continue
             a.process_out(oa, Packet(proto, oa.daddr, oa.dport, caddr, cport, 0, length, flags), now)
@@ -110,7 +120,7 @@ def test_int_entry_points_decide_as_the_packet_ones(seed: int) -> None:
             assert sorted(map(repr, a.connections_view(now))) == sorted(map(repr, b.connections_view(now)))
             assert a.next_deadline() == b.next_deadline()
     assert take_snapshot(a) == take_snapshot(b)
-    assert forwarded > 300 and replies > 20  # the workload did reach both paths
+    assert forwarded > 300 and replies > 20 and held > 20  # the workload did reach every path
 
 
 def test_process_in_v4_other_protocols() -> None:

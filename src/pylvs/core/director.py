@@ -108,9 +108,11 @@ class Director:
     process_out = packet.process_out
     # The same for engines that parse frames (IPv4 addresses as ints, no Packet or Verdict for a
     # known TCP entry): process_in_v4(proto, saddr, sport, daddr, dport, fwmark, length,
-    # tcp_flags, now) -> Connection | Verdict, and process_out_tcp(conn, length, tcp_flags, now).
+    # tcp_flags, now) -> Connection | Verdict, and process_out_tcp(conn, length, tcp_flags, now);
+    # process_in_tcp(conn, length, tcp_flags, now) for a segment of an entry the engine holds.
     process_in_v4 = packet.process_in_v4
     process_out_tcp = packet.process_out_tcp
+    process_in_tcp = packet.process_in_tcp
 
     def lookup_out(
         self, protocol: Proto | int, raddr: IPAddr, rport: int, caddr: IPAddr, cport: int

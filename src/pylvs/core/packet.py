@@ -607,6 +607,29 @@ def process_in_v4(
     return v if v.conn is None else v.conn
 
 
+def process_in_tcp(
+    d: Director, conn: Connection, length: int, tcp_flags: int, now: float
+) -> Connection | Verdict:
+    """process_in for a client->server TCP segment of an entry the engine already holds (from an
+    earlier verdict or lookup): the same counters, INPUT step and timer, without building its key
+    from the addresses. Anything but the common case (a SYN, an entry no longer the one its key
+    finds, a server gone) goes through process_in itself. Returns as process_in_v4 does."""
+    _advance(d, now)  # first: the timers it runs may end this very entry
+    if (
+        tcp_flags & TCP_SYN
+        or conn.flags & F_DEAD
+        or not conn.dest.available
+        or d.conns.conns.get(conn.key) is not conn
+    ):
+        pkt = Packet(
+            _TCP_PROTO, conn.caddr, conn.cport, conn.vaddr, conn.vport, conn.fwmark, length, tcp_flags
+        )
+        v = process_in(d, pkt, now)
+        return v if v.conn is None else v.conn
+    _known_tcp_in(d, conn, tcp_flags, length, now)
+    return conn
+
+
 def _reuse(d: Director, proto: Protocol, conn: Connection) -> Connection | None:
     """A packet that starts a connection found an entry: the entry, or None when the new
     connection is to be scheduled afresh (expire_nodest_conn, conn_reuse_mode)."""

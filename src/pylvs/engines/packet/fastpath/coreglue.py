@@ -65,7 +65,6 @@ CT_TO_CORE = {
     ct.CT_CLOSE: coretcp.CLOSE,
 }
 
-_ADDR_INT = int.from_bytes  # 4 address bytes (network order) -> the core's int form
 ADDR_CACHE: dict[bytes, ipaddress.IPv4Address] = {}  # hot loops read it before calling ip4
 
 
@@ -115,11 +114,9 @@ def feed(director: Director, flow: Flow, direction: str, flags: int, now: float)
     conn = flow.conn
     if conn is None or conn.dead:
         return
-    if flow.proto == 6:  # the core's int entry points: the same steps without building a Packet
+    if flow.proto == 6:  # the core's entry points for a held entry: the same steps, no Packet
         if direction == "in":
-            director.process_in_v4(
-                6, _ADDR_INT(flow.caddr), flow.cport, _ADDR_INT(flow.vaddr), flow.vport, 0, 0, flags, now
-            )
+            director.process_in_tcp(conn, 0, flags, now)
             flow.in_pkts += 1
         else:
             director.process_out_tcp(conn, 0, flags, now)

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pylvs.core.conn import F_FWD_MASK
 from pylvs.core.director import Director
 from pylvs.core.packet import Action
 from pylvs.core.proto import tcp as coretcp
@@ -59,6 +60,7 @@ _PROTOS = {6: Proto.TCP, 17: Proto.UDP}
 _CLOSING = frozenset({ct.CT_TIME_WAIT, ct.CT_CLOSE, ct.CT_LAST_ACK})
 # The core's states in which a connection whose conntrack entry is gone still counts as open.
 _OPEN = frozenset({coretcp.ESTABLISHED, coretcp.SYN_RECV, coretcp.SYN_SENT})
+_NAT_FWD = (int(Fwd.MASQ), int(Fwd.FULLNAT))  # the methods conntrack forwards (conn flags)
 _FWD_NAMES = {Fwd.MASQ: "masq", Fwd.FULLNAT: "fullnat", Fwd.DROUTE: "route", Fwd.TUNNEL: "tunnel"}
 
 
@@ -493,7 +495,7 @@ class FastPathEngine(Engine):
                     self._sync()
                     marks = self.dest_mark
                     m = marks.get(id(v.conn.dest))
-                if m is not None and v.conn.fwd in (Fwd.MASQ, Fwd.FULLNAT):
+                if m is not None and (v.conn.flags & F_FWD_MASK) in _NAT_FWD:
                     out.append(vmsg(packet_id, NF_ACCEPT, user | m))
                     accepted += 1
                     first[(proto, saddr, sport, daddr, dport)] = (v.conn, length)
