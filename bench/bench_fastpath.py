@@ -243,55 +243,142 @@ def _spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):.0f} ({min(xs):.0f}-{max(xs):.0f})"
 
 
-def micro(n: int = 20000) -> None:
-    """In-process cost of deciding one new connection, no sockets: parse a queued-packet message,
-    build the core's Packet, ask the core (a new connection each time), build the verdict."""
+def micro(n: int = 20000, batch: int = 10) -> None:
+    """In-process cost per new connection of the fast path's own handlers, the kernel's messages
+    replayed through datagram socket pairs (so the system calls are there, the kernel's forwarding
+    is not): deciding (FastPathEngine._queued: queued-packet messages as the kernel writes them,
+    the core's decision, the verdicts sent) and keeping the core in step (_apply_events: the
+    ESTABLISHED, FIN_WAIT and LAST_ACK update events and the DESTROY event of each connection, in
+    the kernel's layouts, `batch` connections per handler run)."""
     import ipaddress
     import socket
     import struct
 
     from pylvs.core.director import Director
-    from pylvs.core.types import DestConfig, Fwd, Packet, Proto, ServiceConfig, ServiceKey
-    from pylvs.engines.packet.fastpath import coreglue as glue
-    from pylvs.netlink.nfqueue import NFQA_PACKET_HDR, NFQA_PAYLOAD, NfQueue, parse_packet
-    from pylvs.netlink.nlmsg import attr
+    from pylvs.core.types import DestConfig, Fwd, ServiceConfig, ServiceKey
+    from pylvs.core.types import Proto as P
+    from pylvs.engines.packet.fastpath import tables
+    from pylvs.engines.packet.fastpath.engine import FastPathEngine
+    from pylvs.netlink import conntrack as ct
+    from pylvs.netlink.nfqueue import (
+        NFQA_HWADDR,
+        NFQA_IFINDEX_INDEV,
+        NFQA_PACKET_HDR,
+        NFQA_PAYLOAD,
+        NfQueue,
+    )
+    from pylvs.netlink.nlmsg import attr, nested
 
-    msgs = []
-    for i in range(n):
-        src = socket.inet_aton(f"10.9.{i // 250 % 250}.{i % 250 + 1}")
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 60, 1, 0, 64, 6, 0, src, socket.inet_aton("10.0.0.1"))
-        tcp = struct.pack("!HHIIBBHHH", 10000 + i % 50000, 80, 1, 0, 0xA0, 2, 65535, 0, 0) + bytes(20)
-        msgs.append(attr(NFQA_PACKET_HDR, struct.pack("!IHB", i, 0x800, 3)) + attr(NFQA_PAYLOAD, ip + tcp))
-    q = NfQueue.__new__(NfQueue)
-    q.seq = 0
-    q._nfg = struct.pack("!BBH", 0, 0, 7000)
+    vip, rip = socket.inet_aton("10.0.0.1"), socket.inet_aton("10.1.0.1")
+    mark = tables.OURS | (1 << tables.RS_SHIFT)
 
-    def run(core: bool) -> float:
-        d = Director()
-        key = ServiceKey.for_addr(Proto.TCP, ipaddress.IPv4Address("10.0.0.1"), 80)
-        d.add_service(key, ServiceConfig(scheduler="rr"))
-        for r in ("10.1.0.1", "10.1.0.2"):
-            d.add_dest(key, DestConfig(addr=ipaddress.IPv4Address(r), port=80, fwd=Fwd.MASQ))
-        t = time.perf_counter()
-        for m in msgs:
-            e = parse_packet(m, 0, len(m))
-            assert e is not None
-            p = e.payload
-            ihl = (p[0] & 15) * 4
-            sport, dport = struct.unpack_from("!HH", p, ihl)
-            pkt = Packet(
-                Proto(p[9]), glue.ip4(p[12:16]), sport, glue.ip4(p[16:20]), dport, 0, 60, p[ihl + 13]
+    def queued(i: int, src: bytes, sport: int) -> bytes:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 60, 1, 0, 64, 6, 0, src, vip)
+        tcp = struct.pack("!HHIIBBHHH", sport, 80, 1, 0, 0xA0, 2, 65535, 0, 0) + bytes(20)
+        body = (
+            struct.pack("!BBH", 0, 0, 7000)
+            + attr(NFQA_PACKET_HDR, struct.pack("!IHB", i, 0x800, 1))
+            + attr(NFQA_IFINDEX_INDEV, struct.pack("!I", 2))
+            + attr(NFQA_HWADDR, struct.pack("!H2x", 6) + bytes(8))
+            + attr(NFQA_PAYLOAD, ip + tcp)
+        )
+        return struct.pack("=IHHII", 16 + len(body), (3 << 8) | 0, 0, 0, 0) + body
+
+    def tuple_(a: bytes, ap: int, b: bytes, bp: int) -> bytes:
+        return nested(ct.CTA_TUPLE_IP, attr(ct.CTA_IP_V4_SRC, a), attr(ct.CTA_IP_V4_DST, b)) + nested(
+            ct.CTA_TUPLE_PROTO,
+            attr(ct.CTA_PROTO_NUM, b"\x06"),
+            attr(ct.CTA_PROTO_SRC_PORT, struct.pack("!H", ap)),
+            attr(ct.CTA_PROTO_DST_PORT, struct.pack("!H", bp)),
+        )
+
+    def event(cid: int, state: int, src: bytes, sport: int, destroy: bool = False) -> bytes:
+        """An update or DESTROY event in the layout this kernel writes (see conntrack._TCP_LAYOUT
+        and _DESTROY_LAYOUT)."""
+        body = (
+            nested(ct.CTA_TUPLE_ORIG, tuple_(src, sport, vip, 80))
+            + nested(ct.CTA_TUPLE_REPLY, tuple_(rip, 80, src, sport))
+            + attr(ct.CTA_ID, struct.pack("!I", cid))
+            + attr(3, struct.pack("!I", 0x19E))
+        )
+        if destroy:
+            body += nested(
+                ct.CTA_COUNTERS_ORIG, attr(1, struct.pack("!Q", 6)), attr(2, struct.pack("!Q", 420))
+            ) + nested(ct.CTA_COUNTERS_REPLY, attr(1, struct.pack("!Q", 5)), attr(2, struct.pack("!Q", 900)))
+            tcp = nested(ct.CTA_PROTOINFO_TCP, attr(ct.CTA_PROTOINFO_TCP_STATE, bytes([state])))
+        else:
+            body += attr(ct.CTA_TIMEOUT, struct.pack("!I", 120))
+            tcp = nested(
+                ct.CTA_PROTOINFO_TCP,
+                attr(ct.CTA_PROTOINFO_TCP_STATE, bytes([state])),
+                attr(2, b"\x07"),
+                attr(3, b"\x07"),
+                attr(4, b"\x23\x00"),
+                attr(5, b"\x23\x00"),
             )
-            if core:
-                d.process_in(pkt, 1.0)
-            q.verdict_msg(e.packet_id, 1, 0x80010000)
-        return (time.perf_counter() - t) / n * 1e6
+        body += nested(ct.CTA_PROTOINFO, tcp) + attr(ct.CTA_MARK, struct.pack("!I", mark))
+        payload = struct.pack("!BBH", socket.AF_INET, 0, 0) + body
+        kind = ct.IPCTNL_MSG_CT_DELETE if destroy else ct.IPCTNL_MSG_CT_NEW
+        return struct.pack("=IHHII", 16 + len(payload), (1 << 8) | kind, 0, 0, 0) + payload
 
-    run(False)  # warm the address cache
-    own = run(False)
-    both = run(True)
+    def pair() -> tuple[socket.socket, socket.socket]:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for x in (a, b):
+            x.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+            x.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        b.setblocking(False)
+        return a, b
+
+    d = Director()
+    key = ServiceKey.for_addr(P.TCP, ipaddress.IPv4Address("10.0.0.1"), 80)
+    d.add_service(key, ServiceConfig(scheduler="rr"))
+    dest = d.add_dest(key, DestConfig(addr=ipaddress.IPv4Address("10.1.0.1"), port=80, fwd=Fwd.MASQ))
+    now = [1.0]
+    eng = FastPathEngine(d, clock=lambda: now[0])
+    eng.dest_mark = {id(dest): mark & ~tables.OURS | tables.OURS}
+    qa, qb = pair()
+    q = NfQueue.__new__(NfQueue)
+    q.sock, q.seq, q.buf, q._outq, q.send_seconds, q.sends = qb, 0, bytearray(1 << 16), None, 0.0, 0
+    q._nfg = struct.pack("!BBH", 0, 0, 7000)
+    eng.nfq = q
+    ea, eb = pair()
+    ev = ct.CtEvents.__new__(ct.CtEvents)
+    ev.sock, ev.buf, ev.mask, ev.overruns = eb, bytearray(1 << 17), tables.OURS, 0
+    eng.events = ev
+    conns = [(socket.inet_aton(f"10.9.{i // 250 % 250}.{i % 250 + 1}"), 10000 + i % 50000) for i in range(n)]
+    decide = acct = 0.0
+    for start in range(0, n, batch):
+        chunk = range(start, min(n, start + batch))
+        for i in chunk:
+            qa.send(queued(i, *conns[i]))
+        t = time.perf_counter()
+        eng._queued()
+        decide += time.perf_counter() - t
+        while True:  # the verdicts the handler sent (to the other end of the pair)
+            try:
+                qa.recv(1 << 16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+        now[0] += 0.001
+        steps: list[list[bytes]] = [[], [], [], []]
+        for i in chunk:
+            src, sport = conns[i]
+            for k, st in enumerate((ct.CT_ESTABLISHED, ct.CT_FIN_WAIT, ct.CT_LAST_ACK)):
+                steps[k].append(event(100 + i, st, src, sport))
+            steps[3].append(event(100 + i, ct.CT_TIME_WAIT, src, sport, destroy=True))
+        for msgs in steps:  # each kind of event in its own handler run, as they come in time
+            for m in msgs:
+                ea.send(m)
+            t = time.perf_counter()
+            eng._apply_events(ev)
+            acct += time.perf_counter() - t
+    st = d.services.tot_stats
+    assert eng.counters["accepted"] == n and not eng.flows and dest.inactconns == n, eng.counters
+    assert (st.inpkts, st.outpkts, st.outbytes) == (6 * n, 5 * n, 900 * n)
     print(
-        f"micro ({n} new connections): fast path code {own:.1f} us, core process_in {both - own:.1f} us, total {both:.1f} us"
+        f"micro ({n} new connections, {batch} per handler run, through socket pairs): deciding "
+        f"{decide / n * 1e6:.1f} us, keeping the core in step (4 events) {acct / n * 1e6:.1f} us, "
+        f"total {(decide + acct) / n * 1e6:.1f} us per connection"
     )
 
 
