@@ -475,3 +475,48 @@ def test_queue_rules_and_tables_text() -> None:
         [tables.DrSpec("eth0", "02:00:00:00:00:01", [("192.168.1.220", 80)])], 900, True
     )
     assert "tcp flags & (syn | ack) != syn" in dr and 'fwd to "eth0"' in dr and "timeout 900s" in dr
+
+
+def test_closed_flows_wait_for_their_destroy_event_then_a_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the short TIME_WAIT policy a closed flow is not looked up at once: its DESTROY event
+    brings the last counters; one still here DESTROY_GRACE after it left the dump is looked up
+    (which makes the kernel reap it and send the event), and ends without it a grace later."""
+    from pylvs.engines.packet.fastpath import engine as fpe
+
+    d, _key = nat_director()
+    now = [100.0]
+    eng = fpe.FastPathEngine(d, clock=lambda: now[0])
+    flows = []
+    for port in (40000, 40001):
+        syn = Packet(
+            Proto.TCP, ipaddress.IPv4Address(CIP), port, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
+        )
+        conn = d.process_in(syn, now[0]).conn
+        f = glue.Flow(conn, 6, A(CIP), port, A(VIP), 80, in_pkts=1, in_bytes=60)
+        glue.ct_state_changed(d, f, ct.CT_ESTABLISHED, now[0])
+        glue.ct_state_changed(d, f, ct.CT_FIN_WAIT, now[0])
+        eng.flows[1000 + port] = f
+        flows.append(f)
+    asked: list[list[tuple[int, bytes, int, bytes, int]]] = []
+    monkeypatch.setattr(fpe.ct, "dump", lambda *_a, **_k: [])  # both closed: out of the dump
+    monkeypatch.setattr(fpe.ct, "get_many", lambda ts, **_k: asked.append(ts) or [None] * len(ts))
+    eng._sync_counters()  # first missing: wait for the DESTROY events
+    now[0] += fpe.SYNC_PERIOD
+    eng._sync_counters()
+    assert asked == [] and len(eng.flows) == 2
+    now[0] += fpe.SYNC_PERIOD
+    eng._sync_counters()  # still here: looked up, not found; they wait for the event a while
+    assert len(asked) == 1 and len(asked[0]) == 2 and len(eng.flows) == 2
+    # The DESTROY event of the first (the lookup made the kernel reap it): last counters and state.
+    body = ct_body(ct.CT_TIME_WAIT, pkts=7, nbytes=700)
+    e = ct.parse(body, 0, len(body), ct.DESTROY)
+    e.ct_id = 1000 + 40000  # the first flow's id
+    ev = ct.CtEvents.__new__(ct.CtEvents)
+    monkeypatch.setattr(ev, "read", lambda *_a, **_k: [e], raising=False)
+    eng._apply_events(ev)
+    assert 1000 + 40000 not in eng.flows and flows[0].conn.state == coretcp.TIME_WAIT
+    assert flows[0].conn.dest.stats.inpkts >= 7
+    now[0] += fpe.SYNC_PERIOD * 2
+    eng._sync_counters()  # the second's event never came: it ends without
+    assert eng.flows == {} and len(asked) == 1
+    assert all(f.conn.dest.activeconns == 0 for f in flows)

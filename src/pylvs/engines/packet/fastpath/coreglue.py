@@ -98,6 +98,7 @@ class Flow:
     replied: bool = False
     final: bool = False  # counters synced after the connection closed: no dump needed any more
     left_dump: float = 0.0  # when it was first missing from the dump of open connections
+    asked: float = 0.0  # when a lookup by its tuple found nothing (its DESTROY may still come)
 
 
 def synthetic(flow: Flow, direction: str, flags: int) -> Packet:
