@@ -12,9 +12,9 @@
   timeouts decide); the element counters of the `seen` set keep the entry alive and feed --stats.
 - TUN, services mixing methods, UDP DR and IPv6: the per-packet engine, on those services only
   (said in the log).
-- Conntrack events (the state changes the core needs, filtered in the kernel; ends), a dump of the
-  open connections every 2 s and one look at each closed one (counters) keep the core's states,
-  ActiveConn/InActConn, timers and stats true. A restarted pylvsd adopts the kernel's connections
+- Conntrack events (the state changes the core needs, filtered in the kernel; ends, which carry
+  the last counters: a timeout policy lets our closed connections go after 2 s) and a dump of the
+  open connections every 2 s keep the core's states, ActiveConn/InActConn, timers and stats true. A restarted pylvsd adopts the kernel's connections
   (ct mark -> server; DR flow map) and its tables instead of flushing them.
 """
 
