@@ -260,6 +260,7 @@ def micro(n: int = 20000, batch: int = 10) -> None:
     from pylvs.engines.packet.fastpath import tables
     from pylvs.engines.packet.fastpath.engine import FastPathEngine
     from pylvs.netlink import conntrack as ct
+    from pylvs.netlink import ctmsg
     from pylvs.netlink.nfqueue import (
         NFQA_HWADDR,
         NFQA_IFINDEX_INDEV,
@@ -267,7 +268,7 @@ def micro(n: int = 20000, batch: int = 10) -> None:
         NFQA_PAYLOAD,
         NfQueue,
     )
-    from pylvs.netlink.nlmsg import attr, nested
+    from pylvs.netlink.nlmsg import attr
 
     vip, rip = socket.inet_aton("10.0.0.1"), socket.inet_aton("10.1.0.1")
     mark = tables.OURS | (1 << tables.RS_SHIFT)
@@ -284,42 +285,9 @@ def micro(n: int = 20000, batch: int = 10) -> None:
         )
         return struct.pack("=IHHII", 16 + len(body), (3 << 8) | 0, 0, 0, 0) + body
 
-    def tuple_(a: bytes, ap: int, b: bytes, bp: int) -> bytes:
-        return nested(ct.CTA_TUPLE_IP, attr(ct.CTA_IP_V4_SRC, a), attr(ct.CTA_IP_V4_DST, b)) + nested(
-            ct.CTA_TUPLE_PROTO,
-            attr(ct.CTA_PROTO_NUM, b"\x06"),
-            attr(ct.CTA_PROTO_SRC_PORT, struct.pack("!H", ap)),
-            attr(ct.CTA_PROTO_DST_PORT, struct.pack("!H", bp)),
-        )
-
     def event(cid: int, state: int, src: bytes, sport: int, destroy: bool = False) -> bytes:
-        """An update or DESTROY event in the layout this kernel writes (see conntrack._TCP_LAYOUT
-        and _DESTROY_LAYOUT)."""
-        body = (
-            nested(ct.CTA_TUPLE_ORIG, tuple_(src, sport, vip, 80))
-            + nested(ct.CTA_TUPLE_REPLY, tuple_(rip, 80, src, sport))
-            + attr(ct.CTA_ID, struct.pack("!I", cid))
-            + attr(3, struct.pack("!I", 0x19E))
-        )
-        if destroy:
-            body += nested(
-                ct.CTA_COUNTERS_ORIG, attr(1, struct.pack("!Q", 6)), attr(2, struct.pack("!Q", 420))
-            ) + nested(ct.CTA_COUNTERS_REPLY, attr(1, struct.pack("!Q", 5)), attr(2, struct.pack("!Q", 900)))
-            tcp = nested(ct.CTA_PROTOINFO_TCP, attr(ct.CTA_PROTOINFO_TCP_STATE, bytes([state])))
-        else:
-            body += attr(ct.CTA_TIMEOUT, struct.pack("!I", 120))
-            tcp = nested(
-                ct.CTA_PROTOINFO_TCP,
-                attr(ct.CTA_PROTOINFO_TCP_STATE, bytes([state])),
-                attr(2, b"\x07"),
-                attr(3, b"\x07"),
-                attr(4, b"\x23\x00"),
-                attr(5, b"\x23\x00"),
-            )
-        body += nested(ct.CTA_PROTOINFO, tcp) + attr(ct.CTA_MARK, struct.pack("!I", mark))
-        payload = struct.pack("!BBH", socket.AF_INET, 0, 0) + body
-        kind = ct.IPCTNL_MSG_CT_DELETE if destroy else ct.IPCTNL_MSG_CT_NEW
-        return struct.pack("=IHHII", 16 + len(payload), (1 << 8) | kind, 0, 0, 0) + payload
+        orig, reply = (6, src, sport, vip, 80), (6, rip, 80, src, sport)
+        return ctmsg.event(state, orig, reply, cid, mark, destroy, counters=(6, 420, 5, 900))
 
     def pair() -> tuple[socket.socket, socket.socket]:
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)

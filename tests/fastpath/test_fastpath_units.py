@@ -16,6 +16,7 @@ from pylvs.engines.packet.fastpath import coreglue as glue
 from pylvs.engines.packet.fastpath import drsock, tables
 from pylvs.engines.packet.fastpath.engine import classify
 from pylvs.netlink import conntrack as ct
+from pylvs.netlink import ctmsg
 from pylvs.netlink.nfqueue import (
     NFQA_HWADDR,
     NFQA_MARK,
@@ -132,7 +133,12 @@ def test_get_request_cut_from_the_template_equals_the_plain_encoding() -> None:
 
     for t in ((6, A(CIP), 40000, A(VIP), 80), (17, A(RIP1), 1, A(RIP2), 65535)):
         plain = nfmsg(
-            (ct.NFNL_SUBSYS_CTNETLINK << 8) | ct.IPCTNL_MSG_CT_GET, 1, 9, socket.AF_INET, 0, ct._orig_tuple(t)
+            (ct.NFNL_SUBSYS_CTNETLINK << 8) | ct.IPCTNL_MSG_CT_GET,
+            1,
+            9,
+            socket.AF_INET,
+            0,
+            ct.encode_tuple(ct.CTA_TUPLE_ORIG, t),
         )
         assert ct._get_request(9, t) == plain
 
@@ -150,25 +156,8 @@ def test_conntrack_message_is_parsed() -> None:
 
 def ct_event(state: int, mark: int = 0x80010000, kind: int = ct.IPCTNL_MSG_CT_NEW) -> bytes:
     """An update event as the kernel writes it (attribute order and sizes of ctnetlink)."""
-    tcp = nested(
-        ct.CTA_PROTOINFO_TCP,
-        attr(ct.CTA_PROTOINFO_TCP_STATE, bytes([state])),
-        attr(2, b"\x07"),
-        attr(3, b"\x07"),
-        attr(4, b"\x23\x00"),
-        attr(5, b"\x23\x00"),
-    )
-    body = (
-        nested(ct.CTA_TUPLE_ORIG, _tuple(CIP, 40000, VIP, 80))
-        + nested(ct.CTA_TUPLE_REPLY, _tuple(RIP1, 80, CIP, 40000))
-        + attr(ct.CTA_ID, struct.pack("!I", 99))
-        + attr(3, struct.pack("!I", 0x18E))
-        + attr(ct.CTA_TIMEOUT, struct.pack("!I", 120))
-        + nested(ct.CTA_PROTOINFO, tcp)
-        + (attr(ct.CTA_MARK, struct.pack("!I", mark)) if mark else b"")
-    )
-    payload = struct.pack("!BBH", socket.AF_INET, 0, 0) + body
-    return struct.pack("=IHHII", 16 + len(payload), (ct.NFNL_SUBSYS_CTNETLINK << 8) | kind, 0, 0, 0) + payload
+    orig, reply = (6, A(CIP), 40000, A(VIP), 80), (6, A(RIP1), 80, A(CIP), 40000)
+    return ctmsg.event(state, orig, reply, 99, mark, msg_type=kind)
 
 
 def test_event_filter_drops_unneeded_states_and_other_marks_in_the_kernel() -> None:
@@ -243,30 +232,8 @@ def test_first_event_tuples_in_place_and_known_destroy_without_tuples() -> None:
 
 def kernel_destroy_event(cid: int = 77) -> bytes:
     """A DESTROY event in the layout this kernel writes (6.18, accounting on, no timestamps)."""
-    body = (
-        nested(ct.CTA_TUPLE_ORIG, _tuple(CIP, 40000, VIP, 80))
-        + nested(ct.CTA_TUPLE_REPLY, _tuple(RIP1, 80, CIP, 40000))
-        + attr(ct.CTA_ID, struct.pack("!I", cid))
-        + attr(3, struct.pack("!I", 0x19E))
-        + nested(
-            ct.CTA_COUNTERS_ORIG,
-            attr(ct.CTA_COUNTERS_PACKETS, struct.pack("!Q", 6)),
-            attr(ct.CTA_COUNTERS_BYTES, struct.pack("!Q", 420)),
-        )
-        + nested(
-            ct.CTA_COUNTERS_REPLY,
-            attr(ct.CTA_COUNTERS_PACKETS, struct.pack("!Q", 5)),
-            attr(ct.CTA_COUNTERS_BYTES, struct.pack("!Q", 3333)),
-        )
-        + nested(
-            ct.CTA_PROTOINFO,
-            nested(ct.CTA_PROTOINFO_TCP, attr(ct.CTA_PROTOINFO_TCP_STATE, bytes([ct.CT_TIME_WAIT]))),
-        )
-        + attr(ct.CTA_MARK, struct.pack("!I", 0x80010000))
-    )
-    payload = struct.pack("!BBH", socket.AF_INET, 0, 0) + body
-    kind = (ct.NFNL_SUBSYS_CTNETLINK << 8) | ct.IPCTNL_MSG_CT_DELETE
-    return struct.pack("=IHHII", 16 + len(payload), kind, 0, 0, 0) + payload
+    orig, reply = (6, A(CIP), 40000, A(VIP), 80), (6, A(RIP1), 80, A(CIP), 40000)
+    return ctmsg.event(ct.CT_TIME_WAIT, orig, reply, cid, destroy=True, counters=(6, 420, 5, 3333))
 
 
 def test_destroy_events_in_the_kernels_layout_are_read_in_place(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ from pylvs.netlink.nlmsg import (
     NLMSG_DONE,
     NLMSG_ERROR,
     attr,
+    attrs,
     error_of,
     messages,
     nested,
@@ -142,17 +143,11 @@ def _tuple(data: bytes, a: int, b: int) -> Tuple:
 
 def _counters(data: bytes, a: int, b: int) -> tuple[int, int]:
     pk = by = 0
-    hh = _HH.unpack_from
-    while a + 4 <= b:
-        n, kind = hh(data, a)
-        if n < 4:
-            break
-        kind &= 0x3FFF
+    for kind, x, _y in attrs(data, a, b):
         if kind == CTA_COUNTERS_PACKETS:
-            pk = _U64.unpack_from(data, a + 4)[0]
+            pk = _U64.unpack_from(data, x)[0]
         elif kind == CTA_COUNTERS_BYTES:
-            by = _U64.unpack_from(data, a + 4)[0]
-        a += (n + 3) & ~3
+            by = _U64.unpack_from(data, x)[0]
     return pk, by
 
 
@@ -192,21 +187,11 @@ def peek(data: bytes, off: int, end: int) -> tuple[int, int, int]:
 
 def _tcp_state(data: bytes, x: int, y: int) -> int:
     """CTA_PROTOINFO -> CTA_PROTOINFO_TCP -> CTA_PROTOINFO_TCP_STATE, or -1."""
-    hh = _HH.unpack_from
-    while x + 4 <= y:
-        n2, k2 = hh(data, x)
-        if n2 < 4:
-            break
-        if k2 & 0x3FFF == CTA_PROTOINFO_TCP:
-            p, q = x + 4, x + n2
-            while p + 4 <= q:
-                n3, k3 = hh(data, p)
-                if n3 < 4:
-                    break
-                if k3 & 0x3FFF == CTA_PROTOINFO_TCP_STATE:
-                    return data[p + 4]
-                p += (n3 + 3) & ~3
-        x += (n2 + 3) & ~3
+    for k2, p, q in attrs(data, x, y):
+        if k2 == CTA_PROTOINFO_TCP:
+            for k3, a, _b in attrs(data, p, q):
+                if k3 == CTA_PROTOINFO_TCP_STATE:
+                    return data[a]
     return -1
 
 
@@ -515,10 +500,11 @@ def dump(mark: int, mask: int, skip: Container[int] = (), timeout: float = 5.0) 
         s.close()
 
 
-def _orig_tuple(t: Tuple) -> bytes:
+def encode_tuple(kind: int, t: Tuple) -> bytes:
+    """CTA_TUPLE_ORIG / CTA_TUPLE_REPLY of an IPv4 (proto, source, port, destination, port)."""
     proto, src, sport, dst, dport = t
     return nested(
-        CTA_TUPLE_ORIG,
+        kind,
         nested(CTA_TUPLE_IP, attr(CTA_IP_V4_SRC, src), attr(CTA_IP_V4_DST, dst)),
         nested(
             CTA_TUPLE_PROTO,
@@ -536,7 +522,7 @@ _GET_TEMPLATE = nfmsg(
     0,
     socket.AF_INET,
     0,
-    _orig_tuple((0, bytes(4), 0, bytes(4), 0)),
+    encode_tuple(CTA_TUPLE_ORIG, (0, bytes(4), 0, bytes(4), 0)),
 )
 _GET_HEAD = _GET_TEMPLATE[:8]  # length, type, flags (seq and port id follow)
 _GET_MID = _GET_TEMPLATE[16:32]  # nfgenmsg, tuple and IP headers, source attribute header
