@@ -438,6 +438,10 @@ def test_queue_rules_and_tables_text() -> None:
     assert "--dport" not in rules[2]
     text = tables.ip_table_text()
     assert "dnat ip addr . port to meta mark & 0xffff0000 map @dnat_ap" in text
+    assert "ct timeout closed_tcp {" in text and "time_wait: 2, close: 2" in text
+    assert 'ct state new ct mark & 0x80000000 != 0 ct timeout set "closed_tcp"' in text
+    plain = tables.ip_table_text(linger=False)  # a kernel without conntrack timeout policies
+    assert "ct timeout" not in plain and "ct mark set ct mark | 0x40000000" in plain
     dr = tables.dr_table_text(
         [tables.DrSpec("eth0", "02:00:00:00:00:01", [("192.168.1.220", 80)])], 900, True
     )

@@ -14,8 +14,9 @@
   (said in the log).
 - Conntrack events (the state changes the core needs, filtered in the kernel; ends, which carry
   the last counters: a timeout policy lets our closed connections go after 2 s) and a dump of the
-  open connections every 2 s keep the core's states, ActiveConn/InActConn, timers and stats true. A restarted pylvsd adopts the kernel's connections
-  (ct mark -> server; DR flow map) and its tables instead of flushing them.
+  open connections every 2 s keep the core's states, ActiveConn/InActConn, timers and stats true.
+  A restarted pylvsd adopts the kernel's connections (ct mark -> server; DR flow map) and its
+  tables instead of flushing them.
 """
 
 from __future__ import annotations
