@@ -440,8 +440,17 @@ def test_queue_rules_and_tables_text() -> None:
     assert "dnat ip addr . port to meta mark & 0xffff0000 map @dnat_ap" in text
     assert "ct timeout closed_tcp {" in text and "time_wait: 2, close: 2" in text
     assert 'ct state new ct mark & 0x80000000 != 0 ct timeout set "closed_tcp"' in text
+    # event masks: bulk segments leave at the first rule; none built for SYN+ACK; ESTABLISHED from
+    # the first packet after the handshake (sets ESTB); after the first FIN only RST and DESTROY
+    fin = text[text.index("chain fin {\n    ct mark") :]
+    assert fin.index("tcp flags & (fin | rst) == 0 accept") < fin.index('ct timeout set "closed_tcp"')
+    assert 'ct timeout set "closed_tcp" ct event set destroy' in text
+    assert "ct event set protoinfo,destroy ct mark set ct mark | 0x20000000" in text
+    assert "== 0x80000000 | 0x40000000 ct event set destroy" in text
+    assert tables.MAX_ID < tables.ESTB >> tables.RS_SHIFT
     plain = tables.ip_table_text(linger=False)  # a kernel without conntrack timeout policies
     assert "ct timeout" not in plain and "ct mark set ct mark | 0x40000000" in plain
+    assert "ct event set" not in plain  # the masks need the short TIME_WAIT (LAST_ACK comes no more)
     dr = tables.dr_table_text(
         [tables.DrSpec("eth0", "02:00:00:00:00:01", [("192.168.1.220", 80)])], 900, True
     )

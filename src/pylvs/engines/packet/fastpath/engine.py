@@ -180,6 +180,8 @@ class FastPathEngine(Engine):
         # conntrack lets our closed TCP connections go after tables.CLOSED_LINGER seconds (off:
         # PYLVS_FASTPATH_LINGER=0, or a kernel without conntrack timeout policies)
         self.linger = os.environ.get("PYLVS_FASTPATH_LINGER", "1") not in ("0", "no", "false")
+        # per-packet conntrack event masks (tables.closed_chain_text; off: PYLVS_FASTPATH_EVMASK=0)
+        self.event_masks = os.environ.get("PYLVS_FASTPATH_EVMASK", "1") not in ("0", "no", "false")
 
     def refuse_dest(self, key: ServiceKey, cfg: DestConfig) -> str | None:
         if cfg.addr.version != 4 or key.af != socket.AF_INET:
@@ -200,14 +202,14 @@ class FastPathEngine(Engine):
         if tables.table_exists("ip", tables.IP_TABLE):
             log.info("fast path: adopting the existing nftables table ip %s", tables.IP_TABLE)
             self._read_ids()
-            rc, _o, err = tables.nft(tables.closed_chain_text(self.linger))
+            rc, _o, err = tables.nft(tables.closed_chain_text(self.linger, self.event_masks))
             if rc != 0 and self.linger:
                 self._no_linger(err)
                 rc, _o, err = tables.nft(tables.closed_chain_text(False))
             if rc != 0:
                 log.warning("fast path: cannot add the fin chain to ip %s: %s", tables.IP_TABLE, err)
         else:
-            rc, _o, err = tables.nft(tables.ip_table_text(self.linger))
+            rc, _o, err = tables.nft(tables.ip_table_text(self.linger, self.event_masks))
             if rc != 0 and self.linger:
                 self._no_linger(err)
                 rc, _o, err = tables.nft(tables.ip_table_text(False))
