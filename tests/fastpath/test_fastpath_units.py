@@ -9,6 +9,7 @@ import struct
 
 import pytest
 
+from pylvs import cbpf
 from pylvs.core.director import Director
 from pylvs.core.proto import tcp as coretcp
 from pylvs.core.types import TCP_SYN, DestConfig, Fwd, Packet, Proto, ServiceConfig, ServiceKey
@@ -270,36 +271,36 @@ def test_destroy_events_in_the_kernels_layout_are_read_in_place(monkeypatch: pyt
 
 
 # -- the DR socket's filter ----------------------------------------------------------------------
-def run_bpf(prog: list[drsock.Insn], pkt: bytes) -> int:
+def run_bpf(prog: list[cbpf.Insn], pkt: bytes) -> int:
     a = x = pc = 0
     while True:
         code, jt, jf, k = prog[pc]
         pc += 1
-        if code in (drsock.LD_H_ABS, drsock.LD_W_ABS, drsock.LD_B_ABS) and k + (
-            2 if code == drsock.LD_H_ABS else 4 if code == drsock.LD_W_ABS else 1
+        if code in (cbpf.LD_H_ABS, cbpf.LD_W_ABS, cbpf.LD_B_ABS) and k + (
+            2 if code == cbpf.LD_H_ABS else 4 if code == cbpf.LD_W_ABS else 1
         ) > len(pkt):
             return 0  # the kernel ends the program (drops) on a load past the end
         if code == 0x80:  # ld len
             a = len(pkt)
         elif code == 0x35:  # jge #k
             pc += jt if a >= k else jf
-        elif code == drsock.LD_H_ABS:
+        elif code == cbpf.LD_H_ABS:
             a = int.from_bytes(pkt[k : k + 2], "big")
-        elif code == drsock.LD_W_ABS:
+        elif code == cbpf.LD_W_ABS:
             a = int.from_bytes(pkt[k : k + 4], "big")
-        elif code == drsock.LD_B_ABS:
+        elif code == cbpf.LD_B_ABS:
             a = pkt[k]
-        elif code == drsock.LDX_B_MSH:
+        elif code == cbpf.LDX_B_MSH:
             x = 4 * (pkt[k] & 0xF)
-        elif code == drsock.LD_B_IND:
+        elif code == cbpf.LD_B_IND:
             a = pkt[x + k]
-        elif code == drsock.ALU_AND_K:
+        elif code == cbpf.ALU_AND_K:
             a &= k
-        elif code == drsock.JEQ_K:
+        elif code == cbpf.JEQ_K:
             pc += jt if a == k else jf
-        elif code == drsock.JSET_K:
+        elif code == cbpf.JSET_K:
             pc += jt if a & k else jf
-        elif code == drsock.RET_K:
+        elif code == cbpf.RET_K:
             return k
         else:
             raise AssertionError(f"opcode {code:#x}")

@@ -7,13 +7,14 @@ their packet and byte counters, so the core's states, ActiveConn/InActConn and -
 
 from __future__ import annotations
 
-import ctypes
 import operator
 import socket
 import struct
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 
+from pylvs import cbpf
+from pylvs.cbpf import ACCEPT, JEQ_K, JGE_K, JSET_K, LD_B_ABS, LD_LEN, LD_W_ABS, RET_K, Insn
 from pylvs.netlink.nlmsg import (
     NLM_F_DUMP,
     NLM_F_REQUEST,
@@ -244,11 +245,6 @@ def _kind(msg_type: int, flags: int) -> str | None:
 # first) and returns 0 to drop it before it is queued to us. Most TCP state changes are of no use
 # to the core (see coreglue.CT_TO_PACKET) and an event costs pylvsd ~10 us; the filter drops those
 # states, and events of connections that are not ours, in the kernel.
-Insn = tuple[int, int, int, int]
-_LD_LEN, _LD_B_ABS, _LD_W_ABS = 0x80, 0x30, 0x20
-_JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x15, 0x35, 0x45, 0x06
-_KEEP = 0x40000  # bytes kept of an accepted message: all of it
-SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 # Where each attribute of an IPv4 TCP update event sits (offset, length, type): the order in which
 # ctnetlink writes them (two tuples, id, status, timeout, protoinfo, then the mark). The filter
@@ -328,48 +324,42 @@ def event_filter(mask: int, drop_states: Iterable[int]) -> list[Insn]:
     """Drop update events of IPv4 TCP connections in one of `drop_states`, and those whose ct mark
     has no bit of `mask` (not ours); keep everything else (other messages, other layouts)."""
     prog: list[tuple[int, str | None, str | None, int]] = [
-        (_LD_LEN, None, None, 0),
-        (_JGE_K, None, "keep", _STATE_AT + 4),
-        (_LD_B_ABS, None, None, 4),  # nlmsg_type, low byte (host order): the message
-        (_JEQ_K, None, "keep", IPCTNL_MSG_CT_NEW),
-        (_LD_B_ABS, None, None, 5),  # high byte: the subsystem
-        (_JEQ_K, None, "keep", NFNL_SUBSYS_CTNETLINK),
+        (LD_LEN, None, None, 0),
+        (JGE_K, None, "keep", _STATE_AT + 4),
+        (LD_B_ABS, None, None, 4),  # nlmsg_type, low byte (host order): the message
+        (JEQ_K, None, "keep", IPCTNL_MSG_CT_NEW),
+        (LD_B_ABS, None, None, 5),  # high byte: the subsystem
+        (JEQ_K, None, "keep", NFNL_SUBSYS_CTNETLINK),
     ]
     for off, ln, kind in _TCP_LAYOUT:
         prog += [
-            (_LD_B_ABS, None, None, off),
-            (_JEQ_K, None, "keep", ln),
-            (_LD_B_ABS, None, None, off + 2),
-            (_JEQ_K, None, "keep", kind),
+            (LD_B_ABS, None, None, off),
+            (JEQ_K, None, "keep", ln),
+            (LD_B_ABS, None, None, off + 2),
+            (JEQ_K, None, "keep", kind),
         ]
     prog += [
-        (_LD_LEN, None, None, 0),
-        (_JGE_K, None, "state", _MARK_AT + 8),
-        (_LD_B_ABS, None, None, _MARK_AT + 2),
-        (_JEQ_K, None, "state", CTA_MARK),
-        (_LD_W_ABS, None, None, _MARK_AT + 4),  # the mark, network order like the load
-        (_JSET_K, "state", "drop", mask),
+        (LD_LEN, None, None, 0),
+        (JGE_K, None, "state", _MARK_AT + 8),
+        (LD_B_ABS, None, None, _MARK_AT + 2),
+        (JEQ_K, None, "state", CTA_MARK),
+        (LD_W_ABS, None, None, _MARK_AT + 4),  # the mark, network order like the load
+        (JSET_K, "state", "drop", mask),
     ]
     labels = {"state": len(prog)}
-    prog.append((_LD_B_ABS, None, None, _STATE_AT))
+    prog.append((LD_B_ABS, None, None, _STATE_AT))
     for st in sorted(set(drop_states)):
-        prog.append((_JEQ_K, "drop", None, st))
+        prog.append((JEQ_K, "drop", None, st))
     labels["keep"] = len(prog)
-    prog.append((_RET_K, None, None, _KEEP))
+    prog.append((RET_K, None, None, ACCEPT))
     labels["drop"] = len(prog)
-    prog.append((_RET_K, None, None, 0))
+    prog.append((RET_K, None, None, 0))
     out: list[Insn] = []
     for pc, (code, jt, jf, k) in enumerate(prog):
         t = labels[jt] - pc - 1 if jt else 0
         f = labels[jf] - pc - 1 if jf else 0
         out.append((code, t, f, k))
     return out
-
-
-def attach_filter(sock: socket.socket, insns: list[Insn]) -> None:
-    raw = b"".join(struct.pack("HBBI", *i) for i in insns)
-    buf = ctypes.create_string_buffer(raw, len(raw))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HL", len(insns), ctypes.addressof(buf)))
 
 
 class CtEvents:
@@ -389,7 +379,7 @@ class CtEvents:
         except OSError:
             pass
         if drop_states is not None:
-            attach_filter(self.sock, event_filter(mask, drop_states))
+            cbpf.attach(self.sock, event_filter(mask, drop_states))
         self.sock.setblocking(False)
         self.buf = bytearray(1 << 17)
         self.overruns = 0

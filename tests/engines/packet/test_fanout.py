@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from pylvs import cbpf
 from pylvs.engines.packet import fanout
 from pylvs.lab.netns import is_root
 
@@ -25,43 +26,43 @@ def run_cbpf(prog: list[tuple[int, int, int, int]], pkt: bytes) -> int:
     while True:
         code, jt, jf, k = prog[pc]
         pc += 1
-        if code == fanout.LD_H_ABS and k == fanout.PROTOCOL:
+        if code == cbpf.LD_H_ABS and k == fanout.PROTOCOL:
             a = int.from_bytes(pkt[12:14], "big")
-        elif code == fanout.LD_H_ABS:
+        elif code == cbpf.LD_H_ABS:
             a = int.from_bytes(pkt[at(k) : at(k) + 2], "big")
-        elif code == fanout.LD_W_ABS:
+        elif code == cbpf.LD_W_ABS:
             a = int.from_bytes(pkt[at(k) : at(k) + 4], "big")
-        elif code == fanout.LD_B_ABS:
+        elif code == cbpf.LD_B_ABS:
             a = pkt[at(k)]
-        elif code == fanout.LD_H_IND:
+        elif code == cbpf.LD_H_IND:
             a = int.from_bytes(pkt[x + at(k) : x + at(k) + 2], "big")
-        elif code == fanout.LDX_MSH:
+        elif code == cbpf.LDX_B_MSH:
             x = (pkt[at(k)] & 0xF) * 4
-        elif code == fanout.LD_IMM:
+        elif code == cbpf.LD_IMM:
             a = k
-        elif code == fanout.ST:
+        elif code == cbpf.ST:
             mem[k] = a
-        elif code == fanout.LDX_MEM:
+        elif code == cbpf.LDX_MEM:
             x = mem[k]
-        elif code == fanout.ALU_XOR_X:
+        elif code == cbpf.ALU_XOR_X:
             a ^= x
-        elif code == fanout.ALU_MUL_K:
+        elif code == cbpf.ALU_MUL_K:
             a = (a * k) & 0xFFFFFFFF
-        elif code == fanout.ALU_RSH_K:
+        elif code == cbpf.ALU_RSH_K:
             a >>= k
-        elif code == fanout.ALU_MOD_K:
+        elif code == cbpf.ALU_MOD_K:
             a %= k
-        elif code == fanout.ALU_SUB_K:
+        elif code == cbpf.ALU_SUB_K:
             a = (a - k) & 0xFFFFFFFF
-        elif code == fanout.ALU_DIV_K:
+        elif code == cbpf.ALU_DIV_K:
             a //= k
-        elif code == fanout.JEQ_K:
+        elif code == cbpf.JEQ_K:
             pc += jt if a == k else jf
-        elif code == fanout.JGE_K:
+        elif code == cbpf.JGE_K:
             pc += jt if a >= k else jf
-        elif code == fanout.RET_K:
+        elif code == cbpf.RET_K:
             return k
-        elif code == fanout.RET_A:
+        elif code == cbpf.RET_A:
             return a
         else:
             raise AssertionError(f"opcode {code:#x}")

@@ -3,20 +3,12 @@ address or from a NAT real server / to a FULLNAT local address are copied to use
 
 from __future__ import annotations
 
-import ctypes
-import socket
-import struct
+from pylvs.cbpf import ACCEPT, JEQ_K, LD_H_ABS, LD_W_ABS, RET_K, Insn
 
-SO_ATTACH_FILTER = 26
-LD_H_ABS = 0x28
-LD_W_ABS = 0x20
-JEQ_K = 0x15
-RET_K = 0x06
-ACCEPT = 0x40000
 MAX_JUMP = 250  # jump offsets are 8 bits wide
 
 
-def program(dsts: list[bytes], srcs: list[bytes], ipv6: bool = False) -> list[tuple[int, int, int, int]]:
+def program(dsts: list[bytes], srcs: list[bytes], ipv6: bool = False) -> list[Insn]:
     """Instructions (code, jt, jf, k): accept ARP; IPv4 with daddr in dsts or saddr in srcs; with
     ipv6, every IPv6 frame (16-byte addresses do not fit classic BPF's 32-bit compares cheaply)."""
     dsts = sorted(set(dsts))
@@ -35,7 +27,7 @@ def program(dsts: list[bytes], srcs: list[bytes], ipv6: bool = False) -> list[tu
     body += [("ld", 26)] + [("eq", int.from_bytes(a, "big")) for a in srcs]
     extra = 1 if ipv6 else 0
     n = 3 + extra + len(body)  # index of the reject instruction; accept follows it
-    insns: list[tuple[int, int, int, int]] = [(LD_H_ABS, 0, 0, 12)]
+    insns: list[Insn] = [(LD_H_ABS, 0, 0, 12)]
     insns.append((JEQ_K, n + 1 - 2, 0, 0x0806))
     if ipv6:
         insns.append((JEQ_K, n + 1 - 3, 0, 0x86DD))
@@ -49,10 +41,3 @@ def program(dsts: list[bytes], srcs: list[bytes], ipv6: bool = False) -> list[tu
     insns.append((RET_K, 0, 0, 0))
     insns.append((RET_K, 0, 0, ACCEPT))
     return insns
-
-
-def attach(sock: socket.socket, insns: list[tuple[int, int, int, int]]) -> None:
-    raw = b"".join(struct.pack("HBBI", *i) for i in insns)
-    buf = ctypes.create_string_buffer(raw, len(raw))
-    fprog = struct.pack("HL", len(insns), ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pylvs import cbpf
 from pylvs.core.director import Director
 from pylvs.core.types import DestConfig, Fwd, ServiceKey
 from pylvs.engines.base import Engine
@@ -233,7 +234,7 @@ class PacketEngine(Engine):
         s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)  # we are the only sender that matters here
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        bpf.attach(s, bpf.program([], []))  # nothing until the rules say what to take
+        cbpf.attach(s, bpf.program([], []))  # nothing until the rules say what to take
         try:
             if self.ring == "v3":
                 self.rx_rings[ifc.index] = RxRing(s, timeout_ms=self.ring_timeout_ms)
@@ -322,7 +323,7 @@ class PacketEngine(Engine):
         self._sync_marks()
         prog = bpf.program(dsts, srcs, ipv6=any(":" in a for a in addrs))
         for s in self.socks.values():
-            bpf.attach(s, prog)
+            cbpf.attach(s, prog)
         if self.fanout_worker is not None:
             # every worker sets the same program (the group keeps the last one)
             vips = [ipaddress.ip_address(a).packed for _p, a, _port in spec.vips if ":" not in a]

@@ -26,10 +26,30 @@ same rules, so the connection table is partitioned by client and
 
 from __future__ import annotations
 
-import ctypes
 import socket
-import struct
 
+from pylvs.cbpf import (
+    ALU_DIV_K,
+    ALU_MOD_K,
+    ALU_MUL_K,
+    ALU_RSH_K,
+    ALU_SUB_K,
+    ALU_XOR_X,
+    JEQ_K,
+    JGE_K,
+    LD_B_ABS,
+    LD_H_ABS,
+    LD_H_IND,
+    LD_IMM,
+    LD_W_ABS,
+    LDX_B_MSH,
+    LDX_MEM,
+    RET_A,
+    RET_K,
+    ST,
+    Insn,
+    fprog,
+)
 from pylvs.engines.packet.ring import RxRing
 
 SOL_PACKET = 263
@@ -39,21 +59,9 @@ PACKET_FANOUT_CBPF = 6
 ETH_P_ALL = 0x0003
 ETH_P_ARP = 0x0806
 
-# classic BPF opcodes
-LD_W_ABS, LD_H_ABS, LD_B_ABS = 0x20, 0x28, 0x30
-LD_H_IND = 0x48
-LD_IMM = 0x00
-LDX_MSH = 0xB1
-ST, LDX_MEM = 0x02, 0x61
-ALU_XOR_X, ALU_MOD_K, ALU_SUB_K, ALU_DIV_K = 0xAC, 0x94, 0x14, 0x34
-ALU_MUL_K, ALU_RSH_K = 0x24, 0x74
 GOLDEN = (
     0x9E3779B1  # multiplicative hash: connect() hands out even ports, so the low bits alone would not spread
 )
-JEQ_K, JGE_K = 0x15, 0x35
-RET_K, RET_A = 0x06, 0x16
-
-Insn = tuple[int, int, int, int]
 # A fanout program sees the skb as the receive path holds it, with data at the network header, so
 # it addresses the IP header through SKF_NET_OFF and the EtherType through skb->protocol.
 NET = 0xFFF00000  # SKF_NET_OFF (-0x100000) as an unsigned offset
@@ -90,7 +98,7 @@ def program(
     p.append((JEQ_K, 1, 0, 17))
     fix.append((len(p), "", "zero"))
     p.append((JEQ_K, 0, 0, 132))
-    p.append((LDX_MSH, 0, 0, NET))  # X = IP header length
+    p.append((LDX_B_MSH, 0, 0, NET))  # X = IP header length
     p.append((LD_W_ABS, 0, 0, NET + 16))  # daddr
     for a in vips:
         fix.append((len(p), "req", ""))
@@ -99,34 +107,22 @@ def program(
         fix.append((len(p), "lip", ""))
         p.append((JEQ_K, 0, 0, int.from_bytes(a, "big")))
     labels: dict[str, int] = {}
-    # reply from a NAT real server: (daddr ^ dport) % count
-    labels["reply"] = len(p)
-    if by_port:
-        p.append((LD_H_IND, 0, 0, NET + 2))  # dport
-    else:
-        p.append((LD_IMM, 0, 0, 0))
-    p.append((ST, 0, 0, 0))
-    p.append((LD_W_ABS, 0, 0, NET + 16))
-    p.append((LDX_MEM, 0, 0, 0))
-    p.append((ALU_XOR_X, 0, 0, 0))
-    p.append((ALU_MUL_K, 0, 0, GOLDEN))
-    p.append((ALU_RSH_K, 0, 0, 16))
-    p.append((ALU_MOD_K, 0, 0, count))
-    p.append((RET_A, 0, 0, 0))
-    # request to a virtual address: (saddr ^ sport) % count
-    labels["req"] = len(p)
-    if by_port:
-        p.append((LD_H_IND, 0, 0, NET))  # sport
-    else:
-        p.append((LD_IMM, 0, 0, 0))
-    p.append((ST, 0, 0, 0))
-    p.append((LD_W_ABS, 0, 0, NET + 12))
-    p.append((LDX_MEM, 0, 0, 0))
-    p.append((ALU_XOR_X, 0, 0, 0))
-    p.append((ALU_MUL_K, 0, 0, GOLDEN))
-    p.append((ALU_RSH_K, 0, 0, 16))
-    p.append((ALU_MOD_K, 0, 0, count))
-    p.append((RET_A, 0, 0, 0))
+
+    def client_hash(label: str, port_at: int, addr_at: int) -> None:
+        """(client address ^ client port) % count, the client's side at these IP offsets."""
+        labels[label] = len(p)
+        p.append((LD_H_IND, 0, 0, NET + port_at) if by_port else (LD_IMM, 0, 0, 0))
+        p.append((ST, 0, 0, 0))
+        p.append((LD_W_ABS, 0, 0, NET + addr_at))
+        p.append((LDX_MEM, 0, 0, 0))
+        p.append((ALU_XOR_X, 0, 0, 0))
+        p.append((ALU_MUL_K, 0, 0, GOLDEN))
+        p.append((ALU_RSH_K, 0, 0, 16))
+        p.append((ALU_MOD_K, 0, 0, count))
+        p.append((RET_A, 0, 0, 0))
+
+    client_hash("reply", 2, 16)  # reply from a NAT real server: the client is the destination
+    client_hash("req", 0, 12)  # request to a virtual address: the client is the source
     # to a FULLNAT local address: (dport - lo) / chunk, if the port is in the range
     labels["lip"] = len(p)
     p.append((LD_H_IND, 0, 0, NET + 2))
@@ -150,12 +146,6 @@ def program(
     return out
 
 
-def _fprog(insns: list[Insn]) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
-    raw = b"".join(struct.pack("HBBI", *i) for i in insns)
-    buf = ctypes.create_string_buffer(raw, len(raw))
-    return struct.pack("HL", len(insns), ctypes.addressof(buf)), buf
-
-
 def join(sock: socket.socket, group: int, insns: list[Insn]) -> None:
     """Join fanout group `group` (16 bits) in CBPF mode and give it the program."""
     sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (group & 0xFFFF) | (PACKET_FANOUT_CBPF << 16))
@@ -164,7 +154,7 @@ def join(sock: socket.socket, group: int, insns: list[Insn]) -> None:
 
 def set_program(sock: socket.socket, insns: list[Insn]) -> None:
     """Replace the group's fanout program (every member may set it; the last setting wins)."""
-    prog, _keep = _fprog(insns)
+    prog, _keep = fprog(insns)
     sock.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, prog)
 
 
@@ -190,6 +180,7 @@ def open_socket(
 ) -> tuple[socket.socket, RxRing | None]:
     """A packet socket as the engine opens it (engine._open), bound to `ifname`, taking nothing
     until the engine attaches its prefilter."""
+    from pylvs import cbpf
     from pylvs.engines.packet import bpf
 
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -199,7 +190,7 @@ def open_socket(
         s.setsockopt(SOL_PACKET, 20, 1)  # PACKET_QDISC_BYPASS
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        bpf.attach(s, bpf.program([], []))
+        cbpf.attach(s, bpf.program([], []))
         rx = RxRing(s, timeout_ms=ring_timeout_ms) if ring else None
         s.bind((ifname, ETH_P_ALL))
     except OSError:

@@ -4,24 +4,29 @@ when we send them on. The kernel forwards every other packet through the netdev 
 
 from __future__ import annotations
 
-import ctypes
 import socket
-import struct
+
+from pylvs import cbpf
+from pylvs.cbpf import (
+    ACCEPT,
+    ALU_AND_K,
+    JEQ_K,
+    JSET_K,
+    LD_B_ABS,
+    LD_B_IND,
+    LD_H_ABS,
+    LD_W_ABS,
+    LDX_B_MSH,
+    RET_K,
+    Insn,
+)
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
-SO_ATTACH_FILTER = 26
 VNET_LEN = 10
 VNET_F_DATA_VALID = 2
-
-LD_H_ABS, LD_W_ABS, LD_B_ABS = 0x28, 0x20, 0x30
-LDX_B_MSH, LD_B_IND = 0xB1, 0x50
-JEQ_K, JSET_K, ALU_AND_K, RET_K = 0x15, 0x45, 0x54, 0x06
-ACCEPT = 0x40000
-
-Insn = tuple[int, int, int, int]
 
 
 def program(vips: list[bytes]) -> list[Insn]:
@@ -68,19 +73,12 @@ def program(vips: list[bytes]) -> list[Insn]:
     return p
 
 
-def attach(sock: socket.socket, insns: list[Insn]) -> None:
-    raw = b"".join(struct.pack("HBBI", *i) for i in insns)
-    buf = ctypes.create_string_buffer(raw, len(raw))
-    fprog = struct.pack("HL", len(insns), ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-
-
 def open_socket(ifname: str) -> socket.socket:
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
     s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    attach(s, [(RET_K, 0, 0, 0)])
+    cbpf.attach(s, [(RET_K, 0, 0, 0)])
     s.bind((ifname, ETH_P_ALL))
     s.setblocking(False)
     # Frames queued before the filter was attached: drop them.

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pylvs import cbpf
 from pylvs.core.conn import F_FWD_MASK
 from pylvs.core.director import Director
 from pylvs.core.packet import Action
@@ -427,7 +428,7 @@ class FastPathEngine(Engine):
                 s = self.dr_socks[dev] = drsock.open_socket(dev)
                 if self.loop is not None:
                     self.loop.add_reader(s.fileno(), self._dr_readable, dev, s)
-            drsock.attach(self.dr_socks[dev], drsock.program([socket.inet_aton(v) for v, _p in vips]))
+            cbpf.attach(self.dr_socks[dev], drsock.program([socket.inet_aton(v) for v, _p in vips]))
 
     def _sync_inner(self, services: list[Any]) -> None:
         if not services and self.inner is None:
