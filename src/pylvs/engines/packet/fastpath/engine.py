@@ -141,7 +141,7 @@ class FastPathEngine(Engine):
         self.flows: dict[int, glue.Flow] = {}  # conntrack id -> flow
         # (proto, client, port, VIP, port) -> (entry, first packet's length) of a connection the
         # core scheduled, until conntrack's first event about it names its id
-        self.first_len: dict[tuple[int, bytes, int, bytes, int], tuple[Any, int]] = {}
+        self.scheduled: dict[tuple[int, bytes, int, bytes, int], tuple[Any, int]] = {}
         self.dr_socks: dict[str, socket.socket] = {}
         self.dr_macs: dict[str, bytes] = {}
         self.dr_flows: dict[bytes, tuple[glue.Flow, int]] = {}  # key -> (flow, kernel packets seen)
@@ -468,7 +468,7 @@ class FastPathEngine(Engine):
         now = self.clock()
         d = self.director
         marks = self.dest_mark
-        first = self.first_len
+        first = self.scheduled
         out: list[bytes] = []
         vmsg = nfq.verdict_msg
         addr = glue.ADDR_CACHE
@@ -537,7 +537,7 @@ class FastPathEngine(Engine):
             return None
         _p, raddr, rport, _l, _lp = e.reply
         first = None
-        queued = self.first_len.pop(e.orig, None)
+        queued = self.scheduled.pop(e.orig, None)
         if queued is not None and not queued[0].dead:
             conn, first = queued
         else:
