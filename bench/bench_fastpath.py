@@ -200,6 +200,9 @@ def run_fastpath(
     acct = s1.get("acct_cpu_us_per_new_conn", 0.0) * s1.get("new_conns", 0.0)
     acct -= s0.get("acct_cpu_us_per_new_conn", 0.0) * s0.get("new_conns", 0.0)
     r["acct_cpu_us_per_conn"] = acct / new if new else 0.0
+    sync = s1.get("sync_cpu_us_per_new_conn", 0.0) * s1.get("new_conns", 0.0)
+    sync -= s0.get("sync_cpu_us_per_new_conn", 0.0) * s0.get("new_conns", 0.0)
+    r["sync_cpu_us_per_conn"] = sync / new if new else 0.0
     r["verdict_us_per_conn"] = s1.get("verdict_us_per_new_conn", 0.0)
     cpu = s1.get("cpu_seconds", 0.0) - s0.get("cpu_seconds", 0.0)
     r["cpu_us_per_conn"] = cpu * 1e6 / new if new else 0.0
@@ -460,10 +463,11 @@ def main() -> int:
             f"{fp['py_us_per_conn']:.1f} us of Python deciding (queue read, parse, core, verdict built; "
             f"{fp['py_cpu_us_per_conn']:.1f} us of it on the CPU), "
             f"{fp['verdict_us_per_conn']:.1f} us in the verdict sends (the kernel forwarding the packets), "
-            f"{fp['acct_cpu_us_per_conn']:.1f} us of CPU keeping the core in step (events, syncs), "
+            f"{fp['acct_cpu_us_per_conn']:.1f} us of CPU keeping the core in step (events, syncs; "
+            f"{fp['sync_cpu_us_per_conn']:.1f} us of it in the periodic syncs), "
             f"{fp['cpu_us_per_conn']:.1f} us of process CPU in all; "
             f"{fp['ct_events_per_conn']:.2f} conntrack update events (the ESTABLISHED event came for "
-            f"{fp['events_seen_pct']:.0f}% of the connections; the rest were lost to socket overruns); "
+            f"{fp['events_seen_pct']:.0f}% of the connections; the others' state came with their next event); "
             f"{sum(r['new_conns'] for r in rs):.0f} connections, "
             f"{sum(r['ct_overruns'] for r in rs):.0f} event overruns; "
             f"{fp['conns_per_queue_reads']:.1f} new connections per queue read, "

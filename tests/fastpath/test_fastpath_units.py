@@ -501,3 +501,70 @@ def test_closed_flows_wait_for_their_destroy_event_then_a_lookup(monkeypatch: py
     eng._sync_counters()  # the second's event never came: it ends without
     assert eng.flows == {} and len(asked) == 1
     assert all(f.conn.dest.activeconns == 0 for f in flows)
+
+
+def test_periodic_sync_looks_up_the_open_flows_unless_a_dump_costs_less(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dump walks conntrack's whole hash table: while few connections are open the sync looks
+    them up by their tuples instead (closed ones wait for their DESTROY event), and a connection
+    the core scheduled whose first event has not come in a whole period is looked up too; with
+    many open, and every FULL_DUMP_EVERY-th sync, it dumps."""
+    from pylvs.engines.packet.fastpath import engine as fpe
+
+    d, _key = nat_director()
+    now = [100.0]
+    eng = fpe.FastPathEngine(d, clock=lambda: now[0])
+    eng.ct_buckets = 262144
+    conns = {}
+    for port in (40000, 40001, 40002):
+        syn = Packet(
+            Proto.TCP, ipaddress.IPv4Address(CIP), port, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
+        )
+        conns[port] = d.process_in(syn, now[0]).conn
+    for port in (40000, 40001):  # followed: one open, one closed
+        f = glue.Flow(conns[port], 6, A(CIP), port, A(VIP), 80, in_pkts=1, in_bytes=60)
+        glue.ct_state_changed(d, f, ct.CT_ESTABLISHED, now[0])
+        if port == 40001:
+            glue.ct_state_changed(d, f, ct.CT_FIN_WAIT, now[0])
+        eng.flows[port] = f
+    sched = (6, A(CIP), 40002, A(VIP), 80)  # scheduled, its first event not come yet
+    eng.scheduled[sched] = (conns[40002], 60)
+
+    def entry(port: int, state: int = ct.CT_ESTABLISHED, mark: int = 0x80010000) -> ct.CtEntry:
+        body = ct_body(state, mark=mark, pkts=5, nbytes=900)
+        e = ct.parse(body, 0, len(body), ct.NEW)
+        e.ct_id, e.orig = port, (6, A(CIP), port, A(VIP), 80)
+        e.reply = (6, A(RIP1), 80, A(CIP), port)
+        return e
+
+    asked: list[list[tuple[int, bytes, int, bytes, int]]] = []
+    dumps: list[int] = []
+
+    def get_many(ts: list[tuple[int, bytes, int, bytes, int]], **_k: object) -> list[ct.CtEntry | None]:
+        asked.append(ts)
+        return [entry(t[2]) for t in ts]
+
+    monkeypatch.setattr(fpe.ct, "get_many", get_many)
+    monkeypatch.setattr(fpe.ct, "dump", lambda *_a, **_k: dumps.append(1) or [entry(40000)])
+    monkeypatch.setattr(fpe, "_conntrack_sysctl", lambda _name: 25000)
+    eng._sync_counters()
+    assert asked == [[(6, A(CIP), 40000, A(VIP), 80)]] and not dumps  # the open one only
+    assert eng.flows[40000].in_pkts == 5 and conns[40000].dest.stats.inpkts >= 5
+    now[0] += fpe.SYNC_PERIOD
+    eng._sync_counters()  # the scheduled one waited a whole period: looked up, followed from now
+    assert sched in asked[1] and sched not in eng.scheduled and 40002 in eng.flows
+    # Too many open for lookups to pay: a dump.
+    monkeypatch.setattr(fpe, "LOOKUP_US", 1e9)
+    now[0] += fpe.SYNC_PERIOD
+    eng._sync_counters()
+    assert dumps == [1]  # (and the closed one, its DESTROY late, looked up by itself)
+    assert asked[2:] == [[(6, A(CIP), 40001, A(VIP), 80)]]
+    monkeypatch.setattr(fpe, "LOOKUP_US", 15.0)
+    while eng.ticks % fpe.FULL_DUMP_EVERY != fpe.FULL_DUMP_EVERY - 1:
+        now[0] += fpe.SYNC_PERIOD
+        eng._sync_counters()
+    assert dumps == [1]
+    now[0] += fpe.SYNC_PERIOD
+    eng._sync_counters()  # now and then a dump anyway: finds a connection we lost track of
+    assert dumps == [1, 1]

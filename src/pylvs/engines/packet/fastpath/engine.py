@@ -55,6 +55,13 @@ SYNC_PERIOD = 2.0  # the rate estimator's period
 # A TCP flow that left the dump of open connections (its FIN or RST went by) is asked for by
 # itself only if its DESTROY event has not come this long after (see _sync_counters).
 DESTROY_GRACE = 2 * SYNC_PERIOD
+# The periodic sync looks the open connections up one by one while that costs less than a dump,
+# which walks every bucket and entry of conntrack's table whatever the filter. Measured on this
+# kernel (bench/RESULTS.md): a lookup 12-15 us with our parsing, the walk 0.04 us a bucket (262,144
+# buckets: 11 ms for an empty table) and 0.15 us an entry. Every FULL_DUMP_EVERY-th sync dumps
+# anyway, which finds a connection of ours we lost track of (an overrun event socket).
+LOOKUP_US, WALK_BUCKET_US, WALK_ENTRY_US = 15.0, 0.04, 0.15
+FULL_DUMP_EVERY = 15
 _PORT = struct.Struct("!H")
 _PORTS = struct.Struct("!HH")
 _PROTOS = {6: Proto.TCP, 17: Proto.UDP}
@@ -64,6 +71,20 @@ _CLOSING = frozenset({ct.CT_TIME_WAIT, ct.CT_CLOSE, ct.CT_LAST_ACK})
 _OPEN = frozenset({coretcp.ESTABLISHED, coretcp.SYN_RECV, coretcp.SYN_SENT})
 _NAT_FWD = (int(Fwd.MASQ), int(Fwd.FULLNAT))  # the methods conntrack forwards (conn flags)
 _FWD_NAMES = {Fwd.MASQ: "masq", Fwd.FULLNAT: "fullnat", Fwd.DROUTE: "route", Fwd.TUNNEL: "tunnel"}
+
+
+def _conntrack_sysctl(name: str) -> int:
+    """nf_conntrack_count / nf_conntrack_buckets of this network namespace (0 if unknown)."""
+    try:
+        with open(f"/proc/sys/net/netfilter/{name}") as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return 0
+
+
+def dump_cost_us(buckets: int, entries: int) -> float:
+    """What a dump of conntrack's table costs, by its size (see LOOKUP_US)."""
+    return buckets * WALK_BUCKET_US + entries * WALK_ENTRY_US
 
 
 def _write_sysctl(path: str, value: str) -> bool:
@@ -164,6 +185,8 @@ class FastPathEngine(Engine):
                 "ct_events",
                 "ct_destroys",
                 "ct_gets",
+                "ct_dumps",  # periodic syncs that dumped the table
+                "ct_lookups",  # open connections looked up by the periodic syncs
                 "ct_established",
                 "adopted",
                 "queue_reads",  # handler runs that read the queue (new connections per run: batching)
@@ -174,7 +197,11 @@ class FastPathEngine(Engine):
         self.py_seconds = 0.0  # time spent deciding new connections (NFQUEUE + DR SYNs)
         self.py_cpu_seconds = 0.0  # the same in this thread's CPU time (NFQUEUE only; no preemption)
         self.acct_cpu_seconds = 0.0  # CPU keeping the core in step: conntrack events, syncs
+        self.sync_cpu_seconds = 0.0  # the periodic syncs' share of it (dump or lookups of open flows)
         self.new_conns = 0
+        self.ticks = 0
+        self._sched_prev: set[tuple[int, bytes, int, bytes, int]] = set()
+        self.ct_buckets = 0  # conntrack's hash table size (read at start)
         self.cpu_start = 0.0
         self.started = False
         self.dump_closed = os.environ.get("PYLVS_FASTPATH_DUMP_CLOSED", "0") not in ("0", "no", "false")
@@ -183,6 +210,9 @@ class FastPathEngine(Engine):
         self.linger = os.environ.get("PYLVS_FASTPATH_LINGER", "1") not in ("0", "no", "false")
         # per-packet conntrack event masks (tables.closed_chain_text; off: PYLVS_FASTPATH_EVMASK=0)
         self.event_masks = os.environ.get("PYLVS_FASTPATH_EVMASK", "1") not in ("0", "no", "false")
+        # the periodic sync looks open connections up rather than dumping (_lookup_open; off:
+        # PYLVS_FASTPATH_LOOKUPS=0, always a dump)
+        self.lookups = os.environ.get("PYLVS_FASTPATH_LOOKUPS", "1") not in ("0", "no", "false")
 
     def refuse_dest(self, key: ServiceKey, cfg: DestConfig) -> str | None:
         if cfg.addr.version != 4 or key.af != socket.AF_INET:
@@ -225,6 +255,7 @@ class FastPathEngine(Engine):
             ct.GROUP_UPDATE | ct.GROUP_DESTROY,
             _event_states(os.environ.get("PYLVS_FASTPATH_CTFILTER", "1"), self.linger),
         )
+        self.ct_buckets = _conntrack_sysctl("nf_conntrack_buckets")
         self.cpu_start = time.process_time()
         self._sync()
         self.loop.add_reader(self.nfq.fileno(), self._queued)
@@ -635,23 +666,33 @@ class FastPathEngine(Engine):
         except OSError as e:
             log.warning("fast path: periodic sync: %s", e)
         finally:  # whatever happened, the next sync comes
-            self.acct_cpu_seconds += time.thread_time() - c0
+            spent = time.thread_time() - c0
+            self.acct_cpu_seconds += spent
+            self.sync_cpu_seconds += spent
             if self.loop is not None and self.started:
                 self._timer = self.loop.call_later(SYNC_PERIOD, self._tick)
 
     def _sync_counters(self, everything: bool = False) -> None:
-        """Counters and states from the kernel. The dump asks only for open connections (the kernel
-        skips those whose CLOSED bit the `fin` chain set; a busy director has most of its entries
-        in TIME_WAIT for two minutes); a flow that left it is asked for by itself, once, for its
-        last counters and state; its DESTROY event ends it. `everything`: closed ones too (adoption)."""
+        """Counters and states from the kernel for the open connections: looked up one by one
+        while they are few beside conntrack's table (_lookup_open), else dumped (the kernel skips
+        those whose CLOSED bit the `fin` chain set). A flow that left the open ones is asked for by
+        itself, once, for its last counters and state if its DESTROY event (which ends it) is
+        late. `everything`: a dump of closed ones too (adoption)."""
         now = self.clock()
         alive = set()
         # PYLVS_FASTPATH_DUMP_CLOSED=1: the way before the CLOSED bit (closed entries dumped too,
         # skipped here once final), for comparing the two in bench_fastpath.py.
         everything = everything or self.dump_closed
-        mask = tables.OURS if everything else tables.OURS | tables.CLOSED
-        skip = {cid for cid, f in self.flows.items() if f.final} if self.dump_closed else set()
-        for e in ct.dump(tables.OURS, mask, skip):
+        self.ticks += 1
+        found = None
+        if not everything and self.lookups and self.ticks % FULL_DUMP_EVERY:
+            found = self._lookup_open()
+        if found is None:
+            mask = tables.OURS if everything else tables.OURS | tables.CLOSED
+            skip = {cid for cid, f in self.flows.items() if f.final} if self.dump_closed else set()
+            found = ct.dump(tables.OURS, mask, skip)
+            self.counters["ct_dumps"] += 1
+        for e in found:
             alive.add(e.ct_id)
             f = self._flow_for(e, now)
             if f is None:
@@ -696,6 +737,33 @@ class FastPathEngine(Engine):
                 continue
             self._follow(f, last, now)
             f.final = True
+
+    def _lookup_open(self) -> list[ct.CtEntry] | None:
+        """The open connections we follow, looked up by their tuples (many requests to a datagram),
+        or None when a dump costs less. A dump walks conntrack's whole hash table (11 ms here even
+        when it is empty, 15 ms with 25,000 closed connections lingering), while a director of
+        short connections has a few dozen open at a time (under 1 ms of lookups). Connections the core scheduled whose first event has not come in a whole period
+        are looked up too (found: followed from now on; not found: no longer waited for)."""
+        stale = [k for k in self._sched_prev if k in self.scheduled]
+        self._sched_prev = set(self.scheduled)
+        flows = [
+            f
+            for f in self.flows.values()
+            if f.ct_state < ct.CT_FIN_WAIT and not (f.final or f.asked or f.left_dump)
+        ]
+        n = len(flows) + len(stale)
+        if not n:
+            return []
+        if n * LOOKUP_US > dump_cost_us(self.ct_buckets, _conntrack_sysctl("nf_conntrack_count")):
+            return None
+        tuples = [(f.proto, f.caddr, f.cport, f.vaddr, f.vport) for f in flows]
+        got = ct.get_many(tuples + stale)
+        self.counters["ct_lookups"] += len(got)
+        for key, e in zip(stale, got[len(flows) :], strict=True):
+            if e is None:
+                self.scheduled.pop(key, None)  # gone without an event: the core's timers end it
+        # open ones only, as the dump gives them (a FIN or RST whose event we missed set CLOSED)
+        return [e for e in got if e is not None and e.mark & tables.CLOSED == 0]
 
     def _follow(self, f: glue.Flow, e: ct.CtEntry, now: float) -> None:
         """The kernel's view of one flow into the core: its entry, counters and TCP state."""
@@ -874,6 +942,7 @@ class FastPathEngine(Engine):
             out["py_us_per_new_conn"] = self.py_seconds * 1e6 / self.new_conns
             out["py_cpu_us_per_new_conn"] = self.py_cpu_seconds * 1e6 / self.new_conns
             out["acct_cpu_us_per_new_conn"] = self.acct_cpu_seconds * 1e6 / self.new_conns
+            out["sync_cpu_us_per_new_conn"] = self.sync_cpu_seconds * 1e6 / self.new_conns
             if self.nfq is not None:  # the kernel forwards the accepted packets inside these sends
                 out["verdict_us_per_new_conn"] = self.nfq.send_seconds * 1e6 / self.new_conns
         if self.events is not None:
