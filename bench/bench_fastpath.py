@@ -7,12 +7,14 @@ servers running nginx), three directors in turn on the same traffic:
 - haproxy:  HAProxy on the director (mode tcp, roundrobin), a user-space L4 proxy.
 
 For each: requests/s over keep-alive connections (wrk), new connections/s (wrk, one request per
-connection), bulk MB/s (one curl download). For the fast path also the Python cost per new
-connection: the time spent in the NFQUEUE handler (parse, core decision, verdict) and the whole
-process's CPU (conntrack events, counter sync, the event loop) over the new connections.
+connection), bulk MB/s (the best of three curl downloads of --bulk-mb: 1000 MB take ~0.5 s each;
+200 MB, the default until 2026-11-25, took 0.1 s and moved 0.74-1.18x the kernel between rounds).
+For the fast path also the Python cost per new connection: the time spent in the NFQUEUE handler
+(parse, core decision, verdict) and the whole process's CPU (conntrack events, counter sync, the
+event loop) over the new connections.
 Every load is bounded in time; nothing leaves the namespaces.
 
-    sudo .venv/bin/python bench/bench_fastpath.py [--seconds 4] [--bulk-mb 200] [--conns 32] [--rounds 3]
+    sudo .venv/bin/python bench/bench_fastpath.py [--seconds 4] [--bulk-mb 1000] [--conns 32] [--rounds 3]
         [--variant NAME:ENV=VALUE,...] [--only kernel,fastpath,haproxy]
 
 Rounds are interleaved (kernel, fastpath variants, haproxy, then again) because the machine is
@@ -356,7 +358,7 @@ def micro(n: int = 20000, batch: int = 10) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=4.0)
-    ap.add_argument("--bulk-mb", type=int, default=200)
+    ap.add_argument("--bulk-mb", type=int, default=1000)
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument(
         "--rounds", type=int, default=3, help="each director this many times, interleaved; median kept"
