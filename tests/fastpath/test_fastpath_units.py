@@ -568,3 +568,32 @@ def test_periodic_sync_looks_up_the_open_flows_unless_a_dump_costs_less(
     now[0] += fpe.SYNC_PERIOD
     eng._sync_counters()  # now and then a dump anyway: finds a connection we lost track of
     assert dumps == [1, 1]
+
+
+def test_a_lookup_that_times_out_does_not_close_the_open_flows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lookups that go unanswered (a slow kernel) must not pass for closed connections: the sync
+    is skipped whole, as a failed dump is, and the flows stay open for the next one."""
+    from pylvs.engines.packet.fastpath import engine as fpe
+
+    d, _key = nat_director()
+    now = [100.0]
+    eng = fpe.FastPathEngine(d, clock=lambda: now[0])
+    eng.ct_buckets = 262144
+    syn = Packet(
+        Proto.TCP, ipaddress.IPv4Address(CIP), 40000, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
+    )
+    f = glue.Flow(d.process_in(syn, now[0]).conn, 6, A(CIP), 40000, A(VIP), 80, in_pkts=1, in_bytes=60)
+    glue.ct_state_changed(d, f, ct.CT_ESTABLISHED, now[0])
+    eng.flows[7] = f
+
+    def slow(_ts: object, **k: object) -> list[None]:
+        assert k.get("strict") is True
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(fpe.ct, "get_many", slow)
+    monkeypatch.setattr(fpe, "_conntrack_sysctl", lambda _name: 25000)
+    for _ in range(3):
+        now[0] += fpe.SYNC_PERIOD
+        eng._tick()  # logged, skipped
+    assert eng.flows == {7: f} and not f.left_dump and not f.asked and not f.final
+    assert f.conn.state == coretcp.ESTABLISHED and f.conn.dest.activeconns == 1

@@ -544,9 +544,13 @@ def _get_request(seq: int, t: Tuple) -> bytes:
     )
 
 
-def get_many(tuples: list[Tuple], timeout: float = 2.0, chunk: int = 512) -> list[CtEntry | None]:
+def get_many(
+    tuples: list[Tuple], timeout: float = 2.0, chunk: int = 512, strict: bool = False
+) -> list[CtEntry | None]:
     """The entry of each IPv4 original-direction tuple now (None: no such connection any more).
-    Requests go many to a datagram; the kernel answers each with the entry or an error."""
+    Requests go many to a datagram; the kernel answers each with the entry or an error. A socket
+    error or a timeout leaves the unanswered ones None, or raises OSError when `strict` (a caller
+    that would take None for "closed" must not be told so by a slow kernel)."""
     out: list[CtEntry | None] = [None] * len(tuples)
     if not tuples:
         return out
@@ -567,7 +571,8 @@ def get_many(tuples: list[Tuple], timeout: float = 2.0, chunk: int = 512) -> lis
                         out[seq - 1] = parse(data, off + 4, end, NEW)
                         want -= 1
     except OSError:  # a timeout: the rest count as gone; their DESTROY events say the rest
-        pass
+        if strict:
+            raise
     finally:
         s.close()
     return out

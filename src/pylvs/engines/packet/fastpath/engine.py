@@ -757,7 +757,7 @@ class FastPathEngine(Engine):
         if n * LOOKUP_US > dump_cost_us(self.ct_buckets, _conntrack_sysctl("nf_conntrack_count")):
             return None
         tuples = [(f.proto, f.caddr, f.cport, f.vaddr, f.vport) for f in flows]
-        got = ct.get_many(tuples + stale)
+        got = ct.get_many(tuples + stale, strict=True)  # unanswered is not closed: no sync
         self.counters["ct_lookups"] += len(got)
         for key, e in zip(stale, got[len(flows) :], strict=True):
             if e is None:
