@@ -253,8 +253,9 @@ def micro(n: int = 20000, batch: int = 10) -> None:
     replayed through datagram socket pairs (so the system calls are there, the kernel's forwarding
     is not): deciding (FastPathEngine._queued: queued-packet messages as the kernel writes them,
     the core's decision, the verdicts sent) and keeping the core in step (_apply_events: the
-    ESTABLISHED, FIN_WAIT and LAST_ACK update events and the DESTROY event of each connection, in
-    the kernel's layouts, `batch` connections per handler run)."""
+    ESTABLISHED and FIN_WAIT update events and the DESTROY event of each connection, the three the
+    kernel sends it live, in the kernel's layouts, `batch` connections per handler run; until
+    2026-11-25 a LAST_ACK event too, which the kernel no longer sends)."""
     import ipaddress
     import socket
     import struct
@@ -333,12 +334,12 @@ def micro(n: int = 20000, batch: int = 10) -> None:
             except BlockingIOError:
                 break
         now[0] += 0.001
-        steps: list[list[bytes]] = [[], [], [], []]
+        steps: list[list[bytes]] = [[], [], []]
         for i in chunk:
             src, sport = conns[i]
-            for k, st in enumerate((ct.CT_ESTABLISHED, ct.CT_FIN_WAIT, ct.CT_LAST_ACK)):
+            for k, st in enumerate((ct.CT_ESTABLISHED, ct.CT_FIN_WAIT)):
                 steps[k].append(event(100 + i, st, src, sport))
-            steps[3].append(event(100 + i, ct.CT_TIME_WAIT, src, sport, destroy=True))
+            steps[2].append(event(100 + i, ct.CT_TIME_WAIT, src, sport, destroy=True))
         for msgs in steps:  # each kind of event in its own handler run, as they come in time
             for m in msgs:
                 ea.send(m)
@@ -350,7 +351,7 @@ def micro(n: int = 20000, batch: int = 10) -> None:
     assert (st.inpkts, st.outpkts, st.outbytes) == (6 * n, 5 * n, 900 * n)
     print(
         f"micro ({n} new connections, {batch} per handler run, through socket pairs): deciding "
-        f"{decide / n * 1e6:.1f} us, keeping the core in step (4 events) {acct / n * 1e6:.1f} us, "
+        f"{decide / n * 1e6:.1f} us, keeping the core in step (3 events) {acct / n * 1e6:.1f} us, "
         f"total {(decide + acct) / n * 1e6:.1f} us per connection"
     )
 
