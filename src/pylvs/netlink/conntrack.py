@@ -390,8 +390,13 @@ class CtEvents:
     def read(self, known: Container[int] = (), limit: int = 256) -> list[CtEntry]:
         """Events of our connections; for an UPDATE of one in `known` (conntrack ids) only the
         kind, id, mark and TCP state are filled in, for a DESTROY its counters and state too (the
-        tuples are not parsed). Each event is one datagram; the usual layouts are read in place."""
+        tuples are not parsed). Each event is one datagram; the usual layouts are read in place.
+        An id whose DESTROY comes in this read is no longer known for the events after it: the
+        kernel gives a new connection of the same tuple the same id when it reuses the ended
+        one's memory (a client port reused while the old entry waited for the garbage collector;
+        the new SYN's lookup reaps it), and that connection's first event needs its tuples."""
         out: list[CtEntry] = []
+        ended: set[int] = set()
         recv = self.sock.recv
         mask = self.mask
         u32 = _U32.unpack_from
@@ -410,7 +415,7 @@ class CtEvents:
                 mark = u32(data, _MARK_AT + 4)[0]
                 if mark & mask:
                     cid = u32(data, 128)[0]
-                    if cid in known:
+                    if cid in known and not (ended and cid in ended):
                         out.append(CtEntry(UPDATE, cid, _NO_TUPLE, _NO_TUPLE, mark, data[_STATE_AT]))
                     elif _fixed_tuples(data):  # the first event of a connection: tuples in place too
                         t = _tuple_at
@@ -423,9 +428,11 @@ class CtEvents:
                 if mark & mask:
                     cid = u32(data, 128)[0]
                     orig = reply = _NO_TUPLE
-                    if cid not in known and _fixed_tuples(data):
+                    fresh = cid not in known or cid in ended
+                    ended.add(cid)
+                    if fresh and _fixed_tuples(data):
                         orig, reply = _tuple_at(data, 20), _tuple_at(data, 72)
-                    elif cid not in known:
+                    elif fresh:
                         out.append(parse(data, 20, n, DESTROY))
                         continue
                     po, bo, pr, br = _DESTROY_COUNTERS.unpack_from(data, 148)
@@ -442,10 +449,13 @@ class CtEvents:
                 if kind is not None:
                     mark, cid, state = peek(data, off + 20, off + ln)
                     if mark & mask:
-                        if kind == UPDATE and cid in known:
+                        fresh = cid not in known or cid in ended
+                        if kind == DESTROY:
+                            ended.add(cid)
+                        if kind == UPDATE and not fresh:
                             out.append(CtEntry(kind, cid, _NO_TUPLE, _NO_TUPLE, mark, state))
                         else:
-                            out.append(parse(data, off + 20, off + ln, kind, cid not in known))
+                            out.append(parse(data, off + 20, off + ln, kind, fresh))
                 off += (ln + 3) & ~3
         return out
 

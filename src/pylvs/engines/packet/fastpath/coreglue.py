@@ -176,7 +176,10 @@ def add_counters(director: Director, flow: Flow, e: ct.CtEntry, now: float) -> b
     flow.out_bytes += rb
     if not (dp or rp or db or rb):
         return False
-    if conn is not None and not conn.dead:
+    if conn is not None:
+        # Counted even when the core's entry has ended: a client reusing the port finds the
+        # core's TIME_WAIT entry and is scheduled afresh (the old entry expired) before the old
+        # conntrack entry's DESTROY, with its last counters, is read.
         dest = conn.dest
         if dest.available:
             for st in (dest.stats, dest.service.stats, director.services.tot_stats):
@@ -184,7 +187,8 @@ def add_counters(director: Director, flow: Flow, e: ct.CtEntry, now: float) -> b
                 st.inbytes += db
                 st.outpkts += rp
                 st.outbytes += rb
-        director.conns.arm(conn, now)  # traffic keeps the entry alive, as each packet would
+        if not conn.dead:
+            director.conns.arm(conn, now)  # traffic keeps the entry alive, as each packet would
     return True
 
 

@@ -69,6 +69,7 @@ _PROTOS = {6: Proto.TCP, 17: Proto.UDP}
 _CLOSING = frozenset({ct.CT_TIME_WAIT, ct.CT_CLOSE, ct.CT_LAST_ACK})
 # The core's states in which a connection whose conntrack entry is gone still counts as open.
 _OPEN = frozenset({coretcp.ESTABLISHED, coretcp.SYN_RECV, coretcp.SYN_SENT})
+_SYN_RECV = coretcp.SYN_RECV
 _NAT_FWD = (int(Fwd.MASQ), int(Fwd.FULLNAT))  # the methods conntrack forwards (conn flags)
 _FWD_NAMES = {Fwd.MASQ: "masq", Fwd.FULLNAT: "fullnat", Fwd.DROUTE: "route", Fwd.TUNNEL: "tunnel"}
 
@@ -637,7 +638,15 @@ class FastPathEngine(Engine):
                     flows.pop(e.ct_id, None)
                     if f is None:
                         continue
-                if f.proto == 6:  # its last state first: the steps' packets are in the counters
+                if f.proto == 6:
+                    c = f.conn
+                    if c is not None and c.state == _SYN_RECV and f.ct_state >= ct.CT_ESTABLISHED:
+                        # The client reused the port: the new SYN, which reaped this entry in
+                        # the kernel, took the core's entry back to SYN_RECV (IPVS reuses one it
+                        # finds closing). This end is not that entry's: its counters only.
+                        glue.add_counters(d, f, e, now)
+                        continue
+                    # its last state first: the steps' packets are in the counters
                     state_changed(d, f, e.tcp_state, now)
                 glue.add_counters(d, f, e, now)
                 self._ended(f, now)
