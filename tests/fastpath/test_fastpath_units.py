@@ -634,48 +634,65 @@ def test_an_id_ended_in_a_read_is_new_for_the_events_after_it() -> None:
     assert got[2].reply[1] == A(RIP2)
 
 
-def test_a_new_connection_with_a_reused_id_is_followed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The old flow ends with its DESTROY (its counters counted, the core's entry, which the new
-    SYN took over, left as it is), and the new connection's ESTABLISHED event, in the same read
-    and with the same id, takes that entry to ESTABLISHED. (The event was dropped, the core
-    catching up only at the FIN: 4-5% of connections at 10k connections/s.)"""
+def client_syn(d: Director, now: float) -> Any:
+    """The core's entry for a SYN from the client's port 40000 to the VIP."""
+    p = Packet(
+        Proto.TCP, ipaddress.IPv4Address(CIP), 40000, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
+    )
+    return d.process_in(p, now).conn
+
+
+def followed_then_reused(*states: int) -> tuple[Director, Any, Any]:
+    """A NAT director whose fast path follows a connection from the client's port 40000 under
+    conntrack id 77 through `states` (at t=100); the engine's clock then reads 105, when the
+    client reuses the port."""
     from pylvs.engines.packet.fastpath import engine as fpe
 
     d, _key = nat_director()
-    now = [100.0]
-    eng = fpe.FastPathEngine(d, clock=lambda: now[0])
-
-    def syn() -> Any:
-        p = Packet(
-            Proto.TCP, ipaddress.IPv4Address(CIP), 40000, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
-        )
-        return d.process_in(p, now[0]).conn
-
-    old_conn = syn()
-    f = glue.Flow(old_conn, 6, A(CIP), 40000, A(VIP), 80, in_pkts=1, in_bytes=60)
-    glue.ct_state_changed(d, f, ct.CT_ESTABLISHED, now[0])
-    glue.ct_state_changed(d, f, ct.CT_FIN_WAIT, now[0])
+    eng = fpe.FastPathEngine(d, clock=lambda: 105.0)
+    conn = client_syn(d, 100.0)
+    f = glue.Flow(conn, 6, A(CIP), 40000, A(VIP), 80, in_pkts=1, in_bytes=60)
+    for st in states:
+        glue.ct_state_changed(d, f, st, 100.0)
     eng.flows[77] = f
-    now[0] += 5.0
-    # The client reuses the port: the core takes the new SYN on the entry it finds in FIN_WAIT
-    # (as IPVS does with conn_reuse_mode 1: back to SYN_RECV), the queue handler keeps it until
-    # the first event. The old conntrack entry's DESTROY must not end it.
-    new_conn = syn()
-    assert new_conn is old_conn and new_conn.state == coretcp.SYN_RECV
-    tup = (6, A(CIP), 40000, A(VIP), 80)
-    eng.scheduled[tup] = (new_conn, 60)
-    reply = (6, A(RIP1), 80, A(CIP), 40000)
+    return d, eng, conn
+
+
+def apply_events(eng: Any, *msgs: bytes) -> None:
+    """Run the engine's event handler on kernel-layout messages (a datagram pair stands in for the
+    netlink socket)."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     ev = ct.CtEvents.__new__(ct.CtEvents)
     ev.sock, ev.buf, ev.mask, ev.overruns = b, bytearray(1 << 16), tables.OURS, 0
     b.setblocking(False)
     try:
-        a.send(ctmsg.event(ct.CT_TIME_WAIT, tup, reply, 77, destroy=True, counters=(6, 420, 5, 900)))
-        a.send(ctmsg.event(ct.CT_ESTABLISHED, tup, reply, 77))
+        for m in msgs:
+            a.send(m)
         eng._apply_events(ev)
     finally:
         a.close()
         b.close()
+
+
+def test_a_new_connection_with_a_reused_id_is_followed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old flow ends with its DESTROY (its counters counted, the core's entry, which the new
+    SYN took over, left as it is), and the new connection's ESTABLISHED event, in the same read
+    and with the same id, takes that entry to ESTABLISHED. (The event was dropped, the core
+    catching up only at the FIN: 4-5% of connections at 10k connections/s.)"""
+    d, eng, old_conn = followed_then_reused(ct.CT_ESTABLISHED, ct.CT_FIN_WAIT)
+    # The client reuses the port: the core takes the new SYN on the entry it finds in FIN_WAIT
+    # (as IPVS does with conn_reuse_mode 1: back to SYN_RECV), the queue handler keeps it until
+    # the first event. The old conntrack entry's DESTROY must not end it.
+    new_conn = client_syn(d, 105.0)
+    assert new_conn is old_conn and new_conn.state == coretcp.SYN_RECV
+    tup = (6, A(CIP), 40000, A(VIP), 80)
+    eng.scheduled[tup] = (new_conn, 60)
+    reply = (6, A(RIP1), 80, A(CIP), 40000)
+    apply_events(
+        eng,
+        ctmsg.event(ct.CT_TIME_WAIT, tup, reply, 77, destroy=True, counters=(6, 420, 5, 900)),
+        ctmsg.event(ct.CT_ESTABLISHED, tup, reply, 77),
+    )
     assert eng.flows[77].conn is new_conn and tup not in eng.scheduled
     assert new_conn.state == coretcp.ESTABLISHED and new_conn.dest.activeconns == 1
     assert new_conn.dest.stats.outbytes >= 900  # the old connection's last counters
@@ -685,39 +702,13 @@ def test_last_counters_count_when_the_core_already_ended_the_entry() -> None:
     """A client reusing its port finds the core's TIME_WAIT entry and is scheduled afresh (the
     old entry ends) before the old conntrack entry's DESTROY is read: its last counters still go
     to the server's, the service's and the total stats."""
-    from pylvs.engines.packet.fastpath import engine as fpe
-
-    d, _key = nat_director()
-    now = [100.0]
-    eng = fpe.FastPathEngine(d, clock=lambda: now[0])
-
-    def syn() -> Any:
-        p = Packet(
-            Proto.TCP, ipaddress.IPv4Address(CIP), 40000, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
-        )
-        return d.process_in(p, now[0]).conn
-
-    old = syn()
-    f = glue.Flow(old, 6, A(CIP), 40000, A(VIP), 80, in_pkts=1, in_bytes=60)
-    for st in (ct.CT_ESTABLISHED, ct.CT_FIN_WAIT, ct.CT_TIME_WAIT):
-        glue.ct_state_changed(d, f, st, now[0])
+    d, eng, old = followed_then_reused(ct.CT_ESTABLISHED, ct.CT_FIN_WAIT, ct.CT_TIME_WAIT)
     assert old.state == coretcp.TIME_WAIT
-    eng.flows[77] = f
-    now[0] += 5.0
-    new = syn()
+    new = client_syn(d, 105.0)
     assert new is not old and old.dead  # rescheduled: the TIME_WAIT entry ended
     before = (old.dest.stats.outbytes, d.services.tot_stats.outbytes)
     tup, reply = (6, A(CIP), 40000, A(VIP), 80), (6, A(RIP1), 80, A(CIP), 40000)
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    ev = ct.CtEvents.__new__(ct.CtEvents)
-    ev.sock, ev.buf, ev.mask, ev.overruns = b, bytearray(1 << 16), tables.OURS, 0
-    b.setblocking(False)
-    try:
-        a.send(ctmsg.event(ct.CT_TIME_WAIT, tup, reply, 77, destroy=True, counters=(6, 420, 5, 900)))
-        eng._apply_events(ev)
-    finally:
-        a.close()
-        b.close()
+    apply_events(eng, ctmsg.event(ct.CT_TIME_WAIT, tup, reply, 77, destroy=True, counters=(6, 420, 5, 900)))
     assert 77 not in eng.flows
     assert (old.dest.stats.outbytes, d.services.tot_stats.outbytes) == (before[0] + 900, before[1] + 900)
     assert new.state == coretcp.SYN_RECV  # the new connection's entry is not touched
