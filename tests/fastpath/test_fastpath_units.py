@@ -596,7 +596,7 @@ def test_a_lookup_that_times_out_does_not_close_the_open_flows(monkeypatch: pyte
     for _ in range(3):
         now[0] += fpe.SYNC_PERIOD
         eng._tick()  # logged, skipped
-    assert eng.flows == {7: f} and not f.left_dump and not f.asked and not f.final
+    assert eng.flows == {7: f} and not f.left_open and not f.asked and not f.final
     assert f.conn.state == coretcp.ESTABLISHED and f.conn.dest.activeconns == 1
 
 

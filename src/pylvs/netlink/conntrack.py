@@ -415,7 +415,7 @@ class CtEvents:
                 mark = u32(data, _MARK_AT + 4)[0]
                 if mark & mask:
                     cid = u32(data, 128)[0]
-                    if cid in known and not (ended and cid in ended):
+                    if cid in known and cid not in ended:  # followed: no tuples needed
                         out.append(CtEntry(UPDATE, cid, _NO_TUPLE, _NO_TUPLE, mark, data[_STATE_AT]))
                     elif _fixed_tuples(data):  # the first event of a connection: tuples in place too
                         t = _tuple_at

@@ -97,7 +97,7 @@ class Flow:
     out_bytes: int = 0
     replied: bool = False
     final: bool = False  # counters synced after the connection closed: no dump needed any more
-    left_dump: float = 0.0  # when it was first missing from the dump of open connections
+    left_open: float = 0.0  # when the periodic sync first found it no longer open
     asked: float = 0.0  # when a lookup by its tuple found nothing (its DESTROY may still come)
 
 

@@ -13,8 +13,9 @@
 - TUN, services mixing methods, UDP DR and IPv6: the per-packet engine, on those services only
   (said in the log).
 - Conntrack events (the state changes the core needs, filtered in the kernel; ends, which carry
-  the last counters: a timeout policy lets our closed connections go after 2 s) and a dump of the
-  open connections every 2 s keep the core's states, ActiveConn/InActConn, timers and stats true.
+  the last counters: a timeout policy lets our closed connections go after 2 s) and a look at the
+  open connections every 2 s (by their tuples, or a dump when that costs less) keep the core's
+  states, ActiveConn/InActConn, timers and stats true.
   A restarted pylvsd adopts the kernel's connections (ct mark -> server; DR flow map) and its
   tables instead of flushing them.
 """
@@ -52,7 +53,7 @@ log = logging.getLogger("pylvs.fastpath")
 
 DEFAULT_QUEUE = 7000
 SYNC_PERIOD = 2.0  # the rate estimator's period
-# A TCP flow that left the dump of open connections (its FIN or RST went by) is asked for by
+# A TCP flow no longer among the open connections (its FIN or RST went by) is asked for by
 # itself only if its DESTROY event has not come this long after (see _sync_counters).
 DESTROY_GRACE = 2 * SYNC_PERIOD
 # The periodic sync looks the open connections up one by one while that costs less than a dump,
@@ -638,18 +639,22 @@ class FastPathEngine(Engine):
                     flows.pop(e.ct_id, None)
                     if f is None:
                         continue
-                if f.proto == 6:
-                    c = f.conn
-                    if c is not None and c.state == _SYN_RECV and f.ct_state >= ct.CT_ESTABLISHED:
-                        # The client reused the port: the new SYN, which reaped this entry in
-                        # the kernel, took the core's entry back to SYN_RECV (IPVS reuses one it
-                        # finds closing). This end is not that entry's: its counters only.
-                        glue.add_counters(d, f, e, now)
-                        continue
+                # The client reused the port: the new SYN, which reaped this entry in the kernel,
+                # took the core's entry back to SYN_RECV (IPVS reuses one it finds closing). This
+                # end is not that entry's: its counters only.
+                c = f.conn
+                taken_over = (
+                    f.proto == 6
+                    and c is not None
+                    and c.state == _SYN_RECV
+                    and f.ct_state >= ct.CT_ESTABLISHED
+                )
+                if f.proto == 6 and not taken_over:
                     # its last state first: the steps' packets are in the counters
                     state_changed(d, f, e.tcp_state, now)
                 glue.add_counters(d, f, e, now)
-                self._ended(f, now)
+                if not taken_over:
+                    self._ended(f, now)
                 continue
             f = flows.get(e.ct_id) or self._flow_for(e, now)
             if f is None:
@@ -711,7 +716,7 @@ class FastPathEngine(Engine):
                 f.final = bool(e.mark & tables.CLOSED) or e.tcp_state in _CLOSING
         # Closed since the last sync, or gone with their DESTROY event lost. With the short
         # TIME_WAIT policy a closed TCP flow's DESTROY event brings its last counters and state
-        # within seconds: only one still here DESTROY_GRACE after it left the dump is asked for.
+        # within seconds: only one still here DESTROY_GRACE after it left the open ones is asked for.
         left = []
         gone = []
         linger = self.linger and not everything
@@ -725,10 +730,10 @@ class FastPathEngine(Engine):
             if f.final:
                 continue
             if linger and f.proto == 6:
-                if not f.left_dump:
-                    f.left_dump = now
+                if not f.left_open:
+                    f.left_open = now
                     continue
-                if now - f.left_dump < DESTROY_GRACE:
+                if now - f.left_open < DESTROY_GRACE:
                     continue
             left.append((cid, f))
         for cid in gone:
@@ -751,14 +756,15 @@ class FastPathEngine(Engine):
         """The open connections we follow, looked up by their tuples (many requests to a datagram),
         or None when a dump costs less. A dump walks conntrack's whole hash table (11 ms here even
         when it is empty, 15 ms with 25,000 closed connections lingering), while a director of
-        short connections has a few dozen open at a time (under 1 ms of lookups). Connections the core scheduled whose first event has not come in a whole period
-        are looked up too (found: followed from now on; not found: no longer waited for)."""
+        short connections has a few dozen open at a time (under 1 ms of lookups). Connections the
+        core scheduled whose first event has not come in a whole period are looked up too (found:
+        followed from now on; not found: no longer waited for)."""
         stale = [k for k in self._sched_prev if k in self.scheduled]
         self._sched_prev = set(self.scheduled)
         flows = [
             f
             for f in self.flows.values()
-            if f.ct_state < ct.CT_FIN_WAIT and not (f.final or f.asked or f.left_dump)
+            if f.ct_state < ct.CT_FIN_WAIT and not (f.final or f.asked or f.left_open)
         ]
         n = len(flows) + len(stale)
         if not n:
