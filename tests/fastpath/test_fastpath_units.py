@@ -461,7 +461,7 @@ def test_queue_rules_and_tables_text() -> None:
 
 def test_closed_flows_wait_for_their_destroy_event_then_a_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the short TIME_WAIT policy a closed flow is not looked up at once: its DESTROY event
-    brings the last counters; one still here DESTROY_GRACE after it left the dump is looked up
+    brings the last counters; one still here DESTROY_GRACE after it left the open ones is looked up
     (which makes the kernel reap it and send the event), and ends without it a grace later."""
     from pylvs.engines.packet.fastpath import engine as fpe
 
