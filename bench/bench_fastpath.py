@@ -378,7 +378,7 @@ def main() -> int:
     if not is_root():
         print("bench_fastpath: needs root (network namespaces)", file=sys.stderr)
         return 1
-    for tool in ("nginx", "wrk", "haproxy", "curl", "iptables"):
+    for tool in ("nginx", "wrk", "haproxy", "curl"):
         if shutil.which(tool) is None:
             print(f"bench_fastpath: needs {tool} (apt-get install -y {tool})", file=sys.stderr)
             return 1

@@ -434,11 +434,16 @@ def test_services_are_classified_by_what_the_kernel_can_forward() -> None:
 
 
 def test_queue_rules_and_tables_text() -> None:
-    rules = tables.queue_rules([(6, VIP, 80), (17, VIP, 0)], [66], 7000, True)
-    assert rules[0].startswith(f"-A {tables.IPT_CHAIN} -m mark --mark 66 ")
-    assert all("--ctstate NEW -j NFQUEUE --queue-num 7000 --queue-bypass" in r for r in rules)
-    assert "--dport" not in rules[2]
+    rules = tables.queue_rules([(6, VIP, 80), (17, VIP, 0), (6, VIP, 80)], [66])
+    assert [r.text(7000, True) for r in rules] == [
+        "meta mark 0x00000042 ct state new queue num 7000 bypass",  # fwmarks first
+        f"ip daddr {VIP} tcp dport 80 ct state new queue num 7000 bypass",
+        f"ip daddr {VIP} meta l4proto udp ct state new queue num 7000 bypass",  # port 0: any port
+    ]
+    assert rules[1].text(7000, False).endswith("queue num 7000")
     text = tables.ip_table_text()
+    # the queue chain: after iptables' mangle PREROUTING (the user's MARK rules), before dstnat
+    assert f"chain {tables.QUEUE_CHAIN} {{\n    type filter hook prerouting priority -149;" in text
     assert "dnat ip addr . port to meta mark & 0xffff0000 map @dnat_ap" in text
     assert "ct timeout closed_tcp {" in text and "time_wait: 2, close: 2" in text
     assert 'ct state new ct mark & 0x80000000 != 0 ct timeout set "closed_tcp"' in text

@@ -1,4 +1,4 @@
-"""nfnetlink_queue client: packets an iptables NFQUEUE rule hands us, and our verdicts (with a mark).
+"""nfnetlink_queue client: packets an NFQUEUE rule hands us, and our verdicts (with a mark).
 
 The fast path queues only the first packet of each connection (conntrack state NEW): pylvsd reads
 its headers (a copy range of 128 bytes is enough), asks the core, and answers ACCEPT with a mark that

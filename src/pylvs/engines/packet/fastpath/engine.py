@@ -1,10 +1,10 @@
 """`pylvsd --engine fastpath`: the core decides each new connection, the kernel forwards the rest.
 
-- NAT and FULLNAT (and firewall-mark services of those): an iptables NFQUEUE rule hands the first
-  packet of each connection (conntrack state NEW) to pylvsd; the core schedules it; the verdict's mark
-  names the real server (high 16 bits; the low 16 keep the user's fwmark); the `ip pylvs_fast` table
-  turns the mark into dnat (and snat to our local address for FULLNAT) and saves it in the ct mark;
-  conntrack forwards and un-NATs every later packet.
+- NAT and FULLNAT (and firewall-mark services of those): an NFQUEUE rule of the `ip pylvs_fast`
+  table hands the first packet of each connection (conntrack state NEW) to pylvsd; the core
+  schedules it; the verdict's mark names the real server (high 16 bits; the low 16 keep the user's
+  fwmark); the same table turns the mark into dnat (and snat to our local address for FULLNAT) and
+  saves it in the ct mark; conntrack forwards and un-NATs every later packet.
 - DR: only SYN/FIN/RST frames to a DR VIP reach pylvsd (classic BPF on a packet socket); for a SYN
   the core schedules, pylvsd adds (client, port) -> real server MAC to the `netdev pylvs_fastdr` flow
   map over netlink, waits for the ACK and forwards the SYN itself; the kernel rewrites both MACs and
@@ -171,6 +171,7 @@ class FastPathEngine(Engine):
         self.dr_set: NftSet | None = None
         self.seen_set: NftSet | None = None
         self.dr_created = False
+        self.queue_rules: list[tables.QueueRule] | None = None  # what the queue chain holds
         self.inner: PacketEngine | None = None
         self.inner_view: SubsetDirector | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -235,6 +236,9 @@ class FastPathEngine(Engine):
         if tables.table_exists("ip", tables.IP_TABLE):
             log.info("fast path: adopting the existing nftables table ip %s", tables.IP_TABLE)
             self._read_ids()
+            rc, _o, err = tables.nft(tables.queue_chain_text())
+            if rc != 0:
+                raise OSError(f"fast path: cannot add the queue chain to ip {tables.IP_TABLE}: {err}")
             rc, _o, err = tables.nft(tables.closed_chain_text(self.linger, self.event_masks))
             if rc != 0 and self.linger:
                 self._no_linger(err)
@@ -260,6 +264,7 @@ class FastPathEngine(Engine):
         self.ct_buckets = _conntrack_sysctl("nf_conntrack_buckets")
         self.cpu_start = time.process_time()
         self._sync()
+        tables.remove_legacy_queue_chain()  # after ours is in place: no gap for new connections
         self.loop.add_reader(self.nfq.fileno(), self._queued)
         if os.environ.get("PYLVS_FASTPATH_QUEUE_POLL", "1") not in ("0", "no", "false"):
             self._nfq_poll = select.poll()
@@ -311,8 +316,8 @@ class FastPathEngine(Engine):
             await self.inner.stop(drain)
             self.inner = None
         # A clean stop removes everything; a crash leaves it all for the next pylvsd to adopt.
-        tables.remove_queue_rules()
         tables.remove_tables()
+        self.queue_rules = None
         self.started = False
 
     # -- rules -----------------------------------------------------------------------------------
@@ -380,10 +385,14 @@ class FastPathEngine(Engine):
             else:
                 per_packet.append(svc)
         self._sync_ids(want_ids)
-        tables.apply_queue_rules(
-            queue_rules := tables.queue_rules(queue_vips, marks, self.queue_num, self.bypass)
-        )
-        _ = queue_rules
+        rules = tables.queue_rules(queue_vips, marks)
+        if rules != self.queue_rules:
+            tables.apply_queue_rules(rules, self.queue_num, self.bypass)
+            self.queue_rules = rules
+            log.info(
+                "fast path: new connections queued: %s",
+                "; ".join(r.text(self.queue_num, self.bypass) for r in rules) or "none",
+            )
         self._sync_dr(dr_vips)
         self._sync_inner(per_packet)
 

@@ -1,22 +1,32 @@
-"""The kernel objects the fast path owns: one `ip` table (mark -> dnat/snat maps), one `netdev` table
-(DR flows), and one iptables chain in mangle (the NFQUEUE rules; nft here has no queue statement).
+"""The kernel objects the fast path owns: one `ip` table (the NFQUEUE rules, mark -> dnat/snat maps,
+the conntrack event masks) and one `netdev` table (DR flows).
 
-All live under fixed pylvs names so a restarted pylvsd finds and adopts them instead of flushing
-them; each change is one `nft -f` / `iptables-restore --noflush` transaction. Map elements that
-change with the rules (servers) go through the nft command; per-connection DR flows go through
-netlink (pylvs.netlink.nftset), which is ~100x cheaper per element.
+Both live under fixed pylvs names so a restarted pylvsd finds and adopts them instead of flushing
+them; each change is one transaction. Tables, chains and map elements that change with the rules
+(servers) go through the nft command; the NFQUEUE rules through netlink (pylvs.netlink.nftrule:
+nft here has no `queue` statement, so they use the xtables NFQUEUE target, which nft cannot
+write); per-connection DR flows through netlink too (pylvs.netlink.nftset), ~100x cheaper per
+element than the command.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
+from pylvs.netlink import nftrule
+
 IP_TABLE = "pylvs_fast"
 DR_TABLE = "pylvs_fastdr"
-IPT_CHAIN = "PYLVS-FAST"
+# The chain that hands new connections to pylvsd: a filter chain right after iptables' mangle
+# PREROUTING (-150), where users mark packets for firewall-mark services, and before dstnat.
+QUEUE_CHAIN = "newconn"
+QUEUE_PRIORITY = -149
+LEGACY_IPT_CHAIN = "PYLVS-FAST"  # where pylvsd kept the NFQUEUE rules before (iptables mangle)
+NFPROTO_IPV4 = 2
 RS_SHIFT = 16
 RS_MASK = 0xFFFF0000  # mark bits naming the real server; the low 16 bits stay the user's fwmark
 OURS = 0x80000000  # always set in our marks: conntrack dumps are filtered by it in the kernel
@@ -61,7 +71,8 @@ def table_exists(family: str, name: str) -> bool:
 
 def ip_table_text(linger: bool = True, event_masks: bool = True) -> str:
     m = f"0x{RS_MASK:08x}"
-    return f"""table ip {IP_TABLE} {{
+    return (
+        f"""table ip {IP_TABLE} {{
   map dnat_ap {{ type mark : ipv4_addr . inet_service; }}
   map dnat_a {{ type mark : ipv4_addr; }}
   map snat_a {{ type mark : ipv4_addr; }}
@@ -76,7 +87,19 @@ def ip_table_text(linger: bool = True, event_masks: bool = True) -> str:
     ct mark & {m} != 0 snat ip to ct mark & {m} map @snat_a
   }}
 }}
-""" + closed_chain_text(linger, event_masks)
+"""
+        + queue_chain_text()
+        + closed_chain_text(linger, event_masks)
+    )
+
+
+def queue_chain_text() -> str:
+    """The (empty) chain of the NFQUEUE rules; declaring it again leaves its rules alone, so an
+    adopted table from an older pylvsd gets it too."""
+    return (
+        f"table ip {IP_TABLE} {{\n  chain {QUEUE_CHAIN} {{\n"
+        f"    type filter hook prerouting priority {QUEUE_PRIORITY}; policy accept;\n  }}\n}}\n"
+    )
 
 
 def closed_chain_text(linger: bool = True, event_masks: bool = True) -> str:
@@ -217,60 +240,65 @@ def remove_tables() -> None:
     nft("", ("delete", "table", "netdev", DR_TABLE))
 
 
-# -- iptables --------------------------------------------------------------------------------------
+# -- the NFQUEUE rules ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QueueRule:
+    """New connections (conntrack state NEW) that go to pylvsd: to a VIP (and port; 0: any port), or
+    carrying a firewall mark."""
+
+    proto: int = 0
+    vip: str = ""
+    port: int = 0
+    mark: int = 0
+
+    def text(self, queue_num: int, bypass: bool) -> str:
+        """The rule as nft lists it."""
+        if self.mark:
+            match = f"meta mark 0x{self.mark:08x}"
+        else:
+            pn = {6: "tcp", 17: "udp"}[self.proto]
+            match = f"ip daddr {self.vip} " + (
+                f"{pn} dport {self.port}" if self.port else f"meta l4proto {pn}"
+            )
+        return f"{match} ct state new queue num {queue_num}" + (" bypass" if bypass else "")
+
+    def exprs(self, queue_num: int, bypass: bool) -> list[bytes]:
+        if self.mark:
+            match = nftrule.mark(self.mark)
+        else:
+            match = nftrule.ip_daddr(socket.inet_aton(self.vip)) + nftrule.l4proto(self.proto)
+            if self.port:
+                match += nftrule.dport(self.port)
+        return match + nftrule.ct_state_new() + nftrule.nfqueue(queue_num, bypass)
+
+
+def queue_rules(vips: list[tuple[int, str, int]], marks: list[int]) -> list[QueueRule]:
+    """Firewall marks first, then VIPs (proto, address, port), each once, in a stable order."""
+    return [QueueRule(mark=m) for m in sorted(set(marks))] + [
+        QueueRule(proto, vip, port) for proto, vip, port in sorted(set(vips))
+    ]
+
+
+def apply_queue_rules(rules: list[QueueRule], queue_num: int, bypass: bool) -> None:
+    """Replace the queue chain's rules in one netlink transaction (OSError if refused)."""
+    nftrule.replace_rules(NFPROTO_IPV4, IP_TABLE, QUEUE_CHAIN, [r.exprs(queue_num, bypass) for r in rules])
+
+
+def remove_legacy_queue_chain() -> None:
+    """Remove the iptables mangle chain an older pylvsd kept its NFQUEUE rules in, if one is there
+    (a restarted pylvsd adopting that one's table); a machine without iptables has none."""
+    try:
+        cur = _ipt(["-t", "mangle", "-S", "PREROUTING"]).stdout.splitlines()
+        jump = f"-A PREROUTING -j {LEGACY_IPT_CHAIN}"
+        if jump not in cur and f"-N {LEGACY_IPT_CHAIN}" not in _ipt(["-t", "mangle", "-S"]).stdout:
+            return
+        for _ in range(cur.count(jump)):
+            _ipt(["-t", "mangle", "-D", "PREROUTING", "-j", LEGACY_IPT_CHAIN])
+        _ipt(["-t", "mangle", "-F", LEGACY_IPT_CHAIN])
+        _ipt(["-t", "mangle", "-X", LEGACY_IPT_CHAIN])
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
 def _ipt(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True, timeout=10)
-
-
-def queue_rules(
-    vips: list[tuple[int, str, int]], marks: list[int], queue_num: int, bypass: bool
-) -> list[str]:
-    tail = ["-m", "conntrack", "--ctstate", "NEW", "-j", "NFQUEUE", "--queue-num", str(queue_num)]
-    if bypass:
-        tail.append("--queue-bypass")
-    out = []
-    for m in sorted(set(marks)):
-        out.append(" ".join(["-A", IPT_CHAIN, "-m", "mark", "--mark", str(m), *tail]))
-    for proto, vip, port in sorted(set(vips)):
-        pn = {6: "tcp", 17: "udp"}[proto]
-        dport = ["--dport", str(port)] if port else []
-        out.append(" ".join(["-A", IPT_CHAIN, "-d", f"{vip}/32", "-p", pn, *dport, *tail]))
-    return out
-
-
-def apply_queue_rules(rules: list[str]) -> None:
-    """Replace our chain's rules in one iptables-restore transaction, and keep the jump to it the
-    last rule of mangle PREROUTING: fwmark services match the marks the user's own rules set there."""
-    cur = _ipt(["-t", "mangle", "-S", "PREROUTING"]).stdout.splitlines()
-    jump = f"-A PREROUTING -j {IPT_CHAIN}"
-    lines = ["*mangle", f":{IPT_CHAIN} - [0:0]"]
-    body = [ln for ln in cur if ln.startswith("-A PREROUTING")]
-    if body[-1:] != [jump] or body.count(jump) != 1:
-        lines += [jump.replace("-A ", "-D ", 1)] * body.count(jump)
-        lines.append(jump)
-    lines += rules
-    lines.append("COMMIT")
-    p = subprocess.run(
-        ["iptables-restore", "-w", "--noflush"],
-        input="\n".join(lines) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    if p.returncode != 0:
-        raise OSError(f"iptables-restore: {p.stderr.strip()}")
-
-
-def jump_is_last() -> bool:
-    body = [
-        ln for ln in _ipt(["-t", "mangle", "-S", "PREROUTING"]).stdout.splitlines() if ln.startswith("-A ")
-    ]
-    return body[-1:] == [f"-A PREROUTING -j {IPT_CHAIN}"]
-
-
-def remove_queue_rules() -> None:
-    cur = _ipt(["-t", "mangle", "-S", "PREROUTING"]).stdout.splitlines()
-    for _ in range(cur.count(f"-A PREROUTING -j {IPT_CHAIN}")):
-        _ipt(["-t", "mangle", "-D", "PREROUTING", "-j", IPT_CHAIN])
-    _ipt(["-t", "mangle", "-F", IPT_CHAIN])
-    _ipt(["-t", "mangle", "-X", IPT_CHAIN])
