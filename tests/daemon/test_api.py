@@ -242,6 +242,9 @@ def test_fast_path_goes_only_with_the_packet_engine(make_daemon) -> None:  # typ
     d = make_daemon("--engine", "proxy", "--fast-path", ephemeral=True).start(wait=False)
     assert d.proc.wait(20) == 2
     assert "--fast-path goes with --engine packet" in d.log.read_text()
+    d = make_daemon("--engine", "proxy", "--queue-bypass", "no", ephemeral=True).start(wait=False)
+    assert d.proc.wait(20) == 2
+    assert "--queue-bypass goes with the fast path" in d.log.read_text()
 
 
 def test_event_stream(ephemeral: Pylvsd) -> None:

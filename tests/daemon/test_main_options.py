@@ -1,4 +1,4 @@
-"""pylvsd's packet-engine switches reach the engine; other engines are left as they are."""
+"""pylvsd's packet-engine and fast-path switches reach the engine; other engines are left as they are."""
 
 from __future__ import annotations
 
@@ -27,4 +27,30 @@ def test_other_engines_untouched() -> None:
 def test_bad_ring_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["--packet-ring", "v9"])
+    assert e.value.code == 2
+
+
+def test_queue_switches_bind_the_fast_paths_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    cls = get_engine("fastpath")
+    args = build_parser().parse_args(["--engine", "fastpath", "--queue-bypass", "no", "--queue-num", "7100"])
+    factory = _with_packet_options(cls, "fastpath", args)
+    assert factory.func is cls and factory.keywords == {"queue_num": 7100, "queue_bypass": False}
+    assert factory.name == cls.name
+    # not given: the engine's own defaults (fail open, queue 7000, or its PYLVS_FASTPATH_* settings)
+    defaults = _with_packet_options(cls, "fastpath", build_parser().parse_args([]))
+    assert defaults.keywords == {"queue_num": None, "queue_bypass": None}
+    eng = defaults(None)
+    assert (eng.queue_num, eng.bypass) == (7000, True)
+    monkeypatch.setenv("PYLVSD_QUEUE_BYPASS", "off")
+    monkeypatch.setenv("PYLVSD_QUEUE_NUM", "7001")
+    eng = _with_packet_options(cls, "fastpath", build_parser().parse_args([]))(None)
+    assert (eng.queue_num, eng.bypass) == (7001, False)
+
+
+@pytest.mark.parametrize(
+    "argv", [["--queue-bypass", "maybe"], ["--queue-num", "70000"], ["--queue-num", "x"]]
+)
+def test_bad_queue_switches_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
     assert e.value.code == 2

@@ -185,6 +185,48 @@ def _start_daemon(lab: Lab) -> None:
     raise LabError("pylvsd did not come back:\n" + lab.n.log("pylvsd"))
 
 
+def _connect(run: Lab, timeout: float) -> subprocess.Popen[bytes]:
+    """A client connecting to the VIP (one GET); its log says what happened."""
+    assert run.t is not None
+    code = (
+        "import socket,time\n"
+        f"s=socket.socket(); s.settimeout({timeout}); t=time.monotonic()\n"
+        "try:\n"
+        f"    s.connect(('{run.t.vip}', 80)); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
+        "    print('answer', s.recv(4096).split(b'\\r\\n\\r\\n')[-1].decode().strip())\n"
+        "except OSError as e:\n"
+        "    print(type(e).__name__)\n"
+        "print('after %.1f s' % (time.monotonic() - t))\n"
+    )
+    return run.n.spawn("client", [run.n.python(), "-c", code], log_name=f"connect{len(run.n.procs)}")
+
+
+def _outcome(run: Lab, p: subprocess.Popen[bytes], wait: float) -> str:
+    p.wait(wait)
+    return run.n.log(f"connect{run.n.procs.index(p)}")
+
+
+def test_queue_bypass_no_holds_new_connections_until_pylvsd_is_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pylvsd --queue-bypass no` (here through its environment variable): with pylvsd gone, a new
+    connection's SYNs are dropped, not answered; the client's retries get through once it is back.
+    (The default, fail open, is in the test below: the director's own stack refuses at once.)"""
+    monkeypatch.setenv("PYLVSD_QUEUE_BYPASS", "no")
+    with Lab("nat", "fastpath", out=lambda _s: None, use_daemon=True, udp=False) as run:
+        run.build()
+        run.start_director()
+        assert run.curl().startswith("welcome"), run.n.log("pylvsd")
+        assert "fail-closed" in run.n.log("pylvsd")
+        d = _daemon(run)
+        os.killpg(d.pid, signal.SIGKILL)
+        d.wait(5)
+        held = _connect(run, 30.0)
+        time.sleep(2.0)
+        assert held.poll() is None, "the SYN was answered with nobody to schedule it"
+        _start_daemon(run)  # the same environment: fail closed again
+        out = _outcome(run, held, 30)
+        assert "answer welcome to 192.168.1." in out, out + run.n.log("pylvsd")
+
+
 @pytest.mark.parametrize("mode", ["nat", "dr"])
 def test_killed_daemon_download_completes_and_restart_adopts(mode: str) -> None:
     size = 4 * 1024 * 1024
@@ -214,6 +256,9 @@ def test_killed_daemon_download_completes_and_restart_adopts(mode: str) -> None:
         d.wait(5)
         time.sleep(1.0)  # the connection keeps flowing with nobody in user space
         assert curl.poll() is None, "the download ended early"
+        if mode == "nat":  # fail open (the default): a new connection reaches the director itself
+            refused = _outcome(run, _connect(run, 5.0), 10)
+            assert "ConnectionRefusedError" in refused, refused
         _start_daemon(run)
         time.sleep(1.5)  # one conntrack / flow-map sync
         listing = run.pylvsadm(["-Lnc"])

@@ -54,6 +54,12 @@ def _yesno(v: str) -> str:
     return "yes" if w in _YES else "no"
 
 
+def _queue_num(v: str) -> int:
+    if not v.strip().isdigit() or not 0 <= int(v) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a queue number from 0 to 65535, got {v!r}")
+    return int(v)
+
+
 def _hostport(v: str) -> tuple[str, int]:
     host, sep, port = v.rpartition(":")
     host = host.strip("[]")
@@ -81,6 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --engine packet: the kernel forwards, Python schedules only each new connection"
         " (the same as --engine fastpath)",
+    )
+    p.add_argument(
+        "--queue-bypass",
+        type=_yesno,
+        default=env("PYLVSD_QUEUE_BYPASS") or None,
+        help="with the fast path: when pylvsd is gone (or its queue is full), new connections pass"
+        " unscheduled (yes, the default: fail open) or are dropped until it is back (no: fail closed)",
+    )
+    p.add_argument(
+        "--queue-num",
+        type=_queue_num,
+        default=env("PYLVSD_QUEUE_NUM") or None,
+        help="with the fast path: the NFQUEUE number new connections come through (default 7000)",
     )
     p.add_argument(
         "--packet-ring",
@@ -149,12 +168,16 @@ def _resolve_engine(name: str | None) -> tuple[type[Any], str]:
 
 
 def _with_packet_options(engine_cls: Any, name: str, args: argparse.Namespace) -> Any:
-    """The packet engine's ring choices (--packet-ring, --packet-tx-ring) bound to its class; any
-    other engine as it is."""
-    if name != "packet":
+    """The packet engine's ring choices (--packet-ring, --packet-tx-ring), or the fast path's queue
+    (--queue-num, --queue-bypass), bound to its class; any other engine as it is."""
+    if name == "fastpath":
+        bypass = None if args.queue_bypass is None else _yes(args.queue_bypass)
+        factory = functools.partial(engine_cls, queue_num=args.queue_num, queue_bypass=bypass)
+    elif name == "packet":
+        ring = None if args.packet_ring == "none" else args.packet_ring
+        factory = functools.partial(engine_cls, ring=ring, tx_ring=_yes(args.packet_tx_ring))
+    else:
         return engine_cls
-    ring = None if args.packet_ring == "none" else args.packet_ring
-    factory = functools.partial(engine_cls, ring=ring, tx_ring=_yes(args.packet_tx_ring))
     factory.name = getattr(engine_cls, "name", name)  # type: ignore[attr-defined]
     return factory
 
@@ -418,6 +441,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine_cls, engine_name = _resolve_engine(args.engine)
     except ValueError as e:
         return _fail(str(e), EXIT_USAGE)
+    for opt, value in (("--queue-bypass", args.queue_bypass), ("--queue-num", args.queue_num)):
+        if value is not None and engine_name != "fastpath":
+            return _fail(
+                f"{opt} goes with the fast path (--engine fastpath, or packet --fast-path)", EXIT_USAGE
+            )
     engine_cls = _with_packet_options(engine_cls, engine_name, args)
 
     try:
