@@ -32,6 +32,7 @@ from pylvs.netlink.nlmsg import (
     nfmsg,
 )
 
+NFPROTO_IPV4 = 2
 NFT_MSG_NEWRULE = 6
 NFT_MSG_DELRULE = 8
 NLM_F_APPEND = 0x800

@@ -55,16 +55,6 @@ def _ip_json(args: list[str]) -> list[dict[str, Any]]:
     return data if isinstance(data, list) else []
 
 
-def _iptables(op: str, rule: list[str]) -> None:
-    """`iptables -w -t TABLE OP CHAIN MATCH...` (the same iptables the user marks packets with)."""
-    table, chain, rest = rule[:2], rule[2], rule[3:]
-    p = subprocess.run(
-        ["iptables", "-w", *table, op, chain, *rest], capture_output=True, text=True, timeout=10
-    )
-    if p.returncode != 0 and op == "-A":
-        raise OSError(f"iptables {op} {' '.join(rule)}: {p.stderr.strip()}")
-
-
 class RouteCache:
     """Kernel route lookups (`ip route get`) cached for ROUTE_TTL seconds."""
 
@@ -169,7 +159,7 @@ class PacketEngine(Engine):
         # Firewall-mark services: marked packets reach us through NFQUEUE (AF_PACKET cannot see marks).
         self.queue_num = 1000 + os.getpid() % 60000
         self.nfq: NfQueue | None = None
-        self.mark_rules: list[list[str]] = []
+        self.marks: list[int] = []  # the fwmark services whose packets are queued to us
         # Memory-mapped rings (ring.py): "v3" = a TPACKET_V3 receive ring per interface instead of
         # one recv() per frame; tx_ring = a transmit ring per interface, one send() per wake-up.
         # Measured (bench/RESULTS.md, 2026-11-25): the TX ring pays under every load, so it is on; the
@@ -341,37 +331,17 @@ class PacketEngine(Engine):
                         self._arp_probe(rt)
 
     def _sync_marks(self) -> None:
-        """One iptables NFQUEUE rule per fwmark service, after the user's MARK rules in mangle PREROUTING."""
+        """One NFQUEUE rule per fwmark service, in our `ip` table after the user's MARK rules."""
         marks = sorted({svc.fwmark for svc in self.director.services if svc.fwmark})
-        want = [
-            [
-                "-t",
-                "mangle",
-                "PREROUTING",
-                "-m",
-                "mark",
-                "--mark",
-                str(m),
-                "-j",
-                "NFQUEUE",
-                "--queue-num",
-                str(self.queue_num),
-            ]
-            for m in marks
-        ]
-        if want and self.nfq is None:
+        if marks and self.nfq is None:
             # whole packets (the engine forwards them itself), the kernel's queue length and
             # drop-when-full, as a plain NFQUEUE target has them
             self.nfq = NfQueue(self.queue_num, copy_range=0xFFFF, maxlen=1024, fail_open=False)
             if self.loop is not None:
                 self.loop.add_reader(self.nfq.fileno(), self._queued)
-        for rule in self.mark_rules:
-            if rule not in want:
-                _iptables("-D", rule)
-        for rule in want:
-            if rule not in self.mark_rules:
-                _iptables("-A", rule)
-        self.mark_rules = want
+        if marks != self.marks:
+            self.table.apply_marks(marks, self.queue_num)
+            self.marks = marks
 
     def _queued(self) -> None:
         fwd, nfq = self.fwd, self.nfq
@@ -503,9 +473,7 @@ class PacketEngine(Engine):
             txr.close()
         self.tx_rings.clear()
         self.table.remove()
-        for rule in self.mark_rules:
-            _iptables("-D", rule)
-        self.mark_rules = []
+        self.marks = []
         if self.nfq is not None:
             if self.loop is not None:
                 self.loop.remove_reader(self.nfq.fileno())

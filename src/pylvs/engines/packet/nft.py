@@ -6,6 +6,11 @@ a NAT reply un-rewritten) while the engine still reads them. The rules are scope
 own connections keep working: NAT replies only when not addressed to a local address, FULLNAT replies
 only inside our own local-port range. The table is created, replaced and deleted atomically with
 `nft -f`, and named after the daemon's pid so several daemons (and stale tables) never collide.
+
+Firewall-mark services need the packets' marks, which only the IP stack's hooks see: an `ip` table of
+the same name holds their NFQUEUE rules (`meta mark N queue num Q`), in a chain right after
+iptables' mangle PREROUTING where users set the marks. nft here cannot write the xtables NFQUEUE
+target those rules use, so pylvs.netlink.nftrule writes them, the chain's rules replaced in one batch.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ import subprocess
 from dataclasses import dataclass, field
 
 from pylvs.core.types import Fwd
+from pylvs.netlink import nftrule
+
+MARK_CHAIN = "fwmark"
+MARK_PRIORITY = -149  # mangle + 1: after the user's MARK rules, before dstnat
 
 PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
 
@@ -100,6 +109,7 @@ class NftTable:
     def __init__(self, name: str | None = None) -> None:
         self.name = name or f"pylvs_{os.getpid()}"
         self.installed = False
+        self.marks_installed = False
 
     def apply(self, devices: list[str], spec: DropSpec, port_range: tuple[int, int]) -> None:
         rc, err = _nft(ruleset(self.name, devices, spec, port_range))
@@ -107,20 +117,42 @@ class NftTable:
             raise OSError(f"nft: cannot install table {self.name}: {err}")
         self.installed = True
 
+    def apply_marks(self, marks: list[int], queue_num: int) -> None:
+        """Queue every packet carrying one of `marks` (IPv4) to `queue_num`; none: no `ip` table."""
+        if not marks:
+            if self.marks_installed:
+                _nft("", ("delete", "table", "ip", self.name))
+                self.marks_installed = False
+            return
+        chain = (
+            f"table ip {self.name} {{\n  chain {MARK_CHAIN} {{\n"
+            f"    type filter hook prerouting priority {MARK_PRIORITY}; policy accept;\n  }}\n}}\n"
+        )
+        rc, err = _nft(chain)
+        if rc != 0:
+            raise OSError(f"nft: cannot install table ip {self.name}: {err}")
+        self.marks_installed = True
+        rules = [nftrule.mark(m) + nftrule.nfqueue(queue_num, bypass=False) for m in sorted(set(marks))]
+        nftrule.replace_rules(nftrule.NFPROTO_IPV4, self.name, MARK_CHAIN, rules)
+
     def remove(self) -> None:
         if self.installed:
             _nft("", ("delete", "table", "netdev", self.name))
             self.installed = False
+        if self.marks_installed:
+            _nft("", ("delete", "table", "ip", self.name))
+            self.marks_installed = False
 
 
 def remove_stale(prefix: str = "pylvs_") -> list[str]:
-    """Delete netdev tables left by pylvs daemons that no longer run (their pid is gone)."""
-    rc = subprocess.run(["nft", "list", "tables", "netdev"], capture_output=True, text=True, timeout=10)
+    """Delete the netdev and ip tables left by pylvs daemons that no longer run (their pid is gone)."""
     gone = []
-    for m in re.finditer(rf"table netdev ({re.escape(prefix)}(\d+))\b", rc.stdout):
-        if not os.path.exists(f"/proc/{m.group(2)}"):
-            _nft("", ("delete", "table", "netdev", m.group(1)))
-            gone.append(m.group(1))
+    for family in ("netdev", "ip"):
+        rc = subprocess.run(["nft", "list", "tables", family], capture_output=True, text=True, timeout=10)
+        for m in re.finditer(rf"table {family} ({re.escape(prefix)}(\d+))\b", rc.stdout):
+            if not os.path.exists(f"/proc/{m.group(2)}"):
+                _nft("", ("delete", "table", family, m.group(1)))
+                gone.append(m.group(1))
     return gone
 
 

@@ -26,7 +26,6 @@ DR_TABLE = "pylvs_fastdr"
 QUEUE_CHAIN = "newconn"
 QUEUE_PRIORITY = -149
 LEGACY_IPT_CHAIN = "PYLVS-FAST"  # where pylvsd kept the NFQUEUE rules before (iptables mangle)
-NFPROTO_IPV4 = 2
 RS_SHIFT = 16
 RS_MASK = 0xFFFF0000  # mark bits naming the real server; the low 16 bits stay the user's fwmark
 OURS = 0x80000000  # always set in our marks: conntrack dumps are filtered by it in the kernel
@@ -281,7 +280,9 @@ def queue_rules(vips: list[tuple[int, str, int]], marks: list[int]) -> list[Queu
 
 def apply_queue_rules(rules: list[QueueRule], queue_num: int, bypass: bool) -> None:
     """Replace the queue chain's rules in one netlink transaction (OSError if refused)."""
-    nftrule.replace_rules(NFPROTO_IPV4, IP_TABLE, QUEUE_CHAIN, [r.exprs(queue_num, bypass) for r in rules])
+    nftrule.replace_rules(
+        nftrule.NFPROTO_IPV4, IP_TABLE, QUEUE_CHAIN, [r.exprs(queue_num, bypass) for r in rules]
+    )
 
 
 def remove_legacy_queue_chain() -> None:
