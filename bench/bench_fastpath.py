@@ -14,8 +14,13 @@ For the fast path also the Python cost per new connection: the time spent in the
 event loop) over the new connections.
 Every load is bounded in time; nothing leaves the namespaces.
 
-    sudo .venv/bin/python bench/bench_fastpath.py [--seconds 4] [--bulk-mb 1000] [--conns 32] [--rounds 3]
+    sudo .venv/bin/python bench/bench_fastpath.py [--seconds 4] [--bulk-mb 1000] [--conns 32[,64,...]] [--rounds 3]
         [--variant NAME:ENV=VALUE,...] [--only kernel,fastpath,haproxy]
+
+`--conns 16,32,64,128`: the client's concurrency swept (the same levels for every director); each
+director's req/s and new conns/s are then its best level (its capacity), and a table gives new
+conns/s at each level. One level of concurrency favours whoever saturates at it: at 32 the fast path
+(one more hop, through pylvsd, for every SYN) leaves the cores idle part of the time.
 
 Rounds are interleaved (kernel, fastpath variants, haproxy, then again) because the machine is
 shared and its load drifts; each figure is the median over the rounds, with the spread and the load
@@ -119,16 +124,18 @@ def measure(n: Netns, vip: str, a: argparse.Namespace) -> dict[str, float]:
     ok = n.run("client", ["curl", "-s", "--max-time", "5", f"http://{vip}/"], check=False).stdout
     if not ok.startswith("welcome"):
         raise RuntimeError(f"no answer through the director: {ok!r}")
-    keep = wrk(n, f"http://{vip}/", a.seconds, a.conns, close=False)
-    time.sleep(0.5)
-    new = wrk(n, f"http://{vip}/", a.seconds, a.conns, close=True)
-    time.sleep(0.5)
-    return {
-        "rps": keep["rps"],
-        "cps": new["rps"],
-        "errors": keep["errors"] + new["errors"] + keep["non2xx"] + new["non2xx"],
-        "mbps": bulk(n, vip),
-    }
+    r: dict[str, float] = {"errors": 0.0}
+    for c in a.conns:  # each client concurrency in turn; the director's figure is its best
+        keep = wrk(n, f"http://{vip}/", a.seconds, c, close=False)
+        time.sleep(0.5)
+        new = wrk(n, f"http://{vip}/", a.seconds, c, close=True)
+        time.sleep(0.5)
+        r[f"rps@{c}"], r[f"cps@{c}"] = keep["rps"], new["rps"]
+        r["errors"] += keep["errors"] + new["errors"] + keep["non2xx"] + new["non2xx"]
+    r["rps"] = max(r[f"rps@{c}"] for c in a.conns)
+    r["cps"] = max(r[f"cps@{c}"] for c in a.conns)
+    r["mbps"] = bulk(n, vip)
+    return r
 
 
 def _profile() -> list[str]:
@@ -242,6 +249,16 @@ def _loaded(fn: Any, *args: Any) -> dict[str, float]:
     r: dict[str, float] = fn(*args)
     r["load"] = load
     return r
+
+
+def _levels(v: str) -> list[int]:
+    try:
+        levels = [int(x) for x in v.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {v!r}") from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {v!r}")
+    return levels
 
 
 def _spread(xs: list[float]) -> str:
@@ -360,7 +377,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--bulk-mb", type=int, default=1000)
-    ap.add_argument("--conns", type=int, default=32)
+    ap.add_argument(
+        "--conns",
+        type=_levels,
+        default=[32],
+        help="wrk's connections; a comma-separated list measures each level (default 32)",
+    )
     ap.add_argument(
         "--rounds", type=int, default=3, help="each director this many times, interleaved; median kept"
     )
@@ -418,7 +440,8 @@ def main() -> int:
         n.close()
 
     print(
-        f"fast path benchmark: NAT lab, nginx real servers, wrk -t2 -c{a.conns} {a.seconds:g}s, "
+        f"fast path benchmark: NAT lab, nginx real servers, wrk -t2 -c{','.join(map(str, a.conns))}"
+        f" {a.seconds:g}s{' (best level)' if len(a.conns) > 1 else ''}, "
         f"{a.bulk_mb} MB download, {a.rounds} interleaved rounds: median (min-max)"
     )
     print(
@@ -430,6 +453,17 @@ def main() -> int:
         loads = " ".join(f"{r['load']:.1f}" for r in rs)
         print(f"{name:<10} {cols[0]:>22} {cols[1]:>22} {cols[2]:>18} {errs:>7.0f}  {loads}")
     med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in rounds.items()}
+    if len(a.conns) > 1:
+        print("new conns/s by wrk connections (median of rounds)")
+        print(f"{'director':<10}" + "".join(f"{'c=' + str(c):>9}" for c in a.conns))
+        for name, m in med.items():
+            print(f"{name:<10}" + "".join(f"{m[f'cps@{c}']:>9.0f}" for c in a.conns))
+        if "haproxy" in med:
+            for name, _env in variants if "fastpath" in only else []:
+                ratios = "".join(
+                    f"{med[name][f'cps@{c}'] / med['haproxy'][f'cps@{c}']:>8.2f}x" for c in a.conns
+                )
+                print(f"{name + '/haproxy':<10}{ratios}")
     for name, _env in variants if "fastpath" in only else []:
         fp = med[name]
         parts = []
