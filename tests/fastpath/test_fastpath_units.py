@@ -717,3 +717,41 @@ def test_last_counters_count_when_the_core_already_ended_the_entry() -> None:
     assert 77 not in eng.flows
     assert (old.dest.stats.outbytes, d.services.tot_stats.outbytes) == (before[0] + 900, before[1] + 900)
     assert new.state == coretcp.SYN_RECV  # the new connection's entry is not touched
+
+
+class _Backlog:
+    """An event socket with `msgs` waiting (a datagram pair holds only net.unix.max_dgram_qlen)."""
+
+    def __init__(self, msgs: list[bytes]) -> None:
+        self.msgs = msgs
+
+    def recv(self, _n: int) -> bytes:
+        if not self.msgs:
+            raise BlockingIOError
+        return self.msgs.pop(0)
+
+
+def test_one_handler_run_reads_the_events_of_many_new_connections() -> None:
+    """Three events come for each new connection, and the loop runs the queue's handler and the
+    events' in turn: a run must read more than three times what a queue run admits (with 64 a run,
+    256 clients made the reader fall behind until the socket overflowed and events were lost)."""
+    from pylvs.engines.packet.fastpath import engine as fpe
+
+    d, key = nat_director()
+    eng = fpe.FastPathEngine(d, clock=lambda: 100.0)
+    n = 300
+    msgs, conns = [], []
+    for i in range(n):
+        port = 20000 + i
+        syn = Packet(
+            Proto.TCP, ipaddress.IPv4Address(CIP), port, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
+        )
+        conns.append(d.process_in(syn, 99.0).conn)
+        orig, reply = (6, A(CIP), port, A(VIP), 80), (6, conns[-1].daddr.packed, 80, A(CIP), port)
+        msgs.append(ctmsg.event(ct.CT_ESTABLISHED, orig, reply, 1000 + i))
+    ev = ct.CtEvents.__new__(ct.CtEvents)
+    ev.sock, ev.buf, ev.mask, ev.overruns = _Backlog(msgs), bytearray(1 << 16), tables.OURS, 0
+    eng._apply_events(ev)
+    assert fpe.EVENT_BATCH >= 3 * 128 and eng.counters["ct_established"] == n
+    assert all(c.state == coretcp.ESTABLISHED for c in conns) and len(eng.flows) == n
+    assert sum(dest.total for dest in d.services.get(key).dests) == n
