@@ -485,6 +485,8 @@ def test_closed_flows_wait_for_their_destroy_event_then_a_lookup(monkeypatch: py
         eng.flows[1000 + port] = f
         flows.append(f)
     asked: list[list[tuple[int, bytes, int, bytes, int]]] = []
+    eng.ct_buckets = 262144  # a dump walks them all: two lookups cost less
+    monkeypatch.setattr(fpe, "_conntrack_sysctl", lambda _name: 25000)
     monkeypatch.setattr(fpe.ct, "dump", lambda *_a, **_k: [])  # both closed: out of the dump
     monkeypatch.setattr(fpe.ct, "get_many", lambda ts, **_k: asked.append(ts) or [None] * len(ts))
     eng._sync_counters()  # first missing: wait for the DESTROY events
@@ -564,9 +566,13 @@ def test_periodic_sync_looks_up_the_open_flows_unless_a_dump_costs_less(
     monkeypatch.setattr(fpe, "LOOKUP_US", 1e9)
     now[0] += fpe.SYNC_PERIOD
     eng._sync_counters()
-    assert dumps == [1]  # (and the closed one, its DESTROY late, looked up by itself)
-    assert asked[2:] == [[(6, A(CIP), 40001, A(VIP), 80)]]
+    # (the closed one, its DESTROY late, is not looked up right after a walk of the table, which
+    # reaped it if it had expired: its event is on the way; still here at the next sync, it is)
+    assert dumps == [1] and asked[2:] == [] and eng.flows[40001].reaped == now[0]
     monkeypatch.setattr(fpe, "LOOKUP_US", 15.0)
+    now[0] += fpe.SYNC_PERIOD
+    eng._sync_counters()
+    assert asked[-1] == [(6, A(CIP), 40001, A(VIP), 80)]
     while eng.ticks % fpe.FULL_DUMP_EVERY != fpe.FULL_DUMP_EVERY - 1:
         now[0] += fpe.SYNC_PERIOD
         eng._sync_counters()
@@ -755,3 +761,42 @@ def test_one_handler_run_reads_the_events_of_many_new_connections() -> None:
     assert fpe.EVENT_BATCH >= 3 * 128 and eng.counters["ct_established"] == n
     assert all(c.state == coretcp.ESTABLISHED for c in conns) and len(eng.flows) == n
     assert sum(dest.total for dest in d.services.get(key).dests) == n
+
+
+def test_many_overdue_closed_flows_are_reaped_by_one_walk_then_looked_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """conntrack's collector can leave expired entries (and so their DESTROY events) waiting for
+    many seconds in a big table. When many closed flows are overdue, one dump (which removes every
+    expired entry it walks past) costs less than a lookup each: the sync dumps, and looks up by
+    itself only a flow still here at the next sync (half-closed and alive, or its event lost)."""
+    from pylvs.engines.packet.fastpath import engine as fpe
+
+    d, _key = nat_director()
+    now = [100.0]
+    eng = fpe.FastPathEngine(d, clock=lambda: now[0])
+    eng.ct_buckets = 262144  # ~10.5 ms to walk: worth 700 lookups
+    monkeypatch.setattr(fpe, "_conntrack_sysctl", lambda _name: 25000)
+    for port in range(20000, 21000):
+        syn = Packet(
+            Proto.TCP, ipaddress.IPv4Address(CIP), port, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
+        )
+        f = glue.Flow(d.process_in(syn, now[0]).conn, 6, A(CIP), port, A(VIP), 80, in_pkts=1, in_bytes=60)
+        glue.ct_state_changed(d, f, ct.CT_ESTABLISHED, now[0])
+        glue.ct_state_changed(d, f, ct.CT_FIN_WAIT, now[0])
+        eng.flows[port] = f
+    asked: list[list[tuple[int, bytes, int, bytes, int]]] = []
+    dumps: list[tuple[object, ...]] = []
+    monkeypatch.setattr(fpe.ct, "dump", lambda *a, **_k: dumps.append(a) or [])
+    monkeypatch.setattr(fpe.ct, "get_many", lambda ts, **_k: asked.append(ts) or [None] * len(ts))
+    for _ in range(3):  # closed, then DESTROY_GRACE without their events
+        eng._sync_counters()
+        now[0] += fpe.SYNC_PERIOD
+    assert asked == [] and dumps == [(tables.OURS, tables.OURS | tables.CLOSED)]
+    assert eng.counters["ct_reaps"] == 1
+    # The walk reaped them: DESTROY events come for all but one.
+    for port in range(20000, 20999):
+        f = eng.flows.pop(port)
+        eng._ended(f, now[0])
+    eng._sync_counters()
+    assert asked == [[(6, A(CIP), 20999, A(VIP), 80)]] and len(dumps) == 1

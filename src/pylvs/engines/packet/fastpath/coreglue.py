@@ -98,6 +98,7 @@ class Flow:
     replied: bool = False
     final: bool = False  # counters synced after the connection closed: no dump needed any more
     left_open: float = 0.0  # when the periodic sync first found it no longer open
+    reaped: float = 0.0  # when a walk of conntrack's table (which removes expired entries) passed it
     asked: float = 0.0  # when a lookup by its tuple found nothing (its DESTROY may still come)
 
 
