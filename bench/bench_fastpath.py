@@ -14,13 +14,14 @@ For the fast path also the Python cost per new connection: the time spent in the
 event loop) over the new connections.
 Every load is bounded in time; nothing leaves the namespaces.
 
-    sudo .venv/bin/python bench/bench_fastpath.py [--seconds 4] [--bulk-mb 1000] [--conns 32[,64,...]] [--rounds 3]
-        [--variant NAME:ENV=VALUE,...] [--only kernel,fastpath,haproxy]
+    sudo .venv/bin/python bench/bench_fastpath.py [--seconds 4] [--bulk-mb 1000] [--conns 16,32,64,128,256]
+        [--rounds 3] [--variant NAME:ENV=VALUE,...] [--only kernel,fastpath,haproxy]
 
-`--conns 16,32,64,128`: the client's concurrency swept (the same levels for every director); each
-director's req/s and new conns/s are then its best level (its capacity), and a table gives new
-conns/s at each level. One level of concurrency favours whoever saturates at it: at 32 the fast path
-(one more hop, through pylvsd, for every SYN) leaves the cores idle part of the time.
+`--conns` (default 16,32,64,128,256; one value for a single level, 32 until 2026-11-25): the client's
+concurrency swept, the same levels for every director; each director's req/s and new conns/s are its
+best level (its capacity), and a table gives new conns/s at each level. One level favours whoever
+saturates at it: at 32 the fast path (one more hop, through pylvsd, for every SYN) leaves the cores
+idle part of the time, while HAProxy is at its best from 16. A round takes ~4 minutes.
 
 Rounds are interleaved (kernel, fastpath variants, haproxy, then again) because the machine is
 shared and its load drifts; each figure is the median over the rounds, with the spread and the load
@@ -380,8 +381,9 @@ def main() -> int:
     ap.add_argument(
         "--conns",
         type=_levels,
-        default=[32],
-        help="wrk's connections; a comma-separated list measures each level (default 32)",
+        default=[16, 32, 64, 128, 256],
+        help="wrk's connections; a comma-separated list measures each level, and each director's"
+        " figure is its best (default 16,32,64,128,256)",
     )
     ap.add_argument(
         "--rounds", type=int, default=3, help="each director this many times, interleaved; median kept"
