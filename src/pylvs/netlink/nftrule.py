@@ -1,10 +1,11 @@
 """nftables rules over netlink: one chain's rules replaced in one transaction.
 
-Written for the fast path's NFQUEUE rules. This kernel has the xtables NFQUEUE target (through
-nft_compat) but not nftables' own `queue` expression, and the `nft` command cannot write an xtables
-target; iptables can, but only into its own tables. Here the rule is built expression by expression
-(payload, meta, ct, bitwise, cmp, and the compat `target`), so it lives in a pylvs-owned table like
-everything else the fast path creates. (pyroute2's nftables API runs an event loop of its own, which
+Written for the NFQUEUE rules (the fast path's new connections, the packet engine's firewall-mark
+services). This kernel has the xtables NFQUEUE target (through nft_compat) but not nftables' own
+`queue` expression, and the `nft` command cannot write an xtables target; iptables can, but only
+into its own tables. Here the rule is built expression by expression (payload, meta, ct, bitwise,
+cmp, and the compat `target`), so it lives in a pylvs-owned table like every other object pylvs
+creates. (pyroute2's nftables API runs an event loop of its own, which
 cannot run inside pylvsd's, so this stays a small hand-written encoder like `nftset`.)
 
 Registers hold data in host order for meta and ct keys and in network order for packet payload,
