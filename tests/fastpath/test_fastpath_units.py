@@ -800,3 +800,31 @@ def test_many_overdue_closed_flows_are_reaped_by_one_walk_then_looked_up(
         eng._ended(f, now[0])
     eng._sync_counters()
     assert asked == [[(6, A(CIP), 20999, A(VIP), 80)]] and len(dumps) == 1
+
+
+def test_without_the_short_time_wait_closed_flows_are_looked_up_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the linger policy a closed entry stays in conntrack's TIME_WAIT (two minutes): no
+    walk would reap it, so each closed flow is looked up once, right away, however many there are."""
+    from pylvs.engines.packet.fastpath import engine as fpe
+
+    d, _key = nat_director()
+    eng = fpe.FastPathEngine(d, clock=lambda: 100.0)
+    eng.linger = False
+    eng.ct_buckets = 262144
+    monkeypatch.setattr(fpe, "_conntrack_sysctl", lambda _name: 25000)
+    for port in range(20000, 21000):
+        syn = Packet(
+            Proto.TCP, ipaddress.IPv4Address(CIP), port, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
+        )
+        f = glue.Flow(d.process_in(syn, 100.0).conn, 6, A(CIP), port, A(VIP), 80, in_pkts=1, in_bytes=60)
+        glue.ct_state_changed(d, f, ct.CT_ESTABLISHED, 100.0)
+        glue.ct_state_changed(d, f, ct.CT_FIN_WAIT, 100.0)
+        eng.flows[port] = f
+    asked: list[list[tuple[int, bytes, int, bytes, int]]] = []
+    dumps: list[tuple[object, ...]] = []
+    monkeypatch.setattr(fpe.ct, "dump", lambda *a, **_k: dumps.append(a) or [])
+    monkeypatch.setattr(fpe.ct, "get_many", lambda ts, **_k: asked.append(ts) or [None] * len(ts))
+    eng._sync_counters()
+    assert dumps == [] and len(asked) == 1 and len(asked[0]) == 1000

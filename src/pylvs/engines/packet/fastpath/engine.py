@@ -760,13 +760,14 @@ class FastPathEngine(Engine):
         # and each entry's DESTROY event waits for it. A dump reaps every expired entry it walks
         # past, whatever its filter, so when many flows are overdue one walk (~20 ms) replaces
         # thousands of lookups (12-15 us each); the flows still here at the next sync (a half-
-        # closed connection conntrack keeps, or a lost event) are looked up then.
-        fresh = [f for _cid, f in left if not f.reaped]
+        # closed connection conntrack keeps, or a lost event) are looked up then. (Without the
+        # short TIME_WAIT policy closed entries have not expired yet: looked up at once.)
+        fresh = [f for _cid, f in left if not f.reaped] if linger else []
         if fresh and not walked and len(fresh) * LOOKUP_US > self._dump_cost():
             ct.dump(tables.OURS, tables.OURS | tables.CLOSED)  # its open entries: found above
             self.counters["ct_reaps"] += 1
             walked = True
-        if walked:
+        if walked and fresh:
             for f in fresh:
                 f.reaped = now
             left = [(cid, f) for cid, f in left if f.reaped != now]
