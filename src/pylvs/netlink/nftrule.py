@@ -118,6 +118,21 @@ def xt_target(name: str, revision: int, info: bytes) -> bytes:
     return _expr("target", attr(1, name.encode() + b"\0"), attr(2, _BE32.pack(revision)), attr(3, info))
 
 
+# -- the chain that holds NFQUEUE rules --------------------------------------------------------------
+# Right after iptables' mangle PREROUTING (-150), where users mark packets for firewall-mark
+# services, and before dstnat (-100).
+AFTER_MANGLE = -149
+
+
+def queue_chain_text(table: str, chain: str) -> str:
+    """`nft -f` text declaring an (empty) IPv4 prerouting filter chain at AFTER_MANGLE; declaring it
+    again leaves its rules alone."""
+    return (
+        f"table ip {table} {{\n  chain {chain} {{\n"
+        f"    type filter hook prerouting priority {AFTER_MANGLE}; policy accept;\n  }}\n}}\n"
+    )
+
+
 # -- the matches the fast path needs ---------------------------------------------------------------
 def ip_daddr(addr: bytes) -> list[bytes]:
     return [payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4), cmp(NFT_CMP_EQ, addr)]

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pylvs.core.types import Fwd
 from pylvs.netlink import nftrule
 
-MARK_CHAIN = "fwmark"
-MARK_PRIORITY = -149  # mangle + 1: after the user's MARK rules, before dstnat
+MARK_CHAIN = "fwmark"  # nftrule.queue_chain_text: after the user's MARK rules, before dstnat
 
 PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
 
@@ -124,14 +123,11 @@ class NftTable:
                 _nft("", ("delete", "table", "ip", self.name))
                 self.marks_installed = False
             return
-        chain = (
-            f"table ip {self.name} {{\n  chain {MARK_CHAIN} {{\n"
-            f"    type filter hook prerouting priority {MARK_PRIORITY}; policy accept;\n  }}\n}}\n"
-        )
-        rc, err = _nft(chain)
-        if rc != 0:
-            raise OSError(f"nft: cannot install table ip {self.name}: {err}")
-        self.marks_installed = True
+        if not self.marks_installed:
+            rc, err = _nft(nftrule.queue_chain_text(self.name, MARK_CHAIN))
+            if rc != 0:
+                raise OSError(f"nft: cannot install table ip {self.name}: {err}")
+            self.marks_installed = True
         rules = [nftrule.mark(m) + nftrule.nfqueue(queue_num, bypass=False) for m in sorted(set(marks))]
         nftrule.replace_rules(nftrule.NFPROTO_IPV4, self.name, MARK_CHAIN, rules)
 

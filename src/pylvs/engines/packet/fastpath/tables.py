@@ -21,10 +21,9 @@ from pylvs.netlink import nftrule
 
 IP_TABLE = "pylvs_fast"
 DR_TABLE = "pylvs_fastdr"
-# The chain that hands new connections to pylvsd: a filter chain right after iptables' mangle
-# PREROUTING (-150), where users mark packets for firewall-mark services, and before dstnat.
+# The chain that hands new connections to pylvsd (nftrule.queue_chain_text: after iptables' mangle,
+# where users mark packets for firewall-mark services, and before dstnat).
 QUEUE_CHAIN = "newconn"
-QUEUE_PRIORITY = -149
 LEGACY_IPT_CHAIN = "PYLVS-FAST"  # where pylvsd kept the NFQUEUE rules before (iptables mangle)
 RS_SHIFT = 16
 RS_MASK = 0xFFFF0000  # mark bits naming the real server; the low 16 bits stay the user's fwmark
@@ -95,10 +94,7 @@ def ip_table_text(linger: bool = True, event_masks: bool = True) -> str:
 def queue_chain_text() -> str:
     """The (empty) chain of the NFQUEUE rules; declaring it again leaves its rules alone, so an
     adopted table from an older pylvsd gets it too."""
-    return (
-        f"table ip {IP_TABLE} {{\n  chain {QUEUE_CHAIN} {{\n"
-        f"    type filter hook prerouting priority {QUEUE_PRIORITY}; policy accept;\n  }}\n}}\n"
-    )
+    return nftrule.queue_chain_text(IP_TABLE, QUEUE_CHAIN)
 
 
 def closed_chain_text(linger: bool = True, event_masks: bool = True) -> str:
