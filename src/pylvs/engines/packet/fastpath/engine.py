@@ -768,9 +768,9 @@ class FastPathEngine(Engine):
             self.counters["ct_reaps"] += 1
             walked = True
         if walked and fresh:
+            left = [(cid, f) for cid, f in left if f.reaped]  # an earlier walk passed them: look up
             for f in fresh:
                 f.reaped = now
-            left = [(cid, f) for cid, f in left if f.reaped != now]
         if not left:
             return
         got = ct.get_many([(f.proto, f.caddr, f.cport, f.vaddr, f.vport) for _cid, f in left])
