@@ -464,6 +464,22 @@ def test_queue_rules_and_tables_text() -> None:
     assert "tcp flags & (syn | ack) != syn" in dr and 'fwd to "eth0"' in dr and "timeout 900s" in dr
 
 
+def follow_closed(d: Director, eng: Any, ports: range | tuple[int, ...], now: float) -> list[glue.Flow]:
+    """Flows the engine follows (conntrack id = client port) from the client's `ports`, each
+    scheduled by the core, then ESTABLISHED and FIN_WAIT."""
+    flows = []
+    for port in ports:
+        syn = Packet(
+            Proto.TCP, ipaddress.IPv4Address(CIP), port, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
+        )
+        f = glue.Flow(d.process_in(syn, now).conn, 6, A(CIP), port, A(VIP), 80, in_pkts=1, in_bytes=60)
+        glue.ct_state_changed(d, f, ct.CT_ESTABLISHED, now)
+        glue.ct_state_changed(d, f, ct.CT_FIN_WAIT, now)
+        eng.flows[port] = f
+        flows.append(f)
+    return flows
+
+
 def test_closed_flows_wait_for_their_destroy_event_then_a_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the short TIME_WAIT policy a closed flow is not looked up at once: its DESTROY event
     brings the last counters; one still here DESTROY_GRACE after it left the open ones is looked up
@@ -473,17 +489,7 @@ def test_closed_flows_wait_for_their_destroy_event_then_a_lookup(monkeypatch: py
     d, _key = nat_director()
     now = [100.0]
     eng = fpe.FastPathEngine(d, clock=lambda: now[0])
-    flows = []
-    for port in (40000, 40001):
-        syn = Packet(
-            Proto.TCP, ipaddress.IPv4Address(CIP), port, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
-        )
-        conn = d.process_in(syn, now[0]).conn
-        f = glue.Flow(conn, 6, A(CIP), port, A(VIP), 80, in_pkts=1, in_bytes=60)
-        glue.ct_state_changed(d, f, ct.CT_ESTABLISHED, now[0])
-        glue.ct_state_changed(d, f, ct.CT_FIN_WAIT, now[0])
-        eng.flows[1000 + port] = f
-        flows.append(f)
+    flows = follow_closed(d, eng, (40000, 40001), now[0])
     asked: list[list[tuple[int, bytes, int, bytes, int]]] = []
     eng.ct_buckets = 262144  # a dump walks them all: two lookups cost less
     monkeypatch.setattr(fpe, "_conntrack_sysctl", lambda _name: 25000)
@@ -499,11 +505,11 @@ def test_closed_flows_wait_for_their_destroy_event_then_a_lookup(monkeypatch: py
     # The DESTROY event of the first (the lookup made the kernel reap it): last counters and state.
     body = ct_body(ct.CT_TIME_WAIT, pkts=7, nbytes=700)
     e = ct.parse(body, 0, len(body), ct.DESTROY)
-    e.ct_id = 1000 + 40000  # the first flow's id
+    e.ct_id = 40000  # the first flow's id
     ev = ct.CtEvents.__new__(ct.CtEvents)
     monkeypatch.setattr(ev, "read", lambda *_a, **_k: [e], raising=False)
     eng._apply_events(ev)
-    assert 1000 + 40000 not in eng.flows and flows[0].conn.state == coretcp.TIME_WAIT
+    assert 40000 not in eng.flows and flows[0].conn.state == coretcp.TIME_WAIT
     assert flows[0].conn.dest.stats.inpkts >= 7
     now[0] += fpe.SYNC_PERIOD * 2
     eng._sync_counters()  # the second's event never came: it ends without
@@ -777,14 +783,7 @@ def test_many_overdue_closed_flows_are_reaped_by_one_walk_then_looked_up(
     eng = fpe.FastPathEngine(d, clock=lambda: now[0])
     eng.ct_buckets = 262144  # ~10.5 ms to walk: worth 700 lookups
     monkeypatch.setattr(fpe, "_conntrack_sysctl", lambda _name: 25000)
-    for port in range(20000, 21000):
-        syn = Packet(
-            Proto.TCP, ipaddress.IPv4Address(CIP), port, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
-        )
-        f = glue.Flow(d.process_in(syn, now[0]).conn, 6, A(CIP), port, A(VIP), 80, in_pkts=1, in_bytes=60)
-        glue.ct_state_changed(d, f, ct.CT_ESTABLISHED, now[0])
-        glue.ct_state_changed(d, f, ct.CT_FIN_WAIT, now[0])
-        eng.flows[port] = f
+    follow_closed(d, eng, range(20000, 21000), now[0])
     asked: list[list[tuple[int, bytes, int, bytes, int]]] = []
     dumps: list[tuple[object, ...]] = []
     monkeypatch.setattr(fpe.ct, "dump", lambda *a, **_k: dumps.append(a) or [])
@@ -814,14 +813,7 @@ def test_without_the_short_time_wait_closed_flows_are_looked_up_at_once(
     eng.linger = False
     eng.ct_buckets = 262144
     monkeypatch.setattr(fpe, "_conntrack_sysctl", lambda _name: 25000)
-    for port in range(20000, 21000):
-        syn = Packet(
-            Proto.TCP, ipaddress.IPv4Address(CIP), port, ipaddress.IPv4Address(VIP), 80, tcp_flags=TCP_SYN
-        )
-        f = glue.Flow(d.process_in(syn, 100.0).conn, 6, A(CIP), port, A(VIP), 80, in_pkts=1, in_bytes=60)
-        glue.ct_state_changed(d, f, ct.CT_ESTABLISHED, 100.0)
-        glue.ct_state_changed(d, f, ct.CT_FIN_WAIT, 100.0)
-        eng.flows[port] = f
+    follow_closed(d, eng, range(20000, 21000), 100.0)
     asked: list[list[tuple[int, bytes, int, bytes, int]]] = []
     dumps: list[tuple[object, ...]] = []
     monkeypatch.setattr(fpe.ct, "dump", lambda *a, **_k: dumps.append(a) or [])
