@@ -3,7 +3,9 @@ kernel forwarding the same traffic (nftables dnat / netdev fwd) as the reference
 
 For each mode: requests/s (a new TCP connection per request, bounded in time and count), bulk MB/s
 (one download through the director), and the director's CPU microseconds per forwarded packet (the
-engine process's CPU time over the packets it forwarded in both directions, start-up excluded).
+engine process's CPU time over the packets it forwarded in both directions, start-up excluded), and
+per frame through the director's interfaces (`d us/frame`: the same figure for an engine whose kernel
+fast path forwards frames the process never sees, e.g. `--variants 'fast={"engine":"fastpath"}'`).
 
     sudo .venv/bin/python bench/bench_packet.py [--seconds 4] [--bulk-mb 100] [--modes nat,dr,tun,fullnat]
 """
@@ -272,9 +274,15 @@ def read_stats(lab: Lab) -> dict[str, float]:
 
 
 def run_engine(
-    mode: str, seconds: float, mb: int, cpu: LabCpu, stream_mb: int = 0, perf: bool = False
+    mode: str,
+    seconds: float,
+    mb: int,
+    cpu: LabCpu,
+    stream_mb: int = 0,
+    perf: bool = False,
+    engine: str = "packet",
 ) -> dict[str, float]:
-    with Lab(mode, "packet", out=lambda _s: None, use_daemon=False, udp=False) as lab:
+    with Lab(mode, engine, out=lambda _s: None, use_daemon=False, udp=False) as lab:
         lab.build()
         lab.start_director()
         lab.curl()
@@ -291,7 +299,13 @@ def run_engine(
             dpid = lab.bare.pid if lab.bare is not None else None
             st = stream(lab.n, lab.t.vip, stream_mb, lab.t.director_ifaces, cpu, perf, dpid)
             s3 = read_stats(lab)
-            pk = (s3["in"] + s3["out"]) - (s2["in"] + s2["out"])
+            pk = _pkts(s3) - _pkts(s2)
+            if st.get("stream_lab_frames"):
+                # per frame through the director's interfaces: also counts what a kernel fast path
+                # forwards without the process seeing it
+                st["stream_us_frame"] = (
+                    (s3["cpu_seconds"] - s2["cpu_seconds"]) * 1e6 / st["stream_lab_frames"]
+                )
             if pk:
                 st["stream_user"] = (s3["cpu_user_seconds"] - s2["cpu_user_seconds"]) * 1e6 / pk
                 st["stream_sys"] = (s3["cpu_sys_seconds"] - s2["cpu_sys_seconds"]) * 1e6 / pk
@@ -300,8 +314,8 @@ def run_engine(
                 st["stream_pkts"] = pk
                 wk = s3.get("wakeups", 0.0) - s2.get("wakeups", 0.0)
                 st["stream_per_wakeup"] = (s3["rx"] - s2["rx"]) / wk if wk else 0.0
-    pk_load = (s1["in"] + s1["out"]) - (s0["in"] + s0["out"])
-    pk_bulk = (s2["in"] + s2["out"]) - (s1["in"] + s1["out"])
+    pk_load = _pkts(s1) - _pkts(s0)
+    pk_bulk = _pkts(s2) - _pkts(s1)
     cpu_load = s1["cpu_seconds"] - s0["cpu_seconds"]
     cpu_bulk = s2["cpu_seconds"] - s1["cpu_seconds"]
     user_load = s1["cpu_user_seconds"] - s0["cpu_user_seconds"]
@@ -314,9 +328,10 @@ def run_engine(
         "errors": r["errors"],
         "mbps": rate,
         "us_pkt": cpu_load * 1e6 / pk_load if pk_load else 0.0,
+        "us_frame": cpu_load * 1e6 / frames if frames else 0.0,
         "us_pkt_user": user_load * 1e6 / pk_load if pk_load else 0.0,
         "us_pkt_sys": sys_load * 1e6 / pk_load if pk_load else 0.0,
-        "per_wakeup": (s1["rx"] - s0["rx"]) / (s1["wakeups"] - s0["wakeups"])
+        "per_wakeup": (s1.get("rx", 0.0) - s0.get("rx", 0.0)) / (s1["wakeups"] - s0["wakeups"])
         if s1.get("wakeups", 0.0) > s0.get("wakeups", 0.0)
         else 0.0,
         "fast_share": (s1.get("fast", 0.0) - s0.get("fast", 0.0)) / pk_load if pk_load else 0.0,
@@ -324,6 +339,11 @@ def run_engine(
         "frames_bulk": pk_bulk,
         "gso_cut": s2.get("gso_cut", 0.0),
     }
+
+
+def _pkts(s: dict[str, float]) -> float:
+    """Packets the engine process forwarded itself, both ways (a kernel fast path's are not here)."""
+    return s.get("in", 0.0) + s.get("out", 0.0)
 
 
 def lab_figures(
@@ -482,23 +502,34 @@ def _variants(text: str) -> list[tuple[str, str]]:
     out = []
     for part in text.split(";"):
         name, _, opts = part.partition("=")
-        json.loads(opts or "{}")  # reject bad JSON here, not inside the director
+        if not isinstance(json.loads(opts or "{}"), dict):  # bad JSON fails here, not in the director
+            raise ValueError(f"{name}: a JSON object of engine options")
         out.append((name.strip() or "packet", opts or "{}"))
     return out
+
+
+def _engine_of(opts: str) -> tuple[str, str]:
+    """A variant's engine ("engine" key, default packet) and the options left for it."""
+    d = json.loads(opts)
+    return str(d.pop("engine", "packet")), json.dumps(d)
 
 
 HEAD = (
     f"{'mode':<8} {'engine':<10} {'req/s':>6} {'err':>3} {'bulk MB/s':>9} "
     f"{'us/pkt':>6} {'user':>5} {'sys':>5} {'fast':>4} {'rx/wake':>7} "
-    f"{'lab us/frame':>12} {'user':>5} {'sys':>5} {'us/frame bulk':>13} {'bulk frames':>11}"
+    f"{'lab us/frame':>12} {'user':>5} {'sys':>5} {'us/frame bulk':>13} {'bulk frames':>11} {'d us/frame':>10}"
 )
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
 
 
 def print_streams(rows: list[tuple[str, str, dict[str, float]]], mb: int) -> None:
     print(f"stream: one {mb} MB upload, TSO/GSO/GRO off (MTU-sized frames)")
     print(
         f"{'mode':<8} {'engine':<10} {'MB/s':>7} {'frames':>7} {'us/pkt':>6} {'user':>5} {'sys':>5} "
-        f"{'fast':>4} {'rx/wake':>7} {'lab us/frame':>12} {'user':>5} {'sys':>5}"
+        f"{'fast':>4} {'rx/wake':>7} {'lab us/frame':>12} {'user':>5} {'sys':>5} {'d us/frame':>10}"
         f"{'  perf: fwd  d.user d.kern d.rx' if any('perf_fwd' in e for _m, _n, e in rows) else ''}"
     )
     for mode, name, e in rows:
@@ -511,7 +542,8 @@ def print_streams(rows: list[tuple[str, str, dict[str, float]]], mb: int) -> Non
             )
         print(
             f"{mode:<8} {name:<10} {e.get('stream_mbps', 0):>7.1f} {mine} {e.get('stream_lab_us', 0):>12.1f} "
-            f"{e.get('stream_lab_user', 0):>5.1f} {e.get('stream_lab_sys', 0):>5.1f}"
+            f"{e.get('stream_lab_user', 0):>5.1f} {e.get('stream_lab_sys', 0):>5.1f} "
+            f"{_fmt(e.get('stream_us_frame')):>10}"
             + (
                 f"  {e['perf_fwd']:>9.1f} {e['perf_d_user']:>6.1f} {e['perf_d_kernel']:>6.1f} {e['perf_d_rx']:>5.1f}"
                 if "perf_fwd" in e
@@ -569,14 +601,15 @@ def main() -> int:
         for _round in range(a.rounds):
             for mode in a.modes.split(","):
                 for name, opts in variants:
+                    engine, opts = _engine_of(opts)
                     os.environ["PYLVS_LAB_ENGINE_OPTS"] = opts
-                    e = run_engine(mode, a.seconds, a.bulk_mb, cpu, a.stream_mb, a.perf)
+                    e = run_engine(mode, a.seconds, a.bulk_mb, cpu, a.stream_mb, a.perf, engine)
                     print(
                         f"{mode:<8} {name:<10} {e['rps']:>6.0f} {e['errors']:>3.0f} {e['mbps']:>9.1f} "
                         f"{e['us_pkt']:>6.1f} {e['us_pkt_user']:>5.1f} {e['us_pkt_sys']:>5.1f} "
                         f"{e['fast_share']:>4.0%} {e['per_wakeup']:>7.2f} "
                         f"{e['lab_us']:>12.1f} {e['lab_user']:>5.1f} {e['lab_sys']:>5.1f} "
-                        f"{e['us_pkt_bulk']:>13.1f} {e['frames_bulk']:>11.0f}",
+                        f"{e['us_pkt_bulk']:>13.1f} {e['frames_bulk']:>11.0f} {e['us_frame']:>10.1f}",
                         flush=True,
                     )
                     if a.stream_mb:

@@ -16,6 +16,8 @@ def test_packet_ring_switches_bind_the_engine_options() -> None:
     assert factory.name == cls.name
     defaults = _with_packet_options(cls, "packet", build_parser().parse_args([]))
     assert defaults.keywords == {"ring": None, "tx_ring": True}
+    v2 = _with_packet_options(cls, "packet", build_parser().parse_args(["--packet-ring", "v2"]))
+    assert v2.keywords["ring"] == "v2"
 
 
 def test_other_engines_untouched() -> None:

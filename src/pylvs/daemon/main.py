@@ -103,10 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--packet-ring",
-        choices=("none", "v3"),
+        choices=("none", "v2", "v3"),
         default=env("PYLVSD_PACKET_RING", "none"),
-        help="--engine packet: read frames through a TPACKET_V3 ring (best on steady traffic; its 1 ms"
-        " block timeout slows short connections) instead of one recv() per frame (default none)",
+        help="--engine packet: read frames through a TPACKET_V2 ring (a frame is read as soon as it"
+        " arrives) or a TPACKET_V3 ring (blocks of frames; its 1 ms block timeout slows short"
+        " connections) instead of one recv() per frame (default none)",
     )
     p.add_argument(
         "--packet-tx-ring",

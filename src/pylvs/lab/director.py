@@ -177,7 +177,7 @@ def run_fanout(lines: list[str], stats_path: str | None, interfaces: list[str] |
     for line in lines:
         apply_line(check, line)  # reject bad lines before forking
     names = [i.name for i in discover_ifaces(interfaces).values()]
-    ring = opts.get("ring") == "v3"
+    ring = str(opts["ring"]) if opts.get("ring") else None
     group = 0x4000 + os.getpid() % 0x3000
     workers = fanout.open_group(names, count, group, ring, int(str(opts.get("ring_timeout_ms", 1))))
     pids: list[int] = []

@@ -1,6 +1,7 @@
 """The packet engine's memory-mapped rings on real AF_PACKET sockets: frames written into a TX ring
-on one end of a veth pair come out of a TPACKET_V3 RX ring on the other, whole, in order, with the
-virtio-net header in front; and every forwarding mode still works end to end with both rings on."""
+on one end of a veth pair come out of a TPACKET_V3 or V2 RX ring on the other, whole, in order, with
+the virtio-net header in front (V2: also a frame too big for a slot, read whole through the socket in
+its place); and every forwarding mode still works end to end with the rings on."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -59,13 +61,56 @@ ring.close(); tx.close(); rx.close()
 """
 
 
+PROBE_V2 = r"""
+import json, select, socket, time
+from pylvs.engines.packet.ring import RxRingV2, TxRing, VNET_LEN
+rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+rx.setsockopt(263, 15, 1)
+ring = RxRingV2(rx, frames=64)   # fewer slots than frames sent: slots go back as they are read
+rx.bind(("plvb", 3))
+tx = TxRing("plva", frames=16)
+plain = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+plain.setsockopt(263, 15, 1)
+plain.bind(("plva", 0))
+hdr = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5"
+sent = [hdr + bytes([i % 256]) * (60 + (i * 50) % 1400) for i in range(100)]
+sent.insert(10, hdr + b"\x77" * 5000)   # larger than a 2 KB slot: the kernel queues it whole as well
+got, looks = [], 0
+def drain():
+    global looks
+    for frames in ring.take(limit=32):
+        looks += 1
+        got.extend(bytes(f) for f in frames if f[VNET_LEN + 12 : VNET_LEN + 14] == b"\x88\xb5")
+for f in sent:
+    if len(f) > 2000:
+        tx.flush()
+        time.sleep(0.02)
+        plain.send(bytes(VNET_LEN) + f)
+    elif not tx.put(bytes(VNET_LEN) + f):
+        tx.flush()
+        time.sleep(0.05)
+        drain()
+        assert tx.put(bytes(VNET_LEN) + f)
+tx.flush()
+end = time.monotonic() + 3
+while time.monotonic() < end and len(got) < len(sent):
+    select.select([rx], [], [], 0.2)
+    drain()
+print(json.dumps({
+    "n": len(got), "same": [g[VNET_LEN:] == s for g, s in zip(got, sent)], "truncated": ring.truncated,
+    "looks": looks, "vnet": all(g[:VNET_LEN] == bytes(VNET_LEN) for g in got),
+}))
+ring.close(); tx.close(); rx.close(); plain.close()
+"""
+
+
 @pytest.fixture
 def veth_ns() -> object:
     ns = "plv" + secrets.token_hex(4)
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         for cmd in (
-            "ip link add plva type veth peer name plvb",
+            "ip link add plva mtu 9000 type veth peer name plvb mtu 9000",
             "ip link set plva up",
             "ip link set plvb up",
             "ip link set lo up",
@@ -76,20 +121,25 @@ def veth_ns() -> object:
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
-def test_tx_ring_to_v3_rx_ring_over_veth(veth_ns: str) -> None:
+def _probe(ns: str, code: str) -> dict[str, object]:
     import pylvs
 
     src = os.path.dirname(os.path.dirname(os.path.abspath(pylvs.__file__)))
     env = dict(os.environ, PYTHONPATH=src)
     p = subprocess.run(
-        ["ip", "netns", "exec", veth_ns, sys.executable, "-c", PROBE],
+        ["ip", "netns", "exec", ns, sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=30,
         env=env,
     )
     assert p.returncode == 0, p.stderr
-    r = json.loads(p.stdout)
+    r: dict[str, object] = json.loads(p.stdout)
+    return r
+
+
+def test_tx_ring_to_v3_rx_ring_over_veth(veth_ns: str) -> None:
+    r: dict[str, Any] = _probe(veth_ns, PROBE)
     assert all(r["puts"]), r
     assert r["big"] is False
     assert r["n"] == 24 and all(r["same"]), r  # whole, in order
@@ -97,13 +147,23 @@ def test_tx_ring_to_v3_rx_ring_over_veth(veth_ns: str) -> None:
     assert 1 <= r["blocks"] <= 24 and r["flushes"] >= 2
 
 
+def test_tx_ring_to_v2_rx_ring_over_veth(veth_ns: str) -> None:
+    r: dict[str, Any] = _probe(veth_ns, PROBE_V2)
+    assert r["n"] == 101 and all(r["same"]), r  # whole, in order, the big one in its place
+    assert r["truncated"] == 0 and r["vnet"]
+    assert r["looks"] >= 2  # the ring wrapped: 101 frames through 64 slots
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("nft") is None or shutil.which("curl") is None, reason="needs nft and curl")
-@pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])
-def test_labs_with_rings(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "mode, ring",
+    [("nat", "v3"), ("dr", "v3"), ("tun", "v3"), ("fullnat", "v3"), ("nat", "v2"), ("fullnat", "v2")],
+)
+def test_labs_with_rings(mode: str, ring: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from pylvs.lab.runner import Lab
 
-    monkeypatch.setenv("PYLVS_LAB_ENGINE_OPTS", json.dumps({"ring": "v3", "tx_ring": True}))
+    monkeypatch.setenv("PYLVS_LAB_ENGINE_OPTS", json.dumps({"ring": ring, "tx_ring": True}))
     with Lab(mode, "packet", out=lambda _s: None, use_daemon=False, udp=mode == "nat") as run:
         r = run.run()
     assert sorted(set(r.answers)) == ["welcome to 192.168.1.10", "welcome to 192.168.1.20"], r.answers

@@ -29,7 +29,7 @@ from pylvs.engines.packet.forward import Forwarder, Iface, Route
 from pylvs.engines.packet.neigh import Neighbours
 from pylvs.engines.packet.nft import NftTable, remove_stale, spec_from_director
 from pylvs.engines.packet.ports import DEFAULT_RANGE, PortPool
-from pylvs.engines.packet.ring import RxRing, TxRing
+from pylvs.engines.packet.ring import AnyRxRing, TxRing, rx_ring
 from pylvs.netlink.nfqueue import NF_ACCEPT, NF_DROP, NfQueue
 
 log = logging.getLogger("pylvs.packet")
@@ -160,19 +160,19 @@ class PacketEngine(Engine):
         self.queue_num = 1000 + os.getpid() % 60000
         self.nfq: NfQueue | None = None
         self.marks: list[int] = []  # the fwmark services whose packets are queued to us
-        # Memory-mapped rings (ring.py): "v3" = a TPACKET_V3 receive ring per interface instead of
-        # one recv() per frame; tx_ring = a transmit ring per interface, one send() per wake-up.
-        # Measured (bench/RESULTS.md, 2026-11-25): the TX ring pays under every load, so it is on; the
-        # V3 ring pays on steady streams but its block timeout (1 ms at least) slows short
+        # Memory-mapped rings (ring.py): "v2" / "v3" = a TPACKET_V2 / V3 receive ring per interface
+        # instead of one recv() per frame; tx_ring = a transmit ring per interface, one send() per
+        # wake-up. Measured (bench/RESULTS.md, 2026-11-25): the TX ring pays under every load, so it
+        # is on; the V3 ring pays on steady streams but its block timeout (1 ms at least) slows short
         # connections, so it is off unless asked for.
-        if ring not in (None, "v3"):
-            raise ValueError(f"packet engine: unknown ring {ring!r} (v3)")
+        if ring not in (None, "v2", "v3"):
+            raise ValueError(f"packet engine: unknown ring {ring!r} (v2, v3)")
         if not 1 <= ring_timeout_ms <= 1000:
             raise ValueError("packet engine: ring_timeout_ms must be 1..1000")
         self.ring = ring
         self.ring_timeout_ms = ring_timeout_ms
         self.tx_ring = tx_ring
-        self.rx_rings: dict[int, RxRing] = {}
+        self.rx_rings: dict[int, AnyRxRing] = {}
         self.tx_rings: dict[int, TxRing] = {}
 
     def refuse_dest(self, key: ServiceKey, cfg: DestConfig) -> str | None:
@@ -226,8 +226,8 @@ class PacketEngine(Engine):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         cbpf.attach(s, bpf.program([], []))  # nothing until the rules say what to take
         try:
-            if self.ring == "v3":
-                self.rx_rings[ifc.index] = RxRing(s, timeout_ms=self.ring_timeout_ms)
+            if self.ring is not None:
+                self.rx_rings[ifc.index] = rx_ring(self.ring, s, self.ring_timeout_ms)
             s.bind((ifc.name, ETH_P_ALL))
             self._open_tx_ring(ifc)
         except OSError:
@@ -400,7 +400,7 @@ class PacketEngine(Engine):
         if tx_rings:
             self._flush()
 
-    def _readable_ring(self, idx: int, rx: RxRing) -> None:
+    def _readable_ring(self, idx: int, rx: AnyRxRing) -> None:
         """A wake-up on a receive ring: every block the kernel has handed over, frame by frame, then
         one flush of the transmit rings."""
         fwd = self.fwd

@@ -50,7 +50,7 @@ from pylvs.cbpf import (
     Insn,
     fprog,
 )
-from pylvs.engines.packet.ring import RxRing
+from pylvs.engines.packet.ring import AnyRxRing, rx_ring
 
 SOL_PACKET = 263
 PACKET_FANOUT = 18
@@ -172,12 +172,12 @@ def arp_socket(ifname: str) -> socket.socket:
     return s
 
 
-Member = tuple[socket.socket, RxRing | None, socket.socket]
+Member = tuple[socket.socket, AnyRxRing | None, socket.socket]
 
 
 def open_socket(
-    ifname: str, ring: bool = False, ring_timeout_ms: int = 1
-) -> tuple[socket.socket, RxRing | None]:
+    ifname: str, ring: str | None = None, ring_timeout_ms: int = 1
+) -> tuple[socket.socket, AnyRxRing | None]:
     """A packet socket as the engine opens it (engine._open), bound to `ifname`, taking nothing
     until the engine attaches its prefilter."""
     from pylvs import cbpf
@@ -191,7 +191,7 @@ def open_socket(
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         cbpf.attach(s, bpf.program([], []))
-        rx = RxRing(s, timeout_ms=ring_timeout_ms) if ring else None
+        rx = rx_ring(ring, s, ring_timeout_ms) if ring else None
         s.bind((ifname, ETH_P_ALL))
     except OSError:
         s.close()
@@ -200,7 +200,7 @@ def open_socket(
 
 
 def open_group(
-    ifnames: list[str], count: int, group_base: int, ring: bool = False, ring_timeout_ms: int = 1
+    ifnames: list[str], count: int, group_base: int, ring: str | None = None, ring_timeout_ms: int = 1
 ) -> list[dict[str, Member]]:
     """For each of `count` workers, in worker order, one socket per interface joined to that
     interface's fanout group (so member k of every group is worker k), plus an ARP socket."""

@@ -1,6 +1,9 @@
-"""Memory-mapped AF_PACKET rings for the packet engine: a TPACKET_V3 receive ring (the kernel fills
-whole blocks of frames, we take a block per look instead of one recv() per frame) and a TPACKET_V2
-transmit ring (frames are written into shared memory and handed over with one send() per batch).
+"""Memory-mapped AF_PACKET rings for the packet engine: receive rings (the kernel copies each frame
+into shared memory as it arrives, we take every frame ready per look instead of one recv() per
+frame), in two shapes: TPACKET_V2 (fixed slots, a frame is ours the moment it is written) and
+TPACKET_V3 (the kernel fills whole blocks and hands a block over when full or timed out); and a
+TPACKET_V2 transmit ring (frames are written into shared memory and handed over with one send()
+per batch).
 
 Frames keep the 10-byte virtio-net header in front of the Ethernet header, exactly as recv() on a
 PACKET_VNET_HDR socket returns them, so the Forwarder sees the same bytes either way.
@@ -18,10 +21,12 @@ PACKET_VERSION = 10
 PACKET_RX_RING = 5
 PACKET_TX_RING = 13
 PACKET_LOSS = 14
+PACKET_COPY_THRESH = 7
 TPACKET_V2 = 1
 TPACKET_V3 = 2
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
+TP_STATUS_COPY = 2
 TP_STATUS_AVAILABLE = 0
 TP_STATUS_SEND_REQUEST = 1
 TP_STATUS_WRONG_FORMAT = 4
@@ -36,6 +41,8 @@ _U32 = struct.Struct("=I")
 _U16LE = struct.Struct("<H")
 # struct tpacket2_hdr: tp_status, tp_len, tp_snaplen, tp_mac, tp_net (the rest left zero)
 _FRAME2 = struct.Struct("=III")
+# ... and as the receive side reads it: tp_status, tp_len, tp_snaplen, tp_mac
+_RX2 = struct.Struct("=IIIH")
 TX_DATA = 32  # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll): where a TX frame's bytes start
 
 
@@ -98,6 +105,85 @@ class RxRing:
     def close(self) -> None:
         self.view.release()
         self.mm.close()
+
+
+class RxRingV2:
+    """A TPACKET_V2 receive ring on `sock` (set PACKET_VNET_HDR before, bind after): fixed slots,
+    each ours as soon as the kernel has written it, so no frame waits for a block to fill (what keeps
+    the V3 ring from short connections). A frame larger than a slot (a GSO super-frame) is written
+    cut short and flagged TP_STATUS_COPY, its whole copy queued on the socket (PACKET_COPY_THRESH):
+    we read that one with recv(), in its place in the ring, so the order stays the one on the wire."""
+
+    def __init__(
+        self, sock: socket.socket, frame_size: int = 1 << 11, frames: int = 4096, recv_size: int = 70000
+    ) -> None:
+        block = 1 << 16
+        if block % frame_size or frames * frame_size % block:
+            raise ValueError("ring: slots must fill 64 KB blocks exactly")
+        self.sock = sock
+        self.frame_size = frame_size
+        self.frames = frames
+        self.recv_size = recv_size
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+        sock.setsockopt(SOL_PACKET, PACKET_COPY_THRESH, 1)
+        # struct tpacket_req: block_size, block_nr, frame_size, frame_nr
+        req = struct.pack("=IIII", block, frames * frame_size // block, frame_size, frames)
+        sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+        self.mm = mmap.mmap(
+            sock.fileno(), frames * frame_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+        )
+        self.cur = 0
+        self.blocks_seen = 0  # looks that found frames
+        self.truncated = 0  # cut short with no whole copy queued (socket buffer full): dropped
+
+    def ready(self) -> bool:
+        return bool(_U32.unpack_from(self.mm, self.cur * self.frame_size)[0] & TP_STATUS_USER)
+
+    def take(self, limit: int = 512) -> Iterator[list[bytearray]]:
+        """The frames ready now (at most `limit`) as one list of copies, virtio-net header in
+        front; every slot goes back to the kernel as soon as it is copied."""
+        mm = self.mm
+        unpack, release = _RX2.unpack_from, _U32.pack_into
+        size, count, cur = self.frame_size, self.frames, self.cur
+        frames: list[bytearray] = []
+        for _ in range(limit):
+            base = cur * size
+            status, length, snap, mac = unpack(mm, base)
+            if not status & TP_STATUS_USER:
+                break
+            if snap == length:
+                start = base + mac - VNET_LEN
+                frames.append(bytearray(mm[start : start + VNET_LEN + snap]))
+            elif status & TP_STATUS_COPY:
+                try:
+                    frames.append(bytearray(self.sock.recv(self.recv_size)))
+                except OSError:
+                    self.truncated += 1
+            else:
+                self.truncated += 1
+            release(mm, base, TP_STATUS_KERNEL)
+            cur += 1
+            if cur == count:
+                cur = 0
+        self.cur = cur
+        if frames:
+            self.blocks_seen += 1
+            yield frames
+
+    def close(self) -> None:
+        self.mm.close()
+
+
+AnyRxRing = RxRing | RxRingV2
+
+
+def rx_ring(kind: str, sock: socket.socket, timeout_ms: int = 1) -> AnyRxRing:
+    """The receive ring the engine's `ring` option names: "v2" or "v3"."""
+    if kind == "v2":
+        return RxRingV2(sock)
+    if kind == "v3":
+        return RxRing(sock, timeout_ms=timeout_ms)
+    raise ValueError(f"unknown ring {kind!r} (v2, v3)")
 
 
 class TxRing:
