@@ -271,3 +271,48 @@ def test_killed_daemon_download_completes_and_restart_adopts(mode: str) -> None:
         # New connections are scheduled by the new daemon.
         assert run.curl().startswith("welcome"), run.n.log("pylvsd")
         assert "adopting" in run.n.log("pylvsd") or mode == "dr"
+
+
+_SAME_PORT = r"""
+import json, socket, sys
+answers = []
+for _ in range(4):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 41000))
+    s.settimeout(3)
+    try:
+        s.connect((sys.argv[1], 80))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        answers.append(data.split(b"\r\n\r\n", 1)[-1].decode().strip())
+    except OSError as e:
+        answers.append(f"error: {e}")
+    finally:
+        s.close()
+print(json.dumps(answers))
+"""
+
+
+def test_dr_client_port_reused_for_another_real_server() -> None:
+    """A client reuses its port at once (the server closed first, so the client keeps no TIME_WAIT)
+    and rr sends the new connection to the other real server while the old one's flow element is
+    still in the kernel: the element is replaced (it was refused as existing, and the connection lost)."""
+    import json
+
+    with Lab("dr", "fastpath", out=lambda _s: None, use_daemon=False, udp=False) as run:
+        run.build()
+        run.start_director()
+        assert run.t is not None
+        p = run.n.run("client", [run.n.python(), "-c", _SAME_PORT, run.t.vip], timeout=30)
+        answers = json.loads(p.stdout)
+        time.sleep(0.7)  # the bare director writes its figures every 0.5 s
+        with open(run.stats_path) as fh:
+            syns = json.load(fh)["engine"]["dr_syn"]
+    assert syns == 4  # no SYN dropped and sent again by the client
+    assert answers in (
+        ["welcome to 192.168.1.10", "welcome to 192.168.1.20"] * 2,
+        ["welcome to 192.168.1.20", "welcome to 192.168.1.10"] * 2,
+    ), answers

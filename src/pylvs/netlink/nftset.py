@@ -77,38 +77,56 @@ class NftSet:
         return nested(NFTA_SET_ELEM_LIST_ELEMENTS, *parts)
 
     def _batch(self, msg: int, elems: Sequence[Element], flags: int) -> None:
-        if not elems:
-            return
+        if elems:
+            self._send([(msg, elems, flags)])
+
+    def _send(self, parts: Sequence[tuple[int, Sequence[Element], int]]) -> None:
+        """One transaction of element messages: the kernel applies all of them or none; returns
+        once each is acknowledged, raises the first error."""
         s0 = self.seq + 1
-        self.seq += 3
-        body = self._head + self._elems(elems)
-        data = b"".join(
-            (
-                nfmsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, s0, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b""),
+        self.seq += len(parts) + 2
+        msgs = [nfmsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, s0, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")]
+        for i, (msg, elems, flags) in enumerate(parts):
+            body = self._head + self._elems(elems)
+            msgs.append(
                 nfmsg(
                     (NFNL_SUBSYS_NFTABLES << 8) | msg,
                     NLM_F_REQUEST | NLM_F_ACK | flags,
-                    s0 + 1,
+                    s0 + 1 + i,
                     self.family,
                     0,
                     body,
-                ),
-                nfmsg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, s0 + 2, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b""),
+                )
             )
+        last = s0 + len(parts) + 1
+        msgs.append(
+            nfmsg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, last, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")
         )
-        self.sock.send(data)
-        while True:  # the ACK (or error) of our element message
+        self.sock.send(b"".join(msgs))
+        waiting = set(range(s0 + 1, last))
+        first = 0
+        while waiting:  # every message's ACK (or error): an aborted batch answers each one
             reply = self.sock.recv(65536)
             for kind, seq, off, _end in messages(reply):
-                if kind == NLMSG_ERROR and seq == s0 + 1:
+                if kind == NLMSG_ERROR and seq in waiting:
+                    waiting.discard(seq)
                     err = error_of(reply, off)
-                    if err:
-                        raise OSError(err, f"nft set {self.name[:-1].decode()}: {os.strerror(err)}")
-                    return
+                    if err and not first:
+                        first = err
+        if first:
+            raise OSError(first, f"nft set {self.name[:-1].decode()}: {os.strerror(first)}")
 
     def add(self, elems: Sequence[Element]) -> None:
-        """Add (or refresh: no EXCL) elements; returns once the kernel has them."""
+        """Add elements (an element already there with other data is EEXIST: see replace);
+        returns once the kernel has them."""
         self._batch(NFT_MSG_NEWSETELEM, elems, NLM_F_CREATE)
+
+    def replace(self, elems: Sequence[Element]) -> None:
+        """Elements that exist already, given new data: deleted and added again in one transaction
+        (a missing one is ENOENT and nothing changes)."""
+        if elems:
+            keys = [(k, None, 0) for k, _d, _t in elems]
+            self._send([(NFT_MSG_DELSETELEM, keys, 0), (NFT_MSG_NEWSETELEM, elems, NLM_F_CREATE)])
 
     def delete(self, keys: Sequence[bytes]) -> None:
         """Delete elements by key; a missing one is ENOENT (the caller may ignore it)."""

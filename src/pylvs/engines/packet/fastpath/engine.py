@@ -920,9 +920,22 @@ class FastPathEngine(Engine):
             key = _dr_key(vaddr, vport, caddr, cport)
             old = self.dr_flows.get(key)
             if old is None or old[0].conn is not conn or getattr(old[0], "mac", None) != rmac:
+                # The client's port came back while the element of its earlier connection is still
+                # there (the core keeps a closed connection for its TIME_WAIT): an add would fail
+                # (EEXIST) whenever the new one went to another server, so that one is replaced.
+                el = [(key, rmac, 0)]
                 try:
                     assert self.dr_set is not None
-                    self.dr_set.add([(key, rmac, 0)])
+                    if old is None:
+                        try:
+                            self.dr_set.add(el)
+                        except FileExistsError:
+                            self.dr_set.replace(el)  # left by a flow we no longer follow
+                    else:
+                        try:
+                            self.dr_set.replace(el)
+                        except FileNotFoundError:
+                            self.dr_set.add(el)  # gone meanwhile (a sync deleted it)
                 except OSError as e:
                     log.warning("fast path: DR flow not added: %s", e)
                     continue
