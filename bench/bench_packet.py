@@ -307,8 +307,12 @@ def run_engine(
                     (s3["cpu_seconds"] - s2["cpu_seconds"]) * 1e6 / st["stream_lab_frames"]
                 )
             if pk:
-                st["stream_user"] = (s3["cpu_user_seconds"] - s2["cpu_user_seconds"]) * 1e6 / pk
-                st["stream_sys"] = (s3["cpu_sys_seconds"] - s2["cpu_sys_seconds"]) * 1e6 / pk
+                st["stream_user"] = (
+                    (s3.get("cpu_user_seconds", 0.0) - s2.get("cpu_user_seconds", 0.0)) * 1e6 / pk
+                )
+                st["stream_sys"] = (
+                    (s3.get("cpu_sys_seconds", 0.0) - s2.get("cpu_sys_seconds", 0.0)) * 1e6 / pk
+                )
                 st["stream_us"] = (s3["cpu_seconds"] - s2["cpu_seconds"]) * 1e6 / pk
                 st["stream_fast"] = (s3.get("fast", 0.0) - s2.get("fast", 0.0)) / pk
                 st["stream_pkts"] = pk
@@ -318,8 +322,8 @@ def run_engine(
     pk_bulk = _pkts(s2) - _pkts(s1)
     cpu_load = s1["cpu_seconds"] - s0["cpu_seconds"]
     cpu_bulk = s2["cpu_seconds"] - s1["cpu_seconds"]
-    user_load = s1["cpu_user_seconds"] - s0["cpu_user_seconds"]
-    sys_load = s1["cpu_sys_seconds"] - s0["cpu_sys_seconds"]
+    user_load = s1.get("cpu_user_seconds", 0.0) - s0.get("cpu_user_seconds", 0.0)
+    sys_load = s1.get("cpu_sys_seconds", 0.0) - s0.get("cpu_sys_seconds", 0.0)
     frames = f1 - f0
     return {
         **st,
@@ -331,7 +335,7 @@ def run_engine(
         "us_frame": cpu_load * 1e6 / frames if frames else 0.0,
         "us_pkt_user": user_load * 1e6 / pk_load if pk_load else 0.0,
         "us_pkt_sys": sys_load * 1e6 / pk_load if pk_load else 0.0,
-        "per_wakeup": (s1.get("rx", 0.0) - s0.get("rx", 0.0)) / (s1["wakeups"] - s0["wakeups"])
+        "per_wakeup": (s1.get("rx", 0.0) - s0.get("rx", 0.0)) / (s1["wakeups"] - s0.get("wakeups", 0.0))
         if s1.get("wakeups", 0.0) > s0.get("wakeups", 0.0)
         else 0.0,
         "fast_share": (s1.get("fast", 0.0) - s0.get("fast", 0.0)) / pk_load if pk_load else 0.0,
