@@ -15,9 +15,12 @@ from collections.abc import Sequence
 from pylvs.netlink.nlmsg import (
     NLM_F_ACK,
     NLM_F_CREATE,
+    NLM_F_DUMP,
     NLM_F_REQUEST,
+    NLMSG_DONE,
     NLMSG_ERROR,
     attr,
+    attrs,
     error_of,
     messages,
     nested,
@@ -29,6 +32,7 @@ NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN = 0x10
 NFNL_MSG_BATCH_END = 0x11
 NFT_MSG_NEWSETELEM = 12
+NFT_MSG_GETSETELEM = 13
 NFT_MSG_DELSETELEM = 14
 NFTA_SET_ELEM_LIST_TABLE = 1
 NFTA_SET_ELEM_LIST_SET = 2
@@ -37,11 +41,19 @@ NFTA_LIST_ELEM = 1
 NFTA_SET_ELEM_KEY = 1
 NFTA_SET_ELEM_DATA = 2
 NFTA_SET_ELEM_TIMEOUT = 4
+NFTA_SET_ELEM_EXPR = 7
+NFTA_SET_ELEM_EXPRESSIONS = 11
+NFTA_EXPR_NAME = 1
+NFTA_EXPR_DATA = 2
+NFTA_COUNTER_BYTES = 1
+NFTA_COUNTER_PACKETS = 2
 NFTA_DATA_VALUE = 1
 NFPROTO_NETDEV = 5
 NFPROTO_IPV4 = 2
 
 Element = tuple[bytes, bytes | None, int]  # key, data (maps), timeout in ms (0: the set's default)
+Counted = tuple[bytes, bytes | None, int, int]  # key, data, packets, bytes (0, 0 without a counter)
+_U64 = struct.Struct("!Q")
 
 
 def pad4(b: bytes) -> bytes:
@@ -132,5 +144,81 @@ class NftSet:
         """Delete elements by key; a missing one is ENOENT (the caller may ignore it)."""
         self._batch(NFT_MSG_DELSETELEM, [(k, None, 0) for k in keys], 0)
 
+    def dump(self) -> list[Counted]:
+        """Every element with its counter, read over netlink (5,000 elements: 20 ms of CPU; the
+        `nft -j` listing, a process and its JSON, 70-78 ms)."""
+        self.seq += 1
+        seq = self.seq
+        self.sock.send(
+            nfmsg(
+                (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+                NLM_F_REQUEST | NLM_F_DUMP,
+                seq,
+                self.family,
+                0,
+                self._head,
+            )
+        )
+        out: list[Counted] = []
+        while True:
+            data = self.sock.recv(1 << 20)
+            for kind, mseq, off, end in messages(data):
+                if mseq != seq:
+                    continue
+                if kind == NLMSG_DONE:
+                    return out
+                if kind == NLMSG_ERROR:
+                    err = error_of(data, off)
+                    raise OSError(err, f"nft set {self.name[:-1].decode()}: {os.strerror(err)}")
+                for t, a, b in attrs(data, off + 4, end):  # after the nfgenmsg header
+                    if t == NFTA_SET_ELEM_LIST_ELEMENTS:
+                        out.extend(_elements(data, a, b))
+
     def close(self) -> None:
         self.sock.close()
+
+
+def _value(data: bytes, a: int, b: int) -> bytes:
+    for t, x, y in attrs(data, a, b):
+        if t == NFTA_DATA_VALUE:
+            return data[x:y]
+    return b""
+
+
+def _counter(data: bytes, a: int, b: int) -> tuple[int, int] | None:
+    """(packets, bytes) of one expression if it is a counter."""
+    name, pk, by = b"", 0, 0
+    for t, x, y in attrs(data, a, b):
+        if t == NFTA_EXPR_NAME:
+            name = data[x:y].rstrip(b"\0")
+        elif t == NFTA_EXPR_DATA:
+            for u, p, _q in attrs(data, x, y):
+                if u == NFTA_COUNTER_PACKETS:
+                    pk = _U64.unpack_from(data, p)[0]
+                elif u == NFTA_COUNTER_BYTES:
+                    by = _U64.unpack_from(data, p)[0]
+    return (pk, by) if name == b"counter" else None
+
+
+def _elements(data: bytes, a: int, b: int) -> list[Counted]:
+    out: list[Counted] = []
+    for t, x, y in attrs(data, a, b):
+        if t != NFTA_LIST_ELEM:
+            continue
+        key, value, pk, by = b"", None, 0, 0
+        for u, p, q in attrs(data, x, y):
+            if u == NFTA_SET_ELEM_KEY:
+                key = _value(data, p, q)
+            elif u == NFTA_SET_ELEM_DATA:
+                value = _value(data, p, q)
+            elif u == NFTA_SET_ELEM_EXPR:
+                c = _counter(data, p, q)
+                if c is not None:
+                    pk, by = c
+            elif u == NFTA_SET_ELEM_EXPRESSIONS:
+                for v, r, z in attrs(data, p, q):
+                    c = _counter(data, r, z) if v == NFTA_LIST_ELEM else None
+                    if c is not None:
+                        pk, by = c
+        out.append((key, value, pk, by))
+    return out
