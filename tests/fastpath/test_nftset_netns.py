@@ -1,6 +1,7 @@
 """nftables set elements over netlink (pylvs.netlink.nftset) in a fresh network namespace: a map
-element given new data in one transaction (an add of an existing key is refused), and the elements
-of a set read back with their counters, as `nft` lists them."""
+element given new data in one transaction (an add of an existing key is refused; put adds or
+replaces), elements discarded in chunks whether or not they are there, and the elements of a set
+read back with their counters, as `nft` lists them."""
 
 from __future__ import annotations
 
@@ -47,10 +48,16 @@ try:
     flows.replace([(socket.inet_aton("192.168.1.221"), bytes(6), 0)])
 except OSError as e:
     errors.append(e.errno)
+flows.put([(key, bytes.fromhex("020000000003"), 0), (socket.inet_aton("192.168.1.222"), bytes(6), 0)])
+put = sorted((k.hex(), v.hex() if v else None) for k, v, _p, _b in flows.dump())
+flows.delete([socket.inet_aton("192.168.1.222")])
+flows.replace([(key, bytes.fromhex("020000000002"), 0)])
+flows.add([(socket.inet_aton(f"10.1.0.{i}"), bytes(6), 0) for i in range(1, 200)])
+flows.discard([socket.inet_aton(f"10.1.0.{i}") for i in range(0, 250)], chunk=64)  # most are not there
 print(json.dumps({
     "same": got == want, "n": len(got),
     "flows": [(k.hex(), v.hex() if v else None) for k, v, _p, _b in flows.dump()],
-    "errors": errors,
+    "errors": errors, "put": put,
 }))
 """
 
@@ -60,5 +67,7 @@ def test_replace_and_dump_with_counters() -> None:
         n.add("d")
         r = json.loads(n.run("d", [n.python(), "-c", textwrap.dedent(CODE)]).stdout)
     assert r["same"] and r["n"] == 600  # more than one netlink message of the dump
-    assert r["flows"] == [["c0a801dc", "020000000002"]]  # replaced, not added twice
+    assert r["flows"] == [["c0a801dc", "020000000002"]]  # replaced, not added twice; the rest discarded
     assert r["errors"] == [17, 2]  # EEXIST for the add, ENOENT for a replace of nothing
+    # put: one element given new data, one added, in one transaction
+    assert r["put"] == [["c0a801dc", "020000000003"], ["c0a801de", "000000000000"]]

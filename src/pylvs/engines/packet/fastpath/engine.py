@@ -884,6 +884,11 @@ class FastPathEngine(Engine):
         now = self.clock()
         d = self.director
         mac = self.dr_macs.get(dev, b"")
+        # The SYNs of this wake-up go out once their flows are in the map, all put in one
+        # transaction (~18 us of CPU each, whatever the number of elements).
+        syns: list[tuple[bytearray, bytes, bytes]] = []  # frame, flow key, the real server's MAC
+        elems: dict[bytes, bytes] = {}  # key -> MAC of the flows to put
+        reused: list[bytes] = []  # keys an earlier connection had: its seen counters go
         for _ in range(64):
             try:
                 f = bytearray(s.recv(2048))
@@ -919,30 +924,34 @@ class FastPathEngine(Engine):
                     continue  # the client retransmits the SYN
             key = _dr_key(vaddr, vport, caddr, cport)
             old = self.dr_flows.get(key)
-            if old is None or old[0].conn is not conn or getattr(old[0], "mac", None) != rmac:
-                # The client's port came back while the element of its earlier connection is still
-                # there (the core keeps a closed connection for its TIME_WAIT): an add would fail
-                # (EEXIST) whenever the new one went to another server, so that one is replaced.
-                el = [(key, rmac, 0)]
-                try:
-                    assert self.dr_set is not None
-                    if old is None:
-                        try:
-                            self.dr_set.add(el)
-                        except FileExistsError:
-                            self.dr_set.replace(el)  # left by a flow we no longer follow
-                    else:
-                        try:
-                            self.dr_set.replace(el)
-                        except FileNotFoundError:
-                            self.dr_set.add(el)  # gone meanwhile (a sync deleted it)
-                except OSError as e:
-                    log.warning("fast path: DR flow not added: %s", e)
-                    continue
+            if old is None or old[0].conn is not conn:
+                # A new flow; or the client's port came back while the element of its earlier
+                # connection is still there (the core keeps a closed connection for its
+                # TIME_WAIT), maybe for another server: put replaces it.
+                elems[key] = rmac
+                if old is not None:
+                    reused.append(key)
                 fl = glue.Flow(conn, 6, caddr, cport, vaddr, vport)
                 fl.in_pkts = 1
                 self.dr_flows[key] = (fl, 0)
-                self.counters["dr_flows_added"] += 1
+            syns.append((f, key, rmac))
+        if elems:
+            try:
+                assert self.dr_set is not None
+                self.dr_set.put([(k, m, 0) for k, m in elems.items()])
+                self.counters["dr_flows_added"] += len(elems)
+            except OSError as e:
+                log.warning("fast path: DR flows not added: %s", e)
+                for k in elems:
+                    self.dr_flows.pop(k, None)
+                syns = [x for x in syns if x[1] not in elems]  # the clients send them again
+                reused = []
+            if reused and self.seen_set is not None:
+                try:
+                    self.seen_set.discard(reused)
+                except OSError as e:
+                    log.warning("fast path: DR counters of reused ports not reset: %s", e)
+        for f, _key, rmac in syns:
             # Forward the SYN: new MACs (source too, or the switch learns the wrong port).
             f[drsock.VNET_LEN : drsock.VNET_LEN + 6] = rmac
             f[drsock.VNET_LEN + 6 : drsock.VNET_LEN + 12] = mac
@@ -957,11 +966,12 @@ class FastPathEngine(Engine):
         for st in (self.dr_set, self.seen_set):
             if st is None:
                 continue
-            for k in keys:  # one by one: a missing element must not fail the others
-                try:
-                    st.delete([k])
-                except OSError:
-                    pass
+            # a transaction per 512 keys (~18 us of CPU each), not one per key; seen ones may be
+            # gone already (they time out)
+            try:
+                st.discard(keys)
+            except OSError as e:
+                log.warning("fast path: DR flows not deleted: %s", e)
 
     def _dr_counters(self) -> dict[bytes, tuple[int, int]]:
         """(packets, bytes) the kernel forwarded per DR flow, by key, read over netlink: a quarter
