@@ -233,7 +233,7 @@ def perf_stop(
     for line in out.splitlines():
         if not line.strip():
             continue
-        if not line.startswith(("\t", " ")):
+        if not line.startswith("\t"):  # a sample header: the pid, right-aligned (may start with spaces)
             if spid >= 0:
                 done(spid, syms, kernel)
             spid, syms, kernel = int(line.split()[0]), set(), False
@@ -288,15 +288,18 @@ def run_engine(
         lab.curl()
         assert lab.t is not None
         s0 = read_stats(lab)
+        dpid = lab.bare.pid if lab.bare is not None else None
+        ppath = os.path.join(lab.n.workdir, "perf-load.data")
+        rec = perf_start(ppath) if perf else None
         f0, c0 = rx_frames(lab.n, lab.t.director_ifaces), cpu.sample()
         r = load(lab.n, lab.t.vip, seconds)
         f1, c1 = rx_frames(lab.n, lab.t.director_ifaces), cpu.sample()
+        lp = {f"load_{k}": v for k, v in perf_stop(rec, ppath, f1 - f0, dpid).items()}
         s1 = read_stats(lab)
         rate = bulk(lab.n, lab.t.vip, mb)
         s2 = read_stats(lab)
         st: dict[str, float] = {}
         if stream_mb:
-            dpid = lab.bare.pid if lab.bare is not None else None
             st = stream(lab.n, lab.t.vip, stream_mb, lab.t.director_ifaces, cpu, perf, dpid)
             s3 = read_stats(lab)
             pk = _pkts(s3) - _pkts(s2)
@@ -327,6 +330,7 @@ def run_engine(
     frames = f1 - f0
     return {
         **st,
+        **lp,
         **lab_figures(c0, c1, frames),
         "rps": r["rps"],
         "errors": r["errors"],
@@ -423,12 +427,22 @@ def run_kernel(
             ["ip", "netns", "exec", n.ns("lvs"), "nft", "-f", "-"], input=rules, text=True, check=True
         )
         n.run("client", ["curl", "-s", "--max-time", "5", f"http://{t.vip}/"], check=False)
+        ppath = os.path.join(n.workdir, "perf-load.data")
+        rec = perf_start(ppath) if perf else None
         f0, c0 = rx_frames(n, t.director_ifaces), cpu.sample()
         r = load(n, t.vip, seconds)
         f1, c1 = rx_frames(n, t.director_ifaces), cpu.sample()
+        lp = {f"load_{k}": v for k, v in perf_stop(rec, ppath, f1 - f0, None).items()}
         rate = bulk(n, t.vip, mb)
         st = stream(n, t.vip, stream_mb, t.director_ifaces, cpu, perf) if stream_mb else {}
-        return {"rps": r["rps"], "errors": r["errors"], "mbps": rate, **lab_figures(c0, c1, f1 - f0), **st}
+        return {
+            "rps": r["rps"],
+            "errors": r["errors"],
+            "mbps": rate,
+            **lab_figures(c0, c1, f1 - f0),
+            **st,
+            **lp,
+        }
     finally:
         n.close()
 
@@ -529,6 +543,24 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def print_load_perf(rows: list[tuple[str, str, dict[str, float]]]) -> None:
+    """perf over the request load, µs per frame through the director's interfaces."""
+    rows = [r for r in rows if "load_perf_fwd" in r[2]]
+    if not rows:
+        return
+    print("request load, perf (us per frame): fwd = kernel forwarding anywhere; the director's user,")
+    print("own kernel, and other namespaces' stacks run inside its system calls (veth delivers inline)")
+    print(f"{'mode':<8} {'engine':<10} {'fwd':>5} {'d.user':>6} {'d.kern':>6} {'d.rx':>5} {'d.own':>6}")
+    for mode, name, e in rows:
+        own = e["load_perf_d_user"] + e["load_perf_d_kernel"]
+        mine = (
+            f"{e['load_perf_d_user']:>6.1f} {e['load_perf_d_kernel']:>6.1f} {e['load_perf_d_rx']:>5.1f} {own:>6.1f}"
+            if name != "kernel"
+            else f"{'-':>6} {'-':>6} {'-':>5} {'-':>6}"
+        )
+        print(f"{mode:<8} {name:<10} {e['load_perf_fwd']:>5.1f} {mine}", flush=True)
+
+
 def print_streams(rows: list[tuple[str, str, dict[str, float]]], mb: int) -> None:
     print(f"stream: one {mb} MB upload, TSO/GSO/GRO off (MTU-sized frames)")
     print(
@@ -616,8 +648,7 @@ def main() -> int:
                         f"{e['us_pkt_bulk']:>13.1f} {e['frames_bulk']:>11.0f} {e['us_frame']:>10.1f}",
                         flush=True,
                     )
-                    if a.stream_mb:
-                        streams.append((mode, name, e))
+                    streams.append((mode, name, e))
                 os.environ.pop("PYLVS_LAB_ENGINE_OPTS", None)
                 if a.no_kernel:
                     continue
@@ -631,11 +662,11 @@ def main() -> int:
                         f"{k['lab_us']:>12.1f} {k['lab_user']:>5.1f} {k['lab_sys']:>5.1f} {'-':>13}",
                         flush=True,
                     )
-                    if a.stream_mb:
-                        streams.append((mode, "kernel", k))
-            if streams:
+                    streams.append((mode, "kernel", k))
+            print_load_perf(streams)
+            if a.stream_mb:
                 print_streams(streams, a.stream_mb)
-                streams = []
+            streams = []
             print(f"load: {open('/proc/loadavg').read().strip()}", flush=True)
     finally:
         cpu.close()
