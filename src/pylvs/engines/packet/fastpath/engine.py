@@ -35,7 +35,7 @@ from typing import Any
 from pylvs import cbpf
 from pylvs.core.conn import F_FWD_MASK
 from pylvs.core.director import Director
-from pylvs.core.packet import Action
+from pylvs.core.packet import Action, Verdict
 from pylvs.core.proto import tcp as coretcp
 from pylvs.core.types import TCP_FIN, TCP_RST, DestConfig, Fwd, Packet, Proto, ServiceKey
 from pylvs.engines.base import Engine
@@ -71,6 +71,7 @@ FULL_DUMP_EVERY = 15
 EVENT_BATCH = int(os.environ.get("PYLVS_FASTPATH_EVENT_BATCH") or 512)
 _PORT = struct.Struct("!H")
 _PORTS = struct.Struct("!HH")
+_ADDRS = struct.Struct("!II")
 _PROTOS = {6: Proto.TCP, 17: Proto.UDP}
 # Conntrack states after which a TCP connection carries no more data worth a counter sync.
 _CLOSING = frozenset({ct.CT_TIME_WAIT, ct.CT_CLOSE, ct.CT_LAST_ACK})
@@ -902,19 +903,20 @@ class FastPathEngine(Engine):
             ihl = (f[ip] & 15) * 4
             t = ip + ihl
             flags = f[t + 13]
-            caddr, vaddr = bytes(f[ip + 12 : ip + 16]), bytes(f[ip + 16 : ip + 20])
-            cport, vport = struct.unpack_from("!HH", f, t)
+            cint, vint = _ADDRS.unpack_from(f, ip + 12)
+            cport, vport = _PORTS.unpack_from(f, t)
             length = (f[ip + 2] << 8) | f[ip + 3]
-            pkt = Packet(Proto.TCP, glue.ip4(caddr), cport, glue.ip4(vaddr), vport, 0, length, flags)
-            v = d.process_in(pkt, now)
+            # the core's int entry point: a FIN or RST of a known entry costs no Packet or Verdict
+            res = d.process_in_v4(6, cint, cport, vint, vport, 0, length, flags, now)
             if flags & (TCP_FIN | TCP_RST):
                 self.counters["dr_ctl"] += 1
                 continue  # the kernel forwards it through the flow map; the core has seen it
             self.counters["dr_syn"] += 1
             self.new_conns += 1
-            conn = v.conn
-            if v.action is not Action.FORWARD or conn is None or conn.fwd != Fwd.DROUTE:
+            if isinstance(res, Verdict) or res.fwd != Fwd.DROUTE:
                 continue
+            conn = res
+            caddr, vaddr = bytes(f[ip + 12 : ip + 16]), bytes(f[ip + 16 : ip + 20])
             rmac = self.arp.get(conn.daddr.packed)
             if rmac is None:
                 self.arp = read_proc_arp()
