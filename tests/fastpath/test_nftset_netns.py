@@ -54,10 +54,17 @@ flows.delete([socket.inet_aton("192.168.1.222")])
 flows.replace([(key, bytes.fromhex("020000000002"), 0)])
 flows.add([(socket.inet_aton(f"10.1.0.{i}"), bytes(6), 0) for i in range(1, 200)])
 flows.discard([socket.inet_aton(f"10.1.0.{i}") for i in range(0, 250)], chunk=64)  # most are not there
+after = [(k.hex(), v.hex() if v else None) for k, v, _p, _b in flows.dump()]
+old = NftSet(NFPROTO_NETDEV, "t", "flows")
+old.destroy_ok = False  # as on a kernel without the destroy message (before 6.3)
+old.put([(key, bytes.fromhex("020000000004"), 0), (socket.inet_aton("192.168.1.223"), bytes(6), 0)])
+old_put = sorted((k.hex(), v.hex() if v else None) for k, v, _p, _b in old.dump())
+old.discard([socket.inet_aton("192.168.1.223"), socket.inet_aton("192.168.1.224")])
+old_left = [k.hex() for k, _v, _p, _b in old.dump()]
 print(json.dumps({
     "same": got == want, "n": len(got),
-    "flows": [(k.hex(), v.hex() if v else None) for k, v, _p, _b in flows.dump()],
-    "errors": errors, "put": put,
+    "flows": after,
+    "errors": errors, "put": put, "old_put": old_put, "old_left": old_left,
 }))
 """
 
@@ -71,3 +78,6 @@ def test_replace_and_dump_with_counters() -> None:
     assert r["errors"] == [17, 2]  # EEXIST for the add, ENOENT for a replace of nothing
     # put: one element given new data, one added, in one transaction
     assert r["put"] == [["c0a801dc", "020000000003"], ["c0a801de", "000000000000"]]
+    # the same one message at a time, as on kernels before 6.3
+    assert r["old_put"] == [["c0a801dc", "020000000004"], ["c0a801df", "000000000000"]]
+    assert r["old_left"] == ["c0a801dc"]

@@ -152,15 +152,9 @@ class NftSet:
         (destroy, then add); on a kernel without the destroy message, add or replace each."""
         if not elems:
             return
-        if self.destroy_ok:
-            keys = [(k, None, 0) for k, _d, _t in elems]
-            try:
-                self._send([(NFT_MSG_DESTROYSETELEM, keys, 0), (NFT_MSG_NEWSETELEM, elems, NLM_F_CREATE)])
-                return
-            except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                    raise
-                self.destroy_ok = False
+        keys = [(k, None, 0) for k, _d, _t in elems]
+        if self._destroying([(NFT_MSG_DESTROYSETELEM, keys, 0), (NFT_MSG_NEWSETELEM, elems, NLM_F_CREATE)]):
+            return
         for el in elems:
             try:
                 self.add([el])
@@ -172,19 +166,27 @@ class NftSet:
         kernel without the destroy message, one delete per key, missing ones ignored."""
         for i in range(0, len(keys), chunk):
             part = keys[i : i + chunk]
-            if self.destroy_ok:
-                try:
-                    self._batch(NFT_MSG_DESTROYSETELEM, [(k, None, 0) for k in part], 0)
-                    continue
-                except OSError as e:
-                    if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                        raise
-                    self.destroy_ok = False
+            if self._destroying([(NFT_MSG_DESTROYSETELEM, [(k, None, 0) for k in part], 0)]):
+                continue
             for k in part:
                 try:
                     self.delete([k])
                 except FileNotFoundError:
                     pass
+
+    def _destroying(self, parts: Sequence[tuple[int, Sequence[Element], int]]) -> bool:
+        """Send a transaction that uses the destroy message (Linux 6.3); False, and from then on
+        without trying, on a kernel that does not know it."""
+        if not self.destroy_ok:
+            return False
+        try:
+            self._send(parts)
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            self.destroy_ok = False
+            return False
 
     def dump(self) -> list[Counted]:
         """Every element with its counter, read over netlink (5,000 elements: 20 ms of CPU; the
