@@ -14,24 +14,11 @@ as the kernel loads them.
 
 from __future__ import annotations
 
-import os
-import socket
 import struct
 from collections.abc import Sequence
 
-from pylvs.netlink.nftset import NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES
-from pylvs.netlink.nlmsg import (
-    NLM_F_ACK,
-    NLM_F_CREATE,
-    NLM_F_REQUEST,
-    NLMSG_ERROR,
-    attr,
-    error_of,
-    messages,
-    nested,
-    nf_socket,
-    nfmsg,
-)
+from pylvs.netlink.nftset import transaction
+from pylvs.netlink.nlmsg import NLM_F_CREATE, attr, nested, nf_socket
 
 NFPROTO_IPV4 = 2
 NFT_MSG_NEWRULE = 6
@@ -167,36 +154,14 @@ def replace_rules(
     """Make `rules` (each a list of expressions) the chain's only rules, in one batch: the kernel
     applies all of it or none. Raises OSError with the kernel's errno if it refuses any part."""
     head = attr(NFTA_RULE_TABLE, table.encode() + b"\0") + attr(NFTA_RULE_CHAIN, chain.encode() + b"\0")
-    base = NFNL_SUBSYS_NFTABLES << 8
-    msgs = [nfmsg(base | NFT_MSG_DELRULE, NLM_F_REQUEST | NLM_F_ACK, 1, family, 0, head)]
-    for r in rules:
-        body = head + nested(NFTA_RULE_EXPRESSIONS, *r)
-        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND
-        msgs.append(nfmsg(base | NFT_MSG_NEWRULE, flags, 1 + len(msgs), family, 0, body))
-    last = len(msgs) + 1
-    data = b"".join(
-        (
-            nfmsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b""),
-            *msgs,
-            nfmsg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, last, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b""),
-        )
-    )
+    parts = [(NFT_MSG_DELRULE, 0, head)]
+    parts += [
+        (NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, head + nested(NFTA_RULE_EXPRESSIONS, *r))
+        for r in rules
+    ]
     s = nf_socket()
     try:
         s.settimeout(timeout)
-        s.send(data)
-        acked: set[int] = set()
-        while len(acked) < len(msgs):  # an ACK per message once the batch is committed
-            try:
-                reply = s.recv(65536)
-            except TimeoutError as e:
-                raise OSError(f"nft chain {table} {chain}: no answer from the kernel") from e
-            for kind, seq, off, _end in messages(reply):
-                if kind != NLMSG_ERROR:
-                    continue
-                err = error_of(reply, off)
-                if err:
-                    raise OSError(err, f"nft chain {table} {chain}: {os.strerror(err)}")
-                acked.add(seq)
+        transaction(s, family, parts, 0, f"nft chain {table} {chain}")
     finally:
         s.close()

@@ -67,6 +67,35 @@ def concat(*fields: bytes) -> bytes:
     return b"".join(pad4(f) for f in fields)
 
 
+def transaction(
+    sock: socket.socket, family: int, parts: Sequence[tuple[int, int, bytes]], seq: int, what: str
+) -> None:
+    """One nftables transaction on `sock`: batch begin, `parts` (message type, extra flags, body),
+    batch end, numbered from `seq`; the kernel applies all of it or none. Returns once every
+    message is acknowledged (an aborted batch answers each one too); raises OSError with the first
+    errno the kernel reports, or when it does not answer within the socket's timeout."""
+    base = NFNL_SUBSYS_NFTABLES << 8
+    msgs = [nfmsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")]
+    for i, (kind, flags, body) in enumerate(parts):
+        msgs.append(nfmsg(base | kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq + 1 + i, family, 0, body))
+    last = seq + len(parts) + 1
+    msgs.append(nfmsg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, last, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b""))
+    sock.send(b"".join(msgs))
+    waiting = set(range(seq + 1, last))
+    first = 0
+    while waiting:
+        try:
+            reply = sock.recv(65536)
+        except TimeoutError as e:
+            raise OSError(f"{what}: no answer from the kernel") from e
+        for kind, mseq, off, _end in messages(reply):
+            if kind == NLMSG_ERROR and mseq in waiting:
+                waiting.discard(mseq)
+                first = first or error_of(reply, off)
+    if first:
+        raise OSError(first, f"{what}: {os.strerror(first)}")
+
+
 class NftSet:
     """One named set or map of one table; a persistent netlink socket."""
 
@@ -96,40 +125,11 @@ class NftSet:
             self._send([(msg, elems, flags)])
 
     def _send(self, parts: Sequence[tuple[int, Sequence[Element], int]]) -> None:
-        """One transaction of element messages: the kernel applies all of them or none; returns
-        once each is acknowledged, raises the first error."""
-        s0 = self.seq + 1
+        """One transaction of element messages: the kernel applies all of them or none."""
+        seq = self.seq + 1
         self.seq += len(parts) + 2
-        msgs = [nfmsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, s0, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")]
-        for i, (msg, elems, flags) in enumerate(parts):
-            body = self._head + self._elems(elems)
-            msgs.append(
-                nfmsg(
-                    (NFNL_SUBSYS_NFTABLES << 8) | msg,
-                    NLM_F_REQUEST | NLM_F_ACK | flags,
-                    s0 + 1 + i,
-                    self.family,
-                    0,
-                    body,
-                )
-            )
-        last = s0 + len(parts) + 1
-        msgs.append(
-            nfmsg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, last, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")
-        )
-        self.sock.send(b"".join(msgs))
-        waiting = set(range(s0 + 1, last))
-        first = 0
-        while waiting:  # every message's ACK (or error): an aborted batch answers each one
-            reply = self.sock.recv(65536)
-            for kind, seq, off, _end in messages(reply):
-                if kind == NLMSG_ERROR and seq in waiting:
-                    waiting.discard(seq)
-                    err = error_of(reply, off)
-                    if err and not first:
-                        first = err
-        if first:
-            raise OSError(first, f"nft set {self.name[:-1].decode()}: {os.strerror(first)}")
+        msgs = [(msg, flags, self._head + self._elems(elems)) for msg, elems, flags in parts]
+        transaction(self.sock, self.family, msgs, seq, f"nft set {self.name[:-1].decode()}")
 
     def add(self, elems: Sequence[Element]) -> None:
         """Add elements (an element already there with other data is EEXIST: see replace);
