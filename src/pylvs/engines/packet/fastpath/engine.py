@@ -854,18 +854,18 @@ class FastPathEngine(Engine):
         now = self.clock()
         by_mac = {mac: ip for ip, mac in read_proc_arp().items()}
         stale = []
-        for k, v in tables.map_elements("netdev", tables.DR_TABLE, "flows"):
-            vals = tables.concat_vals(k)
-            if len(vals) != 4:
+        try:
+            elements = self.dr_set.dump()
+        except OSError as e:
+            log.warning("fast path: DR flows not adopted: %s", e)
+            return
+        for key, mac, _pk, _by in elements:
+            if len(key) != 16 or mac is None:
                 continue
-            vip, vport, cip, cport = (
-                socket.inet_aton(str(vals[0])),
-                int(vals[1]),
-                socket.inet_aton(str(vals[2])),
-                int(vals[3]),
-            )
-            key = _dr_key(vip, vport, cip, cport)
-            rip = by_mac.get(bytes.fromhex(str(v).replace(":", "")))
+            # the key as _dr_key lays it out: each field padded to 4 bytes
+            vip, cip = key[0:4], key[8:12]
+            vport, cport = _PORT.unpack_from(key, 4)[0], _PORT.unpack_from(key, 12)[0]
+            rip = by_mac.get(mac[:6])
             conn = None
             if rip is not None:
                 conn = glue.adopt(

@@ -205,10 +205,10 @@ def existing_chains(family: str, table: str) -> list[str]:
 
 
 def map_elements(family: str, table: str, name: str) -> list[tuple[Any, Any]]:
-    """(key, value) of a map's elements as `nft -j` prints them (values for sets: the element dict)."""
+    """(key, value) of a map's elements as `nft -j` prints them."""
     out: list[tuple[Any, Any]] = []
-    for o in nft_json("list", "map" if name != "seen" else "set", family, table, name):
-        body = o.get("map") or o.get("set")
+    for o in nft_json("list", "map", family, table, name):
+        body = o.get("map")
         if not body:
             continue
         for el in body.get("elem", []):
@@ -217,10 +217,6 @@ def map_elements(family: str, table: str, name: str) -> list[tuple[Any, Any]]:
                 if isinstance(k, dict) and "elem" in k:
                     k = k["elem"]["val"]
                 out.append((k, el[1]))
-            elif isinstance(el, dict) and "elem" in el:
-                out.append((el["elem"].get("val"), el["elem"]))
-            else:
-                out.append((el, None))
     return out
 
 
