@@ -488,7 +488,7 @@ class PacketEngine(Engine):
         d["wakeups"] = float(self.wakeups)
         if self.rx_rings:
             d["ring_blocks"] = float(sum(r.blocks_seen for r in self.rx_rings.values()))
-            d["ring_truncated"] = float(sum(getattr(r, "truncated", 0) for r in self.rx_rings.values()))
+            d["ring_truncated"] = float(sum(r.truncated for r in self.rx_rings.values()))
         if self.tx_rings:
             d["tx_flushes"] = float(sum(t.flushes for t in self.tx_rings.values()))
         d["cpu_seconds"] = time.process_time() - self.cpu_start

@@ -75,6 +75,7 @@ class RxRing:
         self.view = memoryview(self.mm)
         self.cur = 0
         self.blocks_seen = 0
+        self.truncated = 0  # never: a block holds the largest frame (kept for the engine's figures)
 
     def ready(self) -> bool:
         """Whether the current block has been handed to us."""
