@@ -119,9 +119,7 @@ class NftTable:
     def apply_marks(self, marks: list[int], queue_num: int) -> None:
         """Queue every packet carrying one of `marks` (IPv4) to `queue_num`; none: no `ip` table."""
         if not marks:
-            if self.marks_installed:
-                _nft("", ("delete", "table", "ip", self.name))
-                self.marks_installed = False
+            self._remove_marks()
             return
         if not self.marks_installed:
             rc, err = _nft(nftrule.queue_chain_text(self.name, MARK_CHAIN))
@@ -135,6 +133,9 @@ class NftTable:
         if self.installed:
             _nft("", ("delete", "table", "netdev", self.name))
             self.installed = False
+        self._remove_marks()
+
+    def _remove_marks(self) -> None:
         if self.marks_installed:
             _nft("", ("delete", "table", "ip", self.name))
             self.marks_installed = False
