@@ -19,7 +19,9 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from socket import inet_aton as socket_aton
+from typing import TypeVar
 
 from _curl import curl_transfer  # bench/ is the script's directory
 
@@ -248,19 +250,31 @@ def perf_stop(
     return {f"perf_{k}": v * per for k, v in counts.items()}
 
 
+T = TypeVar("T")
+
+
+def measured(
+    n: Netns, ifaces: list[str], cpu: LabCpu, perf: bool, pid: int | None, tag: str, run: Callable[[], T]
+) -> tuple[T, float, tuple[float, float, float], tuple[float, float, float], dict[str, float]]:
+    """`run()` with what is measured around it: its result, the frames the director's interfaces
+    received, the lab's CPU before and after, and (with perf) the per-frame split."""
+    path = os.path.join(n.workdir, f"perf-{tag}.data")
+    rec = perf_start(path) if perf else None
+    f0, c0 = rx_frames(n, ifaces), cpu.sample()
+    r = run()
+    f1, c1 = rx_frames(n, ifaces), cpu.sample()
+    return r, f1 - f0, c0, c1, perf_stop(rec, path, f1 - f0, pid)
+
+
 def stream(
     n: Netns, vip: str, mb: int, ifaces: list[str], cpu: LabCpu, perf: bool = False, pid: int | None = None
 ) -> dict[str, float]:
     """One upload of `mb` MB in MTU-sized frames; the lab's CPU per frame the director received."""
     offloads_off(n)
-    path = os.path.join(n.workdir, "perf.data")
-    rec = perf_start(path) if perf else None
-    f0, c0 = rx_frames(n, ifaces), cpu.sample()
-    rate = upload(n, vip, mb)
-    f1, c1 = rx_frames(n, ifaces), cpu.sample()
-    d = {f"stream_{k}": v for k, v in lab_figures(c0, c1, f1 - f0).items()}
+    rate, frames, c0, c1, pf = measured(n, ifaces, cpu, perf, pid, "stream", lambda: upload(n, vip, mb))
+    d = {f"stream_{k}": v for k, v in lab_figures(c0, c1, frames).items()}
     d["stream_mbps"] = rate
-    d.update(perf_stop(rec, path, f1 - f0, pid))
+    d.update(pf)
     return d
 
 
@@ -289,12 +303,11 @@ def run_engine(
         assert lab.t is not None
         s0 = read_stats(lab)
         dpid = lab.bare.pid if lab.bare is not None else None
-        ppath = os.path.join(lab.n.workdir, "perf-load.data")
-        rec = perf_start(ppath) if perf else None
-        f0, c0 = rx_frames(lab.n, lab.t.director_ifaces), cpu.sample()
-        r = load(lab.n, lab.t.vip, seconds)
-        f1, c1 = rx_frames(lab.n, lab.t.director_ifaces), cpu.sample()
-        lp = {f"load_{k}": v for k, v in perf_stop(rec, ppath, f1 - f0, dpid).items()}
+        lab_vip = lab.t.vip
+        r, frames, c0, c1, pf = measured(
+            lab.n, lab.t.director_ifaces, cpu, perf, dpid, "load", lambda: load(lab.n, lab_vip, seconds)
+        )
+        lp = {f"load_{k}": v for k, v in pf.items()}
         s1 = read_stats(lab)
         rate = bulk(lab.n, lab.t.vip, mb)
         s2 = read_stats(lab)
@@ -327,7 +340,6 @@ def run_engine(
     cpu_bulk = s2["cpu_seconds"] - s1["cpu_seconds"]
     user_load = s1.get("cpu_user_seconds", 0.0) - s0.get("cpu_user_seconds", 0.0)
     sys_load = s1.get("cpu_sys_seconds", 0.0) - s0.get("cpu_sys_seconds", 0.0)
-    frames = f1 - f0
     return {
         **st,
         **lp,
@@ -427,19 +439,17 @@ def run_kernel(
             ["ip", "netns", "exec", n.ns("lvs"), "nft", "-f", "-"], input=rules, text=True, check=True
         )
         n.run("client", ["curl", "-s", "--max-time", "5", f"http://{t.vip}/"], check=False)
-        ppath = os.path.join(n.workdir, "perf-load.data")
-        rec = perf_start(ppath) if perf else None
-        f0, c0 = rx_frames(n, t.director_ifaces), cpu.sample()
-        r = load(n, t.vip, seconds)
-        f1, c1 = rx_frames(n, t.director_ifaces), cpu.sample()
-        lp = {f"load_{k}": v for k, v in perf_stop(rec, ppath, f1 - f0, None).items()}
+        r, frames, c0, c1, pf = measured(
+            n, t.director_ifaces, cpu, perf, None, "load", lambda: load(n, t.vip, seconds)
+        )
+        lp = {f"load_{k}": v for k, v in pf.items()}
         rate = bulk(n, t.vip, mb)
         st = stream(n, t.vip, stream_mb, t.director_ifaces, cpu, perf) if stream_mb else {}
         return {
             "rps": r["rps"],
             "errors": r["errors"],
             "mbps": rate,
-            **lab_figures(c0, c1, f1 - f0),
+            **lab_figures(c0, c1, frames),
             **st,
             **lp,
         }
