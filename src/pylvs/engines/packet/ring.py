@@ -137,9 +137,6 @@ class RxRingV2:
         self.blocks_seen = 0  # looks that found frames
         self.truncated = 0  # cut short with no whole copy queued (socket buffer full): dropped
 
-    def ready(self) -> bool:
-        return bool(_U32.unpack_from(self.mm, self.cur * self.frame_size)[0] & TP_STATUS_USER)
-
     def take(self, limit: int = 512) -> Iterator[list[bytearray]]:
         """The frames ready now (at most `limit`) as one list of copies, virtio-net header in
         front; every slot goes back to the kernel as soon as it is copied."""
