@@ -1,0 +1,703 @@
+"""eBPF without a toolchain: a small assembler, maps and program loading over the bpf() syscall
+(ctypes), and a cls_bpf direct-action filter on a device's clsact ingress hook (pyroute2).
+
+Why hand assembly: the fast path needs a few dozen instructions per program, and clang/libbpf/bcc
+are not available here. Instruction layout follows include/uapi/linux/bpf.h (struct bpf_insn:
+opcode byte, dst register in the low nibble and src in the high nibble of the next byte, a signed
+16-bit offset and a signed 32-bit immediate, little-endian on the hosts we support).
+
+Everything acts in the caller's current network namespace; TcIngress can instead open its netlink
+socket in a named namespace (/run/netns/NAME) through pyroute2, while the program fd is still
+resolved in this process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_mod
+import os
+import platform
+import struct
+from types import TracebackType
+from typing import Any
+
+# --- registers -------------------------------------------------------------------------------
+R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = range(11)
+
+# --- opcode fields (uapi bpf_common.h / bpf.h) ------------------------------------------------
+_LD, _LDX, _ST, _STX, _ALU, _JMP, _JMP32, _ALU64 = range(8)
+BPF_W = 0x00
+BPF_H = 0x08
+BPF_B = 0x10
+BPF_DW = 0x18
+_SIZES = (BPF_B, BPF_H, BPF_W, BPF_DW)
+_IMM = 0x00
+_MEM = 0x60
+_ATOMIC = 0xC0
+_K = 0x00
+_X = 0x08
+_END = 0xD0
+_TO_LE = 0x00
+_TO_BE = 0x08
+_CALL = 0x80
+_EXIT = 0x90
+BPF_ATOMIC_ADD = 0x00  # the imm of an atomic add (no fetch)
+BPF_PSEUDO_MAP_FD = 1
+
+ALU_OPS = {
+    "add": 0x00,
+    "sub": 0x10,
+    "mul": 0x20,
+    "div": 0x30,
+    "or": 0x40,
+    "and": 0x50,
+    "lsh": 0x60,
+    "rsh": 0x70,
+    "neg": 0x80,
+    "mod": 0x90,
+    "xor": 0xA0,
+    "mov": 0xB0,
+    "arsh": 0xC0,
+}
+JMP_OPS = {
+    "ja": 0x00,
+    "jeq": 0x10,
+    "jgt": 0x20,
+    "jge": 0x30,
+    "jset": 0x40,
+    "jne": 0x50,
+    "jsgt": 0x60,
+    "jsge": 0x70,
+    "jlt": 0xA0,
+    "jle": 0xB0,
+    "jslt": 0xC0,
+    "jsle": 0xD0,
+}
+
+# --- helper ids: positions in the kernel's enum bpf_func_id -----------------------------------
+HELPER_MAP_LOOKUP_ELEM = 1
+HELPER_MAP_UPDATE_ELEM = 2
+HELPER_MAP_DELETE_ELEM = 3
+HELPER_KTIME_GET_NS = 5
+HELPER_GET_PRANDOM_U32 = 7
+HELPER_GET_SMP_PROCESSOR_ID = 8
+HELPER_SKB_STORE_BYTES = 9
+HELPER_L3_CSUM_REPLACE = 10
+HELPER_L4_CSUM_REPLACE = 11
+HELPER_TAIL_CALL = 12
+HELPER_CLONE_REDIRECT = 13
+HELPER_REDIRECT = 23
+HELPER_SKB_LOAD_BYTES = 26
+HELPER_CSUM_DIFF = 28
+HELPER_SKB_CHANGE_PROTO = 31
+HELPER_SKB_CHANGE_TYPE = 32
+HELPER_GET_HASH_RECALC = 34
+HELPER_SKB_CHANGE_TAIL = 38
+HELPER_SKB_PULL_DATA = 39
+HELPER_CSUM_UPDATE = 40
+HELPER_SET_HASH_INVALID = 41
+HELPER_SKB_CHANGE_HEAD = 43
+HELPER_SET_HASH = 48
+HELPER_SKB_ADJUST_ROOM = 50
+HELPER_REDIRECT_MAP = 51
+HELPER_FIB_LOOKUP = 69
+HELPER_REDIRECT_NEIGH = 152
+HELPER_KTIME_GET_COARSE_NS = 160
+
+# flags of the checksum helpers (the low 4 bits of `flags` carry the field size)
+BPF_F_RECOMPUTE_CSUM = 1 << 0
+BPF_F_PSEUDO_HDR = 1 << 4
+BPF_F_MARK_MANGLED_0 = 1 << 5
+BPF_F_INGRESS = 1 << 0  # bpf_redirect: to the device's receive path instead of transmit
+
+# bpf_skb_adjust_room
+BPF_ADJ_ROOM_NET = 0
+BPF_ADJ_ROOM_MAC = 1
+BPF_F_ADJ_ROOM_FIXED_GSO = 1 << 0
+BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 = 1 << 1
+BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 = 1 << 2
+BPF_F_ADJ_ROOM_ENCAP_L4_GRE = 1 << 3
+BPF_F_ADJ_ROOM_ENCAP_L4_UDP = 1 << 4
+BPF_F_ADJ_ROOM_NO_CSUM_RESET = 1 << 5
+BPF_F_ADJ_ROOM_ENCAP_L2_ETH = 1 << 6
+
+# tc verdicts (uapi pkt_cls.h)
+TC_ACT_UNSPEC = -1
+TC_ACT_OK = 0
+TC_ACT_RECLASSIFY = 1
+TC_ACT_SHOT = 2
+TC_ACT_PIPE = 3
+TC_ACT_STOLEN = 4
+TC_ACT_REDIRECT = 7
+
+# struct __sk_buff field offsets (all __u32 unless noted)
+SKB_LEN = 0
+SKB_PKT_TYPE = 4
+SKB_MARK = 8
+SKB_QUEUE_MAPPING = 12
+SKB_PROTOCOL = 16
+SKB_VLAN_PRESENT = 20
+SKB_VLAN_TCI = 24
+SKB_VLAN_PROTO = 28
+SKB_PRIORITY = 32
+SKB_INGRESS_IFINDEX = 36
+SKB_IFINDEX = 40
+SKB_TC_INDEX = 44
+SKB_CB = 48  # __u32 cb[5]
+SKB_HASH = 68
+SKB_TC_CLASSID = 72
+SKB_DATA = 76
+SKB_DATA_END = 80
+SKB_NAPI_ID = 84
+SKB_FAMILY = 88
+SKB_DATA_META = 140
+SKB_TSTAMP = 152  # __u64
+SKB_WIRE_LEN = 160
+SKB_GSO_SEGS = 164
+SKB_GSO_SIZE = 176
+
+# map and program types, map update flags
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PROG_ARRAY = 3
+BPF_MAP_TYPE_PERCPU_HASH = 5
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
+BPF_MAP_TYPE_DEVMAP = 14
+BPF_PROG_TYPE_SOCKET_FILTER = 1
+BPF_PROG_TYPE_SCHED_CLS = 3
+BPF_PROG_TYPE_SCHED_ACT = 4
+BPF_PROG_TYPE_XDP = 6
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+BPF_F_NO_PREALLOC = 1 << 0
+
+_PERCPU_TYPES = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
+
+_INSN = struct.Struct("<BBhi")
+_S16 = (-(1 << 15), (1 << 15) - 1)
+
+
+def _imm32(imm: int) -> int:
+    """An immediate as the signed 32-bit value the instruction holds (0xffffffff is -1)."""
+    if not -(1 << 31) <= imm < (1 << 32):
+        raise ValueError(f"immediate {imm} does not fit 32 bits")
+    return imm - (1 << 32) if imm >= (1 << 31) else imm
+
+
+def _reg(r: int) -> int:
+    if not 0 <= r <= 10:
+        raise ValueError(f"no register r{r}")
+    return r
+
+
+def _off(off: int) -> int:
+    if not _S16[0] <= off <= _S16[1]:
+        raise ValueError(f"offset {off} does not fit 16 bits")
+    return off
+
+
+def _size(size: int) -> int:
+    if size not in _SIZES:
+        raise ValueError(f"size {size:#x} is none of BPF_B, BPF_H, BPF_W, BPF_DW")
+    return size
+
+
+class Asm:
+    """Collects instructions; jumps may target labels resolved at assemble().
+
+    A label marks the next instruction; jump offsets count instruction slots, the 2-slot
+    ld_imm64 counting as 2."""
+
+    def __init__(self) -> None:
+        # (code, dst, src, off, imm, label of a jump or None)
+        self._insns: list[tuple[int, int, int, int, int, str | None]] = []
+        self._labels: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._insns)
+
+    def _emit(
+        self, code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0, label: str | None = None
+    ) -> None:
+        self._insns.append((code, _reg(dst), _reg(src), _off(off), _imm32(imm), label))
+
+    @staticmethod
+    def _alu(op: str) -> int:
+        try:
+            return ALU_OPS[op]
+        except KeyError:
+            raise ValueError(f"unknown ALU op {op!r}") from None
+
+    @staticmethod
+    def _jmp(op: str) -> int:
+        try:
+            return JMP_OPS[op]
+        except KeyError:
+            raise ValueError(f"unknown jump op {op!r}") from None
+
+    # moves and arithmetic
+    def mov_imm(self, dst: int, imm: int) -> None:
+        self._emit(_ALU64 | ALU_OPS["mov"] | _K, dst, imm=imm)
+
+    def mov_reg(self, dst: int, src: int) -> None:
+        self._emit(_ALU64 | ALU_OPS["mov"] | _X, dst, src)
+
+    def mov32_imm(self, dst: int, imm: int) -> None:
+        self._emit(_ALU | ALU_OPS["mov"] | _K, dst, imm=imm)
+
+    def mov32_reg(self, dst: int, src: int) -> None:
+        self._emit(_ALU | ALU_OPS["mov"] | _X, dst, src)
+
+    def alu_imm(self, op: str, dst: int, imm: int) -> None:
+        self._emit(_ALU64 | self._alu(op) | _K, dst, imm=imm)
+
+    def alu_reg(self, op: str, dst: int, src: int) -> None:
+        self._emit(_ALU64 | self._alu(op) | _X, dst, src)
+
+    def alu32_imm(self, op: str, dst: int, imm: int) -> None:
+        self._emit(_ALU | self._alu(op) | _K, dst, imm=imm)
+
+    def alu32_reg(self, op: str, dst: int, src: int) -> None:
+        self._emit(_ALU | self._alu(op) | _X, dst, src)
+
+    def be(self, dst: int, bits: int) -> None:
+        """dst to big endian (a byte swap on little-endian hosts), keeping the low `bits`."""
+        if bits not in (16, 32, 64):
+            raise ValueError(f"byte order conversion of {bits} bits")
+        self._emit(_ALU | _END | _TO_BE, dst, imm=bits)
+
+    def le(self, dst: int, bits: int) -> None:
+        if bits not in (16, 32, 64):
+            raise ValueError(f"byte order conversion of {bits} bits")
+        self._emit(_ALU | _END | _TO_LE, dst, imm=bits)
+
+    # memory
+    def ldx(self, size: int, dst: int, src: int, off: int) -> None:
+        self._emit(_LDX | _size(size) | _MEM, dst, src, off)
+
+    def stx(self, size: int, dst: int, src: int, off: int) -> None:
+        self._emit(_STX | _size(size) | _MEM, dst, src, off)
+
+    def st_imm(self, size: int, dst: int, off: int, imm: int) -> None:
+        self._emit(_ST | _size(size) | _MEM, dst, off=off, imm=imm)
+
+    def atomic_add(self, size: int, dst: int, src: int, off: int) -> None:
+        """*(size*)(dst+off) += src, atomically (BPF_W or BPF_DW)."""
+        if size not in (BPF_W, BPF_DW):
+            raise ValueError("atomic add takes BPF_W or BPF_DW")
+        self._emit(_STX | size | _ATOMIC, dst, src, off, BPF_ATOMIC_ADD)
+
+    def _ld64(self, dst: int, src: int, imm: int) -> None:
+        if not -(1 << 63) <= imm < (1 << 64):
+            raise ValueError(f"immediate {imm} does not fit 64 bits")
+        imm &= (1 << 64) - 1
+        self._emit(_LD | BPF_DW | _IMM, dst, src, imm=imm & 0xFFFFFFFF)
+        self._emit(0, imm=imm >> 32)
+
+    def ld_imm64(self, dst: int, imm: int) -> None:
+        self._ld64(dst, 0, imm)
+
+    def ld_map_fd(self, dst: int, fd: int) -> None:
+        """dst = the map of file descriptor fd (the loader turns it into the map's address)."""
+        self._ld64(dst, BPF_PSEUDO_MAP_FD, fd)
+
+    # control flow
+    def jmp_imm(self, op: str, dst: int, imm: int, label: str) -> None:
+        self._emit(_JMP | self._jmp(op) | _K, dst, imm=imm, label=label)
+
+    def jmp_reg(self, op: str, dst: int, src: int, label: str) -> None:
+        self._emit(_JMP | self._jmp(op) | _X, dst, src, label=label)
+
+    def jmp32_imm(self, op: str, dst: int, imm: int, label: str) -> None:
+        if op == "ja":
+            raise ValueError("ja has no 32-bit form here; use ja()")
+        self._emit(_JMP32 | self._jmp(op) | _K, dst, imm=imm, label=label)
+
+    def jmp32_reg(self, op: str, dst: int, src: int, label: str) -> None:
+        if op == "ja":
+            raise ValueError("ja has no 32-bit form here; use ja()")
+        self._emit(_JMP32 | self._jmp(op) | _X, dst, src, label=label)
+
+    def ja(self, label: str) -> None:
+        self._emit(_JMP | JMP_OPS["ja"], label=label)
+
+    def call(self, helper: int) -> None:
+        self._emit(_JMP | _CALL, imm=helper)
+
+    def exit(self) -> None:
+        self._emit(_JMP | _EXIT)
+
+    def label(self, name: str) -> None:
+        if name in self._labels:
+            raise ValueError(f"label {name!r} defined twice")
+        self._labels[name] = len(self._insns)
+
+    def assemble(self) -> bytes:
+        out = bytearray()
+        for index, (code, dst, src, off, imm, label) in enumerate(self._insns):
+            if label is not None:
+                target = self._labels.get(label)
+                if target is None:
+                    raise ValueError(f"jump to unknown label {label!r}")
+                if target >= len(self._insns):
+                    raise ValueError(f"label {label!r} marks no instruction")
+                off = target - (index + 1)
+                if not _S16[0] <= off <= _S16[1]:
+                    raise ValueError(f"jump to {label!r} is out of range ({off})")
+            out += _INSN.pack(code, dst | (src << 4), off, imm)
+        return bytes(out)
+
+
+# --- the bpf() syscall ------------------------------------------------------------------------
+_SYSCALL_NR = {"x86_64": 321, "aarch64": 280, "i686": 357, "i386": 357, "armv7l": 386, "riscv64": 280}
+_MAP_CREATE, _MAP_LOOKUP_ELEM, _MAP_UPDATE_ELEM, _MAP_DELETE_ELEM, _MAP_GET_NEXT_KEY, _PROG_LOAD = range(6)
+_MAP_LOOKUP_BATCH = 24
+_ENOTSUPP = 524  # the kernel's internal "not supported", which can leak to user space
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class BpfError(OSError):
+    """A bpf() call failed; `log` is the verifier's log for program loads (else "")."""
+
+    def __init__(self, err: int, message: str, log: str = "") -> None:
+        super().__init__(err, message)
+        self.log = log
+
+
+def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char], what: str) -> int:
+    nr = _SYSCALL_NR.get(platform.machine())
+    if nr is None:
+        raise BpfError(errno_mod.ENOSYS, f"bpf(): no syscall number known for {platform.machine()}")
+    ret = int(_libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr))))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise BpfError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def _attr(fmt: str, *values: object) -> ctypes.Array[ctypes.c_char]:
+    raw = struct.pack(fmt, *values)
+    return ctypes.create_string_buffer(raw, len(raw))
+
+
+def _addr(buf: ctypes.Array[ctypes.c_char] | None) -> int:
+    return 0 if buf is None else ctypes.addressof(buf)
+
+
+def _obj_name(name: str) -> bytes:
+    raw = name.encode()
+    if len(raw) > 15 or not all(c.isalnum() or c in "_." for c in name) or not name.isascii():
+        raise ValueError(f"bpf object name {name!r}: at most 15 of A-Z a-z 0-9 _ .")
+    return raw
+
+
+def possible_cpus() -> int:
+    """How many CPUs per-CPU map values hold (the kernel's possible CPUs, not the online ones)."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        text = f.read().strip()
+    count = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        count += int(hi or lo) - int(lo) + 1
+    return count
+
+
+_ELEM = "<IIQQQ"  # map_fd, pad, key, value/next_key, flags
+_BATCH = struct.Struct("<QQQQIIQQ")  # in_batch, out_batch, keys, values, count, map_fd, elem_flags, flags
+
+
+class BpfMap:
+    """A BPF map owned by this object (its fd is closed by close()).
+
+    Values of per-CPU maps are one slot per possible CPU, each rounded up to 8 bytes, concatenated."""
+
+    def __init__(
+        self, map_type: int, key_size: int, value_size: int, max_entries: int, name: str = "", flags: int = 0
+    ) -> None:
+        attr = _attr("<7I16s", map_type, key_size, value_size, max_entries, flags, 0, 0, _obj_name(name))
+        self.fd: int = _bpf(_MAP_CREATE, attr, f"map create {name or map_type}")
+        self.map_type = map_type
+        self.key_size = key_size
+        self.value_size = value_size
+        self.max_entries = max_entries
+        self.name = name
+        if map_type in _PERCPU_TYPES:
+            self.stored_size = (value_size + 7) // 8 * 8 * possible_cpus()
+        else:
+            self.stored_size = value_size
+        self._batch_ok = True
+
+    def _key(self, key: bytes) -> ctypes.Array[ctypes.c_char]:
+        if len(key) != self.key_size:
+            raise ValueError(f"key of {len(key)} bytes for a map with {self.key_size}-byte keys")
+        return ctypes.create_string_buffer(key, len(key))
+
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+        if len(value) != self.stored_size:
+            raise ValueError(f"value of {len(value)} bytes for a map with {self.stored_size}-byte values")
+        k = self._key(key)
+        v = ctypes.create_string_buffer(value, len(value))
+        _bpf(_MAP_UPDATE_ELEM, _attr(_ELEM, self.fd, 0, _addr(k), _addr(v), flags), "map update")
+
+    def lookup(self, key: bytes) -> bytes | None:
+        k = self._key(key)
+        v = ctypes.create_string_buffer(self.stored_size)
+        try:
+            _bpf(_MAP_LOOKUP_ELEM, _attr(_ELEM, self.fd, 0, _addr(k), _addr(v), 0), "map lookup")
+        except BpfError as e:
+            if e.errno == errno_mod.ENOENT:
+                return None
+            raise
+        return v.raw
+
+    def delete(self, key: bytes) -> bool:
+        k = self._key(key)
+        try:
+            _bpf(_MAP_DELETE_ELEM, _attr(_ELEM, self.fd, 0, _addr(k), 0, 0), "map delete")
+        except BpfError as e:
+            if e.errno == errno_mod.ENOENT:
+                return False
+            raise
+        return True
+
+    def keys(self) -> list[bytes]:
+        out: list[bytes] = []
+        cur: ctypes.Array[ctypes.c_char] | None = None
+        nxt = ctypes.create_string_buffer(self.key_size)
+        # bounded: a map holds at most max_entries keys (an element deleted meanwhile can restart a
+        # hash walk, hence the margin)
+        for _ in range(2 * self.max_entries + 1):
+            try:
+                _bpf(_MAP_GET_NEXT_KEY, _attr(_ELEM, self.fd, 0, _addr(cur), _addr(nxt), 0), "map next key")
+            except BpfError as e:
+                if e.errno == errno_mod.ENOENT:
+                    return out
+                raise
+            out.append(nxt.raw)
+            cur = ctypes.create_string_buffer(nxt.raw, self.key_size)
+        return out
+
+    def items(self, chunk: int = 256) -> list[tuple[bytes, bytes]]:
+        if self._batch_ok:
+            try:
+                return self._items_batch(chunk)
+            except BpfError as e:
+                if e.errno not in (errno_mod.EINVAL, errno_mod.EOPNOTSUPP, _ENOTSUPP):
+                    raise
+                self._batch_ok = False
+        out: list[tuple[bytes, bytes]] = []
+        for key in self.keys():
+            value = self.lookup(key)
+            if value is not None:
+                out.append((key, value))
+        return out
+
+    def _items_batch(self, chunk: int) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        token = max(self.key_size, 8)  # opaque position: a bucket index for hashes, a key otherwise
+        in_batch: ctypes.Array[ctypes.c_char] | None = None
+        out_batch = ctypes.create_string_buffer(token)
+        count = max(1, chunk)
+        for _ in range(self.max_entries + 2):  # every round but the last returns at least 1 element
+            keys = ctypes.create_string_buffer(self.key_size * count)
+            values = ctypes.create_string_buffer(self.stored_size * count)
+            attr = _attr(
+                _BATCH.format,
+                _addr(in_batch),
+                _addr(out_batch),
+                _addr(keys),
+                _addr(values),
+                count,
+                self.fd,
+                0,
+                0,
+            )
+            done = False
+            try:
+                _bpf(_MAP_LOOKUP_BATCH, attr, "map lookup batch")
+            except BpfError as e:
+                if e.errno == errno_mod.ENOSPC and _BATCH.unpack(attr.raw)[4] == 0:
+                    count *= 2  # a hash bucket holds more elements than fit: ask for more
+                    continue
+                if e.errno != errno_mod.ENOENT:
+                    raise
+                done = True
+            got = _BATCH.unpack(attr.raw)[4]
+            ks, vs = self.key_size, self.stored_size
+            out.extend(
+                (keys.raw[i * ks : (i + 1) * ks], values.raw[i * vs : (i + 1) * vs]) for i in range(got)
+            )
+            if done:
+                return out
+            in_batch = ctypes.create_string_buffer(out_batch.raw, token)
+        return out
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> BpfMap:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+LOG_SIZE = 1 << 20
+
+
+def load_program(
+    insns: bytes, prog_type: int = BPF_PROG_TYPE_SCHED_CLS, name: str = "", license: str = "GPL"
+) -> int:
+    """Load a program and return its fd (close-on-exec, the caller's to close).
+
+    The first attempt goes without a log (cheaper); a failed load is retried with a 1 MiB verifier
+    log at level 1 and raises BpfError carrying it, its tail in the message."""
+    if not insns or len(insns) % 8:
+        raise ValueError(f"program of {len(insns)} bytes is not whole 8-byte instructions")
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    raw_name = _obj_name(name)
+    count = len(insns) // 8
+
+    def attempt(log: ctypes.Array[ctypes.c_char] | None) -> int:
+        attr = _attr(
+            "<IIQQIIQII16s",
+            prog_type,
+            count,
+            _addr(code),
+            _addr(lic),
+            1 if log is not None else 0,
+            len(log) if log is not None else 0,
+            _addr(log),
+            0,
+            0,
+            raw_name,
+        )
+        return _bpf(_PROG_LOAD, attr, f"program load {name or prog_type}")
+
+    try:
+        return attempt(None)
+    except BpfError:
+        pass
+    log = ctypes.create_string_buffer(LOG_SIZE)
+    try:
+        return attempt(log)  # a load that passes now was refused for a transient cause
+    except BpfError as e:
+        text = log.value.decode(errors="replace")
+        tail = "\n".join(text.rstrip().splitlines()[-12:])
+        raise BpfError(
+            e.errno or errno_mod.EINVAL, f"{e.strerror}; verifier log tail:\n{tail}", text
+        ) from None
+
+
+# --- tc attach -------------------------------------------------------------------------------
+TC_H_CLSACT_INGRESS = 0xFFFFFFF2
+TC_H_CLSACT_EGRESS = 0xFFFFFFF3
+_ETH_P_ALL = 0x0003
+
+
+def _netlink_error() -> Any:
+    """pyroute2's error class, imported late so that maps and programs work without pyroute2."""
+    from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
+
+    return NetlinkError
+
+
+class TcIngress:
+    """A cls_bpf direct-action program on a device's clsact ingress hook, removed on close.
+
+    The filter holds its own reference to the program, so the caller may close prog_fd once this
+    returns. With `netns` (a name under /run/netns) the netlink socket is opened in that namespace;
+    otherwise the caller's current namespace is used. `prio` tells filters on one hook apart."""
+
+    def __init__(
+        self, ifindex: int, prog_fd: int, name: str = "pylvs", netns: str | None = None, *, prio: int = 1
+    ) -> None:
+        self.ifindex = ifindex
+        self.netns = netns
+        self.prio = prio
+        self.created_qdisc = False
+        self._attached = False
+        NetlinkError = _netlink_error()
+        with self._ipr() as ipr:
+            try:
+                ipr.tc("add", "clsact", ifindex)
+                self.created_qdisc = True
+            except NetlinkError as e:
+                if e.code != errno_mod.EEXIST:
+                    raise BpfError(e.code, f"clsact on ifindex {ifindex}: {os.strerror(e.code)}") from None
+            try:
+                ipr.tc(
+                    "add-filter",
+                    "bpf",
+                    ifindex,
+                    1,
+                    fd=prog_fd,
+                    name=name,
+                    parent=TC_H_CLSACT_INGRESS,
+                    prio=prio,
+                    protocol=_ETH_P_ALL,
+                    direct_action=True,
+                )
+            except NetlinkError as e:
+                if self.created_qdisc:
+                    self._del_qdisc(ipr)
+                raise BpfError(e.code, f"bpf filter on ifindex {ifindex}: {os.strerror(e.code)}") from None
+        self._attached = True
+
+    def _ipr(self) -> Any:
+        from pyroute2 import IPRoute  # type: ignore[import-untyped]
+
+        if self.netns is None:
+            return IPRoute()
+        return IPRoute(netns=self.netns, flags=0)  # flags=0: never create a missing namespace
+
+    def _del_qdisc(self, ipr: Any) -> None:
+        NetlinkError = _netlink_error()
+
+        try:
+            ipr.tc("del", "clsact", self.ifindex)
+        except NetlinkError as e:
+            if e.code not in (errno_mod.ENOENT, errno_mod.ENODEV, errno_mod.EINVAL):
+                raise
+        self.created_qdisc = False
+
+    def close(self) -> None:
+        """Delete the filter (and the clsact qdisc if this object added it); a device gone already is fine."""
+        if not self._attached:
+            return
+        NetlinkError = _netlink_error()
+        self._attached = False
+        with self._ipr() as ipr:
+            try:
+                ipr.tc(
+                    "del-filter",
+                    "bpf",
+                    self.ifindex,
+                    1,
+                    parent=TC_H_CLSACT_INGRESS,
+                    prio=self.prio,
+                    protocol=_ETH_P_ALL,
+                )
+            except NetlinkError as e:
+                if e.code not in (errno_mod.ENOENT, errno_mod.ENODEV, errno_mod.EINVAL):
+                    raise
+            if self.created_qdisc:
+                self._del_qdisc(ipr)
+
+    def __enter__(self) -> TcIngress:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
