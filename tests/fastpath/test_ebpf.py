@@ -5,6 +5,7 @@ namespace that counts IPv4 packets and drops UDP to port 9."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import struct
 import subprocess
 import tempfile
 import textwrap
+import threading
 import time
 
 import pytest
@@ -37,6 +39,7 @@ from pylvs.netlink.ebpf import (
     R10,
     SKB_DATA,
     SKB_DATA_END,
+    SKB_MARK,
     TC_ACT_OK,
     TC_ACT_SHOT,
     Asm,
@@ -267,6 +270,62 @@ def counting_dropper(counters: int) -> bytes:
     return a.assemble()
 
 
+def frame(dport: int, proto: int = 17, ethertype: int = 0x0800, ihl: int = 5) -> bytes:
+    eth = bytes.fromhex("020000000002 020000000001") + struct.pack("!H", ethertype)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, 20 + 8, 1, 0, 64, proto, 0, bytes(4), bytes(4))
+    ip += bytes(4 * (ihl - 5))
+    return eth + ip + struct.pack("!HHHH", 40000, dport, 8, 0)
+
+
+@root_only
+def test_program_run_without_a_device() -> None:
+    with BpfMap(BPF_MAP_TYPE_ARRAY, 4, 8, 2) as counters:
+        prog = load_program(counting_dropper(counters.fd), name="plv_drop9")
+        try:
+            cases = [
+                (frame(9), TC_ACT_SHOT),
+                (frame(9999), TC_ACT_OK),
+                (frame(9, proto=6), TC_ACT_OK),  # TCP
+                (frame(9, ethertype=0x0806), TC_ACT_OK),  # not IPv4: not counted
+                (frame(9, ihl=6), TC_ACT_OK),  # with options: passed, counted
+                (frame(9)[:36], TC_ACT_OK),  # a whole IPv4 header, not the ports: passed, counted
+            ]
+            for data, verdict in cases:
+                run = ebpf.run_program(prog, data)
+                assert run.retval == verdict and run.data == data
+            assert ebpf.run_program(prog, frame(9), repeat=3).retval == TC_ACT_SHOT
+        finally:
+            os.close(prog)
+        count = {struct.unpack("<I", k)[0]: struct.unpack("<Q", v)[0] for k, v in counters.items()}
+        assert count == {0: 5 + 3, 1: 1 + 3}
+
+
+@root_only
+def test_program_run_with_context_and_packet_writes() -> None:
+    a = Asm()
+    a.ldx(BPF_W, R0, R1, SKB_MARK)
+    a.alu_imm("add", R0, 1)  # verdict: the mark it came with, plus one
+    a.st_imm(BPF_W, R1, SKB_MARK, 0x77)
+    a.ldx(BPF_W, R2, R1, SKB_DATA)
+    a.ldx(BPF_W, R3, R1, SKB_DATA_END)
+    a.mov_reg(R4, R2)
+    a.alu_imm("add", R4, 1)
+    a.jmp_reg("jgt", R4, R3, "out")
+    a.st_imm(BPF_B, R2, 0, 0xAA)
+    a.label("out")
+    a.exit()
+    prog = load_program(a.assemble(), name="plv_mark")
+    try:
+        ctx = bytearray(192)  # sizeof(struct __sk_buff) since 5.16
+        struct.pack_into("<I", ctx, SKB_MARK, 5)
+        run = ebpf.run_program(prog, frame(9), ctx=bytes(ctx))
+    finally:
+        os.close(prog)
+    assert run.retval == 6
+    assert run.data == b"\xaa" + frame(9)[1:]
+    assert run.ctx is not None and struct.unpack_from("<I", run.ctx, SKB_MARK)[0] == 0x77
+
+
 LISTENER = r"""
 import json, select, socket, time
 socks = {}
@@ -327,6 +386,16 @@ def test_tc_ingress_counts_and_drops() -> None:
             listener.wait(15)
             got = json.loads(n.log("listen").splitlines()[-1])
             values = dict(counters.items())
+            a = Asm()
+            a.mov_imm(R0, TC_ACT_OK)
+            a.exit()
+            passer = load_program(a.assemble(), name="plv_pass")
+            try:
+                hook.replace(passer, name="plv_pass")
+            finally:
+                os.close(passer)
+            shown = n.run("d", ["tc", "filter", "show", "dev", "plvd", "ingress"]).stdout
+            assert "plv_pass" in shown and "plv_drop9" not in shown
         finally:
             hook.close()
         assert got == {"9": 0, "9999": 5}
@@ -336,3 +405,46 @@ def test_tc_ingress_counts_and_drops() -> None:
         assert n.run("d", ["tc", "filter", "show", "dev", "plvd", "ingress"]).stdout.strip() == ""
         assert "clsact" not in n.run("d", ["tc", "qdisc", "show", "dev", "plvd"]).stdout
         hook.close()  # twice is harmless
+
+
+@root_only
+def test_tc_ingress_from_a_thread_inside_the_namespace() -> None:
+    """The engine's way: a thread that entered the director's namespace with setns(2) attaches with
+    netns=None. A missing device is a BpfError."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    a = Asm()
+    a.mov_imm(R0, TC_ACT_OK)
+    a.exit()
+    with Netns() as n:
+        n.add("d")
+        n.add("e")
+        n.veth("d", "plvx", "e", "plvy")
+        ifindex = json.loads(n.run("d", ["ip", "-j", "link", "show", "dev", "plvx"]).stdout)[0]["ifindex"]
+        shown: list[str] = []
+        errors: list[BaseException] = []
+
+        def attach() -> None:
+            try:
+                fd = os.open(f"/run/netns/{n.ns('d')}", os.O_RDONLY)
+                try:
+                    assert libc.setns(fd, 0x40000000) == 0  # CLONE_NEWNET, for this thread only
+                finally:
+                    os.close(fd)
+                prog = load_program(a.assemble(), name="plv_pass")
+                try:
+                    with pytest.raises(BpfError):
+                        TcIngress(ifindex + 1000, prog)
+                    with TcIngress(ifindex, prog, name="plv_pass"):
+                        shown.append(n.run("d", ["tc", "filter", "show", "dev", "plvx", "ingress"]).stdout)
+                finally:
+                    os.close(prog)
+            except BaseException as e:  # handed to the test's thread
+                errors.append(e)
+
+        worker = threading.Thread(target=attach)
+        worker.start()
+        worker.join(30)
+        assert not errors, errors
+        assert "plv_pass" in shown[0] and "direct-action" in shown[0]
+        assert n.run("d", ["tc", "filter", "show", "dev", "plvx", "ingress"]).stdout.strip() == ""
+        assert "clsact" not in n.run("d", ["tc", "qdisc", "show", "dev", "plvx"]).stdout

@@ -7,8 +7,9 @@ opcode byte, dst register in the low nibble and src in the high nibble of the ne
 16-bit offset and a signed 32-bit immediate, little-endian on the hosts we support).
 
 Everything acts in the caller's current network namespace; TcIngress can instead open its netlink
-socket in a named namespace (/run/netns/NAME) through pyroute2, while the program fd is still
-resolved in this process.
+socket in a named namespace (/run/netns/NAME) through pyroute2 (which forks a short-lived child to
+create the socket there), while the program fd is still resolved in this process. run_program runs
+a loaded program on one frame without any device (BPF_PROG_TEST_RUN), for tests.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import platform
 import struct
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 # --- registers -------------------------------------------------------------------------------
 R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = range(11)
@@ -354,6 +355,7 @@ class Asm:
 # --- the bpf() syscall ------------------------------------------------------------------------
 _SYSCALL_NR = {"x86_64": 321, "aarch64": 280, "i686": 357, "i386": 357, "armv7l": 386, "riscv64": 280}
 _MAP_CREATE, _MAP_LOOKUP_ELEM, _MAP_UPDATE_ELEM, _MAP_DELETE_ELEM, _MAP_GET_NEXT_KEY, _PROG_LOAD = range(6)
+_PROG_TEST_RUN = 10
 _MAP_LOOKUP_BATCH = 24
 _ENOTSUPP = 524  # the kernel's internal "not supported", which can leak to user space
 
@@ -599,6 +601,64 @@ def load_program(
         ) from None
 
 
+class ProgramRun(NamedTuple):
+    """What one BPF_PROG_TEST_RUN gave: the verdict, the packet as the program left it, the
+    context (__sk_buff) as it left it when one was passed in, and the mean run time."""
+
+    retval: int
+    data: bytes
+    ctx: bytes | None
+    duration_ns: int
+
+
+_TEST = struct.Struct("<IIIIQQIIIIQQ")  # up to ctx_out; flags, cpu and batch_size stay 0
+
+
+def run_program(
+    prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes | None = None, room: int = 256
+) -> ProgramRun:
+    """Run a loaded program on one packet in the kernel without any device (BPF_PROG_TEST_RUN).
+
+    For tc programs `data` is a whole Ethernet frame (at least 14 bytes); `ctx`, if given, is a
+    struct __sk_buff whose writable fields (mark, priority, ifindex, cb, ...) the run starts with.
+    The kernel refuses (EINVAL) an IPv4 frame too short for its IP header. `room` is how much the
+    program may grow the packet; a larger output is retried once, with
+    the size the kernel asked for."""
+    data_in = ctypes.create_string_buffer(data, len(data))
+    ctx_in = None if ctx is None else ctypes.create_string_buffer(ctx, len(ctx))
+    ctx_out = None if ctx is None else ctypes.create_string_buffer(len(ctx))
+    size = len(data) + room
+    for _ in range(2):
+        data_out = ctypes.create_string_buffer(size)
+        attr = _attr(
+            _TEST.format,
+            prog_fd,
+            0,
+            len(data),
+            size,
+            _addr(data_in),
+            _addr(data_out),
+            max(1, repeat),
+            0,
+            0 if ctx is None else len(ctx),
+            0 if ctx is None else len(ctx),
+            _addr(ctx_in),
+            _addr(ctx_out),
+        )
+        try:
+            _bpf(_PROG_TEST_RUN, attr, "program test run")
+        except BpfError as e:
+            fields = _TEST.unpack(attr.raw)
+            if e.errno == errno_mod.ENOSPC and fields[3] > size:
+                size = fields[3]
+                continue
+            raise
+        fields = _TEST.unpack(attr.raw)
+        retval, out_size, duration = fields[1], fields[3], fields[7]
+        return ProgramRun(retval, data_out.raw[:out_size], None if ctx_out is None else ctx_out.raw, duration)
+    raise BpfError(errno_mod.ENOSPC, "program test run: the output outgrew the room given twice")
+
+
 # --- tc attach -------------------------------------------------------------------------------
 TC_H_CLSACT_INGRESS = 0xFFFFFFF2
 TC_H_CLSACT_EGRESS = 0xFFFFFFF3
@@ -660,6 +720,31 @@ class TcIngress:
         if self.netns is None:
             return IPRoute()
         return IPRoute(netns=self.netns, flags=0)  # flags=0: never create a missing namespace
+
+    def replace(self, prog_fd: int, name: str = "pylvs") -> None:
+        """Swap the filter's program in one netlink request: packets see the old program or the new
+        one, never none (the same prio and handle, so close() still removes it)."""
+        if not self._attached:
+            raise ValueError("replace on a closed TcIngress")
+        NetlinkError = _netlink_error()
+        with self._ipr() as ipr:
+            try:
+                ipr.tc(
+                    "replace-filter",
+                    "bpf",
+                    self.ifindex,
+                    1,
+                    fd=prog_fd,
+                    name=name,
+                    parent=TC_H_CLSACT_INGRESS,
+                    prio=self.prio,
+                    protocol=_ETH_P_ALL,
+                    direct_action=True,
+                )
+            except NetlinkError as e:
+                raise BpfError(
+                    e.code, f"bpf filter on ifindex {self.ifindex}: {os.strerror(e.code)}"
+                ) from None
 
     def _del_qdisc(self, ipr: Any) -> None:
         NetlinkError = _netlink_error()
