@@ -1,0 +1,391 @@
+"""The TUN agent keeps the inner checksum's offload state: a tunnelled SYN whose TCP checksum is still
+CHECKSUM_PARTIAL (only the pseudo-header seed in the field, as a tc eBPF director leaves it over veth)
+reaches the listener behind the VIP, like one with a full checksum; written to a TUN device without
+the virtio header (the old agent), the same packet is a checksum error. Two namespaces of our own,
+joined by veth: "dir" sends the IPIP frames through a packet socket, "rs" runs the agent.
+
+This file is also the helper run inside the namespaces: `python test_tunagent_vnet.py ROLE JSON`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from pylvs.lab.netns import Netns
+
+A = socket.inet_aton
+VIP, PORT, CLIENT = "10.99.0.1", 8080, "10.77.0.5"
+SOL_PACKET, PACKET_VNET_HDR = 263, 15
+VNET = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+SYN, ACK, PSH = 0x02, 0x10, 0x08
+PAYLOAD = bytes(range(256)) * 12  # 3072 bytes: three segments of 1024
+
+
+# -- packets ----------------------------------------------------------------------------------------
+def _sum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0x4000, 64, proto, 0, A(src), A(dst))
+    return h[:10] + struct.pack("!H", 0xFFFF - _sum(h)) + h[12:] + payload
+
+
+def tcp(
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    data: bytes = b"",
+    partial: bool = False,
+) -> bytes:
+    """A TCP segment; with partial, the checksum field holds only the pseudo-header seed."""
+    h = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + data
+    seed = _sum(A(src) + A(dst) + struct.pack("!HH", 6, len(h)))
+    check = seed if partial else 0xFFFF - _sum(struct.pack("!H", seed) + h)
+    return h[:16] + struct.pack("!H", check) + h[18:]
+
+
+def ipip(outer_src: str, outer_dst: str, inner: bytes) -> bytes:
+    return ipv4(outer_src, outer_dst, 4, inner)
+
+
+def syn(sport: int, partial: bool, seq: int = 1000) -> bytes:
+    return ipv4(CLIENT, VIP, 6, tcp(CLIENT, VIP, sport, PORT, seq, 0, SYN, partial=partial))
+
+
+def tcp_snmp() -> dict[str, int]:
+    with open("/proc/net/snmp") as fh:
+        rows = [line.split() for line in fh if line.startswith("Tcp:")]
+    return dict(zip(rows[0][1:], map(int, rows[1][1:]), strict=True))
+
+
+def _packet_socket(ifname: str, vnet: bool) -> socket.socket:
+    """A packet socket on one interface; ETH_P_ALL so it also sees frames leaving it."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+    if vnet:
+        s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+    s.bind((ifname, 3))
+    return s
+
+
+_unreach = 0  # ICMP protocol-unreachable seen by _synacks
+
+
+def _synacks(cap: socket.socket, want: set[int], timeout: float, port: int = PORT) -> dict[int, int]:
+    """{client port: server ISN} for the SYN-ACKs from VIP:port to CLIENT seen within timeout."""
+    got: dict[int, int] = {}
+    end = time.monotonic() + timeout
+    while want - set(got) and (left := end - time.monotonic()) > 0:
+        if not select.select([cap], [], [], left)[0]:
+            break
+        f = cap.recv(65535)[14:]
+        if len(f) >= 22 and f[9] == 1 and f[20:22] == b"\x03\x02":
+            global _unreach
+            _unreach += 1
+        if len(f) < 40 or f[9] != 6 or f[12:16] != A(VIP) or f[16:20] != A(CLIENT):
+            continue
+        t = f[(f[0] & 0xF) * 4 :]
+        sport, dport, seq = struct.unpack_from("!HHI", t)
+        if sport == port and t[13] & (SYN | ACK) == SYN | ACK:
+            got[dport] = seq
+    return got
+
+
+# -- roles run inside the namespaces ----------------------------------------------------------------
+def _eth(a: dict[str, Any]) -> bytes:
+    return bytes.fromhex(a["dst_mac"].replace(":", "") + a["src_mac"].replace(":", "")) + b"\x08\x00"
+
+
+def _vnet_partial() -> bytes:
+    # NEEDS_CSUM; the inner TCP header starts after Ethernet, the outer and the inner IP header
+    return VNET.pack(1, 0, 0, 0, 14 + 20 + 20, 16)
+
+
+def role_director(a: dict[str, Any]) -> dict[str, Any]:
+    """Send tunnelled SYNs (the partial ones behind a NEEDS_CSUM virtio header); the SYN-ACKs seen."""
+    tx = _packet_socket(a["ifname"], vnet=True)
+    cap = _packet_socket(a["ifname"], vnet=False)
+    for sport, partial, outer_src in a["syns"]:
+        frame = _eth(a) + ipip(outer_src, a["outer_dst"], syn(sport, partial))
+        tx.send((_vnet_partial() if partial else bytes(VNET.size)) + frame)
+    got = _synacks(cap, {p for p, _, _ in a["syns"]}, a.get("wait", 2.0))
+    return {"synack": sorted(got), "unreach": _unreach}
+
+
+def role_director_data(a: dict[str, Any]) -> dict[str, Any]:
+    """A connection through the agent: handshake, then three data segments with partial checksums."""
+    tx = _packet_socket(a["ifname"], vnet=True)
+    cap = _packet_socket(a["ifname"], vnet=False)
+
+    def send(seg: bytes, partial: bool) -> None:
+        frame = _eth(a) + ipip(a["outer_src"], a["outer_dst"], ipv4(CLIENT, VIP, 6, seg))
+        tx.send((_vnet_partial() if partial else bytes(VNET.size)) + frame)
+
+    sport, isn = 40010, 7000
+    send(tcp(CLIENT, VIP, sport, PORT, isn, 0, SYN), partial=True)
+    srv = _synacks(cap, {sport}, 3.0).get(sport)
+    if srv is None:
+        return {"error": "no SYN-ACK"}
+    send(tcp(CLIENT, VIP, sport, PORT, isn + 1, srv + 1, ACK), partial=True)
+    for i in range(3):
+        chunk = PAYLOAD[1024 * i : 1024 * (i + 1)]
+        send(tcp(CLIENT, VIP, sport, PORT, isn + 1 + 1024 * i, srv + 1, ACK | PSH, chunk, partial=True), True)
+    return {"sent": len(PAYLOAD)}
+
+
+def role_listen(a: dict[str, Any]) -> dict[str, Any]:
+    """Accept on VIP:PORT until the client's connection comes (others, like a readiness probe, are
+    closed), and read what it sends; bounded."""
+    lst = socket.socket()
+    lst.bind((VIP, PORT))
+    lst.listen()
+    end = time.monotonic() + a["timeout"]
+    got = b""
+    try:
+        while (left := end - time.monotonic()) > 0:
+            lst.settimeout(left)
+            conn, peer = lst.accept()
+            if peer[0] != CLIENT:
+                conn.close()
+                continue
+            while len(got) < len(PAYLOAD) and (left := end - time.monotonic()) > 0:
+                conn.settimeout(left)
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            break
+    except TimeoutError:
+        pass
+    return {"received": len(got), "intact": got == PAYLOAD}
+
+
+def role_old_tun(a: dict[str, Any]) -> dict[str, Any]:
+    """The old agent's write: the partial SYN into a TUN device without a virtio header."""
+    import fcntl
+
+    from pylvs.realserver.tunagent import IFF_NO_PI, IFF_TUN, TUNSETIFF
+
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", a["tun"].encode(), IFF_TUN | IFF_NO_PI))
+    os.system(f"ip link set {a['tun']} up; sysctl -qw net.ipv4.conf.{a['tun']}.rp_filter=0")
+    before = tcp_snmp()
+    os.write(fd, syn(a["sport"], partial=True))
+    after = tcp_snmp()
+    end = time.monotonic() + 2
+    while after["InCsumErrors"] == before["InCsumErrors"] and time.monotonic() < end:
+        time.sleep(0.05)
+        after = tcp_snmp()
+    os.close(fd)
+    return {k: after[k] - before[k] for k in ("InCsumErrors", "InSegs")}
+
+
+def role_gso(a: dict[str, Any]) -> dict[str, Any]:
+    """Does TUN take a GSO TCPv4 frame as the agent rewrites it? A handshake through the agent's
+    frame_to_tun, then one GSO frame of three segments; the listener must read all of it."""
+    from pylvs.realserver.tunagent import TunAgent
+
+    lst = socket.socket()
+    lst.bind((VIP, PORT + 1))
+    lst.listen()
+    agent = TunAgent([VIP], [a["director"]], a["tun"])
+    cap = _packet_socket(a["ifname"], vnet=False)  # the SYN-ACK leaves by the route to the client
+
+    def to_tun(seg: bytes, vh: bytes) -> bool:
+        out = agent.frame_to_tun(
+            vh + bytes(12) + b"\x08\x00" + ipip(a["director"], a["rs"], ipv4(CLIENT, VIP, 6, seg))
+        )
+        if out is not None:
+            os.write(agent.tun_fd, out)
+        return out is not None
+
+    sport, isn = 40100, 5000
+    to_tun(tcp(CLIENT, VIP, sport, PORT + 1, isn, 0, SYN), bytes(10))
+    srv = _synacks(cap, {sport}, 2.0, PORT + 1).get(sport)
+    if srv is None:
+        return {"error": "no SYN-ACK"}
+    to_tun(tcp(CLIENT, VIP, sport, PORT + 1, isn + 1, srv + 1, ACK), bytes(10))
+    seg = tcp(CLIENT, VIP, sport, PORT + 1, isn + 1, srv + 1, ACK | PSH, PAYLOAD, partial=True)
+    # as AF_PACKET reports a GSO frame: offsets from the link header, hdr_len = the linear part
+    vh = VNET.pack(1, 1, 14 + 20 + 20 + 20 + len(PAYLOAD), 1024, 14 + 20 + 20, 16)
+    try:
+        if not to_tun(seg, vh):
+            return {"error": "refused", "counters": agent.counters}
+    except OSError as e:
+        return {"error": f"tun write: {e}"}
+    lst.settimeout(2)
+    conn, _ = lst.accept()
+    conn.settimeout(2)
+    got = b""
+    try:
+        while len(got) < len(PAYLOAD):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except TimeoutError:
+        pass
+    agent.close()
+    return {"counters": agent.counters, "received": len(got), "intact": got == PAYLOAD}
+
+
+def role_snmp(_a: dict[str, Any]) -> dict[str, Any]:
+    return dict(tcp_snmp())
+
+
+ROLES = {
+    "director": role_director,
+    "director_data": role_director_data,
+    "listen": role_listen,
+    "old_tun": role_old_tun,
+    "gso": role_gso,
+    "snmp": role_snmp,
+}
+
+
+# -- the lab ----------------------------------------------------------------------------------------
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+]
+
+
+@dataclass
+class Lab:
+    n: Netns
+    dir: str  # the director's address on the veth, the tunnel's outer source
+    rs: str
+    dir_mac: str
+    rs_mac: str
+
+    def role(self, ns: str, role: str, **args: Any) -> dict[str, Any]:
+        p = self.n.run(ns, [sys.executable, __file__, role, json.dumps(args)], timeout=20)
+        return dict(json.loads(p.stdout.strip().splitlines()[-1]))
+
+    def frames(self) -> dict[str, str]:
+        """What the director's roles need to build frames toward the real server."""
+        return {"ifname": "d0", "src_mac": self.dir_mac, "dst_mac": self.rs_mac, "outer_dst": self.rs}
+
+    def start_agent(self, tun: str) -> subprocess.Popen[bytes]:
+        code = (
+            "import sys\nfrom pylvs.realserver.tunagent import run_forever\n"
+            f"sys.exit(run_forever([{VIP!r}], [{self.dir!r}], {tun!r}))\n"
+        )
+        p = self.n.spawn("rs", [sys.executable, "-c", code], log_name="agent")
+        end = time.monotonic() + 5
+        while time.monotonic() < end and p.poll() is None:
+            # the packet socket is bound right after the device is up, before any frame is sent
+            if self.n.run("rs", ["ip", "link", "show", tun], check=False).returncode == 0:
+                time.sleep(0.2)
+                return p
+            time.sleep(0.05)
+        raise AssertionError("agent did not start: " + self.n.log("agent"))
+
+    def stop_agent(self, p: subprocess.Popen[bytes]) -> dict[str, int]:
+        """SIGTERM, then the counters the agent prints as it stops."""
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(5)
+        line = [x for x in self.n.log("agent").splitlines() if x.startswith("TUN agent stopped:")][-1]
+        return {k: int(v) for k, v in (kv.split("=") for kv in line.split(":", 1)[1].split())}
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    n = Netns()
+    try:
+        sub = random.randint(1, 250)
+        d, r = f"10.{sub}.0.1", f"10.{sub}.0.2"
+        n.add("dir")
+        n.add("rs")
+        n.veth("dir", "d0", "rs", "r0")
+        n.addr("dir", "d0", f"{d}/24")
+        n.addr("rs", "r0", f"{r}/24")
+        n.addr("rs", "lo", f"{VIP}/32")
+        # replies go straight back to the client, through the director as its gateway
+        n.sh("rs", f"ip route add 10.77.0.0/16 via {d}")
+        n.sysctl(
+            "rs",
+            net__ipv4__conf__all__arp_ignore=1,
+            net__ipv4__conf__all__arp_announce=2,
+            net__ipv4__conf__all__rp_filter=0,
+            net__ipv4__conf__default__rp_filter=0,
+        )
+
+        def mac(role: str, ifname: str) -> str:
+            return str(json.loads(n.run(role, ["ip", "-j", "link", "show", ifname]).stdout)[0]["address"])
+
+        yield Lab(n, d, r, mac("dir", "d0"), mac("rs", "r0"))
+    finally:
+        n.close()
+
+
+def test_partial_and_full_checksum_syns_both_reach_the_listener(lab: Lab) -> None:
+    listener = f"import socket,time\ns=socket.socket()\ns.bind(({VIP!r},{PORT}))\ns.listen()\ntime.sleep(30)"
+    lab.n.spawn("rs", [sys.executable, "-c", listener], log_name="listener")
+    lab.n.wait_tcp("rs", VIP, PORT, timeout=5)
+    agent = lab.start_agent("plvtun0")
+    before = lab.role("rs", "snmp")
+    # partial checksum, full checksum, and one from an address that is not an allowed director
+    syns = [[40000, True, lab.dir], [40001, False, lab.dir], [40003, True, "10.66.0.9"]]
+    got = lab.role("dir", "director", **lab.frames(), syns=syns, wait=1.5)
+    after = lab.role("rs", "snmp")
+    counters = lab.stop_agent(agent)
+    assert got["synack"] == [40000, 40001], lab.n.log("agent")
+    assert after["InCsumErrors"] == before["InCsumErrors"]
+    assert got["unreach"] == 0  # the drop-all raw socket still counts as delivery of protocol 4
+    assert counters["rx"] == 3 and counters["decap"] == 2 and counters["refused"] == 1, counters
+    assert counters["partial"] == 1, counters
+
+
+def test_partial_checksum_data_segments_reach_the_application(lab: Lab) -> None:
+    listen = lab.n.spawn(
+        "rs", [sys.executable, __file__, "listen", json.dumps({"timeout": 8})], log_name="data"
+    )
+    lab.n.wait_tcp("rs", VIP, PORT, timeout=5)
+    agent = lab.start_agent("plvtun0")
+    sent = lab.role("dir", "director_data", **lab.frames(), outer_src=lab.dir)
+    assert sent.get("error") is None, sent
+    listen.wait(8)
+    got = json.loads(lab.n.log("data").strip().splitlines()[-1])
+    counters = lab.stop_agent(agent)
+    assert got == {"received": len(PAYLOAD), "intact": True}, (got, counters)
+    assert counters["partial"] == 5 and counters["refused"] == 0, counters
+
+
+def test_partial_checksum_without_virtio_header_is_a_checksum_error(lab: Lab) -> None:
+    """What the old agent did with such a packet: the stack counts a checksum error and never answers."""
+    got = lab.role("rs", "old_tun", tun="plvold0", sport=40002)
+    assert got["InCsumErrors"] >= 1
+
+
+def test_tun_takes_a_gso_frame_as_the_agent_rewrites_it(lab: Lab) -> None:
+    got = lab.role("rs", "gso", tun="plvtun1", ifname="r0", director=lab.dir, rs=lab.rs)
+    assert got.get("error") is None, got
+    assert got["intact"] and got["counters"]["gso"] == 1, got
+
+
+if __name__ == "__main__":
+    print(json.dumps(ROLES[sys.argv[1]](json.loads(sys.argv[2]))))
