@@ -24,12 +24,13 @@ from pylvs import cbpf
 from pylvs.core.director import Director
 from pylvs.core.types import DestConfig, Fwd, ServiceKey
 from pylvs.engines.base import Engine
-from pylvs.engines.packet import bpf, fanout
+from pylvs.engines.packet import bpf, coreapi, fanout
 from pylvs.engines.packet.forward import Forwarder, Iface, Route
 from pylvs.engines.packet.neigh import Neighbours
 from pylvs.engines.packet.nft import NftTable, remove_stale, spec_from_director
 from pylvs.engines.packet.ports import DEFAULT_RANGE, PortPool
 from pylvs.engines.packet.ring import AnyRxRing, TxRing, rx_ring
+from pylvs.engines.packet.tunoffload import TunOffload
 from pylvs.netlink.nfqueue import NF_ACCEPT, NF_DROP, NfQueue
 
 log = logging.getLogger("pylvs.packet")
@@ -129,6 +130,7 @@ class PacketEngine(Engine):
         tx_ring: bool = True,
         fanout_worker: tuple[int, int] | None = None,
         members: dict[str, fanout.Member] | None = None,
+        tun_offload: bool = False,
     ) -> None:
         super().__init__(director, loop)
         self.interfaces = list(interfaces) if interfaces else None
@@ -174,6 +176,10 @@ class PacketEngine(Engine):
         self.tx_ring = tx_ring
         self.rx_rings: dict[int, AnyRxRing] = {}
         self.tx_rings: dict[int, TxRing] = {}
+        # The kernel sends the steady segments of TUN connections (tunoffload.py); a fanout worker
+        # does not (each worker would need the others' flows in its filter).
+        self.tun_offload = tun_offload and fanout_worker is None
+        self.offload: TunOffload | None = None
 
     def refuse_dest(self, key: ServiceKey, cfg: DestConfig) -> str | None:
         if cfg.fwd == Fwd.TUNNEL and cfg.addr.version != 4:
@@ -190,6 +196,13 @@ class PacketEngine(Engine):
             raise OSError("packet engine: no Ethernet interface is up")
         self.routes = RouteCache(self.clock, ifaces)
         self.fwd = Forwarder(self.director, ifaces, self.routes, Neighbours(), self.ports)
+        if self.tun_offload:
+            try:
+                self.offload = TunOffload()
+            except (OSError, ValueError) as e:
+                self._offload_off(str(e))
+            else:
+                self.fwd.offload = self.offload
         try:
             remove_stale()
         except (OSError, ValueError):
@@ -238,7 +251,24 @@ class PacketEngine(Engine):
             raise
         s.setblocking(False)
         self.socks[ifc.index] = s
+        if self.offload is not None:
+            try:
+                self.offload.attach_device(ifc.index)
+            except OSError as e:
+                # a device without the tc program would lose the segments the filter leaves to it
+                self._offload_off(f"not on {ifc.name}: {e}")
         return s
+
+    def _offload_off(self, why: str) -> None:
+        log.warning("packet engine: no kernel fast path for TUN (%s); Python sends every packet", why)
+        if self.offload is not None:
+            self.offload.close()
+            self.offload = None
+        if self.fwd is not None:
+            self.fwd.offload = None
+            self.fwd.fast.clear()
+        if self.socks:
+            self.rules_changed()  # the classic prefilter back on every socket
 
     def _open_tx_ring(self, ifc: Iface) -> None:
         """The interface's transmit ring; without one (a kernel or sandbox that refuses it) frames
@@ -311,9 +341,16 @@ class PacketEngine(Engine):
         dsts = [ipaddress.ip_address(a).packed for a in addrs if ":" not in a]
         srcs = [ipaddress.ip_address(a).packed for _p, a, _port in spec.nat_dests if ":" not in a]
         self._sync_marks()
-        prog = bpf.program(dsts, srcs, ipv6=any(":" in a for a in addrs))
-        for s in self.socks.values():
-            cbpf.attach(s, prog)
+        ipv6 = any(":" in a for a in addrs)
+        if self.offload is not None:
+            # the same choice from the eBPF filter's address maps, minus what the kernel sends
+            self.offload.set_prefilter(dsts, srcs, ipv6)
+            for s in self.socks.values():
+                self.offload.attach_socket(s)
+        else:
+            prog = bpf.program(dsts, srcs, ipv6=ipv6)
+            for s in self.socks.values():
+                cbpf.attach(s, prog)
         if self.fanout_worker is not None:
             # every worker sets the same program (the group keeps the last one)
             vips = [ipaddress.ip_address(a).packed for _p, a, _port in spec.vips if ":" not in a]
@@ -451,6 +488,9 @@ class PacketEngine(Engine):
     def _sweep(self) -> None:
         if self.fwd is not None:
             self.fwd.sweep()
+            if self.offload is not None:
+                arm = getattr(self.fwd.conn_table, "arm", None)
+                self.offload.sync(self.clock(), arm, coreapi.conn_alive, self.fwd.hop_to)
         if self.loop is not None and self.socks:
             self._sweeper = self.loop.call_later(1.0, self._sweep)
 
@@ -474,6 +514,11 @@ class PacketEngine(Engine):
         self.tx_rings.clear()
         self.table.remove()
         self.marks = []
+        if self.offload is not None:
+            self.offload.close()
+            self.offload = None
+            if self.fwd is not None:
+                self.fwd.offload = None
         if self.nfq is not None:
             if self.loop is not None:
                 self.loop.remove_reader(self.nfq.fileno())
@@ -484,6 +529,8 @@ class PacketEngine(Engine):
 
     def stats(self) -> dict[str, float]:
         d = self.fwd.stats() if self.fwd is not None else {}
+        if self.offload is not None:
+            d.update(self.offload.stats())
         d["tx_errors"] = float(self.tx_errors)
         d["wakeups"] = float(self.wakeups)
         if self.rx_rings:

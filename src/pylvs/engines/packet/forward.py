@@ -111,6 +111,7 @@ class FastEntry:
     rw: FixedRewrite | None = None  # the rewrite with its checksum deltas precomputed (IPv4)
     tun: tuple[bytes, int, int] | None = None  # TUN: (virtio + Ethernet + outer header template,
     # its header's partial sum, the largest inner packet that fits)
+    offloaded: bool = False  # TUN: the kernel sends its steady segments (tunoffload.py)
 
 
 @dataclass(slots=True)
@@ -170,6 +171,7 @@ class Forwarder:
         self.ident = 0
         self.fast: dict[Flow, FastEntry] = {}
         self.conn_table: Any = getattr(director, "conns", None)
+        self.offload: Any = None  # a tunoffload.TunOffload when the kernel sends steady TUN segments
         # The core's int entry points for IPv4 (no Packet or address objects per packet), used
         # unless the Packet API was replaced on this director (the tests' small fake core does).
         own = getattr(director, "__dict__", {})
@@ -228,6 +230,8 @@ class Forwarder:
         r.nat_addrs = {a for _p, a, _port in r.nat_dests}
         self.rules = r
         self.fast.clear()
+        if self.offload is not None:
+            self.offload.clear()
 
     # -- entry point ---------------------------------------------------------------------------
     def handle(self, ifindex: int, f: bytearray, now: float) -> Frames:
@@ -367,6 +371,8 @@ class Forwarder:
             or (proto == IPPROTO_SCTP and f[l4 + 12] in sctp.MOVING_CHUNKS)
         ):
             del self.fast[flow]
+            if fe.offloaded:
+                self.offload.remove(flow)  # the core must see its packets again
             return False
         length = iplen(f)
         kind = fe.kind
@@ -405,6 +411,8 @@ class Forwarder:
             elif kind == 0 and fwd == Fwd.TUNNEL and len(out) == n + 1:
                 self._learn_tunnel(fe, out[n])
                 fe.hop_until = now + HOP_TTL
+                if self.offload is not None and fe.tun is not None:
+                    fe.offloaded = self.offload.add(flow, fe)
             return True
         if fe.tun is not None:
             c["in"] += 1
@@ -666,7 +674,8 @@ class Forwarder:
         for ent in [e for e in self.fn_by_client.values() if not coreapi.conn_alive(e.conn)]:
             self._fullnat_free(ent)
         for key in [k for k, fe in self.fast.items() if not coreapi.conn_alive(fe.conn)]:
-            del self.fast[key]
+            if self.fast.pop(key).offloaded:
+                self.offload.remove(key)
 
     def _tunnel(self, ifc: Iface, f: bytearray, out: Frames, raddr: bytes) -> None:
         rt = self.route(raddr)
@@ -823,6 +832,14 @@ class Forwarder:
             out.append((ifc.index, ask))
 
     _now_hint = 0.0
+
+    def hop_to(self, raddr: bytes) -> tuple[int, bytes] | None:
+        """The device and next-hop MAC a frame to raddr would leave with now (None: not known)."""
+        rt = self.route(raddr)
+        if rt is None:
+            return None
+        mac = self.neigh.lookup(rt.nexthop)
+        return None if mac is None else (rt.ifindex, mac)
 
     def _arp(self, f: bytearray, out: Frames) -> None:
         a = parse_arp(f)

@@ -1,0 +1,174 @@
+"""The TUN fast path's two eBPF programs (engines/packet/tunoffload.py), run by the kernel on frames
+built here (BPF_PROG_TEST_RUN, no device): the tc program puts exactly the steady segments of flows
+in the map into IP-in-IP, with the element's headers, a right outer checksum and its counters moved;
+the packet sockets' filter refuses exactly those and keeps the classic prefilter's choice for the
+rest. The lab test (test_fastpath_labs.py) shows it on real traffic."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pylvs.cbpf import ACCEPT
+from pylvs.engines.packet.frames import NO_VNET
+from pylvs.engines.packet.tunoffload import COUNTS, TunOffload, flow_key
+from pylvs.netlink import ebpf
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for bpf()")
+
+CLIENT, VIP = socket.inet_aton("172.25.254.10"), socket.inet_aton("192.168.1.220")
+DIRECTOR, RS = socket.inet_aton("192.168.1.200"), socket.inet_aton("192.168.1.10")
+OUR_MAC, CLIENT_MAC, RS_MAC = (
+    bytes.fromhex("020000000001"),
+    bytes.fromhex("020000000002"),
+    bytes.fromhex("020000000003"),
+)
+FLOW = (6, CLIENT, 40000, VIP, 80)
+
+
+def csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s ^ 0xFFFF
+
+
+def ipv4(
+    src: bytes, dst: bytes, proto: int, payload_len: int, tos: int = 0, frag: int = 0x4000, ttl: int = 63
+) -> bytes:
+    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + payload_len, 7, frag, ttl, proto, 0, src, dst))
+    struct.pack_into("!H", h, 10, csum(bytes(h)))
+    return bytes(h)
+
+
+def tcp_frame(flags: int = 0x10, payload: bytes = b"x" * 100, frag: int = 0x4000, tos: int = 0x10) -> bytes:
+    tcp = bytearray(struct.pack("!HHIIBBHHH", 40000, 80, 1, 1, 5 << 4, flags, 65535, 0, 0)) + payload
+    pseudo = CLIENT + VIP + struct.pack("!BBH", 0, 6, len(tcp))
+    struct.pack_into("!H", tcp, 16, csum(pseudo + bytes(tcp)))
+    return OUR_MAC + CLIENT_MAC + b"\x08\x00" + ipv4(CLIENT, VIP, 6, len(tcp), tos, frag) + bytes(tcp)
+
+
+def entry(limit: int = 1480, ifindex: int = 7) -> Any:
+    """What the Forwarder learnt for the flow: its outer header template and way out."""
+    tmpl = NO_VNET + RS_MAC + OUR_MAC + b"\x08\x00" + ipv4(DIRECTOR, RS, 4, 0, ttl=64)
+    st = SimpleNamespace(inpkts=0, inbytes=0)
+    return SimpleNamespace(
+        tun=(tmpl, 0, limit), hop=(ifindex, RS_MAC + OUR_MAC), stats=(st,), conn=object(), raddr=RS
+    )
+
+
+@pytest.fixture
+def off() -> Any:
+    t = TunOffload(max_flows=64)
+    t.set_prefilter([VIP], [RS], ipv6=False)
+    yield t
+    t.close()
+
+
+def run_tc(t: TunOffload, frame: bytes) -> ebpf.ProgramRun:
+    return ebpf.run_program(t.tc_fd, frame)
+
+
+def run_filter(t: TunOffload, frame: bytes) -> int:
+    # A socket filter's test run starts after a link header it takes off first (eth_type_trans),
+    # while a packet socket's filter sees the frame from its Ethernet header: hence the 14 bytes.
+    return ebpf.run_program(t.sock_fd, bytes(12) + b"\x08\x00" + frame).retval
+
+
+def test_a_steady_segment_goes_out_in_ipip_with_the_element_headers(off: Any) -> None:
+    fe = entry()
+    assert off.add(FLOW, fe)
+    frame = tcp_frame()
+    run = run_tc(off, frame)
+    assert run.retval == ebpf.TC_ACT_REDIRECT
+    out = run.data
+    assert out[:14] == RS_MAC + OUR_MAC + b"\x08\x00"
+    outer, inner = out[14:34], out[34:]
+    assert inner == frame[14:]  # the inner packet untouched
+    ver, tos, tot, _id, frag, ttl, proto, _ck, src, dst = struct.unpack("!BBHHHBBH4s4s", outer)
+    assert (ver, tos, tot, frag, ttl, proto, src, dst) == (
+        0x45,
+        0x10,
+        len(inner) + 20,
+        0x4000,
+        64,
+        4,
+        DIRECTOR,
+        RS,
+    )
+    assert csum(outer) == 0  # the outer checksum is right
+    pk, by = COUNTS.unpack_from(off.flows.lookup(flow_key(FLOW)) or b"")
+    assert (pk, by) == (1, len(inner))
+    # ... and the packet sockets do not see it (the kernel sent it)
+    assert run_filter(off, frame) == 0
+
+
+@pytest.mark.parametrize(
+    "what,frame",
+    [
+        ("SYN", tcp_frame(flags=0x02)),
+        ("FIN", tcp_frame(flags=0x11)),
+        ("RST", tcp_frame(flags=0x14)),
+        ("no DF", tcp_frame(frag=0)),
+        ("a fragment", tcp_frame(frag=0x2000)),
+        ("too big for the tunnel", tcp_frame(payload=b"y" * 1450)),
+    ],
+)
+def test_what_changes_state_or_needs_python_stays_with_python(off: Any, what: str, frame: bytes) -> None:
+    assert off.add(FLOW, entry(limit=1480))
+    assert run_tc(off, frame).retval == ebpf.TC_ACT_OK, what
+    assert run_filter(off, frame) == ACCEPT, what
+    assert COUNTS.unpack_from(off.flows.lookup(flow_key(FLOW)) or b"") == (0, 0)
+
+
+def test_flows_not_in_the_map_and_the_prefilter(off: Any) -> None:
+    frame = tcp_frame()
+    assert run_tc(off, frame).retval == ebpf.TC_ACT_OK
+    assert run_filter(off, frame) == ACCEPT  # a virtual address: Python forwards it
+    other = bytearray(frame)
+    other[30:34] = socket.inet_aton("10.9.9.9")
+    assert run_filter(off, bytes(other)) == 0  # not ours at all
+    reply = bytearray(frame)
+    reply[26:30] = RS  # from a NAT real server
+    reply[30:34] = socket.inet_aton("10.9.9.9")
+    assert run_filter(off, bytes(reply)) == ACCEPT
+    arp = OUR_MAC + CLIENT_MAC + b"\x08\x06" + bytes(28)
+    assert run_filter(off, arp) == ACCEPT
+    ip6 = OUR_MAC + CLIENT_MAC + b"\x86\xdd" + bytes(40)
+    assert run_filter(off, ip6) == 0
+    off.set_prefilter([VIP], [RS], ipv6=True)
+    assert run_filter(off, ip6) == ACCEPT
+
+
+def test_counts_reach_the_core_and_elements_go_with_their_connection(off: Any) -> None:
+    fe = entry()
+    assert off.add(FLOW, fe)
+    for _ in range(3):
+        run_tc(off, tcp_frame())
+    armed: list[float] = []
+    alive = {"yes": True}
+    off.sync(5.0, lambda _c, now: armed.append(now), lambda _c: alive["yes"], lambda _r: (7, RS_MAC))
+    assert (fe.stats[0].inpkts, fe.stats[0].inbytes) == (3, 3 * 140) and armed == [5.0]
+    assert off.stats()["kernel_pkts"] == 3
+    # the way out to the server changed: the element goes, the Forwarder learns it again
+    off.sync(6.0, None, lambda _c: True, lambda _r: (8, RS_MAC))
+    assert off.flows.lookup(flow_key(FLOW)) is None and fe.tun is None
+    fe = entry()
+    assert off.add(FLOW, fe)
+    run_tc(off, tcp_frame())
+    off.remove(FLOW)  # the core saw a FIN: the last count is taken, the element goes
+    assert fe.stats[0].inpkts == 1 and off.flows.lookup(flow_key(FLOW)) is None
+    assert run_tc(off, tcp_frame()).retval == ebpf.TC_ACT_OK
+    # a connection the core expired
+    fe = entry()
+    assert off.add(FLOW, fe)
+    alive["yes"] = False
+    off.sync(7.0, None, lambda _c: alive["yes"], lambda _r: (7, RS_MAC))
+    assert off.flows.lookup(flow_key(FLOW)) is None and not off.values
