@@ -7,8 +7,11 @@ rest. The lab test (test_fastpath_labs.py) shows it on real traffic."""
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import socket
 import struct
+import subprocess
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,7 +19,7 @@ import pytest
 
 from pylvs.cbpf import ACCEPT
 from pylvs.engines.packet.frames import NO_VNET
-from pylvs.engines.packet.tunoffload import COUNTS, TunOffload, flow_key
+from pylvs.engines.packet.tunoffload import COUNTS, TC_PRIO, TunOffload, flow_key
 from pylvs.netlink import ebpf
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for bpf()")
@@ -172,3 +175,30 @@ def test_counts_reach_the_core_and_elements_go_with_their_connection(off: Any) -
     alive["yes"] = False
     off.sync(7.0, None, lambda _c: alive["yes"], lambda _r: (7, RS_MAC))
     assert off.flows.lookup(flow_key(FLOW)) is None and not off.values
+
+
+def _tc_filters(dev: str) -> str:
+    return subprocess.run(
+        ["tc", "filter", "show", "dev", dev, "ingress"], capture_output=True, text=True, check=False
+    ).stdout
+
+
+@pytest.mark.skipif(shutil.which("tc") is None, reason="needs tc")
+def test_a_filter_left_by_a_crashed_run_is_replaced_and_removed_on_close() -> None:
+    """A link of our own (a veth pair, never up, no traffic) stands for a director's device."""
+    dev = "plv" + secrets.token_hex(4)
+    subprocess.run(["ip", "link", "add", dev, "type", "veth", "peer", "name", dev + "p"], check=True)
+    try:
+        ifindex = socket.if_nametoindex(dev)
+        t = TunOffload(max_flows=16)
+        try:
+            stale = ebpf.TcIngress(ifindex, t.tc_fd, "stale", prio=TC_PRIO)  # never closed: "crashed"
+            assert "stale" in _tc_filters(dev)
+            t.attach_device(ifindex)
+            assert "pylvs_tun" in _tc_filters(dev) and "stale" not in _tc_filters(dev)
+        finally:
+            t.close()
+        assert "pylvs_tun" not in _tc_filters(dev) and "bpf" not in _tc_filters(dev)
+        del stale
+    finally:
+        subprocess.run(["ip", "link", "del", dev], check=False)

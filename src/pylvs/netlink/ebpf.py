@@ -680,7 +680,14 @@ class TcIngress:
     otherwise the caller's current namespace is used. `prio` tells filters on one hook apart."""
 
     def __init__(
-        self, ifindex: int, prog_fd: int, name: str = "pylvs", netns: str | None = None, *, prio: int = 1
+        self,
+        ifindex: int,
+        prog_fd: int,
+        name: str = "pylvs",
+        netns: str | None = None,
+        *,
+        prio: int = 1,
+        replace: bool = False,
     ) -> None:
         self.ifindex = ifindex
         self.netns = netns
@@ -697,7 +704,8 @@ class TcIngress:
                     raise BpfError(e.code, f"clsact on ifindex {ifindex}: {os.strerror(e.code)}") from None
             try:
                 ipr.tc(
-                    "add-filter",
+                    # replace: a filter a crashed process left at this prio and handle gives way
+                    "replace-filter" if replace else "add-filter",
                     "bpf",
                     ifindex,
                     1,

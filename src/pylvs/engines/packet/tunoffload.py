@@ -41,6 +41,7 @@ from pylvs.netlink import ebpf
 from pylvs.netlink.ebpf import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, Asm
 
 SO_ATTACH_BPF = 50
+TC_PRIO = 0xC1F5  # our filter's place on the clsact ingress hook (a crashed run's is replaced)
 MAX_FLOWS = 65536
 # An element: packets and bytes the kernel forwarded (u64 each, kept by the program), the device out,
 # the largest inner packet that fits the tunnel, then the Ethernet and outer IPv4 headers to write.
@@ -288,7 +289,9 @@ class TunOffload:
     # -- where it runs ---------------------------------------------------------------------------
     def attach_device(self, ifindex: int) -> None:
         if ifindex not in self.hooks:
-            self.hooks[ifindex] = _off_loop(lambda: ebpf.TcIngress(ifindex, self.tc_fd, "pylvs_tun"))
+            self.hooks[ifindex] = _off_loop(
+                lambda: ebpf.TcIngress(ifindex, self.tc_fd, "pylvs_tun", prio=TC_PRIO, replace=True)
+            )
 
     def attach_socket(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, self.sock_fd)
