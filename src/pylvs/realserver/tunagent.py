@@ -8,8 +8,10 @@ only the pseudo-header seed). A raw socket hands us the bytes without that fact,
 the TUN device as they are makes the stack drop the packet as a checksum error. The virtio header
 says NEEDS_CSUM and where the checksum starts, and the TUN device (opened with IFF_VNET_HDR) takes the
 same header back, so the inner packet enters the stack as CHECKSUM_PARTIAL, as a kernel ipip device
-would have left it. GSO frames (several TCPv4 segments in one) go through the same way, their header
-length and checksum offsets moved to the inner packet.
+would have left it. GSO frames (several TCPv4 segments in one, as TSO and bpf_skb_adjust_room leave
+them over veth) go through the same way, their header length and checksum offsets moved to the inner
+packet; the stack takes one as it takes a GRO packet. Other GSO types, outer fragments (the kernel
+reassembles only for its own sockets) and frames too big for the buffer are counted as refused.
 
 Why this socket: ETH_P_IP rather than ETH_P_ALL because an ETH_P_ALL tap sees a frame once per
 layered device (bond slave and master, VLAN parent and child) and every outgoing frame, and runs
@@ -45,7 +47,6 @@ from pylvs.cbpf import ACCEPT, ALU_AND_K, JEQ_K, LD_B_ABS, LD_W_ABS, RET_K, Insn
 
 TUNSETIFF = 0x400454CA
 TUNSETVNETHDRSZ = 0x400454D8
-TUNGETVNETHDRSZ = 0x800454D7
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
