@@ -448,7 +448,12 @@ def draw_path(lab: Lab) -> list[str]:
     if r.engine_stats:
         es = r.engine_stats
         lines.append(
-            f"engine: {int(es.get('in', 0))} in, {int(es.get('out', 0))} out"
+            f"engine: {int(es.get('in', es.get('packet_in', 0)))} in, "
+            f"{int(es.get('out', es.get('packet_out', 0)))} out"
             + (f", {es['cpu_us_per_packet']:.1f} us CPU per packet" if "cpu_us_per_packet" in es else "")
         )
+        kernel = es.get("kernel_pkts", es.get("packet_kernel_pkts", 0.0))
+        if kernel:
+            # the TUN fast path's tc program: these never reached Python (nor the probe above)
+            lines.append(f"kernel fast path (tc eBPF, IP-in-IP): {int(kernel)} steady segments")
     return lines

@@ -492,7 +492,15 @@ class FastPathEngine(Engine):
         if self.inner is None:
             self.inner_view = SubsetDirector(self.director)
             self.inner_view.keep = {id(s) for s in services}
-            self.inner = PacketEngine(self.inner_view, self.loop, clock=self.clock)  # type: ignore[arg-type]
+            # TUN connections' steady segments go through the kernel too (tunoffload.py; off:
+            # PYLVS_FASTPATH_TUN=0)
+            tun = os.environ.get("PYLVS_FASTPATH_TUN", "1") not in ("0", "no", "false")
+            self.inner = PacketEngine(
+                self.inner_view,  # type: ignore[arg-type]
+                self.loop,
+                clock=self.clock,
+                tun_offload=tun,
+            )
             assert self.loop is not None
             self.loop.create_task(self.inner.start())
         else:
