@@ -202,3 +202,26 @@ def test_a_filter_left_by_a_crashed_run_is_replaced_and_removed_on_close() -> No
         del stale
     finally:
         subprocess.run(["ip", "link", "del", dev], check=False)
+
+
+def _gso_ctx(gso_size: int) -> bytes:
+    ctx = bytearray(192)  # struct __sk_buff
+    struct.pack_into("=I", ctx, ebpf.SKB_GSO_SIZE, gso_size)
+    struct.pack_into("=I", ctx, ebpf.SKB_GSO_SEGS, 3)
+    return bytes(ctx)
+
+
+def test_a_gso_frame_goes_to_the_kernel_when_its_segments_fit_the_tunnel(off: Any) -> None:
+    """adjust_room takes the outer header off each segment's payload (gso_size - 20), so a GSO
+    frame fits when its segments' payload and headers do: gso_size + TCP header <= the limit."""
+    assert off.add(FLOW, entry(limit=1480))
+    frame = tcp_frame(payload=b"z" * 2900)
+    linked = bytes(12) + b"\x08\x00" + frame
+    # 1460 + 20 fits: the filter leaves it to the kernel, the tc program takes it (a test run's
+    # frame has no GSO type, so its adjust_room fails: TC_ACT_SHOT, after the count)
+    assert ebpf.run_program(off.sock_fd, linked, ctx=_gso_ctx(1460)).retval == 0
+    assert ebpf.run_program(off.tc_fd, frame, ctx=_gso_ctx(1460)).retval == ebpf.TC_ACT_SHOT
+    assert COUNTS.unpack_from(off.flows.lookup(flow_key(FLOW)) or b"") == (1, len(frame) - 14)
+    # 1461 + 20 does not: Python cuts it (and answers with ICMP where it must)
+    assert ebpf.run_program(off.sock_fd, linked, ctx=_gso_ctx(1461)).retval == ACCEPT
+    assert ebpf.run_program(off.tc_fd, frame, ctx=_gso_ctx(1461)).retval == ebpf.TC_ACT_OK

@@ -4,7 +4,9 @@ sent by a tc ingress eBPF program, so Python sees only what changes a connection
 The per-packet engine decides every connection as before. Once a TUN connection is steady (the
 Forwarder has learnt its outer header, see Forwarder._learn_tunnel), its flow goes into the map
 `flows` with that header. Then, for a segment of that flow without SYN, FIN or RST, with DF set and
-small enough for the tunnel (the same limit the Forwarder uses):
+small enough for the tunnel (the same limit the Forwarder uses; for a GSO super-frame, its
+segments' payload and headers, since adjust_room takes the outer header's 20 bytes off each
+segment's payload: the real server's side, or the NIC, cuts it into segments that fit):
 - the tc program on the receiving device grows the frame by 20 bytes (bpf_skb_adjust_room, which
   marks it encapsulated, so a checksum left partial by veth or a NIC stays correct), writes the
   Ethernet and outer IPv4 headers from the element, fixes the outer length and checksum, counts the
@@ -14,8 +16,8 @@ small enough for the tunnel (the same limit the Forwarder uses):
   a frame before tc does (taps run first); a frame caught between an element's add or delete and
   tc may be sent by both (TCP drops the copy) or, on a delete, by neither (the connection had
   expired in the core: IPVS would drop it too).
-Everything else (SYNs, FINs, RSTs, GSO super-frames to cut, packets too big for the tunnel, UDP)
-still reaches Python. Every second the engine reads the elements' counters: their packets and
+Everything else (SYNs, FINs, RSTs, packets too big for the tunnel, which get ICMP
+fragmentation-needed from Python, UDP) still reaches Python. Every second the engine reads the elements' counters: their packets and
 bytes go to the server, service and total stats, and re-arm the connection's timer, as if Python
 had seen them. An element goes when its connection leaves the steady state (any packet Python sees
 that changes it: FIN, RST), when the core expires it, when the way out to its server changes, and
@@ -52,6 +54,7 @@ COUNTS = struct.Struct("=QQ")
 _ETH_IP, _ETH_ARP, _ETH_IP6 = 0x0008, 0x0608, 0xDD86
 _DF, _FRAG = 0x0040, 0xFF3F  # the DF bit; MF and the fragment offset
 _TCP_SYN_FIN_RST = 0x07
+MAX_INNER = 0xFFFF - 20  # the outer total length must fit 16 bits
 
 Flow = tuple[int, bytes, int, bytes, int]  # (proto, client, port, VIP, port), as the Forwarder keys it
 
@@ -105,6 +108,17 @@ def tc_program(flows_fd: int) -> bytes:
     a.ldx(BPF_B, R9, R2, 15)  # the inner TOS, copied to the outer header
     a.ldx(BPF_H, R8, R2, 16)
     a.be(R8, 16)  # the inner total length
+    a.jmp_imm("jgt", R8, MAX_INNER, "pass")
+    # what must fit the tunnel: the packet, or for a GSO frame its segments' payload and headers
+    a.mov_reg(R5, R8)
+    a.ldx(BPF_W, R4, R6, ebpf.SKB_GSO_SIZE)
+    a.jmp_imm("jeq", R4, 0, "measured")
+    a.ldx(BPF_B, R5, R2, 46)
+    a.alu_imm("and", R5, 0xF0)
+    a.alu_imm("rsh", R5, 2)
+    a.alu_reg("add", R5, R4)
+    a.label("measured")
+    a.stx(BPF_W, R10, R5, -24)
     for i, off in enumerate((26, 30, 34)):  # key: source, destination, ports
         a.ldx(BPF_W, R4, R2, off)
         a.stx(BPF_W, R10, R4, -16 + 4 * i)
@@ -115,7 +129,8 @@ def tc_program(flows_fd: int) -> bytes:
     a.jmp_imm("jeq", R0, 0, "pass")
     a.mov_reg(R7, R0)
     a.ldx(BPF_H, R4, R7, V_LIMIT)
-    a.jmp_reg("jgt", R8, R4, "pass")
+    a.ldx(BPF_W, R5, R10, -24)
+    a.jmp_reg("jgt", R5, R4, "pass")
     a.mov_imm(R4, 1)
     a.atomic_add(BPF_DW, R7, R4, 0)
     a.atomic_add(BPF_DW, R7, R8, 8)
@@ -214,6 +229,14 @@ def socket_program(flows_fd: int, dsts_fd: int, srcs_fd: int, ipv6: bool) -> byt
     a.jmp_imm("jne", R0, 0, "accept")
     a.ldx(BPF_B, R1, R10, -64 + 47)
     a.jmp_imm("jset", R1, _TCP_SYN_FIN_RST, "accept")
+    a.jmp_imm("jgt", R7, MAX_INNER, "accept")
+    a.ldx(BPF_W, R1, R6, ebpf.SKB_GSO_SIZE)
+    a.jmp_imm("jeq", R1, 0, "measured")
+    a.ldx(BPF_B, R7, R10, -64 + 46)
+    a.alu_imm("and", R7, 0xF0)
+    a.alu_imm("rsh", R7, 2)
+    a.alu_reg("add", R7, R1)
+    a.label("measured")
     a.ld_map_fd(R1, flows_fd)
     a.mov_reg(R2, R10)
     a.alu_imm("add", R2, -64 + 26)
