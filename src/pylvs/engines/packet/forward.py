@@ -58,6 +58,9 @@ Frames = list[tuple[int, bytes | bytearray]]  # (ifindex, frame with virtio head
 IPPROTO_SCTP = sctp.IPPROTO_SCTP
 Flow = tuple[int, bytes, int, bytes, int]  # (protocol, source address, port, destination address, port)
 HOP_TTL = 1.0  # seconds a steady connection reuses the way out it learnt (see Forwarder._fast)
+# A TUN connection goes to the kernel's fast path (tunoffload.py) after this many steady packets:
+# short connections, which would pay a map element's add and delete for a packet or two, never do.
+OFFLOAD_AFTER = 8
 
 
 @dataclass(slots=True)
@@ -112,6 +115,7 @@ class FastEntry:
     tun: tuple[bytes, int, int] | None = None  # TUN: (virtio + Ethernet + outer header template,
     # its header's partial sum, the largest inner packet that fits)
     offloaded: bool = False  # TUN: the kernel sends its steady segments (tunoffload.py)
+    tunnelled: int = 0  # TUN: packets sent with the learnt template (see OFFLOAD_AFTER)
 
 
 @dataclass(slots=True)
@@ -411,13 +415,16 @@ class Forwarder:
             elif kind == 0 and fwd == Fwd.TUNNEL and len(out) == n + 1:
                 self._learn_tunnel(fe, out[n])
                 fe.hop_until = now + HOP_TTL
-                if self.offload is not None and fe.tun is not None:
-                    fe.offloaded = self.offload.add(flow, fe)
+                if fe.offloaded and fe.tun is not None:
+                    self.offload.add(flow, fe)  # the way out again (the element follows it)
             return True
         if fe.tun is not None:
             c["in"] += 1
             if not self._tunnel_fast(f, out, hop[0], fe.tun):
                 self._tunnel(ifc, f, out, fe.raddr)
+            fe.tunnelled += 1
+            if fe.tunnelled == OFFLOAD_AFTER and self.offload is not None:
+                fe.offloaded = self.offload.add(flow, fe)
             return True
         rw = fe.rw
         if rw is not None:
