@@ -225,3 +225,15 @@ def test_a_gso_frame_goes_to_the_kernel_when_its_segments_fit_the_tunnel(off: An
     # 1461 + 20 does not: Python cuts it (and answers with ICMP where it must)
     assert ebpf.run_program(off.sock_fd, linked, ctx=_gso_ctx(1461)).retval == ACCEPT
     assert ebpf.run_program(off.tc_fd, frame, ctx=_gso_ctx(1461)).retval == ebpf.TC_ACT_OK
+
+
+def test_the_prefilter_takes_thousands_of_addresses(off: Any) -> None:
+    """A restore of many services: the address maps grow as needed (the classic prefilter fell back
+    to taking every IP frame beyond ~240 addresses)."""
+    many = [struct.pack("!I", 0x0A000000 + i) for i in range(6000)]
+    off.set_prefilter(many, [RS], ipv6=False)
+    frame = bytearray(tcp_frame())
+    frame[30:34] = many[5999]
+    assert run_filter(off, bytes(frame)) == ACCEPT
+    off.set_prefilter(many[:10], [RS], ipv6=False)
+    assert run_filter(off, bytes(frame)) == 0 and len(off.dsts.keys()) == 10

@@ -344,9 +344,13 @@ class PacketEngine(Engine):
         ipv6 = any(":" in a for a in addrs)
         if self.offload is not None:
             # the same choice from the eBPF filter's address maps, minus what the kernel sends
-            self.offload.set_prefilter(dsts, srcs, ipv6)
-            for s in self.socks.values():
-                self.offload.attach_socket(s)
+            try:
+                self.offload.set_prefilter(dsts, srcs, ipv6)
+                for s in self.socks.values():
+                    self.offload.attach_socket(s)
+            except OSError as e:
+                self._offload_off(f"socket filter: {e}")  # calls _sync again, with the classic one
+                return
         else:
             prog = bpf.program(dsts, srcs, ipv6=ipv6)
             for s in self.socks.values():

@@ -45,6 +45,7 @@ from pylvs.netlink.ebpf import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R4, 
 SO_ATTACH_BPF = 50
 TC_PRIO = 0xC1F5  # our filter's place on the clsact ingress hook (a crashed run's is replaced)
 MAX_FLOWS = 65536
+MAX_ADDRS = 1 << 20
 # An element: packets and bytes the kernel forwarded (u64 each, kept by the program), the device out,
 # the largest inner packet that fits the tunnel, then the Ethernet and outer IPv4 headers to write.
 VALUE = struct.Struct("=QQIHH14s20s6x")
@@ -286,8 +287,9 @@ class TunOffload:
         if sys.byteorder != "little":
             raise OSError("the TUN fast path's programs compare packet bytes as a little-endian machine")
         self.flows = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 12, VALUE.size, max_flows, "plv_tunflows")
-        self.dsts = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, 4096, "plv_dsts")
-        self.srcs = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, 4096, "plv_srcs")
+        # addresses: as many as a restore may bring, allocated as they come
+        self.dsts = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, MAX_ADDRS, "plv_dsts", ebpf.BPF_F_NO_PREALLOC)
+        self.srcs = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, MAX_ADDRS, "plv_srcs", ebpf.BPF_F_NO_PREALLOC)
         self.tc_fd = -1
         self.sock_fd = -1
         self.ipv6 = False
