@@ -703,24 +703,30 @@ class TcIngress:
                 if e.code != errno_mod.EEXIST:
                     raise BpfError(e.code, f"clsact on ifindex {ifindex}: {os.strerror(e.code)}") from None
             try:
-                ipr.tc(
-                    # replace: a filter a crashed process left at this prio and handle gives way
-                    "replace-filter" if replace else "add-filter",
-                    "bpf",
-                    ifindex,
-                    1,
-                    fd=prog_fd,
-                    name=name,
-                    parent=TC_H_CLSACT_INGRESS,
-                    prio=prio,
-                    protocol=_ETH_P_ALL,
-                    direct_action=True,
-                )
-            except NetlinkError as e:
+                # replace: a filter a crashed process left at this prio and handle gives way
+                self._put_filter(ipr, "replace-filter" if replace else "add-filter", prog_fd, name)
+            except BpfError:
                 if self.created_qdisc:
                     self._del_qdisc(ipr)
-                raise BpfError(e.code, f"bpf filter on ifindex {ifindex}: {os.strerror(e.code)}") from None
+                raise
         self._attached = True
+
+    def _put_filter(self, ipr: Any, command: str, prog_fd: int, name: str) -> None:
+        try:
+            ipr.tc(
+                command,
+                "bpf",
+                self.ifindex,
+                1,
+                fd=prog_fd,
+                name=name,
+                parent=TC_H_CLSACT_INGRESS,
+                prio=self.prio,
+                protocol=_ETH_P_ALL,
+                direct_action=True,
+            )
+        except _netlink_error() as e:
+            raise BpfError(e.code, f"bpf filter on ifindex {self.ifindex}: {os.strerror(e.code)}") from None
 
     def _ipr(self) -> Any:
         from pyroute2 import IPRoute  # type: ignore[import-untyped]
@@ -734,25 +740,8 @@ class TcIngress:
         one, never none (the same prio and handle, so close() still removes it)."""
         if not self._attached:
             raise ValueError("replace on a closed TcIngress")
-        NetlinkError = _netlink_error()
         with self._ipr() as ipr:
-            try:
-                ipr.tc(
-                    "replace-filter",
-                    "bpf",
-                    self.ifindex,
-                    1,
-                    fd=prog_fd,
-                    name=name,
-                    parent=TC_H_CLSACT_INGRESS,
-                    prio=self.prio,
-                    protocol=_ETH_P_ALL,
-                    direct_action=True,
-                )
-            except NetlinkError as e:
-                raise BpfError(
-                    e.code, f"bpf filter on ifindex {self.ifindex}: {os.strerror(e.code)}"
-                ) from None
+            self._put_filter(ipr, "replace-filter", prog_fd, name)
 
     def _del_qdisc(self, ipr: Any) -> None:
         NetlinkError = _netlink_error()
