@@ -428,8 +428,13 @@ def draw_path(lab: Lab) -> list[str]:
     lines = []
     if t.router:
         direct = sum(r.counters.get("router", {}).values())
+        # The probe is an nftables ingress hook: it runs after tc, so it does not count the steady
+        # segments the TUN fast path's tc program sends on (the DR flow map's chain runs after it).
+        kernel = ""
+        if lab.engine == "fastpath" and lab.mode == "tun":
+            kernel = " reaching nftables; the steady ones go out from tc, before it"
         lines.append(
-            f"client {topo.CLIENT} --> router --> director {topo.DIRECTOR_DIP} [{req} request packets]"
+            f"client {topo.CLIENT} --> router --> director {topo.DIRECTOR_DIP} [{req} request packets{kernel}]"
         )
         how = {"dr": "new destination MAC", "tun": "IP-in-IP"}.get(lab.mode, "")
         lines.append(f"director --({how})--> {rs}")
@@ -452,8 +457,8 @@ def draw_path(lab: Lab) -> list[str]:
             f"{int(es.get('out', es.get('packet_out', 0)))} out"
             + (f", {es['cpu_us_per_packet']:.1f} us CPU per packet" if "cpu_us_per_packet" in es else "")
         )
-        kernel = es.get("kernel_pkts", es.get("packet_kernel_pkts", 0.0))
-        if kernel:
+        sent = es.get("kernel_pkts", es.get("packet_kernel_pkts", 0.0))
+        if sent:
             # the TUN fast path's tc program: these never reached Python (nor the probe above)
-            lines.append(f"kernel fast path (tc eBPF, IP-in-IP): {int(kernel)} steady segments")
+            lines.append(f"kernel fast path (tc eBPF, IP-in-IP): {int(sent)} steady segments")
     return lines
