@@ -16,6 +16,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pylvs.cbpf import ACCEPT
 from pylvs.engines.packet.frames import NO_VNET
@@ -237,3 +239,32 @@ def test_the_prefilter_takes_thousands_of_addresses(off: Any) -> None:
     assert run_filter(off, bytes(frame)) == ACCEPT
     off.set_prefilter(many[:10], [RS], ipv6=False)
     assert run_filter(off, bytes(frame)) == 0 and len(off.dsts.keys()) == 10
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    flags=st.sampled_from([0x10, 0x18, 0x02, 0x12, 0x11, 0x14, 0x04, 0x01, 0x00]),
+    frag=st.sampled_from([0x4000, 0x0000, 0x2000, 0x4001, 0x6000]),
+    payload=st.integers(0, 3000),
+    gso=st.sampled_from([0, 536, 1400, 1440, 1460, 1461, 9000]),
+    in_map=st.booleans(),
+    limit=st.sampled_from([1480, 1400, 9000]),
+    ihl_options=st.booleans(),
+)
+def test_the_filter_and_the_tc_program_always_agree(
+    off: Any, flags: int, frag: int, payload: int, gso: int, in_map: bool, limit: int, ihl_options: bool
+) -> None:
+    """Whatever the frame: Python's socket refuses it exactly when the tc program takes it, so no
+    frame is forwarded twice and none is lost."""
+    off.clear()
+    if in_map:
+        assert off.add(FLOW, entry(limit=limit))
+    frame = bytearray(tcp_frame(flags=flags, frag=frag, payload=b"p" * payload))
+    if ihl_options:  # an IP header with options: 0x46 and 4 bytes of NOPs
+        frame[14] = 0x46
+        frame[34:34] = b"\x01\x01\x01\x01"
+        struct.pack_into("!H", frame, 16, len(frame) - 14)
+    ctx = _gso_ctx(gso) if gso else None
+    taken = ebpf.run_program(off.tc_fd, bytes(frame), ctx=ctx).retval != ebpf.TC_ACT_OK
+    seen = ebpf.run_program(off.sock_fd, bytes(12) + b"\x08\x00" + bytes(frame), ctx=ctx).retval == ACCEPT
+    assert taken != seen, (taken, seen)
