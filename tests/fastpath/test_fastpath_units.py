@@ -14,6 +14,7 @@ from pylvs import cbpf
 from pylvs.core.director import Director
 from pylvs.core.proto import tcp as coretcp
 from pylvs.core.types import TCP_SYN, DestConfig, Fwd, Packet, Proto, ServiceConfig, ServiceKey
+from pylvs.engines.packet import coreapi
 from pylvs.engines.packet.fastpath import coreglue as glue
 from pylvs.engines.packet.fastpath import drsock, tables
 from pylvs.engines.packet.fastpath.engine import classify
@@ -408,15 +409,15 @@ def test_filtered_events_leave_the_core_where_all_events_would() -> None:
 
 def test_adopting_a_kernel_connection_without_scheduling() -> None:
     d, _key = nat_director()
-    conn = glue.adopt(d, 6, A(CIP), 40000, A(VIP), 80, 0, A(RIP2), 80, coretcp.ESTABLISHED, 50.0)
+    conn = coreapi.adopt(d, 6, A(CIP), 40000, A(VIP), 80, 0, A(RIP2), 80, coretcp.ESTABLISHED, 50.0)
     assert conn is not None and str(conn.daddr) == RIP2 and conn.state == coretcp.ESTABLISHED
     assert conn.dest.activeconns == 1
     views = d.connections_view(51.0)
     assert [(v.daddr, v.state) for v in views] == [(RIP2, "ESTABLISHED")]
     # The same connection again (a second dump): found, not doubled.
-    assert glue.adopt(d, 6, A(CIP), 40000, A(VIP), 80, 0, A(RIP2), 80, coretcp.ESTABLISHED, 52.0) is conn
+    assert coreapi.adopt(d, 6, A(CIP), 40000, A(VIP), 80, 0, A(RIP2), 80, coretcp.ESTABLISHED, 52.0) is conn
     # A server the rules no longer have: nothing to adopt.
-    assert glue.adopt(d, 6, A(CIP), 40001, A(VIP), 80, 0, A("192.168.1.99"), 80, 1, 52.0) is None
+    assert coreapi.adopt(d, 6, A(CIP), 40001, A(VIP), 80, 0, A("192.168.1.99"), 80, 1, 52.0) is None
 
 
 def test_services_are_classified_by_what_the_kernel_can_forward() -> None:

@@ -5,11 +5,15 @@ The core decides (scheduling, connection table, states, counters); the engine on
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
+from pylvs.core import packet as corepkt
+from pylvs.core.conn import make_key, set_active
 from pylvs.core.director import Director
+from pylvs.core.proto import get_protocol
 from pylvs.core.proto.tcp import ESTABLISHED as TCP_ESTABLISHED
-from pylvs.core.types import IPAddr, Packet, Proto
+from pylvs.core.types import IPAddr, Packet, Proto, ServiceKey
 
 Conn = Any  # pylvs.core.conn.Connection (duck-typed so tests can drive the path with a small fake)
 
@@ -56,3 +60,61 @@ def stats_of(director: Director, conn: Conn) -> tuple[Any, ...]:
 def conn_alive(conn: Conn) -> bool:
     """False once the core has expired the entry (its FULLNAT port can go back to the pool)."""
     return not getattr(conn, "dead", False)
+
+
+# -- adoption: connections the kernel already forwards, decided by an earlier pylvsd ----------------
+def _ip4(b: bytes) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(b)
+
+
+def find_service(director: Director, proto: int, vaddr: bytes, vport: int, fwmark: int) -> Any:
+    table = director.services
+    if fwmark:
+        svc = table.get(ServiceKey.for_fwmark(fwmark))
+        if svc is not None:
+            return svc
+    v = _ip4(vaddr)
+    return table.get(ServiceKey.for_addr(Proto(proto), v, vport)) or table.get(
+        ServiceKey.for_addr(Proto(proto), v, 0)
+    )
+
+
+def adopt(
+    director: Director,
+    proto: int,
+    caddr: bytes,
+    cport: int,
+    vaddr: bytes,
+    vport: int,
+    fwmark: int,
+    raddr: bytes,
+    rport: int,
+    core_state: int,
+    now: float,
+) -> Conn | None:
+    """An entry for a connection the kernel already forwards to (raddr, rport): found, or made
+    without scheduling (pylvsd restarted; the decision was taken by the previous one)."""
+    existing = director.lookup_in(proto, _ip4(caddr), cport, _ip4(vaddr), vport)
+    if existing is not None and not existing.dead:
+        return existing
+    svc = find_service(director, proto, vaddr, vport, fwmark)
+    if svc is None:
+        return None
+    ra = _ip4(raddr)
+    dest = next((d for d in svc.dests if d.addr == ra and d.port in (rport, 0)), None)
+    if dest is None:
+        return None
+    key = make_key(proto, _ip4(caddr), cport, _ip4(vaddr), vport)
+    conn = corepkt.new_conn(director, key, dest, rport, 0, fwmark)
+    conn.dest.stats.conns += 1
+    svc.stats.conns += 1
+    director.services.tot_stats.conns += 1
+    p = get_protocol(proto)
+    if p is not None:
+        if proto != 6:
+            core_state = 0
+        conn.state = core_state
+        set_active(conn, core_state in p.active)
+        conn.timeout = director.state_timeouts(p)[core_state]
+    director.conns.arm(conn, now)
+    return conn

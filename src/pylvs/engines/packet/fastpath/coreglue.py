@@ -13,12 +13,9 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from pylvs.core import packet as corepkt
-from pylvs.core.conn import make_key, set_active
 from pylvs.core.director import Director
-from pylvs.core.proto import get_protocol
 from pylvs.core.proto import tcp as coretcp
-from pylvs.core.types import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Packet, Proto, ServiceKey
+from pylvs.core.types import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Packet, Proto
 from pylvs.netlink import conntrack as ct
 
 Conn = Any  # pylvs.core.conn.Connection
@@ -203,56 +200,3 @@ def add_packet_counts(director: Director, conn: Conn, pkts: int, nbytes: int, no
             st.inpkts += pkts
             st.inbytes += nbytes
     director.conns.arm(conn, now)
-
-
-def find_service(director: Director, proto: int, vaddr: bytes, vport: int, fwmark: int) -> Any:
-    table = director.services
-    if fwmark:
-        svc = table.get(ServiceKey.for_fwmark(fwmark))
-        if svc is not None:
-            return svc
-    v = ip4(vaddr)
-    return table.get(ServiceKey.for_addr(Proto(proto), v, vport)) or table.get(
-        ServiceKey.for_addr(Proto(proto), v, 0)
-    )
-
-
-def adopt(
-    director: Director,
-    proto: int,
-    caddr: bytes,
-    cport: int,
-    vaddr: bytes,
-    vport: int,
-    fwmark: int,
-    raddr: bytes,
-    rport: int,
-    core_state: int,
-    now: float,
-) -> Conn | None:
-    """An entry for a connection the kernel already forwards to (raddr, rport): found, or made
-    without scheduling (pylvsd restarted; the decision was taken by the previous one)."""
-    existing = director.lookup_in(proto, ip4(caddr), cport, ip4(vaddr), vport)
-    if existing is not None and not existing.dead:
-        return existing
-    svc = find_service(director, proto, vaddr, vport, fwmark)
-    if svc is None:
-        return None
-    ra = ip4(raddr)
-    dest = next((d for d in svc.dests if d.addr == ra and d.port in (rport, 0)), None)
-    if dest is None:
-        return None
-    key = make_key(proto, ip4(caddr), cport, ip4(vaddr), vport)
-    conn = corepkt.new_conn(director, key, dest, rport, 0, fwmark)
-    conn.dest.stats.conns += 1
-    svc.stats.conns += 1
-    director.services.tot_stats.conns += 1
-    p = get_protocol(proto)
-    if p is not None:
-        if proto != 6:
-            core_state = 0
-        conn.state = core_state
-        set_active(conn, core_state in p.active)
-        conn.timeout = director.state_timeouts(p)[core_state]
-    director.conns.arm(conn, now)
-    return conn

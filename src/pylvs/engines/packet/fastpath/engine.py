@@ -39,6 +39,7 @@ from pylvs.core.packet import Action, Verdict
 from pylvs.core.proto import tcp as coretcp
 from pylvs.core.types import TCP_FIN, TCP_RST, DestConfig, Fwd, Packet, Proto, ServiceKey
 from pylvs.engines.base import Engine
+from pylvs.engines.packet import coreapi
 from pylvs.engines.packet.engine import PacketEngine, RouteCache, discover_ifaces
 from pylvs.engines.packet.fastpath import coreglue as glue
 from pylvs.engines.packet.fastpath import drsock, tables
@@ -605,7 +606,7 @@ class FastPathEngine(Engine):
             if not adopt:
                 return None
             state = glue.CT_TO_CORE.get(e.tcp_state, coretcp.ESTABLISHED)
-            conn = glue.adopt(
+            conn = coreapi.adopt(
                 self.director,
                 proto,
                 caddr,
@@ -831,7 +832,7 @@ class FastPathEngine(Engine):
         if f.conn is None or f.conn.dead:
             # The core let the entry go while the kernel kept the connection: follow the kernel.
             _p, raddr, rport, _l, _lp = e.reply
-            f.conn = glue.adopt(
+            f.conn = coreapi.adopt(
                 d,
                 f.proto,
                 f.caddr,
@@ -876,7 +877,7 @@ class FastPathEngine(Engine):
             rip = by_mac.get(mac[:6])
             conn = None
             if rip is not None:
-                conn = glue.adopt(
+                conn = coreapi.adopt(
                     self.director, 6, cip, cport, vip, vport, 0, rip, vport, coretcp.ESTABLISHED, now
                 )
             if conn is None:
