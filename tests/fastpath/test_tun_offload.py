@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pylvs.cbpf import ACCEPT
+from pylvs.engines.packet import tunoffload
 from pylvs.engines.packet.frames import NO_VNET
 from pylvs.engines.packet.tunoffload import COUNTS, TC_PRIO, TunOffload, flow_key
 from pylvs.netlink import ebpf
@@ -268,3 +269,38 @@ def test_the_filter_and_the_tc_program_always_agree(
     taken = ebpf.run_program(off.tc_fd, bytes(frame), ctx=ctx).retval != ebpf.TC_ACT_OK
     seen = ebpf.run_program(off.sock_fd, bytes(12) + b"\x08\x00" + bytes(frame), ctx=ctx).retval == ACCEPT
     assert taken != seen, (taken, seen)
+
+
+@pytest.mark.skipif(shutil.which("tc") is None, reason="needs tc")
+def test_a_restarted_engine_finds_the_flow_map_a_killed_one_left() -> None:
+    """The killed process's tc filter still holds its program, which holds the flow map: the next
+    process finds the map through the filter on its device, reads the flows to adopt them, and its
+    own programs go on with that map (the lab test kills pylvsd during a TUN download)."""
+    dev = "plv" + secrets.token_hex(4)
+    subprocess.run(["ip", "link", "add", dev, "type", "veth", "peer", "name", dev + "p"], check=True)
+    try:
+        ifindex = socket.if_nametoindex(dev)
+        first = TunOffload(max_flows=16)
+        first.attach_device(ifindex)
+        assert first.add(FLOW, entry(ifindex=ifindex))
+        first.hooks.clear()  # "killed": its descriptors go, its filter stays
+        first.close()
+        assert tunoffload.previous_flows(["lo"]) is None
+        prev = tunoffload.previous_flows([dev])
+        assert prev is not None
+        second = TunOffload(flows=prev)
+        try:
+            (key, flow, oidx, eth, outer, limit), *rest = second.adoptable()
+            assert not rest and flow == FLOW and key == flow_key(FLOW) and oidx == ifindex
+            assert eth == RS_MAC + OUR_MAC + b"\x08\x00" and outer[12:20] == DIRECTOR + RS and limit == 1480
+            fe = entry(ifindex=ifindex)
+            second.take(key, fe)
+            second.attach_device(ifindex)  # replaces the old filter, same map
+            assert ebpf.run_program(second.tc_fd, tcp_frame()).retval == ebpf.TC_ACT_REDIRECT
+            second.sync(1.0, None, lambda _c: True, lambda _r: (ifindex, RS_MAC))
+            assert fe.stats[0].inpkts == 1  # counted from the adoption on, not before
+        finally:
+            second.close()
+        assert "bpf" not in _tc_filters(dev)
+    finally:
+        subprocess.run(["ip", "link", "del", dev], check=False)

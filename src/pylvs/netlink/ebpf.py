@@ -356,6 +356,7 @@ class Asm:
 _SYSCALL_NR = {"x86_64": 321, "aarch64": 280, "i686": 357, "i386": 357, "armv7l": 386, "riscv64": 280}
 _MAP_CREATE, _MAP_LOOKUP_ELEM, _MAP_UPDATE_ELEM, _MAP_DELETE_ELEM, _MAP_GET_NEXT_KEY, _PROG_LOAD = range(6)
 _PROG_TEST_RUN = 10
+_PROG_GET_FD_BY_ID, _MAP_GET_FD_BY_ID, _OBJ_GET_INFO_BY_FD = 13, 14, 15
 _MAP_LOOKUP_BATCH = 24
 _ENOTSUPP = 524  # the kernel's internal "not supported", which can leak to user space
 
@@ -389,6 +390,33 @@ def _attr(fmt: str, *values: object) -> ctypes.Array[ctypes.c_char]:
 
 def _addr(buf: ctypes.Array[ctypes.c_char] | None) -> int:
     return 0 if buf is None else ctypes.addressof(buf)
+
+
+def _obj_info(fd: int, size: int, fields: dict[int, tuple[str, int]] | None = None) -> bytes:
+    """BPF_OBJ_GET_INFO_BY_FD: `size` bytes of the object's info (fields: offset -> u32/u64 to
+    preset as (struct format, value), e.g. an array's pointer and length for the kernel to fill)."""
+    buf = ctypes.create_string_buffer(size)
+    for off, (fmt, value) in (fields or {}).items():
+        struct.pack_into(fmt, buf, off, value)
+    _bpf(_OBJ_GET_INFO_BY_FD, _attr("<IIQ", fd, size, ctypes.addressof(buf)), f"object info of fd {fd}")
+    return buf.raw
+
+
+def program_maps(prog_id: int) -> list[int]:
+    """The ids of the maps a loaded program uses (it keeps them alive: e.g. a tc filter's program
+    after the process that loaded it died)."""
+    fd = _bpf(_PROG_GET_FD_BY_ID, _attr("<3I", prog_id, 0, 0), f"program id {prog_id}")
+    try:
+        count = struct.unpack_from("<I", _obj_info(fd, 64), 52)[0]
+        if not count:
+            return []
+        ids = (ctypes.c_uint32 * count)()
+        # struct bpf_prog_info: nr_map_ids at 52, map_ids (a pointer) at 56
+        info = _obj_info(fd, 64, {52: ("<I", count), 56: ("<Q", ctypes.addressof(ids))})
+        got = min(count, struct.unpack_from("<I", info, 52)[0])
+        return [int(ids[i]) for i in range(got)]
+    finally:
+        os.close(fd)
 
 
 def _obj_name(name: str) -> bytes:
@@ -433,6 +461,31 @@ class BpfMap:
         else:
             self.stored_size = value_size
         self._batch_ok = True
+
+    @classmethod
+    def by_id(cls, map_id: int) -> BpfMap:
+        """A map that already exists (another process made it; a program still holds it), by its id."""
+        fd = _bpf(_MAP_GET_FD_BY_ID, _attr("<3I", map_id, 0, 0), f"map id {map_id}")
+        try:
+            info = _obj_info(fd, 80)
+        except BpfError:
+            os.close(fd)
+            raise
+        map_type, _id, key_size, value_size, max_entries = struct.unpack_from("<5I", info)
+        m = cls.__new__(cls)
+        m.fd, m.map_type, m.key_size, m.value_size, m.max_entries = (
+            fd,
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+        )
+        m.name = info[24:40].split(b"\0", 1)[0].decode(errors="replace")
+        m.stored_size = (
+            (value_size + 7) // 8 * 8 * possible_cpus() if map_type in _PERCPU_TYPES else value_size
+        )
+        m._batch_ok = True
+        return m
 
     def _key(self, key: bytes) -> ctypes.Array[ctypes.c_char]:
         if len(key) != self.key_size:

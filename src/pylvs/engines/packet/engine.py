@@ -22,9 +22,10 @@ from typing import Any
 
 from pylvs import cbpf
 from pylvs.core.director import Director
+from pylvs.core.proto.tcp import ESTABLISHED as TCP_ESTABLISHED
 from pylvs.core.types import DestConfig, Fwd, ServiceKey
 from pylvs.engines.base import Engine
-from pylvs.engines.packet import bpf, coreapi, fanout
+from pylvs.engines.packet import bpf, coreapi, fanout, tunoffload
 from pylvs.engines.packet.forward import Forwarder, Iface, Route
 from pylvs.engines.packet.neigh import Neighbours
 from pylvs.engines.packet.nft import NftTable, remove_stale, spec_from_director
@@ -196,9 +197,12 @@ class PacketEngine(Engine):
             raise OSError("packet engine: no Ethernet interface is up")
         self.routes = RouteCache(self.clock, ifaces)
         self.fwd = Forwarder(self.director, ifaces, self.routes, Neighbours(), self.ports)
+        previous = None
         if self.tun_offload:
             try:
-                self.offload = TunOffload()
+                # a pylvsd that died left its flows to the kernel: go on with its map
+                previous = tunoffload.previous_flows([i.name for i in ifaces.values()])
+                self.offload = TunOffload(flows=previous)
             except (OSError, ValueError) as e:
                 self._offload_off(str(e))
             else:
@@ -211,6 +215,8 @@ class PacketEngine(Engine):
             self._open(ifc)
         self.cpu_start = time.process_time()
         self._sync()
+        if previous is not None and self.offload is not None:
+            self._adopt_tun()
         for idx, sock in self.socks.items():
             self._add_reader(idx, sock)
         for idx, sock in self.arp_socks.items():
@@ -258,6 +264,25 @@ class PacketEngine(Engine):
                 # a device without the tc program would lose the segments the filter leaves to it
                 self._offload_off(f"not on {ifc.name}: {e}")
         return s
+
+    def _adopt_tun(self) -> None:
+        """The TUN connections an earlier pylvsd gave the kernel: entries in the core (not scheduled
+        again: the kernel goes on sending them to the same server) and in the Forwarder, so their
+        FIN or RST and the counters are handled as if this process had given them."""
+        assert self.offload is not None and self.fwd is not None
+        now = self.clock()
+        adopted = 0
+        for key, flow, oidx, eth, outer, limit in self.offload.adoptable():
+            _p, caddr, cport, vaddr, vport = flow
+            conn = coreapi.adopt(
+                self.director, 6, caddr, cport, vaddr, vport, 0, outer[16:20], vport, TCP_ESTABLISHED, now
+            )
+            if conn is None or conn.fwd != Fwd.TUNNEL or oidx not in self.fwd.ifaces:
+                self.offload.drop(key)
+                continue
+            self.offload.take(key, self.fwd.adopt_tunnel(flow, conn, oidx, eth, outer, limit, now))
+            adopted += 1
+        log.info("packet engine: %d TUN connections adopted from the kernel's fast path", adopted)
 
     def _offload_off(self, why: str) -> None:
         log.warning("packet engine: no kernel fast path for TUN (%s); Python sends every packet", why)

@@ -460,13 +460,33 @@ class Forwarder:
         ):
             fe.hop = fe.tun = None
             return
-        tmpl = bytearray(frame[: o + 20])
+        self._set_tunnel(fe, oidx, bytes(frame[: o + 20]), ifc.mtu - 20)
+
+    @staticmethod
+    def _set_tunnel(fe: FastEntry, oidx: int, head: bytes, limit: int) -> None:
+        """fe's way out: device, MACs, and the outer header as a template (virtio, Ethernet, IPv4)."""
+        o = IP
+        tmpl = bytearray(head)
         tmpl[o + 1] = 0  # tos, total length, ident, flags and checksum: filled in per packet
         tmpl[o + 2 : o + 8] = bytes(6)
         tmpl[o + 10 : o + 12] = b"\0\0"
         base = sum(sum(_HH.unpack_from(tmpl, o + i)) for i in range(0, 20, 4))
-        fe.hop = (oidx, bytes(frame[ETH : ETH + 12]))
-        fe.tun = (bytes(tmpl), base, ifc.mtu - 20)
+        fe.hop = (oidx, bytes(head[ETH : ETH + 12]))
+        fe.tun = (bytes(tmpl), base, limit)
+
+    def adopt_tunnel(
+        self, flow: Flow, conn: coreapi.Conn, oidx: int, eth: bytes, outer: bytes, limit: int, now: float
+    ) -> FastEntry:
+        """A steady TUN connection the kernel's fast path already carries (an earlier pylvsd gave it
+        there): its entry, with the way out the kernel uses, marked as the kernel's."""
+        self._remember(flow, conn, 0)
+        fe = self.fast[flow]
+        self._set_tunnel(fe, oidx, NO_VNET + eth + outer, limit)
+        fe.hop_until = now + HOP_TTL
+        fe.warm = True
+        fe.tunnelled = OFFLOAD_AFTER
+        fe.offloaded = True
+        return fe
 
     def _tunnel_fast(self, f: bytearray, out: Frames, oidx: int, tun: tuple[bytes, int, int]) -> bool:
         """_tunnel() with the learnt template: False (nothing done) for what needs the full way: GSO

@@ -29,9 +29,11 @@ the classic prefilter's job (engines/packet/bpf.py) from two small maps of addre
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -43,6 +45,8 @@ from pylvs.netlink import ebpf
 from pylvs.netlink.ebpf import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, Asm
 
 SO_ATTACH_BPF = 50
+TC_NAME = "pylvs_tun"  # the tc filter's name
+FLOWS_NAME = "plv_tunflows"  # the flow map's name (how a restarted pylvsd knows it)
 TC_PRIO = 0xC1F5  # our filter's place on the clsact ingress hook (a crashed run's is replaced)
 MAX_FLOWS = 65536
 MAX_ADDRS = 1 << 20
@@ -58,6 +62,38 @@ _TCP_SYN_FIN_RST = 0x07
 MAX_INNER = 0xFFFF - 20  # the outer total length must fit 16 bits
 
 Flow = tuple[int, bytes, int, bytes, int]  # (proto, client, port, VIP, port), as the Forwarder keys it
+
+
+def previous_flows(devices: Iterable[str]) -> ebpf.BpfMap | None:
+    """The flow map of a pylvsd that stopped without removing its tc filter (a crash, a kill): the
+    filter's program still holds it, and the kernel still forwards its flows. Found through the
+    filter on one of our devices (programs and maps are global, the filter is this namespace's)."""
+    for dev in devices:
+        try:
+            p = subprocess.run(
+                ["tc", "-j", "filter", "show", "dev", dev, "ingress"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
+            filters = json.loads(p.stdout or "[]")
+        except (OSError, ValueError, subprocess.SubprocessError):
+            continue
+        for f in filters:
+            opts = f.get("options") or {}
+            prog = opts.get("prog") or {}
+            if f.get("pref") != TC_PRIO or opts.get("bpf_name") != TC_NAME or "id" not in prog:
+                continue
+            try:
+                for map_id in ebpf.program_maps(int(prog["id"])):
+                    m = ebpf.BpfMap.by_id(map_id)
+                    if m.name == FLOWS_NAME and (m.key_size, m.value_size) == (12, VALUE.size):
+                        return m
+                    m.close()
+            except OSError:
+                continue
+    return None
 
 
 def flow_key(flow: Flow) -> bytes:
@@ -283,10 +319,12 @@ class TunOffload:
     """The maps and programs of the TUN fast path, the devices and sockets they are attached to, and
     the flows the kernel sends (with the counts already given to the core)."""
 
-    def __init__(self, max_flows: int = MAX_FLOWS) -> None:
+    def __init__(self, max_flows: int = MAX_FLOWS, flows: ebpf.BpfMap | None = None) -> None:
+        """flows: the map of a previous pylvsd (previous_flows), whose elements the kernel still
+        forwards; its connections are adopted (adoptable, take) and it goes on serving."""
         if sys.byteorder != "little":
             raise OSError("the TUN fast path's programs compare packet bytes as a little-endian machine")
-        self.flows = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 12, VALUE.size, max_flows, "plv_tunflows")
+        self.flows = flows or ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 12, VALUE.size, max_flows, FLOWS_NAME)
         # addresses: as many as a restore may bring, allocated as they come
         self.dsts = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, MAX_ADDRS, "plv_dsts", ebpf.BPF_F_NO_PREALLOC)
         self.srcs = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, MAX_ADDRS, "plv_srcs", ebpf.BPF_F_NO_PREALLOC)
@@ -299,13 +337,46 @@ class TunOffload:
         self.values: dict[bytes, bytes] = {}  # key -> the element's device, limit and headers
         self.counted: dict[bytes, tuple[int, int]] = {}  # key -> packets, bytes given to the core
         self.addr_sets: tuple[set[bytes], set[bytes]] = (set(), set())
-        self.counters = {"kernel_pkts": 0, "kernel_bytes": 0, "flows_added": 0, "flows_removed": 0}
+        self.counters = {
+            "kernel_pkts": 0,
+            "kernel_bytes": 0,
+            "flows_added": 0,
+            "flows_removed": 0,
+            "flows_adopted": 0,
+        }
         try:
             self.tc_fd = ebpf.load_program(tc_program(self.flows.fd), ebpf.BPF_PROG_TYPE_SCHED_CLS, "plv_tun")
             self.sock_fd = self._load_filter(False)
         except OSError:
             self.close()
             raise
+
+    # -- a restart: the flows an earlier pylvsd left to the kernel -------------------------------
+    def adoptable(self) -> list[tuple[bytes, Flow, int, bytes, bytes, int]]:
+        """The elements of the map as (key, flow, device, Ethernet header, outer header, limit)."""
+        out = []
+        for key, raw in self.flows.items():
+            if len(key) != 12 or len(raw) != VALUE.size:
+                continue
+            _pk, _by, ifindex, limit, _pad, eth, outer = VALUE.unpack(raw)
+            caddr, vaddr, cport, vport = key[0:4], key[4:8], *struct.unpack_from("!HH", key, 8)
+            out.append((key, (socket.IPPROTO_TCP, caddr, cport, vaddr, vport), ifindex, eth, outer, limit))
+        return out
+
+    def take(self, key: bytes, fe: Any) -> None:
+        """An element now stands for fe (adopted); the kernel's counts so far are the old run's."""
+        raw = self.flows.lookup(key)
+        if raw is None:
+            return
+        self.entries[key] = fe
+        self.values[key] = raw[16:]
+        pk, by = COUNTS.unpack_from(raw)
+        self.counted[key] = (pk, by)
+        self.counters["flows_adopted"] += 1
+
+    def drop(self, key: bytes) -> None:
+        """An element nobody can adopt (its service or server is gone)."""
+        self.flows.delete(key)
 
     def _load_filter(self, ipv6: bool) -> int:
         prog = socket_program(self.flows.fd, self.dsts.fd, self.srcs.fd, ipv6)
@@ -315,7 +386,7 @@ class TunOffload:
     def attach_device(self, ifindex: int) -> None:
         if ifindex not in self.hooks:
             self.hooks[ifindex] = _off_loop(
-                lambda: ebpf.TcIngress(ifindex, self.tc_fd, "pylvs_tun", prio=TC_PRIO, replace=True)
+                lambda: ebpf.TcIngress(ifindex, self.tc_fd, TC_NAME, prio=TC_PRIO, replace=True)
             )
 
     def attach_socket(self, sock: socket.socket) -> None:
