@@ -62,9 +62,20 @@ def conn_alive(conn: Conn) -> bool:
     return not getattr(conn, "dead", False)
 
 
+ADDR_CACHE: dict[bytes, ipaddress.IPv4Address] = {}  # hot loops read it before calling ip4
+
+
+def ip4(b: bytes) -> ipaddress.IPv4Address:
+    """bytes -> IPv4Address, cached (a handful of VIPs and servers, many clients: bounded)."""
+    a = ADDR_CACHE.get(b)
+    if a is None:
+        if len(ADDR_CACHE) > 65536:
+            ADDR_CACHE.clear()
+        a = ADDR_CACHE[b] = ipaddress.IPv4Address(b)
+    return a
+
+
 # -- adoption: connections the kernel already forwards, decided by an earlier pylvsd ----------------
-def _ip4(b: bytes) -> ipaddress.IPv4Address:
-    return ipaddress.IPv4Address(b)
 
 
 def find_service(director: Director, proto: int, vaddr: bytes, vport: int, fwmark: int) -> Any:
@@ -73,7 +84,7 @@ def find_service(director: Director, proto: int, vaddr: bytes, vport: int, fwmar
         svc = table.get(ServiceKey.for_fwmark(fwmark))
         if svc is not None:
             return svc
-    v = _ip4(vaddr)
+    v = ip4(vaddr)
     return table.get(ServiceKey.for_addr(Proto(proto), v, vport)) or table.get(
         ServiceKey.for_addr(Proto(proto), v, 0)
     )
@@ -94,17 +105,17 @@ def adopt(
 ) -> Conn | None:
     """An entry for a connection the kernel already forwards to (raddr, rport): found, or made
     without scheduling (pylvsd restarted; the decision was taken by the previous one)."""
-    existing = director.lookup_in(proto, _ip4(caddr), cport, _ip4(vaddr), vport)
+    existing = director.lookup_in(proto, ip4(caddr), cport, ip4(vaddr), vport)
     if existing is not None and not existing.dead:
         return existing
     svc = find_service(director, proto, vaddr, vport, fwmark)
     if svc is None:
         return None
-    ra = _ip4(raddr)
+    ra = ip4(raddr)
     dest = next((d for d in svc.dests if d.addr == ra and d.port in (rport, 0)), None)
     if dest is None:
         return None
-    key = make_key(proto, _ip4(caddr), cport, _ip4(vaddr), vport)
+    key = make_key(proto, ip4(caddr), cport, ip4(vaddr), vport)
     conn = corepkt.new_conn(director, key, dest, rport, 0, fwmark)
     conn.dest.stats.conns += 1
     svc.stats.conns += 1

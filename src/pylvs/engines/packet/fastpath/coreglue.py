@@ -9,13 +9,13 @@ ActiveConn/InActConn, timer, byte and packet counters) in step with what the ker
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
 from pylvs.core.director import Director
 from pylvs.core.proto import tcp as coretcp
 from pylvs.core.types import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Packet, Proto
+from pylvs.engines.packet.coreapi import ip4
 from pylvs.netlink import conntrack as ct
 
 Conn = Any  # pylvs.core.conn.Connection
@@ -61,18 +61,6 @@ CT_TO_CORE = {
     ct.CT_TIME_WAIT: coretcp.TIME_WAIT,
     ct.CT_CLOSE: coretcp.CLOSE,
 }
-
-ADDR_CACHE: dict[bytes, ipaddress.IPv4Address] = {}  # hot loops read it before calling ip4
-
-
-def ip4(b: bytes) -> ipaddress.IPv4Address:
-    """bytes -> IPv4Address, cached (a handful of VIPs and servers, many clients: bounded)."""
-    a = ADDR_CACHE.get(b)
-    if a is None:
-        if len(ADDR_CACHE) > 65536:
-            ADDR_CACHE.clear()
-        a = ADDR_CACHE[b] = ipaddress.IPv4Address(b)
-    return a
 
 
 @dataclass(slots=True)

@@ -530,8 +530,8 @@ class FastPathEngine(Engine):
         first = self.scheduled
         out: list[bytes] = []
         vmsg = nfq.verdict_msg
-        addr = glue.ADDR_CACHE
-        ip4 = glue.ip4
+        addr = coreapi.ADDR_CACHE
+        ip4 = coreapi.ip4
         accepted = dropped = 0
         pkts = nfq.receive_ids()
         self.counters["queue_reads"] += 1
@@ -600,7 +600,7 @@ class FastPathEngine(Engine):
         if queued is not None and not queued[0].dead:
             conn, first = queued
         else:
-            conn = self.director.lookup_in(proto, glue.ip4(caddr), cport, glue.ip4(vaddr), vport)
+            conn = self.director.lookup_in(proto, coreapi.ip4(caddr), cport, coreapi.ip4(vaddr), vport)
         ct_state = -1
         if conn is None or conn.dead:
             if not adopt:
