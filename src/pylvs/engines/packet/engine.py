@@ -286,14 +286,18 @@ class PacketEngine(Engine):
 
     def _offload_off(self, why: str) -> None:
         log.warning("packet engine: no kernel fast path for TUN (%s); Python sends every packet", why)
+        self._close_offload()
+        if self.fwd is not None:
+            self.fwd.fast.clear()
+        if self.socks:
+            self.rules_changed()  # the classic prefilter back on every socket
+
+    def _close_offload(self) -> None:
         if self.offload is not None:
             self.offload.close()
             self.offload = None
         if self.fwd is not None:
             self.fwd.offload = None
-            self.fwd.fast.clear()
-        if self.socks:
-            self.rules_changed()  # the classic prefilter back on every socket
 
     def _open_tx_ring(self, ifc: Iface) -> None:
         """The interface's transmit ring; without one (a kernel or sandbox that refuses it) frames
@@ -543,11 +547,7 @@ class PacketEngine(Engine):
         self.tx_rings.clear()
         self.table.remove()
         self.marks = []
-        if self.offload is not None:
-            self.offload.close()
-            self.offload = None
-            if self.fwd is not None:
-                self.fwd.offload = None
+        self._close_offload()
         if self.nfq is not None:
             if self.loop is not None:
                 self.loop.remove_reader(self.nfq.fileno())

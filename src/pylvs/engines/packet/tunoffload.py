@@ -449,9 +449,9 @@ class TunOffload:
         if key not in self.values:
             return
         fe = self.entries.get(key)
-        raw = self.flows.lookup(key)
+        raw = self.flows.lookup(key) if account else None  # the last counts, when still owed
         self.flows.delete(key)
-        if account and fe is not None and raw is not None:
+        if fe is not None and raw is not None:
             pk, by = COUNTS.unpack_from(raw)
             self._account(key, fe, pk, by, None)
         self.entries.pop(key, None)
