@@ -251,29 +251,44 @@ def test_queue_bypass_no_holds_new_connections_until_pylvsd_is_back(monkeypatch:
         assert "answer welcome to 192.168.1." in out, out + run.n.log("pylvsd")
 
 
+SLOW_SIZE = 4 * 1024 * 1024
+
+
+def _slow_download(run: Lab, size: int) -> subprocess.Popen[bytes]:
+    """A slow reader with a small receive buffer downloads `size` bytes from the VIP into the lab's
+    slow.bin: the transfer lasts ~12 s, packets all along."""
+    assert run.t is not None
+    out = os.path.join(run.n.workdir, "slow.bin")
+    code = (
+        "import socket,sys,time\n"
+        "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)\n"
+        f"s.settimeout(30); s.connect(('{run.t.vip}', 80))\n"
+        f"s.sendall(b'GET /bytes?n={size} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n"
+        "data=b''\n"
+        "while True:\n"
+        "    c=s.recv(16384)\n"
+        "    if not c: break\n"
+        "    data+=c; time.sleep(0.04)\n"
+        f"open('{out}','wb').write(data.partition(b'\\r\\n\\r\\n')[2])\n"
+    )
+    return run.n.spawn("client", [run.n.python(), "-c", code], log_name="slowclient")
+
+
+def _check_slow_download(run: Lab, p: subprocess.Popen[bytes], size: int) -> None:
+    """The download ends and every byte arrived right."""
+    p.wait(60)
+    with open(os.path.join(run.n.workdir, "slow.bin"), "rb") as fh:
+        got = fh.read()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(pattern_bytes(size)).digest(), len(got)
+
+
 @pytest.mark.parametrize("mode", ["nat", "dr", "tun"])
 def test_killed_daemon_download_completes_and_restart_adopts(mode: str) -> None:
-    size = 4 * 1024 * 1024
     with Lab(mode, "fastpath", out=lambda _s: None, use_daemon=True, udp=False) as run:
         run.build()
         run.start_director()
         assert run.curl().startswith("welcome"), run.n.log("pylvsd")
-        out = os.path.join(run.n.workdir, "slow.bin")
-        assert run.t is not None
-        # A slow reader with a small receive buffer: the transfer lasts ~12 s, packets all along.
-        code = (
-            "import socket,sys,time\n"
-            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)\n"
-            f"s.settimeout(30); s.connect(('{run.t.vip}', 80))\n"
-            f"s.sendall(b'GET /bytes?n={size} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n"
-            "data=b''\n"
-            "while True:\n"
-            "    c=s.recv(16384)\n"
-            "    if not c: break\n"
-            "    data+=c; time.sleep(0.04)\n"
-            f"open('{out}','wb').write(data.partition(b'\\r\\n\\r\\n')[2])\n"
-        )
-        curl = run.n.spawn("client", [run.n.python(), "-c", code], log_name="slowclient")
+        curl = _slow_download(run, SLOW_SIZE)
         time.sleep(1.5)
         d = _daemon(run)
         os.killpg(d.pid, signal.SIGKILL)
@@ -288,10 +303,7 @@ def test_killed_daemon_download_completes_and_restart_adopts(mode: str) -> None:
         listing = run.pylvsadm(["-Lnc"])
         assert curl.poll() is None, "the download ended before the restarted daemon could list it"
         assert "ESTABLISHED" in listing and "172.25.254.10:" in listing, listing + run.n.log("pylvsd")
-        curl.wait(60)
-        with open(out, "rb") as fh:
-            got = fh.read()
-        assert hashlib.sha256(got).digest() == hashlib.sha256(pattern_bytes(size)).digest(), len(got)
+        _check_slow_download(run, curl, SLOW_SIZE)
         # New connections are scheduled by the new daemon.
         assert run.curl().startswith("welcome"), run.n.log("pylvsd")
         log = run.n.log("pylvsd")
@@ -353,37 +365,20 @@ def test_tun_kernel_path_survives_a_rule_change_and_counts_reach_the_stats() -> 
     few packets. A rule change mid-transfer takes every flow back to Python (the map is cleared);
     the connection goes on, goes back to the kernel, and the service's counters hold the packets the
     kernel sent (Python sees a few dozen of them at most)."""
-    size = 4 * 1024 * 1024
     with Lab("tun", "fastpath", out=lambda _s: None, use_daemon=True, udp=False) as run:
         run.build()
         run.start_director()
         assert run.curl().startswith("welcome"), run.n.log("pylvsd")
-        out = os.path.join(run.n.workdir, "slow.bin")
         assert run.t is not None
         vip = run.t.vip
-        code = (
-            "import socket,sys,time\n"
-            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)\n"
-            f"s.settimeout(30); s.connect(('{vip}', 80))\n"
-            f"s.sendall(b'GET /bytes?n={size} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n"
-            "data=b''\n"
-            "while True:\n"
-            "    c=s.recv(16384)\n"
-            "    if not c: break\n"
-            "    data+=c; time.sleep(0.04)\n"
-            f"open('{out}','wb').write(data.partition(b'\\r\\n\\r\\n')[2])\n"
-        )
-        slow = run.n.spawn("client", [run.n.python(), "-c", code], log_name="slowclient")
+        slow = _slow_download(run, SLOW_SIZE)
         time.sleep(3.0)
         run.pylvsadm(["-E", "-t", f"{vip}:80", "-s", "wrr"])  # a rule change: the flow map is cleared
         time.sleep(2.0)
         assert slow.poll() is None, "the download ended early"
         listing = run.pylvsadm(["-Lnc"])
         assert "ESTABLISHED" in listing and "172.25.254.10:" in listing, listing
-        slow.wait(60)
-        with open(out, "rb") as fh:
-            got = fh.read()
-        assert hashlib.sha256(got).digest() == hashlib.sha256(pattern_bytes(size)).digest(), len(got)
+        _check_slow_download(run, slow, SLOW_SIZE)
         time.sleep(1.5)  # the engine reads the kernel's counters every second
         stats = run.pylvsadm(["-Ln", "--stats", "-t", f"{vip}:80"])
         line = next(ln for ln in stats.splitlines() if ln.startswith("TCP"))
