@@ -44,7 +44,10 @@ import subprocess
 
 from pylvs import cbpf
 from pylvs.cbpf import ACCEPT, ALU_AND_K, JEQ_K, LD_B_ABS, LD_W_ABS, RET_K, Insn
+from pylvs.engines.packet.frames import F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, NO_VNET, VNET, VNET_LEN
 
+# The virtio_net_hdr layout and flags come from the packet engine's frames module: the same header
+# (host byte order) on the AF_PACKET socket and on the TUN device.
 TUNSETIFF = 0x400454CA
 TUNSETVNETHDRSZ = 0x400454D8
 IFF_TUN = 0x0001
@@ -63,12 +66,6 @@ SKF_NET_OFF = 0xFFF00000  # loads from here on are relative to the network heade
 ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
 ARPHRD_L3 = (0xFFFE, 768, 778, 519)  # NONE (tun, wireguard), TUNNEL, IPGRE, RAWIP
 
-# struct virtio_net_hdr (legacy, host byte order for both AF_PACKET and TUN here)
-VNET = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
-VNET_LEN = VNET.size
-F_NEEDS_CSUM = 1
-GSO_NONE, GSO_TCPV4, GSO_ECN = 0, 1, 0x80
-NO_OFFLOAD = bytes(VNET_LEN)
 
 RECV_MAX = 256 * 1024  # a GSO frame can be a 64 KiB packet (more with BIG TCP: counted as refused)
 
@@ -200,7 +197,7 @@ class TunAgent:
         shift = link_len + (outer[0] & 0xF) * 4  # csum_start counts from the link header
         if gso_type == GSO_NONE:
             if not flags & F_NEEDS_CSUM:
-                return NO_OFFLOAD + inner
+                return NO_VNET + inner
             # The partial checksum is the inner L4 one: it starts right after the inner IP header.
             start = csum_start - shift
             if start != (inner[0] & 0xF) * 4 or start + csum_offset + 2 > len(inner):
