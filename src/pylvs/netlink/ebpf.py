@@ -9,13 +9,16 @@ opcode byte, dst register in the low nibble and src in the high nibble of the ne
 Everything acts in the caller's current network namespace; TcIngress can instead open its netlink
 socket in a named namespace (/run/netns/NAME) through pyroute2 (which forks a short-lived child to
 create the socket there), while the program fd is still resolved in this process. run_program runs
-a loaded program on one frame without any device (BPF_PROG_TEST_RUN), for tests.
+a loaded program on one frame without any device (BPF_PROG_TEST_RUN), for tests. RingBuf reads
+a BPF ring buffer map's records from user space through mmap (no syscall per record); its fd
+polls readable while records wait.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno as errno_mod
+import mmap
 import os
 import platform
 import struct
@@ -43,6 +46,11 @@ _TO_BE = 0x08
 _CALL = 0x80
 _EXIT = 0x90
 BPF_ATOMIC_ADD = 0x00  # the imm of an atomic add (no fetch)
+# atomic imm modifiers: BPF_FETCH or'd into an ALU op code returns the old value in src;
+# exchange and compare-exchange always fetch
+BPF_FETCH = 0x01
+BPF_XCHG = 0xE0 | BPF_FETCH
+BPF_CMPXCHG = 0xF0 | BPF_FETCH
 BPF_PSEUDO_MAP_FD = 1
 
 ALU_OPS = {
@@ -103,12 +111,17 @@ HELPER_SKB_ADJUST_ROOM = 50
 HELPER_REDIRECT_MAP = 51
 HELPER_FIB_LOOKUP = 69
 HELPER_REDIRECT_NEIGH = 152
+HELPER_RINGBUF_OUTPUT = 130
+HELPER_RINGBUF_RESERVE = 131
+HELPER_RINGBUF_SUBMIT = 132
+HELPER_RINGBUF_DISCARD = 133
 HELPER_KTIME_GET_COARSE_NS = 160
 
 # flags of the checksum helpers (the low 4 bits of `flags` carry the field size)
 BPF_F_RECOMPUTE_CSUM = 1 << 0
 BPF_F_PSEUDO_HDR = 1 << 4
 BPF_F_MARK_MANGLED_0 = 1 << 5
+BPF_F_HDR_FIELD_MASK = 0xF
 BPF_F_INGRESS = 1 << 0  # bpf_redirect: to the device's receive path instead of transmit
 
 # bpf_skb_adjust_room
@@ -121,6 +134,14 @@ BPF_F_ADJ_ROOM_ENCAP_L4_GRE = 1 << 3
 BPF_F_ADJ_ROOM_ENCAP_L4_UDP = 1 << 4
 BPF_F_ADJ_ROOM_NO_CSUM_RESET = 1 << 5
 BPF_F_ADJ_ROOM_ENCAP_L2_ETH = 1 << 6
+
+# ring buffer: output/submit/discard flags, and a record header's length word (u32 len, u32 page
+# offset; records start 8-byte aligned)
+BPF_RB_NO_WAKEUP = 1 << 0
+BPF_RB_FORCE_WAKEUP = 1 << 1
+BPF_RINGBUF_BUSY_BIT = 1 << 31
+BPF_RINGBUF_DISCARD_BIT = 1 << 30
+BPF_RINGBUF_HDR_SZ = 8
 
 # tc verdicts (uapi pkt_cls.h)
 TC_ACT_UNSPEC = -1
@@ -166,6 +187,7 @@ BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
 BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
 BPF_MAP_TYPE_DEVMAP = 14
+BPF_MAP_TYPE_RINGBUF = 27
 BPF_PROG_TYPE_SOCKET_FILTER = 1
 BPF_PROG_TYPE_SCHED_CLS = 3
 BPF_PROG_TYPE_SCHED_ACT = 4
@@ -291,6 +313,32 @@ class Asm:
             raise ValueError("atomic add takes BPF_W or BPF_DW")
         self._emit(_STX | size | _ATOMIC, dst, src, off, BPF_ATOMIC_ADD)
 
+    def _atomic(self, what: str, size: int, dst: int, src: int, off: int, imm: int) -> None:
+        if size not in (BPF_W, BPF_DW):
+            raise ValueError(f"atomic {what} takes BPF_W or BPF_DW")
+        self._emit(_STX | size | _ATOMIC, dst, src, off, imm)
+
+    def atomic_or(self, size: int, dst: int, src: int, off: int) -> None:
+        """*(size*)(dst+off) |= src, atomically."""
+        self._atomic("or", size, dst, src, off, ALU_OPS["or"])
+
+    def atomic_fetch_or(self, size: int, dst: int, src: int, off: int) -> None:
+        """*(size*)(dst+off) |= src, atomically; src receives the old value (zero-extended for BPF_W)."""
+        self._atomic("fetch or", size, dst, src, off, ALU_OPS["or"] | BPF_FETCH)
+
+    def atomic_fetch_add(self, size: int, dst: int, src: int, off: int) -> None:
+        """*(size*)(dst+off) += src, atomically; src receives the old value."""
+        self._atomic("fetch add", size, dst, src, off, ALU_OPS["add"] | BPF_FETCH)
+
+    def atomic_xchg(self, size: int, dst: int, src: int, off: int) -> None:
+        """Swap *(size*)(dst+off) and src, atomically."""
+        self._atomic("xchg", size, dst, src, off, BPF_XCHG)
+
+    def atomic_cmpxchg(self, size: int, dst: int, src: int, off: int) -> None:
+        """If *(size*)(dst+off) == r0 then store src there; either way r0 receives the old value
+        (r0 is implicit: load the expected value into it first)."""
+        self._atomic("cmpxchg", size, dst, src, off, BPF_CMPXCHG)
+
     def _ld64(self, dst: int, src: int, imm: int) -> None:
         if not -(1 << 63) <= imm < (1 << 64):
             raise ValueError(f"immediate {imm} does not fit 64 bits")
@@ -358,6 +406,7 @@ _MAP_CREATE, _MAP_LOOKUP_ELEM, _MAP_UPDATE_ELEM, _MAP_DELETE_ELEM, _MAP_GET_NEXT
 _PROG_TEST_RUN = 10
 _PROG_GET_FD_BY_ID, _MAP_GET_FD_BY_ID, _OBJ_GET_INFO_BY_FD = 13, 14, 15
 _MAP_LOOKUP_BATCH = 24
+_MAP_UPDATE_BATCH, _MAP_DELETE_BATCH = 26, 27
 _ENOTSUPP = 524  # the kernel's internal "not supported", which can leak to user space
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -592,12 +641,214 @@ class BpfMap:
             in_batch = ctypes.create_string_buffer(out_batch.raw, token)
         return out
 
+    def _batch_attr(self, keys: int, values: int, count: int, flags: int) -> ctypes.Array[ctypes.c_char]:
+        """The attr of an update/delete batch: keys and values are addresses (values 0 for deletes)."""
+        return _attr(_BATCH.format, 0, 0, keys, values, count, self.fd, flags, 0)
+
+    @staticmethod
+    def _batch_done(attr: ctypes.Array[ctypes.c_char], asked: int, e: BpfError) -> int:
+        """How many elements a failed update/delete batch handled: the kernel writes the count back
+        only when an element failed (then it is below the count asked); a refusal before the first
+        element (unknown command, no batch ops for the map type, bad flags) leaves it as it was."""
+        done = int(_BATCH.unpack(attr.raw)[4])
+        if e.errno in (errno_mod.EOPNOTSUPP, _ENOTSUPP) or done >= asked:
+            return 0
+        return done
+
+    def update_batch(self, keys: list[bytes], values: list[bytes], flags: int = BPF_ANY) -> None:
+        """Write many elements in one BPF_MAP_UPDATE_BATCH (`flags` apply to each, like update's).
+
+        A map type without batch updates (or a kernel before 5.6) gets one update per element.
+        An element the kernel refuses raises BpfError; the elements before it are written."""
+        if len(keys) != len(values):
+            raise ValueError(f"{len(keys)} keys for {len(values)} values")
+        for key in keys:
+            if len(key) != self.key_size:
+                raise ValueError(f"key of {len(key)} bytes for a map with {self.key_size}-byte keys")
+        for value in values:
+            if len(value) != self.stored_size:
+                raise ValueError(f"value of {len(value)} bytes for a map with {self.stored_size}-byte values")
+        done = 0
+        if keys and self._batch_ok:
+            kbuf = ctypes.create_string_buffer(b"".join(keys), self.key_size * len(keys))
+            vbuf = ctypes.create_string_buffer(b"".join(values), self.stored_size * len(values))
+            attr = self._batch_attr(_addr(kbuf), _addr(vbuf), len(keys), flags)
+            try:
+                _bpf(_MAP_UPDATE_BATCH, attr, "map update batch")
+                return
+            except BpfError as e:
+                done = self._batch_done(attr, len(keys), e)
+                # EINVAL with nothing written: an old kernel's unknown command; else a real refusal
+                if not (
+                    e.errno in (errno_mod.EOPNOTSUPP, _ENOTSUPP) or (e.errno == errno_mod.EINVAL and not done)
+                ):
+                    raise BpfError(e.errno or errno_mod.EINVAL, f"{e.strerror} (element {done})") from None
+        for key, value in zip(keys[done:], values[done:], strict=True):
+            self.update(key, value, flags)
+
+    def delete_batch(self, keys: list[bytes]) -> int:
+        """Delete many keys with BPF_MAP_DELETE_BATCH; returns how many of them were there (and are
+        now deleted). Absent keys are skipped, not an error: the kernel stops a batch at the first
+        absent key (ENOENT), and the rest is sent again without it. A map type without batch
+        deletes gets one delete per key."""
+        for key in keys:
+            if len(key) != self.key_size:
+                raise ValueError(f"key of {len(key)} bytes for a map with {self.key_size}-byte keys")
+        deleted = 0
+        start = 0
+        kbuf = ctypes.create_string_buffer(b"".join(keys), self.key_size * len(keys)) if keys else None
+        # bounded: every round deletes or skips at least one key
+        while start < len(keys) and self._batch_ok:
+            rest = len(keys) - start
+            attr = self._batch_attr(_addr(kbuf) + start * self.key_size, 0, rest, 0)
+            try:
+                _bpf(_MAP_DELETE_BATCH, attr, "map delete batch")
+                return deleted + rest
+            except BpfError as e:
+                done = self._batch_done(attr, rest, e)
+                if e.errno == errno_mod.ENOENT:
+                    deleted += done
+                    start += done + 1  # the key at `done` was absent
+                    continue
+                if not (
+                    e.errno in (errno_mod.EOPNOTSUPP, _ENOTSUPP) or (e.errno == errno_mod.EINVAL and not done)
+                ):
+                    raise BpfError(
+                        e.errno or errno_mod.EINVAL, f"{e.strerror} (key {start + done})"
+                    ) from None
+                deleted += done
+                start += done
+                break
+        return deleted + sum(self.delete(key) for key in keys[start:])
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
     def __enter__(self) -> BpfMap:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+
+
+class RingBuf:
+    """A BPF ring buffer map (BPF_MAP_TYPE_RINGBUF) read through mmap, without a syscall per record.
+
+    The kernel's layout: page 0 holds the consumer position (ours to write, mapped read-write);
+    from page 1 on, a page with the producer position, then the data pages, which the kernel maps
+    twice in a row, so a record that wraps past the end reads as one contiguous slice. Positions
+    are 64-bit byte counts that only grow; position & (size - 1) is the offset in the data.
+
+    `fd` is the map's fd: it polls readable while records wait (asyncio add_reader, select).
+    The object owns the map: close() unmaps and closes it."""
+
+    def __init__(self, max_entries: int, name: str = "") -> None:
+        """A new ring of `max_entries` data bytes: a power of 2 and a multiple of the page size."""
+        page = mmap.PAGESIZE
+        if max_entries < page or max_entries & (max_entries - 1) or max_entries % page:
+            raise ValueError(
+                f"ring buffer of {max_entries} bytes: a power of 2, at least the page size {page}"
+            )
+        self._open(BpfMap(BPF_MAP_TYPE_RINGBUF, 0, 0, max_entries, name=name))
+
+    @classmethod
+    def from_map(cls, bpf_map: BpfMap) -> RingBuf:
+        """Read an existing ring buffer map (e.g. BpfMap.by_id); the RingBuf takes it over."""
+        if bpf_map.map_type != BPF_MAP_TYPE_RINGBUF:
+            raise ValueError(f"map type {bpf_map.map_type} is not a ring buffer")
+        rb = cls.__new__(cls)
+        rb._open(bpf_map)
+        return rb
+
+    def _open(self, bpf_map: BpfMap) -> None:
+        self.map = bpf_map
+        self.size = bpf_map.max_entries
+        self._mask = self.size - 1
+        page = mmap.PAGESIZE
+        self._base = page  # where the data starts in the producer mapping
+        try:
+            self._cons_mm = mmap.mmap(bpf_map.fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            try:
+                ring = mmap.mmap(
+                    bpf_map.fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
+                )
+            except BaseException:
+                self._cons_mm.close()
+                raise
+        except OSError as e:
+            bpf_map.close()
+            raise BpfError(e.errno or errno_mod.EINVAL, f"ring buffer mmap: {e.strerror}") from None
+        # the producer page then the data twice; None once closed
+        self._ring: mmap.mmap | None = ring
+
+    @property
+    def fd(self) -> int:
+        return self.map.fd
+
+    def pending(self) -> int:
+        """Bytes the producers have reserved and the consumer has not passed yet (headers and
+        padding included; records still being written count too)."""
+        if self._ring is None:
+            raise ValueError("pending on a closed RingBuf")
+        return int(_U64.unpack_from(self._ring, 0)[0] - _U64.unpack_from(self._cons_mm, 0)[0])
+
+    def drain(self, limit: int | None = None) -> list[bytes]:
+        """The committed records available now, oldest first (at most `limit` of them), and the
+        consumer position moved past them. Discarded records are skipped; a record still being
+        written (BUSY) ends the drain: it and the ones after it come next time.
+
+        The consumer position is written only after the records are copied out: the kernel may
+        reuse the space as soon as it sees the new position. Python has no acquire loads; on
+        x86-64 plain loads are ordered, which is what the kernel's layout relies on.
+
+        Records are sliced straight off the mmap (one copy each, faster than a memoryview's
+        tobytes); a record that wraps is contiguous in the second mapping of the data."""
+        ring = self._ring
+        if ring is None:
+            raise ValueError("drain on a closed RingBuf")
+        cons = _U64.unpack_from(self._cons_mm, 0)[0]
+        prod = _U64.unpack_from(ring, 0)[0]
+        out: list[bytes] = []
+        if cons == prod:
+            return out
+        left = -1 if limit is None else limit
+        mask = self._mask
+        base = self._base
+        head_of = _U32.unpack_from
+        append = out.append
+        start = cons
+        while cons < prod and left:
+            pos = base + (cons & mask)
+            head = head_of(ring, pos)[0]
+            if head & 0x80000000:  # BPF_RINGBUF_BUSY_BIT: not committed yet
+                break
+            length = head & 0x3FFFFFFF
+            if not head & 0x40000000:  # BPF_RINGBUF_DISCARD_BIT
+                pos += 8  # BPF_RINGBUF_HDR_SZ
+                append(ring[pos : pos + length])
+                left -= 1
+            cons += (length + 15) & ~7  # header + length, rounded up to 8
+        if cons != start:
+            _U64.pack_into(self._cons_mm, 0, cons)
+        return out
+
+    def close(self) -> None:
+        if self._ring is None:
+            return
+        self._ring.close()
+        self._ring = None
+        self._cons_mm.close()
+        self.map.close()
+
+    def __enter__(self) -> RingBuf:
         return self
 
     def __exit__(
