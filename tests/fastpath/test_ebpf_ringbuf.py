@@ -408,6 +408,55 @@ def test_asyncio_reader_wakes(ring: Ring) -> None:
 
 
 @root_only
+def test_verifier_rules_for_ring_buffers() -> None:
+    """What the verifier asks of ring buffer writers: bpf_ringbuf_output takes a bounded
+    variable size; bpf_ringbuf_reserve only a known constant; a reservation must be submitted
+    or discarded on every path."""
+    with RingBuf(mmap.PAGESIZE, name="plv_ring") as rb:
+        a = Asm()
+        a.st_imm(BPF_DW, R10, -16, 0)
+        a.st_imm(BPF_DW, R10, -8, 0)
+        a.ldx(BPF_W, R3, R1, ebpf.SKB_MARK)
+        a.alu_imm("and", R3, 15)
+        a.ld_map_fd(R1, rb.fd)
+        a.mov_reg(R2, R10)
+        a.alu_imm("add", R2, -16)
+        a.mov_imm(R4, 0)
+        a.call(HELPER_RINGBUF_OUTPUT)
+        a.mov_imm(R0, 0)
+        a.exit()
+        os.close(load_program(a.assemble(), name="plv_ring"))
+
+        a = Asm()
+        a.ldx(BPF_W, R2, R1, ebpf.SKB_MARK)
+        a.alu_imm("and", R2, 15)
+        a.ld_map_fd(R1, rb.fd)
+        a.mov_imm(R3, 0)
+        a.call(HELPER_RINGBUF_RESERVE)
+        a.jmp_imm("jeq", R0, 0, "out")
+        a.mov_reg(R1, R0)
+        a.mov_imm(R2, 0)
+        a.call(HELPER_RINGBUF_SUBMIT)
+        a.label("out")
+        a.mov_imm(R0, 0)
+        a.exit()
+        with pytest.raises(BpfError) as e:
+            load_program(a.assemble(), name="plv_ring")
+        assert "R2 is not a known constant" in e.value.log
+
+        a = Asm()
+        a.ld_map_fd(R1, rb.fd)
+        a.mov_imm(R2, 8)
+        a.mov_imm(R3, 0)
+        a.call(HELPER_RINGBUF_RESERVE)
+        a.mov_imm(R0, 0)
+        a.exit()
+        with pytest.raises(BpfError) as e:
+            load_program(a.assemble(), name="plv_ring")
+        assert "Unreleased reference" in e.value.log
+
+
+@root_only
 def test_ringbuf_map_and_checks() -> None:
     with pytest.raises(ValueError):
         RingBuf(mmap.PAGESIZE * 3)
