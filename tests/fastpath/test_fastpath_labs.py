@@ -146,8 +146,8 @@ def test_tun_stays_on_the_per_packet_path_and_says_so() -> None:
 
 
 def test_tun_steady_segments_go_through_the_kernel() -> None:
-    """TUN's per-packet path has a kernel fast path of its own (engines/packet/tunoffload.py): the
-    steady segments of a connection the engine has learnt are put into IP-in-IP by a tc program.
+    """TUN's per-packet path has a kernel fast path of its own (engines/packet/offload.py): once the
+    core has decided a connection, its segments are put into IP-in-IP by a tc program.
     The download's acknowledgements are such segments; the real server's agent takes their inner
     checksums still partial. Everything else of the lab still passes, and the replies bypass us."""
     with Lab("tun", "fastpath", out=lambda _s: None, use_daemon=False) as run:
@@ -308,8 +308,8 @@ def test_killed_daemon_download_completes_and_restart_adopts(mode: str) -> None:
         assert run.curl().startswith("welcome"), run.n.log("pylvsd")
         log = run.n.log("pylvsd")
         if mode == "tun":
-            # the TUN fast path's tc filter outlived the killed daemon; the new one took its flow map
-            m = re.search(r"(\d+) TUN connections adopted", log)
+            # the TUN fast path's tc filter outlived the killed daemon; the new one took its maps
+            m = re.search(r"(\d+) connections adopted", log)
             assert m is not None and int(m.group(1)) >= 1, log
         else:
             assert "adopting" in log or mode == "dr"

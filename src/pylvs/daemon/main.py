@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="--engine packet: send frames through a TPACKET_V2 ring (default yes)",
     )
     p.add_argument(
+        "--packet-offload",
+        default=env("PYLVSD_PACKET_OFFLOAD", "no"),
+        type=_yesno,
+        help="--engine packet: once the core has decided a TCP connection (NAT, FULLNAT, DR, TUN over"
+        " IPv4), a tc eBPF program forwards its packets and reports its state changes (default no)",
+    )
+    p.add_argument(
         "--ephemeral",
         action="store_true",
         help="neither read nor write a rules file (dry runs, config checks, tests)",
@@ -176,7 +183,9 @@ def _with_packet_options(engine_cls: Any, name: str, args: argparse.Namespace) -
         factory = functools.partial(engine_cls, queue_num=args.queue_num, queue_bypass=bypass)
     elif name == "packet":
         ring = None if args.packet_ring == "none" else args.packet_ring
-        factory = functools.partial(engine_cls, ring=ring, tx_ring=_yes(args.packet_tx_ring))
+        factory = functools.partial(
+            engine_cls, ring=ring, tx_ring=_yes(args.packet_tx_ring), offload=_yes(args.packet_offload)
+        )
     else:
         return engine_cls
     factory.name = getattr(engine_cls, "name", name)  # type: ignore[attr-defined]

@@ -459,6 +459,7 @@ def draw_path(lab: Lab) -> list[str]:
         )
         sent = es.get("kernel_pkts", es.get("packet_kernel_pkts", 0.0))
         if sent:
-            # the TUN fast path's tc program: these never reached Python (nor the probe above)
-            lines.append(f"kernel fast path (tc eBPF, IP-in-IP): {int(sent)} steady segments")
+            # the fast path's tc program (engines/packet/offload.py): these never reached Python,
+            # nor the probe above (an nftables ingress hook, which runs after tc)
+            lines.append(f"kernel fast path (tc eBPF): {int(sent)} packets, not in the counts above")
     return lines

@@ -15,6 +15,7 @@ import logging
 import os
 import resource
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -22,16 +23,15 @@ from typing import Any
 
 from pylvs import cbpf
 from pylvs.core.director import Director
-from pylvs.core.proto.tcp import ESTABLISHED as TCP_ESTABLISHED
 from pylvs.core.types import DestConfig, Fwd, ServiceKey
 from pylvs.engines.base import Engine
-from pylvs.engines.packet import bpf, coreapi, fanout, tunoffload
+from pylvs.engines.packet import bpf, coreapi, fanout, offload
 from pylvs.engines.packet.forward import Forwarder, Iface, Route
 from pylvs.engines.packet.neigh import Neighbours
 from pylvs.engines.packet.nft import NftTable, remove_stale, spec_from_director
+from pylvs.engines.packet.offload import ConnOffload
 from pylvs.engines.packet.ports import DEFAULT_RANGE, PortPool
 from pylvs.engines.packet.ring import AnyRxRing, TxRing, rx_ring
-from pylvs.engines.packet.tunoffload import TunOffload
 from pylvs.netlink.nfqueue import NF_ACCEPT, NF_DROP, NfQueue
 
 log = logging.getLogger("pylvs.packet")
@@ -132,6 +132,7 @@ class PacketEngine(Engine):
         fanout_worker: tuple[int, int] | None = None,
         members: dict[str, fanout.Member] | None = None,
         tun_offload: bool = False,
+        offload: bool = False,
     ) -> None:
         super().__init__(director, loop)
         self.interfaces = list(interfaces) if interfaces else None
@@ -177,10 +178,20 @@ class PacketEngine(Engine):
         self.tx_ring = tx_ring
         self.rx_rings: dict[int, AnyRxRing] = {}
         self.tx_rings: dict[int, TxRing] = {}
-        # The kernel sends the steady segments of TUN connections (tunoffload.py); a fanout worker
-        # does not (each worker would need the others' flows in its filter).
-        self.tun_offload = tun_offload and fanout_worker is None
-        self.offload: TunOffload | None = None
+        # The kernel forwards the connections the core decided (offload.py): those of TUN servers
+        # (tun_offload), or of every method (offload). A fanout worker does not (each worker would
+        # need the others' flows in its filter).
+        if fanout_worker is not None:
+            tun_offload = offload = False
+        self.offload_fwds = (
+            frozenset((Fwd.MASQ, Fwd.FULLNAT, Fwd.DROUTE, Fwd.TUNNEL))
+            if offload
+            else frozenset((Fwd.TUNNEL,))
+            if tun_offload
+            else frozenset()
+        )
+        self.offload: ConnOffload | None = None
+        self._drainer: asyncio.TimerHandle | None = None
 
     def refuse_dest(self, key: ServiceKey, cfg: DestConfig) -> str | None:
         if cfg.fwd == Fwd.TUNNEL and cfg.addr.version != 4:
@@ -197,16 +208,17 @@ class PacketEngine(Engine):
             raise OSError("packet engine: no Ethernet interface is up")
         self.routes = RouteCache(self.clock, ifaces)
         self.fwd = Forwarder(self.director, ifaces, self.routes, Neighbours(), self.ports)
-        previous = None
-        if self.tun_offload:
+        previous: dict[str, Any] = {}
+        if self.offload_fwds:
             try:
-                # a pylvsd that died left its flows to the kernel: go on with its map
-                previous = tunoffload.previous_flows([i.name for i in ifaces.values()])
-                self.offload = TunOffload(flows=previous)
+                # a pylvsd that died left its connections to the kernel: go on with its maps
+                previous = offload.previous_maps([i.name for i in ifaces.values()])
+                self.offload = ConnOffload(self.director, previous=previous)
             except (OSError, ValueError) as e:
                 self._offload_off(str(e))
             else:
                 self.fwd.offload = self.offload
+                self.fwd.offload_fwds = self.offload_fwds
         try:
             remove_stale()
         except (OSError, ValueError):
@@ -215,13 +227,15 @@ class PacketEngine(Engine):
             self._open(ifc)
         self.cpu_start = time.process_time()
         self._sync()
-        if previous is not None and self.offload is not None:
-            self._adopt_tun()
+        if previous and self.offload is not None:
+            self._adopt()
         for idx, sock in self.socks.items():
             self._add_reader(idx, sock)
         for idx, sock in self.arp_socks.items():
             self.loop.add_reader(sock.fileno(), self._readable, idx, sock)
         self._sweeper = self.loop.call_later(1.0, self._sweep)
+        if self.offload is not None:
+            self._drainer = self.loop.call_later(offload.EVENT_PERIOD, self._drain)
         log.info("packet engine on %s", ", ".join(i.name for i in ifaces.values()))
 
     def _open(self, ifc: Iface) -> socket.socket:
@@ -265,24 +279,46 @@ class PacketEngine(Engine):
                 self._offload_off(f"not on {ifc.name}: {e}")
         return s
 
-    def _adopt_tun(self) -> None:
-        """The TUN connections an earlier pylvsd gave the kernel: entries in the core (not scheduled
-        again: the kernel goes on sending them to the same server) and in the Forwarder, so their
-        FIN or RST and the counters are handled as if this process had given them."""
+    def _adopt(self) -> None:
+        """The connections an earlier pylvsd gave the kernel: entries in the core (not scheduled
+        again: the kernel goes on sending them to the same server) in the state the kernel's copy
+        holds, so their state changes and counters are handled as if this process had given them.
+        NAT and TUN are adopted; DR (the server is known by its MAC only) and FULLNAT (a local port
+        of the old run's pool) lose their elements: their next packets take the per-packet way."""
         assert self.offload is not None and self.fwd is not None
         now = self.clock()
+        by_slot: dict[int, list[tuple[bytes, offload.Flow, int, bytes]]] = {}
+        for key, flow, state, raw, slot in self.offload.adoptable():
+            by_slot.setdefault(slot, []).append((key, flow, state, raw))
         adopted = 0
-        for key, flow, oidx, eth, outer, limit in self.offload.adoptable():
-            _p, caddr, cport, vaddr, vport = flow
-            conn = coreapi.adopt(
-                self.director, 6, caddr, cport, vaddr, vport, 0, outer[16:20], vport, TCP_ESTABLISHED, now
-            )
-            if conn is None or conn.fwd != Fwd.TUNNEL or oidx not in self.fwd.ifaces:
-                self.offload.drop(key)
+        for slot, parts in by_slot.items():
+            conn = self._adopt_one(parts, now)
+            if conn is None:
+                for key, *_rest in parts:
+                    self.offload.drop(key)
                 continue
-            self.offload.take(key, self.fwd.adopt_tunnel(flow, conn, oidx, eth, outer, limit, now))
+            elements = [(key, flow, raw[offload.V_DIR], raw) for key, flow, _s, raw in parts]
+            self.offload.take(conn, coreapi.stats_of(self.director, conn), elements, slot)
             adopted += 1
-        log.info("packet engine: %d TUN connections adopted from the kernel's fast path", adopted)
+        log.info("packet engine: %d connections adopted from the kernel's fast path", adopted)
+
+    def _adopt_one(self, parts: list[tuple[bytes, offload.Flow, int, bytes]], now: float) -> Any:
+        request = [p for p in parts if p[3][offload.V_DIR] == offload.DIR_IN]
+        if len(request) != 1:
+            return None
+        _key, flow, state, raw = request[0]
+        _p, caddr, cport, vaddr, vport = flow
+        head = raw[offload.V_HEAD : offload.V_HEAD + 20]
+        if raw[offload.V_KIND] == offload.KIND_TUNNEL:
+            raddr, rport, fwd, n = head[16:20], vport, Fwd.TUNNEL, 1
+        else:
+            raddr, rport, fwd, n = head[4:8], struct.unpack_from("!H", head, 10)[0], Fwd.MASQ, 2
+            if head[0:4] != caddr or raddr == vaddr:
+                return None  # FULLNAT or DR
+        conn = coreapi.adopt(self.director, 6, caddr, cport, vaddr, vport, 0, raddr, rport, state, now)
+        if conn is None or conn.fwd != fwd or len(parts) != n:
+            return None
+        return conn
 
     def _offload_off(self, why: str) -> None:
         log.warning("packet engine: no kernel fast path for TUN (%s); Python sends every packet", why)
@@ -449,6 +485,8 @@ class PacketEngine(Engine):
             return
         self.wakeups += 1
         now = self.clock()
+        if self.offload is not None:
+            self.offload.drain(now)  # the kernel's state changes first: a SYN may reuse an entry
         view = self.view
         socks = self.socks
         tx_rings = self.tx_rings
@@ -478,6 +516,8 @@ class PacketEngine(Engine):
             return
         self.wakeups += 1
         now = self.clock()
+        if self.offload is not None:
+            self.offload.drain(now)  # the kernel's state changes first: a SYN may reuse an entry
         socks = self.socks
         put = self._put if self.tx_rings else None
         handle = fwd.handle
@@ -518,12 +558,20 @@ class PacketEngine(Engine):
         except OSError:
             self.tx_errors += 1
 
+    def _drain(self) -> None:
+        """The kernel's state changes to the core at least every EVENT_PERIOD (a wake-up reads them
+        too): the ring asks for no wake-up per event."""
+        if self.offload is not None:
+            self.offload.drain(self.clock())
+            if self.loop is not None and self.socks:
+                self._drainer = self.loop.call_later(offload.EVENT_PERIOD, self._drain)
+
     def _sweep(self) -> None:
         if self.fwd is not None:
             self.fwd.sweep()
             if self.offload is not None:
                 arm = getattr(self.fwd.conn_table, "arm", None)
-                self.offload.sync(self.clock(), arm, coreapi.conn_alive, self.fwd.hop_to)
+                self.offload.sync(self.clock(), arm, self.fwd.hop_to)
         if self.loop is not None and self.socks:
             self._sweeper = self.loop.call_later(1.0, self._sweep)
 
@@ -533,6 +581,9 @@ class PacketEngine(Engine):
             self._pending = None
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._drainer is not None:
+            self._drainer.cancel()
+            self._drainer = None
         for s in [*self.socks.values(), *self.arp_socks.values()]:
             if self.loop is not None:
                 self.loop.remove_reader(s.fileno())

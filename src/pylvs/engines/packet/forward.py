@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from pylvs.core.director import Director
 from pylvs.core.packet import Verdict
 from pylvs.core.types import Fwd, IPAddr, Packet, Proto
-from pylvs.engines.packet import coreapi, icmp, sctp
+from pylvs.engines.packet import coreapi, icmp, offload, sctp
 from pylvs.engines.packet.csum import get16
 from pylvs.engines.packet.frames import (
     ETH,
@@ -58,8 +58,8 @@ Frames = list[tuple[int, bytes | bytearray]]  # (ifindex, frame with virtio head
 IPPROTO_SCTP = sctp.IPPROTO_SCTP
 Flow = tuple[int, bytes, int, bytes, int]  # (protocol, source address, port, destination address, port)
 HOP_TTL = 1.0  # seconds a steady connection reuses the way out it learnt (see Forwarder._fast)
-# A TUN connection goes to the kernel's fast path (tunoffload.py) after this many steady packets:
-# short connections, which would pay a map element's add and delete for a packet or two, never do.
+# A TUN connection not given to the kernel's fast path (offload.py) on its SYN goes there after this
+# many steady packets (e.g. after a rule change removed its elements).
 OFFLOAD_AFTER = 8
 
 
@@ -114,7 +114,7 @@ class FastEntry:
     rw: FixedRewrite | None = None  # the rewrite with its checksum deltas precomputed (IPv4)
     tun: tuple[bytes, int, int] | None = None  # TUN: (virtio + Ethernet + outer header template,
     # its header's partial sum, the largest inner packet that fits)
-    offloaded: bool = False  # TUN: the kernel sends its steady segments (tunoffload.py)
+    offloaded: bool = False  # TUN: the kernel sends its steady segments (offload.py)
     tunnelled: int = 0  # TUN: packets sent with the learnt template (see OFFLOAD_AFTER)
 
 
@@ -175,7 +175,8 @@ class Forwarder:
         self.ident = 0
         self.fast: dict[Flow, FastEntry] = {}
         self.conn_table: Any = getattr(director, "conns", None)
-        self.offload: Any = None  # a tunoffload.TunOffload when the kernel sends steady TUN segments
+        self.offload: Any = None  # an offload.ConnOffload when the kernel forwards decided connections
+        self.offload_fwds: frozenset[Fwd] = frozenset()  # ... of servers with these methods
         # The core's int entry points for IPv4 (no Packet or address objects per packet), used
         # unless the Packet API was replaced on this director (the tests' small fake core does).
         own = getattr(director, "__dict__", {})
@@ -376,7 +377,7 @@ class Forwarder:
         ):
             del self.fast[flow]
             if fe.offloaded:
-                self.offload.remove(flow)  # the core must see its packets again
+                self.offload.remove_flow(flow)  # the core must see its packets again
             return False
         length = iplen(f)
         kind = fe.kind
@@ -416,7 +417,7 @@ class Forwarder:
                 self._learn_tunnel(fe, out[n])
                 fe.hop_until = now + HOP_TTL
                 if fe.offloaded and fe.tun is not None:
-                    self.offload.add(flow, fe)  # the way out again (the element follows it)
+                    self.offload_steady(flow, fe)  # the way out again (the element follows it)
             return True
         if fe.tun is not None:
             c["in"] += 1
@@ -424,7 +425,7 @@ class Forwarder:
                 self._tunnel(ifc, f, out, fe.raddr)
             fe.tunnelled += 1
             if fe.tunnelled == OFFLOAD_AFTER and self.offload is not None:
-                fe.offloaded = self.offload.add(flow, fe)
+                fe.offloaded = self.offload_steady(flow, fe)
             return True
         rw = fe.rw
         if rw is not None:
@@ -473,20 +474,6 @@ class Forwarder:
         base = sum(sum(_HH.unpack_from(tmpl, o + i)) for i in range(0, 20, 4))
         fe.hop = (oidx, bytes(head[ETH : ETH + 12]))
         fe.tun = (bytes(tmpl), base, limit)
-
-    def adopt_tunnel(
-        self, flow: Flow, conn: coreapi.Conn, oidx: int, eth: bytes, outer: bytes, limit: int, now: float
-    ) -> FastEntry:
-        """A steady TUN connection the kernel's fast path already carries (an earlier pylvsd gave it
-        there): its entry, with the way out the kernel uses, marked as the kernel's."""
-        self._remember(flow, conn, 0)
-        fe = self.fast[flow]
-        self._set_tunnel(fe, oidx, NO_VNET + eth + outer, limit)
-        fe.hop_until = now + HOP_TTL
-        fe.warm = True
-        fe.tunnelled = OFFLOAD_AFTER
-        fe.offloaded = True
-        return fe
 
     def _tunnel_fast(self, f: bytearray, out: Frames, oidx: int, tun: tuple[bytes, int, int]) -> bool:
         """_tunnel() with the learnt template: False (nothing done) for what needs the full way: GSO
@@ -631,7 +618,73 @@ class Forwarder:
             return action
         if coreapi.steady(conn, proto) or (proto == IPPROTO_SCTP and sctp.steady(conn)):
             self._remember(flow, conn, 0)
-        return self._forward(ifc, f, out, conn, l4, flow)
+        off = self.offload
+        if off is None or proto != IPPROTO_TCP or fwmark or len(daddr) != 4:
+            return self._forward(ifc, f, out, conn, l4, flow)
+        n = len(out)
+        action = self._forward(ifc, f, out, conn, l4, flow)
+        rec = off.by_flow.get(flow)
+        if rec is not None and rec.conn is conn:
+            off.follow(rec)  # a packet of a connection the kernel forwards: its state follows the core's
+        elif flags & 0x12 == 0x02 and len(out) == n + 1 and conn.fwd in self.offload_fwds:
+            self._give(flow, conn, out[n])  # before the SYN leaves: its SYN-ACK is the kernel's
+        return action
+
+    def _give(self, flow: Flow, conn: coreapi.Conn, sent: tuple[int, bytes | bytearray]) -> None:
+        """Give a connection the core has just decided to the kernel (offload.py): its requests with
+        the rewrite (or tunnel) the SYN got, its replies (NAT, FULLNAT) with the reply rewrite."""
+        oidx, frame = sent
+        if len(frame) < IP + 40 or frame[ETH + 12 : ETH + 14] != b"\x08\x00":
+            return  # an ARP request: the server's MAC is not known yet
+        fwd = conn.fwd
+        raddr = conn.daddr.packed
+        elements: list[tuple[Flow, int, bytes]]
+        if fwd == Fwd.TUNNEL:
+            oifc = self.ifaces.get(oidx)
+            if frame[IP + 9] != IPPROTO_IPIP or oifc is None:
+                return
+            value = offload.tunnel_value(
+                oidx, bytes(frame[ETH : ETH + 14]), bytes(frame[IP : IP + 20]), oifc.mtu - 20, 2
+            )
+            elements = [(flow, offload.DIR_IN, value)]
+        else:
+            l4 = IP + (frame[IP] & 0xF) * 4
+            saddr, daddr = bytes(frame[IP + 12 : IP + 16]), bytes(frame[IP + 16 : IP + 20])
+            sport, dport = _HH.unpack_from(frame, l4)
+            nat = fwd == Fwd.MASQ or fwd == Fwd.FULLNAT
+            value = offload.rewrite_value(
+                oidx,
+                bytes(frame[ETH : ETH + 12]),
+                saddr,
+                daddr,
+                sport,
+                dport,
+                offload.DIR_IN,
+                0 if nat else 2,
+            )
+            elements = [(flow, offload.DIR_IN, value)]
+            if nat:
+                _p, caddr, cport, vaddr, vport = flow
+                hop = self.clients.get(caddr)
+                cifc = self.ifaces.get(hop[0]) if hop is not None else None
+                if hop is None or cifc is None:
+                    return
+                back = offload.rewrite_value(
+                    hop[0], hop[1] + cifc.mac, vaddr, caddr, vport, cport, offload.DIR_OUT, 1
+                )
+                elements.append(((IPPROTO_TCP, daddr, dport, saddr, sport), offload.DIR_OUT, back))
+        self.offload.give(
+            conn, coreapi.stats_of(self.director, conn), elements, (raddr, oidx, bytes(frame[ETH : ETH + 6]))
+        )
+
+    def offload_steady(self, flow: Flow, fe: FastEntry) -> bool:
+        """A steady TUN connection (its outer header learnt) to the kernel."""
+        if fe.tun is None or fe.hop is None or flow[0] != IPPROTO_TCP:
+            return False
+        tmpl, _base, limit = fe.tun
+        value = offload.tunnel_value(fe.hop[0], tmpl[ETH : ETH + 14], tmpl[IP : IP + 20], limit, 2)
+        hop = (fe.raddr, fe.hop[0], fe.hop[1][:6])
+        return bool(self.offload.give(fe.conn, fe.stats, [(flow, offload.DIR_IN, value)], hop, fe))
 
     def _forward(
         self,
@@ -702,7 +755,7 @@ class Forwarder:
             self._fullnat_free(ent)
         for key in [k for k, fe in self.fast.items() if not coreapi.conn_alive(fe.conn)]:
             if self.fast.pop(key).offloaded:
-                self.offload.remove(key)
+                self.offload.remove_flow(key)
 
     def _tunnel(self, ifc: Iface, f: bytearray, out: Frames, raddr: bytes) -> None:
         rt = self.route(raddr)
@@ -793,6 +846,11 @@ class Forwarder:
             coreapi.note_out(self.director, conn, pkt, now)
         if coreapi.steady(conn, proto) or (proto == IPPROTO_SCTP and sctp.steady(conn)):
             self._remember(flow, conn, kind, ent)
+        off = self.offload
+        if off is not None and off.by_flow:
+            rec = off.by_flow.get(flow)
+            if rec is not None and rec.conn is conn:
+                off.follow(rec)
 
     def _nat_out(
         self,

@@ -1,0 +1,913 @@
+"""The packet engine's kernel fast path: once the core has decided a TCP connection, a tc ingress
+eBPF program forwards its packets, runs the core's own state table on them, and tells Python only
+about the packets that change the connection's state.
+
+The per-packet engine decides every connection as before (Python, the core, the schedulers). Then:
+- NAT (`-m`), FULLNAT, DR (`-g`): when the Forwarder sends a connection's SYN, its flows go into
+  the map `flows` before the SYN leaves: client->server with the rewrite the SYN got (addresses,
+  ports, MACs, device), and for NAT/FULLNAT server->client with the reply's rewrite. The SYN-ACK
+  coming back is already the kernel's.
+- TUN (`-i`): the same with the Ethernet and outer IPv4 headers to write (bpf_skb_adjust_room),
+  for the segments that carry DF and fit the tunnel (the rest, and what needs ICMP
+  fragmentation-needed, stays with Python); also a connection Python has seen steady for a while.
+
+For each packet of a flow in the map (IPv4, no IP options, not a fragment), except a client's SYN
+(a new connection: the core must decide whether the entry is reused), the tc program
+- looks the connection's state up in the array `states` (by the element's slot) and steps it with
+  the core's own table (proto/tcp.py STEP, copied into the array `steps`: one byte per
+  direction, TCP flags and state, as IPVS's set_tcp_state reads it). When the state changes
+  (compare-and-swap, so one CPU wins), it writes an event {slot, TCP flags, direction, new state}
+  to the ring buffer `events`;
+- counts the packet and its bytes in the element, rewrites it (checksums with the l3/l4 replace
+  helpers, which keep a partial checksum right) or encapsulates it, and redirects it out.
+
+Python reads the ring on every wake-up and at least every EVENT_PERIOD (no wake-up per event): each
+event is the packet that moved the state, given to the core (process_in_tcp / process_out_tcp) so
+the core takes the same step: ActiveConn/InActConn, the state's timeout and the scheduler's counts
+follow within that period. Packets Python still sees for such a connection (a SYN again, a segment
+too big for the tunnel) go through the core as usual and the kernel's copy of the state follows.
+Once a second the elements' counters go to the server, service and total stats and re-arm the
+entry's timer; elements of connections the core closed (TIME_WAIT, CLOSE) or expired are removed
+then (later segments go the per-packet way), as are those whose way out changed; every rule change
+removes them all.
+
+The engine's packet sockets carry an eBPF socket filter: the classic prefilter's choice of frames,
+minus exactly the ones the tc program takes (the same tests on the same map), so Python never
+handles a frame twice. Both programs are assembled here (pylvs.netlink.ebpf): no compiler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from pylvs.cbpf import ACCEPT
+from pylvs.core.proto import tcp as coretcp
+from pylvs.netlink import ebpf
+from pylvs.netlink.ebpf import BPF_B, BPF_H, BPF_W, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, Asm
+
+SO_ATTACH_BPF = 50
+SO_DETACH_FILTER = 27
+TC_NAME = "pylvs_flows"  # the tc filter's name
+FLOWS_NAME = "plv_flows"  # map names: how a restarted pylvsd finds a killed one's maps
+STATES_NAME = "plv_states"
+TC_PRIO = 0xC1F5  # our filter's place on the clsact ingress hook (a crashed run's is replaced)
+MAX_FLOWS = 65536  # elements (a NAT connection takes two)
+MAX_SLOTS = 65536  # connections
+MAX_ADDRS = 1 << 20
+RING_BYTES = 1 << 20  # the event ring: 65536 events of 16 bytes (header included)
+EVENT_PERIOD = 0.05  # seconds between reads of the ring when no frame wakes the engine
+
+# An element: packets and bytes the kernel forwarded (u64 each, kept by the program), the device out,
+# the largest packet that fits (TUN), its kind, its direction, the Ethernet header, then the outer
+# IPv4 header (TUN) or the new addresses and ports (rewrite), the offset of its direction's part of
+# the step table, and the connection's slot in `states`.
+VALUE = struct.Struct("=QQIHBB14s20sHI")
+V_IFINDEX, V_LIMIT, V_KIND, V_DIR, V_ETH, V_HEAD, V_STEP, V_SLOT = 16, 20, 22, 23, 24, 38, 58, 60
+KIND_TUNNEL, KIND_REWRITE = 0, 1
+DIR_IN, DIR_OUT = 0, 1
+COUNTS = struct.Struct("=QQ")
+EVENT = struct.Struct("=IBBBx")  # slot, TCP flags, direction, new state
+STEP_ROW = 384  # (EVENT_BITS + 1) << 4 entries per direction (proto/tcp.py _flatten)
+STEP_DIRS = 3  # INPUT, OUTPUT, INPUT_ONLY
+STEP_BYTES = STEP_ROW * STEP_DIRS
+# Packet fields compared raw (network order) by a little-endian machine.
+_ETH_IP, _ETH_ARP, _ETH_IP6 = 0x0008, 0x0608, 0xDD86
+_DF, _FRAG = 0x0040, 0xFF3F  # the DF bit; MF and the fragment offset
+_SYN, _TCP_EVENT_BITS = 0x02, coretcp.EVENT_BITS
+MAX_INNER = 0xFFFF - 20  # the outer total length must fit 16 bits
+_CLOSED = (coretcp.TIME_WAIT, coretcp.CLOSE)  # elements of these go at the next sync
+
+Flow = tuple[
+    int, bytes, int, bytes, int
+]  # (proto, source, port, destination, port), as the Forwarder keys it
+
+
+def flow_key(flow: Flow) -> bytes:
+    """The map key: the frame's own bytes from the source address to the destination port."""
+    _proto, saddr, sport, daddr, dport = flow
+    return saddr + daddr + struct.pack("!HH", sport, dport)
+
+
+def _ip_checksum(hdr: bytes) -> int:
+    s: int = sum(struct.unpack("!10H", hdr))
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return s ^ 0xFFFF
+
+
+def outer_template(eth: bytes, outer: bytes) -> tuple[bytes, bytes]:
+    """The Ethernet header as it is, and the outer IPv4 header with TOS and total length 0, ident 0,
+    DF set and its checksum for those: the program adds TOS and length to the checksum per packet."""
+    hdr = bytearray(outer[:20])
+    hdr[1] = 0
+    hdr[2:8] = b"\x00\x00\x00\x00\x40\x00"
+    hdr[10:12] = b"\x00\x00"
+    struct.pack_into("!H", hdr, 10, _ip_checksum(bytes(hdr)))
+    return bytes(eth[:14]), bytes(hdr)
+
+
+def tunnel_value(oidx: int, eth: bytes, outer: bytes, limit: int, step: int) -> bytes:
+    """The fixed part of a TUN element (after the counters; the slot is set by ConnOffload)."""
+    e, o = outer_template(eth, outer)
+    return VALUE.pack(0, 0, oidx, min(limit, 0xFFFF), KIND_TUNNEL, DIR_IN, e, o, step * STEP_ROW, 0)[16:60]
+
+
+def rewrite_value(
+    oidx: int, macs: bytes, saddr: bytes, daddr: bytes, sport: int, dport: int, direction: int, step: int
+) -> bytes:
+    """The fixed part of a rewriting element: the frame leaves `oidx` with `macs` (destination and
+    source) and these addresses and ports."""
+    head = saddr + daddr + struct.pack("!HH", sport, dport) + bytes(8)
+    return VALUE.pack(
+        0, 0, oidx, 0xFFFF, KIND_REWRITE, direction, macs[:12] + b"\x08\x00", head, step * STEP_ROW, 0
+    )[16:60]
+
+
+def step_table(secure: bool) -> bytes:
+    """The core's TCP state table in the layout the program indexes: direction, then
+    (flags & EVENT_BITS) << 4 | state."""
+    steps = coretcp.SECURE_STEP if secure else coretcp.NORMAL_STEP
+    out = b"".join(bytes(row) for row in steps)
+    assert len(out) == STEP_BYTES
+    return out
+
+
+def _load_flow(a: Asm, flows_fd: int) -> None:
+    """R6 = skb. Checks the frame is IPv4 without options, TCP, not a fragment, puts its key at
+    fp-16 and leaves the element in R7 and the TCP flags in R8; otherwise to `pass`."""
+    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
+    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
+    a.mov_reg(R4, R2)
+    a.alu_imm("add", R4, 54)  # Ethernet, IPv4 without options, TCP
+    a.jmp_reg("jgt", R4, R3, "pass")
+    a.ldx(BPF_H, R4, R2, 12)
+    a.jmp_imm("jne", R4, _ETH_IP, "pass")
+    a.ldx(BPF_B, R4, R2, 14)
+    a.jmp_imm("jne", R4, 0x45, "pass")
+    a.ldx(BPF_B, R4, R2, 23)
+    a.jmp_imm("jne", R4, socket.IPPROTO_TCP, "pass")
+    a.ldx(BPF_H, R4, R2, 20)
+    a.jmp_imm("jset", R4, _FRAG, "pass")
+    a.ldx(BPF_B, R8, R2, 47)
+    for i, off in enumerate((26, 30, 34)):  # key: source, destination, ports
+        a.ldx(BPF_W, R4, R2, off)
+        a.stx(BPF_W, R10, R4, -16 + 4 * i)
+    a.ld_map_fd(R1, flows_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -16)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, "pass")
+    a.mov_reg(R7, R0)
+    # a client's SYN is a new connection (or its retry): the core decides
+    a.ldx(BPF_B, R4, R7, V_DIR)
+    a.jmp_imm("jne", R4, DIR_IN, "not_new")
+    a.jmp_imm("jset", R8, _SYN, "pass")
+    a.label("not_new")
+
+
+def _fits_tunnel(a: Asm, fail: str) -> None:
+    """A TUN element (R7) takes the frame when DF is set and it fits the element's limit: for a GSO
+    super-frame, its segments' payload and headers (adjust_room lowers gso_size by 20)."""
+    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
+    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
+    a.mov_reg(R4, R2)
+    a.alu_imm("add", R4, 54)
+    a.jmp_reg("jgt", R4, R3, fail)
+    a.ldx(BPF_H, R4, R2, 20)
+    a.jmp_imm("jset", R4, _DF, "df")
+    a.ja(fail)
+    a.label("df")
+    a.ldx(BPF_H, R5, R2, 16)
+    a.be(R5, 16)  # the inner total length
+    a.jmp_imm("jgt", R5, MAX_INNER, fail)
+    a.ldx(BPF_W, R4, R6, ebpf.SKB_GSO_SIZE)
+    a.jmp_imm("jeq", R4, 0, "measured")
+    a.ldx(BPF_B, R5, R2, 46)
+    a.alu_imm("and", R5, 0xF0)
+    a.alu_imm("rsh", R5, 2)
+    a.alu_reg("add", R5, R4)
+    a.label("measured")
+    a.ldx(BPF_H, R4, R7, V_LIMIT)
+    a.jmp_reg("jgt", R5, R4, fail)
+
+
+def tc_program(flows_fd: int, states_fd: int, steps_fd: int, events_fd: int) -> bytes:
+    """tc ingress (direct action): step, count and send the packets of flows in the map."""
+    a = Asm()
+    a.mov_reg(R6, R1)
+    _load_flow(a, flows_fd)
+    a.ldx(BPF_B, R4, R7, V_KIND)
+    a.jmp_imm("jne", R4, KIND_TUNNEL, "state")
+    _fits_tunnel(a, "pass")
+    # -- the connection's state, stepped by the core's table --------------------------------------
+    a.label("state")
+    a.ldx(BPF_W, R4, R7, V_SLOT)
+    a.stx(BPF_W, R10, R4, -20)
+    a.ld_map_fd(R1, states_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -20)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, "pass")
+    a.mov_reg(R9, R0)
+    a.st_imm(BPF_W, R10, -24, 0)
+    a.ld_map_fd(R1, steps_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -24)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, "pass")
+    a.ldx(BPF_W, R2, R9, 0)
+    a.alu_imm("and", R2, 0xF)  # the state now
+    a.mov_reg(R3, R8)
+    a.alu_imm("and", R3, _TCP_EVENT_BITS)
+    a.alu_imm("lsh", R3, 4)
+    a.alu_reg("or", R3, R2)
+    a.ldx(BPF_H, R4, R7, V_STEP)
+    a.alu_reg("add", R3, R4)
+    a.jmp_imm("jgt", R3, STEP_BYTES - 1, "pass")
+    a.alu_reg("add", R0, R3)
+    a.ldx(BPF_B, R5, R0, 0)  # the state this packet moves it to
+    a.jmp_reg("jeq", R5, R2, "count")
+    a.mov_reg(R0, R2)
+    a.atomic_cmpxchg(BPF_W, R9, R5, 0)  # one CPU moves it (and tells)
+    a.jmp_reg("jne", R0, R2, "count")
+    a.ldx(BPF_W, R4, R10, -20)
+    a.stx(BPF_W, R10, R4, -32)
+    a.stx(BPF_B, R10, R8, -28)
+    a.ldx(BPF_B, R4, R7, V_DIR)
+    a.stx(BPF_B, R10, R4, -27)
+    a.stx(BPF_B, R10, R5, -26)
+    a.st_imm(BPF_B, R10, -25, 0)
+    a.ld_map_fd(R1, events_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -32)
+    a.mov_imm(R3, EVENT.size)
+    a.mov_imm(R4, ebpf.BPF_RB_NO_WAKEUP)
+    a.call(ebpf.HELPER_RINGBUF_OUTPUT)
+    # -- counters -------------------------------------------------------------------------------
+    a.label("count")
+    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
+    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
+    a.mov_reg(R4, R2)
+    a.alu_imm("add", R4, 54)
+    a.jmp_reg("jgt", R4, R3, "pass")
+    a.ldx(BPF_H, R8, R2, 16)
+    a.be(R8, 16)  # the IP total length (kept in R8 for the tunnel)
+    a.ldx(BPF_B, R9, R2, 15)  # the TOS (kept in R9 for the tunnel)
+    a.mov_imm(R4, 1)
+    a.atomic_add(ebpf.BPF_DW, R7, R4, 0)
+    a.atomic_add(ebpf.BPF_DW, R7, R8, 8)
+    a.ldx(BPF_B, R4, R7, V_KIND)
+    a.jmp_imm("jeq", R4, KIND_TUNNEL, "tunnel")
+    _rewrite(a)
+    a.label("tunnel")
+    _encapsulate(a)
+    a.label("pass")
+    a.mov_imm(R0, ebpf.TC_ACT_OK)
+    a.exit()
+    a.label("shot")
+    a.mov_imm(R0, ebpf.TC_ACT_SHOT)
+    a.exit()
+    return a.assemble()
+
+
+def _rewrite(a: Asm) -> None:
+    """Addresses and ports as the element says (checksums mended by the replace helpers, which
+    know a partial checksum), the MACs, and out of the element's device."""
+    # the packet's addresses and ports as they are, at fp-48 (source), fp-44 (destination), fp-40 (ports)
+    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
+    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
+    a.mov_reg(R4, R2)
+    a.alu_imm("add", R4, 54)
+    a.jmp_reg("jgt", R4, R3, "pass")
+    for i, off in enumerate((26, 30, 34)):
+        a.ldx(BPF_W, R4, R2, off)
+        a.stx(BPF_W, R10, R4, -48 + 4 * i)
+    for i, (pkt_off, val_off, pseudo) in enumerate(
+        ((26, V_HEAD, True), (30, V_HEAD + 4, True), (34, V_HEAD + 8, False))
+    ):
+        done = f"rw{i}"
+        a.ldx(BPF_W, R4, R7, val_off)
+        a.ldx(BPF_W, R3, R10, -48 + 4 * i)
+        a.jmp_reg("jeq", R4, R3, done)
+        a.stx(BPF_W, R10, R4, -56)  # the new value, for the store
+        a.mov_reg(R1, R6)
+        a.mov_imm(R2, 34 + 16)  # the TCP checksum
+        a.mov_imm(R5, (ebpf.BPF_F_PSEUDO_HDR if pseudo else 0) | 4)
+        a.call(ebpf.HELPER_L4_CSUM_REPLACE)
+        a.jmp_imm("jne", R0, 0, "shot")
+        if pseudo:
+            a.mov_reg(R1, R6)
+            a.mov_imm(R2, 14 + 10)  # the IPv4 header checksum
+            a.ldx(BPF_W, R3, R10, -48 + 4 * i)
+            a.ldx(BPF_W, R4, R10, -56)
+            a.mov_imm(R5, 4)
+            a.call(ebpf.HELPER_L3_CSUM_REPLACE)
+            a.jmp_imm("jne", R0, 0, "shot")
+        a.mov_reg(R1, R6)
+        a.mov_imm(R2, pkt_off)
+        a.mov_reg(R3, R10)
+        a.alu_imm("add", R3, -56)
+        a.mov_imm(R4, 4)
+        a.mov_imm(R5, 0)
+        a.call(ebpf.HELPER_SKB_STORE_BYTES)
+        a.jmp_imm("jne", R0, 0, "shot")
+        a.label(done)
+    a.mov_reg(R1, R6)
+    a.mov_imm(R2, 0)
+    a.mov_reg(R3, R7)
+    a.alu_imm("add", R3, V_ETH)
+    a.mov_imm(R4, 12)
+    a.mov_imm(R5, 0)
+    a.call(ebpf.HELPER_SKB_STORE_BYTES)
+    a.jmp_imm("jne", R0, 0, "shot")
+    a.ldx(BPF_W, R1, R7, V_IFINDEX)
+    a.mov_imm(R2, 0)
+    a.call(ebpf.HELPER_REDIRECT)
+    a.exit()
+
+
+def _encapsulate(a: Asm) -> None:
+    """IP-in-IP: 20 bytes after the Ethernet header (the stack keeps a partial checksum correct:
+    adjust_room marks the frame encapsulated), the element's headers, the outer TOS and length,
+    the outer checksum, and out of the element's device. R8 = inner length, R9 = inner TOS."""
+    a.mov_reg(R1, R6)
+    a.mov_imm(R2, 20)
+    a.mov_imm(R3, ebpf.BPF_ADJ_ROOM_MAC)
+    a.mov_imm(R4, ebpf.BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)
+    a.call(ebpf.HELPER_SKB_ADJUST_ROOM)
+    a.jmp_imm("jne", R0, 0, "shot")
+    a.mov_reg(R1, R6)
+    a.mov_imm(R2, 0)
+    a.mov_reg(R3, R7)
+    a.alu_imm("add", R3, V_ETH)
+    a.mov_imm(R4, 34)
+    a.mov_imm(R5, 0)
+    a.call(ebpf.HELPER_SKB_STORE_BYTES)
+    a.jmp_imm("jne", R0, 0, "shot")
+    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
+    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
+    a.mov_reg(R4, R2)
+    a.alu_imm("add", R4, 34)
+    a.jmp_reg("jgt", R4, R3, "shot")
+    a.stx(BPF_B, R2, R9, 15)
+    a.mov_reg(R4, R8)
+    a.alu_imm("add", R4, 20)
+    a.be(R4, 16)
+    a.stx(BPF_H, R2, R4, 16)
+    a.ldx(BPF_W, R4, R2, 14)  # version/IHL, TOS and length as they are now
+    a.mov_reg(R1, R6)
+    a.mov_imm(R2, 14 + 10)
+    a.mov_imm(R3, 0x45)  # the same word in the template: 45 00 00 00
+    a.mov_imm(R5, 4)
+    a.call(ebpf.HELPER_L3_CSUM_REPLACE)
+    a.jmp_imm("jne", R0, 0, "shot")
+    a.ldx(BPF_W, R1, R7, V_IFINDEX)
+    a.mov_imm(R2, 0)
+    a.call(ebpf.HELPER_REDIRECT)
+    a.exit()
+
+
+def socket_program(flows_fd: int, dsts_fd: int, srcs_fd: int, ipv6: bool) -> bytes:
+    """The packet sockets' filter: the classic prefilter's choice (ARP; IPv4 to a virtual or local
+    address or from a NAT server; with ipv6 every IPv6 frame), minus the frames tc_program takes."""
+    a = Asm()
+    a.mov_reg(R6, R1)
+    # frame[0:48] at fp-64 (the flow key then lies at fp-38: addresses and ports)
+    a.mov_reg(R1, R6)
+    a.mov_imm(R2, 0)
+    a.mov_reg(R3, R10)
+    a.alu_imm("add", R3, -64)
+    a.mov_imm(R4, 34)
+    a.call(ebpf.HELPER_SKB_LOAD_BYTES)
+    a.jmp_imm("jne", R0, 0, "reject")
+    a.ldx(BPF_H, R1, R10, -64 + 12)
+    a.jmp_imm("jeq", R1, _ETH_ARP, "accept")
+    if ipv6:
+        a.jmp_imm("jeq", R1, _ETH_IP6, "accept")
+    a.jmp_imm("jne", R1, _ETH_IP, "reject")
+    a.ld_map_fd(R1, dsts_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -64 + 30)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jne", R0, 0, "ours")
+    a.ld_map_fd(R1, srcs_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -64 + 26)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jne", R0, 0, "ours")
+    a.ja("reject")
+    a.label("ours")  # for us: is it a frame the tc program takes?
+    a.ldx(BPF_B, R1, R10, -64 + 23)
+    a.jmp_imm("jne", R1, socket.IPPROTO_TCP, "accept")
+    a.ldx(BPF_B, R1, R10, -64 + 14)
+    a.jmp_imm("jne", R1, 0x45, "accept")
+    a.ldx(BPF_H, R1, R10, -64 + 20)
+    a.jmp_imm("jset", R1, _FRAG, "accept")
+    a.mov_reg(R1, R6)
+    a.mov_imm(R2, 34)
+    a.mov_reg(R3, R10)
+    a.alu_imm("add", R3, -64 + 34)
+    a.mov_imm(R4, 14)
+    a.call(ebpf.HELPER_SKB_LOAD_BYTES)
+    a.jmp_imm("jne", R0, 0, "accept")
+    a.ld_map_fd(R1, flows_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -64 + 26)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, "accept")
+    a.mov_reg(R7, R0)
+    a.ldx(BPF_B, R1, R7, V_DIR)
+    a.jmp_imm("jne", R1, DIR_IN, "not_new")
+    a.ldx(BPF_B, R1, R10, -64 + 47)
+    a.jmp_imm("jset", R1, _SYN, "accept")
+    a.label("not_new")
+    a.ldx(BPF_B, R1, R7, V_KIND)
+    a.jmp_imm("jne", R1, KIND_TUNNEL, "reject")
+    # the tunnel's tests, on the copied bytes (tc's _fits_tunnel reads the packet itself)
+    a.ldx(BPF_H, R1, R10, -64 + 20)
+    a.jmp_imm("jset", R1, _DF, "df")
+    a.ja("accept")
+    a.label("df")
+    a.ldx(BPF_H, R5, R10, -64 + 16)
+    a.be(R5, 16)
+    a.jmp_imm("jgt", R5, MAX_INNER, "accept")
+    a.ldx(BPF_W, R1, R6, ebpf.SKB_GSO_SIZE)
+    a.jmp_imm("jeq", R1, 0, "measured")
+    a.ldx(BPF_B, R5, R10, -64 + 46)
+    a.alu_imm("and", R5, 0xF0)
+    a.alu_imm("rsh", R5, 2)
+    a.alu_reg("add", R5, R1)
+    a.label("measured")
+    a.ldx(BPF_H, R1, R7, V_LIMIT)
+    a.jmp_reg("jgt", R5, R1, "accept")
+    a.label("reject")
+    a.mov_imm(R0, 0)
+    a.exit()
+    a.label("accept")
+    a.mov_imm(R0, ACCEPT)
+    a.exit()
+    return a.assemble()
+
+
+T = TypeVar("T")
+
+
+def _off_loop(fn: Callable[[], T]) -> T:
+    """Run fn in a thread of its own: pyroute2's synchronous IPRoute runs an event loop of its own,
+    which it cannot do inside the daemon's running one. Any failure comes back as an OSError."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append((True, fn()))
+        except Exception as e:  # handed to the caller as an OSError
+            box.append((False, e))
+
+    t = threading.Thread(target=run, name="pylvs-tc")
+    t.start()
+    t.join()
+    ok, value = box[0]
+    if ok:
+        return cast(T, value)
+    if isinstance(value, OSError):
+        raise value
+    raise OSError(f"tc: {value}")
+
+
+def previous_maps(devices: Iterable[str]) -> dict[str, ebpf.BpfMap]:
+    """The maps of a pylvsd that stopped without removing its tc filter (a crash, a kill): the
+    filter's program still holds them, and the kernel still forwards their flows. Found through the
+    filter on one of our devices (programs and maps are global, the filter is this namespace's).
+    Empty when there is none, or when its maps are not the ones this version writes."""
+    for dev in devices:
+        try:
+            p = subprocess.run(
+                ["tc", "-j", "filter", "show", "dev", dev, "ingress"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
+            filters = json.loads(p.stdout or "[]")
+        except (OSError, ValueError, subprocess.SubprocessError):
+            continue
+        for f in filters:
+            opts = f.get("options") or {}
+            prog = opts.get("prog") or {}
+            if f.get("pref") != TC_PRIO or opts.get("bpf_name") != TC_NAME or "id" not in prog:
+                continue
+            found: dict[str, ebpf.BpfMap] = {}
+            try:
+                for map_id in ebpf.program_maps(int(prog["id"])):
+                    m = ebpf.BpfMap.by_id(map_id)
+                    if m.name == FLOWS_NAME and (m.key_size, m.value_size) == (12, VALUE.size):
+                        found["flows"] = m
+                    elif m.name == STATES_NAME and (m.key_size, m.value_size) == (4, 4):
+                        found["states"] = m
+                    else:
+                        m.close()
+            except OSError:
+                for m in found.values():
+                    m.close()
+                continue
+            if len(found) == 2:
+                return found
+            for m in found.values():
+                m.close()
+    return {}
+
+
+@dataclass(slots=True, eq=False)
+class Offloaded:
+    """One connection the kernel forwards: its core entry, its slot, its elements, and what of the
+    kernel's counts the core already has (per element: packets, bytes)."""
+
+    conn: Any
+    slot: int
+    stats: tuple[Any, ...]  # the core's counters (server, service, total)
+    keys: list[bytes] = field(default_factory=list)
+    dirs: list[int] = field(default_factory=list)
+    counted: list[list[int]] = field(default_factory=list)
+    fe: Any = None  # the Forwarder's FastEntry, for a connection offloaded once steady
+    hop: tuple[bytes, int, bytes] | None = None  # (server, device, MAC) its requests leave with
+    state: int = -1  # the state the kernel's copy was last given
+
+
+class ConnOffload:
+    """The maps and programs of the kernel fast path, the devices and sockets they are attached to,
+    and the connections the kernel forwards."""
+
+    def __init__(
+        self,
+        director: Any,
+        max_flows: int = MAX_FLOWS,
+        previous: dict[str, ebpf.BpfMap] | None = None,
+    ) -> None:
+        """previous: the maps of an earlier pylvsd (previous_maps), whose elements the kernel still
+        forwards; its connections are adopted (adoptable, take) and the maps go on serving."""
+        if sys.byteorder != "little":
+            raise OSError("the kernel fast path's programs compare packet bytes as a little-endian machine")
+        self.director = director
+        prev = previous or {}
+        self.flows = prev.get("flows") or ebpf.BpfMap(
+            ebpf.BPF_MAP_TYPE_HASH, 12, VALUE.size, max_flows, FLOWS_NAME
+        )
+        self.states = prev.get("states") or ebpf.BpfMap(ebpf.BPF_MAP_TYPE_ARRAY, 4, 4, MAX_SLOTS, STATES_NAME)
+        self.steps = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_ARRAY, 4, STEP_BYTES, 1, "plv_steps")
+        self.events = ebpf.RingBuf(RING_BYTES, "plv_events")
+        # addresses: as many as a restore may bring, allocated as they come
+        self.dsts = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, MAX_ADDRS, "plv_dsts", ebpf.BPF_F_NO_PREALLOC)
+        self.srcs = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, MAX_ADDRS, "plv_srcs", ebpf.BPF_F_NO_PREALLOC)
+        self.secure: bool | None = None
+        self.tc_fd = -1
+        self.sock_fd = -1
+        self.ipv6 = False
+        self.hooks: dict[int, ebpf.TcIngress] = {}
+        self.socks: dict[int, socket.socket] = {}
+        self.by_key: dict[bytes, Offloaded] = {}
+        self.by_slot: dict[int, Offloaded] = {}
+        self.by_flow: dict[Flow, Offloaded] = {}
+        self.free = list(range(MAX_SLOTS - 1, -1, -1))
+        self.cooling: list[int] = []  # slots freed since the last sync (an event may still name them)
+        self.addr_sets: tuple[set[bytes], set[bytes]] = (set(), set())
+        self.counters = {
+            "kernel_pkts": 0,
+            "kernel_bytes": 0,
+            "kernel_events": 0,
+            "flows_added": 0,
+            "flows_removed": 0,
+            "flows_adopted": 0,
+            "offload_full": 0,
+        }
+        try:
+            self.set_steps()
+            prog = tc_program(self.flows.fd, self.states.fd, self.steps.fd, self.events.fd)
+            self.tc_fd = ebpf.load_program(prog, ebpf.BPF_PROG_TYPE_SCHED_CLS, "plv_flows")
+            self.sock_fd = self._load_filter(False)
+        except OSError:
+            self.close()
+            raise
+
+    def set_steps(self) -> None:
+        """The core's state table (secure_tcp 3 has its own), written when it changes."""
+        secure = getattr(getattr(self.director, "sysctl", None), "secure_tcp", 0) == 3
+        if secure != self.secure:
+            self.steps.update(b"\0\0\0\0", step_table(secure))
+            self.secure = secure
+
+    def _load_filter(self, ipv6: bool) -> int:
+        prog = socket_program(self.flows.fd, self.dsts.fd, self.srcs.fd, ipv6)
+        return ebpf.load_program(prog, ebpf.BPF_PROG_TYPE_SOCKET_FILTER, "plv_prefilter")
+
+    # -- where it runs ---------------------------------------------------------------------------
+    def attach_device(self, ifindex: int) -> None:
+        if ifindex not in self.hooks:
+            self.hooks[ifindex] = _off_loop(
+                lambda: ebpf.TcIngress(ifindex, self.tc_fd, TC_NAME, prio=TC_PRIO, replace=True)
+            )
+
+    def attach_socket(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, self.sock_fd)
+        self.socks[sock.fileno()] = sock
+
+    def set_prefilter(self, dsts: Iterable[bytes], srcs: Iterable[bytes], ipv6: bool) -> None:
+        """The addresses the sockets take frames for (as engines/packet/bpf.program has them)."""
+        for m, old, new in (
+            (self.dsts, self.addr_sets[0], set(dsts)),
+            (self.srcs, self.addr_sets[1], set(srcs)),
+        ):
+            for a in old - new:
+                m.delete(a)
+            for a in new - old:
+                m.update(a, b"\x01")
+            old.clear()
+            old.update(new)
+        if ipv6 != self.ipv6:
+            fd = self._load_filter(ipv6)
+            for s in self.socks.values():
+                s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, fd)
+            os.close(self.sock_fd)
+            self.sock_fd, self.ipv6 = fd, ipv6
+
+    # -- connections -----------------------------------------------------------------------------
+    def give(
+        self,
+        conn: Any,
+        stats: tuple[Any, ...],
+        elements: list[tuple[Flow, int, bytes]],
+        hop: tuple[bytes, int, bytes] | None = None,
+        fe: Any = None,
+    ) -> bool:
+        """The kernel forwards `conn` from now on: elements = (flow, direction, fixed value from
+        tunnel_value / rewrite_value). False (nothing given) when the maps are full."""
+        if not elements:
+            return False
+        old = self.by_flow.get(elements[0][0])
+        if old is not None:
+            if old.conn is conn and old.keys == [flow_key(f) for f, _d, _v in elements]:
+                old.fe = fe or old.fe
+                old.hop = hop
+                return self._update_values(old, elements)
+            self._remove(old, account=True)
+        for flow, _d, _v in elements[1:]:  # a reply flow of an earlier connection
+            other = self.by_flow.get(flow)
+            if other is not None:
+                self._remove(other, account=True)
+        if not self.free:
+            self.counters["offload_full"] += 1
+            return False
+        slot = self.free.pop()
+        rec = Offloaded(conn, slot, stats, fe=fe, hop=hop)
+        try:
+            self.states.update(struct.pack("=I", slot), struct.pack("=I", conn.state))
+            rec.state = conn.state
+            keys: list[bytes] = []
+            values: list[bytes] = []
+            for flow, direction, fixed in elements:
+                keys.append(flow_key(flow))
+                values.append(COUNTS.pack(0, 0) + fixed + struct.pack("=I", slot))
+                rec.dirs.append(direction)
+                rec.counted.append([0, 0])
+            self.flows.update_batch(keys, values)
+        except OSError:
+            self.free.append(slot)
+            self.counters["offload_full"] += 1
+            return False
+        rec.keys = keys
+        self.by_slot[slot] = rec
+        for (flow, _d, _v), key in zip(elements, keys, strict=True):
+            self.by_key[key] = rec
+            self.by_flow[flow] = rec
+        self.counters["flows_added"] += len(keys)
+        return True
+
+    def _update_values(self, rec: Offloaded, elements: list[tuple[Flow, int, bytes]]) -> bool:
+        """Same connection, same flows, maybe another way out: the fixed parts rewritten, the
+        kernel's counters kept."""
+        for (_flow, _d, fixed), key, counted in zip(elements, rec.keys, rec.counted, strict=True):
+            raw = self.flows.lookup(key)
+            pk, by = COUNTS.unpack_from(raw) if raw is not None else tuple(counted)
+            try:
+                self.flows.update(key, COUNTS.pack(pk, by) + fixed + struct.pack("=I", rec.slot))
+            except OSError:
+                self._remove(rec, account=True)
+                return False
+        return True
+
+    def follow(self, rec: Offloaded) -> None:
+        """Python took one of the connection's packets through the core: the kernel's copy of its
+        state follows (or its elements go, when the core ended the entry)."""
+        conn = rec.conn
+        if getattr(conn, "dead", False):
+            self._remove(rec, account=True)
+        elif conn.state != rec.state:
+            rec.state = conn.state
+            self.states.update(struct.pack("=I", rec.slot), struct.pack("=I", conn.state))
+
+    def remove_flow(self, flow: Flow) -> None:
+        rec = self.by_flow.get(flow)
+        if rec is not None:
+            self._remove(rec, account=True)
+
+    def _remove(self, rec: Offloaded, account: bool, seen: dict[bytes, bytes] | None = None) -> None:
+        if self.by_slot.get(rec.slot) is not rec:
+            return
+        for i, key in enumerate(rec.keys):
+            raw = (seen.get(key) if seen is not None else self.flows.lookup(key)) if account else None
+            if raw is not None:
+                pk, by = COUNTS.unpack_from(raw)
+                self._account(rec, i, pk, by, None)
+            self.by_key.pop(key, None)
+        try:
+            self.flows.delete_batch(rec.keys)
+        except OSError:
+            for key in rec.keys:
+                self.flows.delete(key)
+        for flow in self._flows_of(rec):
+            if self.by_flow.get(flow) is rec:
+                del self.by_flow[flow]
+        del self.by_slot[rec.slot]
+        self.cooling.append(rec.slot)
+        self.counters["flows_removed"] += len(rec.keys)
+        if rec.fe is not None:
+            rec.fe.offloaded = False
+
+    def _flows_of(self, rec: Offloaded) -> list[Flow]:
+        out = []
+        for key in rec.keys:
+            sport, dport = struct.unpack_from("!HH", key, 8)
+            out.append((socket.IPPROTO_TCP, key[0:4], sport, key[4:8], dport))
+        return out
+
+    def clear(self) -> None:
+        """Every element removed (a rule change): the events before it given to the core first."""
+        self.drain(None)
+        seen = dict(self.flows.items()) if self.by_slot else {}
+        for rec in list(self.by_slot.values()):
+            self._remove(rec, account=True, seen=seen)
+
+    def _account(self, rec: Offloaded, i: int, pk: int, by: int, now: float | None, arm: Any = None) -> None:
+        """Give the core what the kernel sent since the last look: the counters, and the timer."""
+        counted = rec.counted[i]
+        dp, db = pk - counted[0], by - counted[1]
+        if dp <= 0 and db <= 0:
+            return
+        counted[0], counted[1] = pk, by
+        if getattr(rec.conn.dest, "available", True):
+            if rec.dirs[i] == DIR_IN:
+                for st in rec.stats:
+                    st.inpkts += dp
+                    st.inbytes += db
+            else:
+                for st in rec.stats:
+                    st.outpkts += dp
+                    st.outbytes += db
+        self.counters["kernel_pkts"] += dp
+        self.counters["kernel_bytes"] += db
+        if arm is not None and now is not None and not getattr(rec.conn, "dead", False):
+            arm(rec.conn, now)
+
+    # -- what the kernel tells ---------------------------------------------------------------------
+    def drain(self, now: float | None) -> int:
+        """The state changes the kernel saw, in the order it saw them, each given to the core as the
+        packet that made it (counted: the element's counters hold that packet too)."""
+        records = self.events.drain()
+        if not records:
+            return 0
+        d = self.director
+        if now is None:
+            now = d.env.now
+        by_slot = self.by_slot
+        unpack = EVENT.unpack
+        for raw in records:
+            slot, flags, direction, new = unpack(raw[: EVENT.size])
+            rec = by_slot.get(slot)
+            if rec is None:
+                continue
+            conn = rec.conn
+            if getattr(conn, "dead", False):
+                continue
+            if direction == DIR_IN:
+                d.process_in_tcp(conn, 0, flags, now)
+            else:
+                d.process_out_tcp(conn, 0, flags, now)
+            i = rec.dirs.index(direction) if direction in rec.dirs else 0
+            rec.counted[i][0] += 1  # the core counted this packet; the kernel's count has it too
+            rec.state = new
+            if conn.state != new and not getattr(conn, "dead", False):
+                self.follow(rec)  # the core took another step (it knows more): the kernel follows
+        self.counters["kernel_events"] += len(records)
+        return len(records)
+
+    def sync(
+        self,
+        now: float,
+        arm: Callable[[Any, float], None] | None,
+        hop_of: Callable[[bytes], tuple[int, bytes] | None],
+    ) -> None:
+        """Once a second: the kernel's counts to the core; elements of closed or dead connections,
+        or whose way out changed, removed; freed slots back in use."""
+        self.drain(now)
+        self.set_steps()
+        self.free.extend(self.cooling)
+        self.cooling = []
+        if not self.by_slot:
+            return
+        seen = dict(self.flows.items())
+        hops: dict[bytes, tuple[int, bytes] | None] = {}
+        for rec in list(self.by_slot.values()):
+            for i, key in enumerate(rec.keys):
+                raw = seen.get(key)
+                if raw is not None:
+                    pk, by = COUNTS.unpack_from(raw)
+                    self._account(rec, i, pk, by, now, arm)
+            conn = rec.conn
+            if getattr(conn, "dead", False) or conn.state in _CLOSED or any(k not in seen for k in rec.keys):
+                self._remove(rec, account=False)
+                continue
+            if rec.hop is not None:
+                raddr, oidx, mac = rec.hop
+                if raddr not in hops:
+                    hops[raddr] = hop_of(raddr)
+                if hops[raddr] != (oidx, mac):
+                    self._remove(rec, account=False)
+                    if rec.fe is not None:
+                        rec.fe.hop = rec.fe.tun = None
+
+    # -- a restart: the connections an earlier pylvsd left to the kernel -------------------------
+    def adoptable(self) -> list[tuple[bytes, Flow, int, bytes, int]]:
+        """The map's elements as (key, flow, state, value, slot), each with its connection's state."""
+        out = []
+        for key, raw in self.flows.items():
+            if len(key) != 12 or len(raw) != VALUE.size:
+                continue
+            slot = VALUE.unpack(raw)[-1]
+            st = self.states.lookup(struct.pack("=I", slot))
+            state = struct.unpack("=I", st)[0] if st is not None else coretcp.ESTABLISHED
+            saddr, daddr, sport, dport = key[0:4], key[4:8], *struct.unpack_from("!HH", key, 8)
+            out.append((key, (socket.IPPROTO_TCP, saddr, sport, daddr, dport), state, raw, slot))
+        return out
+
+    def take(
+        self, conn: Any, stats: tuple[Any, ...], parts: list[tuple[bytes, Flow, int, bytes]], slot: int
+    ) -> None:
+        """Elements (key, flow, direction, value) that stand for `conn` now (adopted); the kernel's
+        counts so far are the old run's."""
+        if slot in self.by_slot or slot not in self.free:
+            for key, _f, _d, _raw in parts:
+                self.flows.delete(key)
+            return
+        self.free.remove(slot)
+        rec = Offloaded(conn, slot, stats, state=conn.state)
+        for key, flow, direction, raw in parts:
+            pk, by = COUNTS.unpack_from(raw)
+            rec.keys.append(key)
+            rec.dirs.append(direction)
+            rec.counted.append([pk, by])
+            self.by_key[key] = rec
+            self.by_flow[flow] = rec
+        self.by_slot[slot] = rec
+        self.states.update(struct.pack("=I", slot), struct.pack("=I", conn.state))
+        self.counters["flows_adopted"] += len(parts)
+
+    def drop(self, key: bytes) -> None:
+        """An element nobody can adopt (its service or server is gone)."""
+        self.flows.delete(key)
+
+    def close(self) -> None:
+        for hook in self.hooks.values():
+            try:
+                _off_loop(hook.close)
+            except OSError:
+                pass
+        self.hooks.clear()
+        for s in self.socks.values():
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+            except OSError:
+                pass
+        self.socks.clear()
+        for fd in (self.tc_fd, self.sock_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.tc_fd = self.sock_fd = -1
+        for m in (self.flows, self.states, self.steps, self.dsts, self.srcs):
+            m.close()
+        self.events.close()
+        self.by_key.clear()
+        self.by_slot.clear()
+        self.by_flow.clear()
+
+    def stats(self) -> dict[str, float]:
+        out = {k: float(v) for k, v in self.counters.items()}
+        out["kernel_flows"] = float(len(self.by_key))
+        return out

@@ -1,0 +1,89 @@
+"""The seed's labs with the packet engine's kernel fast path (`pylvsd --engine packet
+--packet-offload yes`, engines/packet/offload.py): Python decides each connection on its SYN, a tc
+eBPF program forwards the rest and reports the state changes. Every mode passes its lab (ten
+alternating answers, the 3 MB upload and download, the address the real server sees, DR and TUN
+replies bypassing the director), the kernel forwards nearly all the packets, and the core ends with
+the states and counters the packets themselves would have given it."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from pylvs.lab.netns import is_root
+from pylvs.lab.runner import Lab, daemon_available
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.slow,
+    pytest.mark.skipif(not is_root(), reason="needs root for network namespaces"),
+    pytest.mark.skipif(
+        any(shutil.which(t) is None for t in ("nft", "curl", "tc")), reason="needs nft, tc, curl"
+    ),
+]
+
+
+def _number(text: str) -> int:
+    """ipvsadm --stats numbers: 1234, 12K, 3M (units of 1000)."""
+    scale = {"K": 1000, "M": 1000**2, "G": 1000**3}.get(text[-1], 1)
+    return int(text.rstrip("KMG")) * scale
+
+
+SERVERS = {"welcome to 192.168.1.10", "welcome to 192.168.1.20"}
+
+
+@pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])
+def test_lab_passes_with_the_kernel_forwarding_decided_connections(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYLVS_LAB_ENGINE_OPTS", '{"offload": true}')
+    with Lab(mode, "packet", out=lambda _s: None, use_daemon=False, udp=False) as run:
+        run.build()
+        run.start_director()
+        run.requests()
+        run.extra_checks()
+        time.sleep(1.2)  # the engine reads the kernel's counters every second
+        run.collect()
+        r = run.result
+        es = r.engine_stats
+    assert set(r.answers) == SERVERS and len(r.answers) == 10, r.answers
+    assert r.answers[0::2] == [r.answers[0]] * 5, r.answers  # round robin: alternating
+    assert r.upload_ok and r.download_ok, es
+    assert r.peer.startswith("192.168.1.100:" if mode == "fullnat" else "172.25.254.10:"), r.peer
+    if mode in ("dr", "tun"):
+        assert r.replies_via_director == 0, r.counters
+    # 13 TCP connections over IPv4 (10 requests, /peer, upload, download): each given to the kernel
+    # on its SYN, its state changes reported back (handshake, FINs)
+    assert es.get("flows_added", 0) >= 13, es
+    assert es.get("kernel_events", 0) >= 2 * 13, es
+    assert es.get("kernel_pkts", 0) > 100, es
+    assert not es.get("offload_full"), es
+
+
+def test_pylvsd_packet_offload_lists_the_states_and_counts_of_kernel_forwarded_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through pylvsd (`PYLVSD_PACKET_OFFLOAD=yes`, as `--packet-offload yes`) and pylvsadm: the
+    connections the kernel carried end in TIME_WAIT in `-Lnc` (the FINs reached the core as
+    events), and `--stats` counts the packets the kernel forwarded in both directions."""
+    if not daemon_available():
+        pytest.skip("needs pylvsd and pylvsadm")
+    monkeypatch.setenv("PYLVSD_PACKET_OFFLOAD", "yes")
+    with Lab("nat", "packet", out=lambda _s: None, use_daemon=True, udp=False) as run:
+        run.build()
+        run.start_director()
+        run.requests()
+        run.extra_checks()
+        time.sleep(1.5)
+        conns = run.pylvsadm(["-Lnc"])
+        stats = run.pylvsadm(["-Ln", "--stats", "-t", "172.25.254.100:80"])
+        log = run.n.log("pylvsd")
+    states = [ln.split()[2] for ln in conns.splitlines() if ln.startswith("TCP") and "172.25.254.10:" in ln]
+    assert len(states) >= 13 and set(states) == {"TIME_WAIT"}, conns
+    row = next(ln for ln in stats.splitlines() if ln.lstrip().startswith("TCP")).split()
+    conns_n, inpkts, outpkts = (_number(x) for x in row[2:5])
+    # the 3 MB download alone is hundreds of reply packets, all sent by the kernel
+    assert conns_n >= 13 and inpkts > 50 and outpkts > 100, stats
+    assert "Traceback" not in log, log
