@@ -502,3 +502,31 @@ def test_a_restarted_engine_finds_the_maps_a_killed_one_left() -> None:
         assert "bpf" not in _tc_filters(dev)
     finally:
         subprocess.run(["ip", "link", "del", dev], check=False)
+
+
+def test_states_are_written_in_place_and_elements_with_one_call() -> None:
+    """ebpf.ArrayMmap (the states array, mmap'd: the kernel lays values 8 bytes apart) and
+    ebpf.MapWriter (the two elements of a connection in one BPF_MAP_UPDATE_BATCH)."""
+    states = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_ARRAY, 4, 4, 64, "plv_t_states", ebpf.BPF_F_MMAPABLE)
+    flows = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 12, 8, 2, "plv_t_flows")
+    view = ebpf.ArrayMmap(states)
+    try:
+        view.set(5, 7)
+        view.set(6, 9)
+        assert states.lookup(struct.pack("=I", 5)) == struct.pack("=I", 7)
+        assert states.lookup(struct.pack("=I", 6)) == struct.pack("=I", 9)
+        states.update(struct.pack("=I", 63), struct.pack("=I", 3))
+        assert view.get(63) == 3 and view.get(4) == 0
+        w = ebpf.MapWriter(flows, 2)
+        w.put(b"a" * 12 + b"b" * 12, b"1" * 8 + b"2" * 8, 2)
+        assert flows.lookup(b"a" * 12) == b"1" * 8 and flows.lookup(b"b" * 12) == b"2" * 8
+        with pytest.raises(ValueError):
+            w.put(b"c" * 12, b"3" * 8, 2)  # one element's bytes, two announced
+        with pytest.raises(ebpf.BpfError):
+            w.put(b"c" * 12, b"3" * 8, 1)  # the map holds two: full
+    finally:
+        view.close()
+        states.close()
+        flows.close()
+    with pytest.raises(ValueError):
+        ebpf.ArrayMmap(flows)

@@ -344,7 +344,7 @@ def role_gso(a: dict[str, Any]) -> dict[str, Any]:
 
     sport, isn = 40100, 5000
     to_tun(tcp(CLIENT, VIP, sport, PORT + 1, isn, 0, SYN), bytes(10))
-    srv = _synacks(cap, {sport}, 2.0, PORT + 1).get(sport)
+    srv = _synacks(cap, {sport}, 6.0, PORT + 1).get(sport)  # generous: ARP on a loaded CI machine
     if srv is None:
         return {"error": "no SYN-ACK"}
     to_tun(tcp(CLIENT, VIP, sport, PORT + 1, isn + 1, srv + 1, ACK), bytes(10))

@@ -196,6 +196,7 @@ BPF_ANY = 0
 BPF_NOEXIST = 1
 BPF_EXIST = 2
 BPF_F_NO_PREALLOC = 1 << 0
+BPF_F_MMAPABLE = 1 << 10  # an array map user space can mmap (its values, no syscall per access)
 
 _PERCPU_TYPES = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
 
@@ -737,6 +738,67 @@ class BpfMap:
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
+
+
+class ArrayMmap:
+    """An array map created with BPF_F_MMAPABLE, its u32 values read and written in place (the
+    offload's connection states), without a syscall per access. The kernel lays an array's values
+    out 8 bytes apart: element i is values[2 * i] (get/set do that)."""
+
+    def __init__(self, m: BpfMap) -> None:
+        if m.map_type != BPF_MAP_TYPE_ARRAY or m.value_size != 4:
+            raise ValueError("ArrayMmap: an array map of u32 values")
+        page = mmap.PAGESIZE
+        size = (8 * m.max_entries + page - 1) // page * page
+        self.map = m
+        self._mm = mmap.mmap(m.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.values = memoryview(self._mm).cast("I")
+
+    def get(self, i: int) -> int:
+        return int(self.values[2 * i])
+
+    def set(self, i: int, value: int) -> None:
+        self.values[2 * i] = value
+
+    def close(self) -> None:
+        self.values.release()
+        self._mm.close()
+
+
+class MapWriter:
+    """BPF_MAP_UPDATE_BATCH of up to `capacity` elements through buffers made once: the hot path's
+    insert (one syscall, no ctypes objects per call). Raises BpfError as update_batch does."""
+
+    def __init__(self, m: BpfMap, capacity: int = 8) -> None:
+        self.map = m
+        self.capacity = capacity
+        self._keys = ctypes.create_string_buffer(m.key_size * capacity)
+        self._values = ctypes.create_string_buffer(m.stored_size * capacity)
+        self._attr = m._batch_attr(_addr(self._keys), _addr(self._values), 0, BPF_ANY)
+        self._nr = _SYSCALL_NR.get(platform.machine())
+
+    def put(self, keys: bytes, values: bytes, count: int) -> None:
+        """keys and values: `count` elements each, concatenated."""
+        m = self.map
+        if (
+            not 0 < count <= self.capacity
+            or len(keys) != m.key_size * count
+            or len(values) != m.stored_size * count
+        ):
+            raise ValueError("MapWriter.put: keys and values of `count` elements, within capacity")
+        if self._nr is None:
+            m.update_batch(
+                [keys[i * m.key_size : (i + 1) * m.key_size] for i in range(count)],
+                [values[i * m.stored_size : (i + 1) * m.stored_size] for i in range(count)],
+            )
+            return
+        ctypes.memmove(self._keys, keys, len(keys))
+        ctypes.memmove(self._values, values, len(values))
+        struct.pack_into("<I", self._attr, 32, count)  # bpf_attr.batch.count
+        ret = _libc.syscall(self._nr, _MAP_UPDATE_BATCH, self._attr, len(self._attr))
+        if ret < 0:
+            err = ctypes.get_errno()
+            raise BpfError(err, f"map update batch: {os.strerror(err)}")
 
 
 class RingBuf:

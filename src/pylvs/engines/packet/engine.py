@@ -24,6 +24,7 @@ from typing import Any
 from pylvs import cbpf
 from pylvs.core.director import Director
 from pylvs.core.types import DestConfig, Fwd, ServiceKey
+from pylvs.engines import gcpolicy
 from pylvs.engines.base import Engine
 from pylvs.engines.packet import bpf, coreapi, fanout, offload
 from pylvs.engines.packet.forward import Forwarder, Iface, Route
@@ -234,6 +235,7 @@ class PacketEngine(Engine):
         for idx, sock in self.arp_socks.items():
             self.loop.add_reader(sock.fileno(), self._readable, idx, sock)
         self._sweeper = self.loop.call_later(1.0, self._sweep)
+        gcpolicy.tune()
         if self.offload is not None:
             self._drainer = self.loop.call_later(offload.EVENT_PERIOD, self._drain)
         log.info("packet engine on %s", ", ".join(i.name for i in ifaces.values()))

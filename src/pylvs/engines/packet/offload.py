@@ -75,6 +75,8 @@ V_IFINDEX, V_LIMIT, V_KIND, V_DIR, V_ETH, V_HEAD, V_STEP, V_SLOT = 16, 20, 22, 2
 KIND_TUNNEL, KIND_REWRITE = 0, 1
 DIR_IN, DIR_OUT = 0, 1
 COUNTS = struct.Struct("=QQ")
+_ZERO_COUNTS = COUNTS.pack(0, 0)
+_SLOT = struct.Struct("=I")
 EVENT = struct.Struct("=IBBBx")  # slot, TCP flags, direction, new state
 STEP_ROW = 384  # (EVENT_BITS + 1) << 4 entries per direction (proto/tcp.py _flatten)
 STEP_DIRS = 3  # INPUT, OUTPUT, INPUT_ONLY
@@ -561,7 +563,11 @@ class ConnOffload:
         self.flows = prev.get("flows") or ebpf.BpfMap(
             ebpf.BPF_MAP_TYPE_HASH, 12, VALUE.size, max_flows, FLOWS_NAME
         )
-        self.states = prev.get("states") or ebpf.BpfMap(ebpf.BPF_MAP_TYPE_ARRAY, 4, 4, MAX_SLOTS, STATES_NAME)
+        self.states = prev.get("states") or ebpf.BpfMap(
+            ebpf.BPF_MAP_TYPE_ARRAY, 4, 4, MAX_SLOTS, STATES_NAME, ebpf.BPF_F_MMAPABLE
+        )
+        self.state_of: ebpf.ArrayMmap | None = None  # the states written in place (no syscall)
+        self.writer: ebpf.MapWriter | None = None
         self.steps = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_ARRAY, 4, STEP_BYTES, 1, "plv_steps")
         self.events = ebpf.RingBuf(RING_BYTES, "plv_events")
         # addresses: as many as a restore may bring, allocated as they come
@@ -589,6 +595,11 @@ class ConnOffload:
             "offload_full": 0,
         }
         try:
+            self.state_of = ebpf.ArrayMmap(self.states)
+        except (OSError, ValueError):
+            pass  # an older run's map, not mmap-able: one bpf() per state write
+        try:
+            self.writer = ebpf.MapWriter(self.flows, 2)
             self.set_steps()
             prog = tc_program(self.flows.fd, self.states.fd, self.steps.fd, self.events.fd)
             self.tc_fd = ebpf.load_program(prog, ebpf.BPF_PROG_TYPE_SCHED_CLS, "plv_flows")
@@ -668,16 +679,20 @@ class ConnOffload:
         slot = self.free.pop()
         rec = Offloaded(conn, slot, stats, fe=fe, hop=hop)
         try:
-            self.states.update(struct.pack("=I", slot), struct.pack("=I", conn.state))
+            self._set_state(slot, conn.state)
             rec.state = conn.state
             keys: list[bytes] = []
             values: list[bytes] = []
+            tail = _SLOT.pack(slot)
             for flow, direction, fixed in elements:
                 keys.append(flow_key(flow))
-                values.append(COUNTS.pack(0, 0) + fixed + struct.pack("=I", slot))
+                values.append(_ZERO_COUNTS + fixed + tail)
                 rec.dirs.append(direction)
                 rec.counted.append([0, 0])
-            self.flows.update_batch(keys, values)
+            if self.writer is not None and len(keys) <= self.writer.capacity:
+                self.writer.put(b"".join(keys), b"".join(values), len(keys))
+            else:
+                self.flows.update_batch(keys, values)
         except OSError:
             self.free.append(slot)
             self.counters["offload_full"] += 1
@@ -703,6 +718,12 @@ class ConnOffload:
                 return False
         return True
 
+    def _set_state(self, slot: int, state: int) -> None:
+        if self.state_of is not None:
+            self.state_of.set(slot, state)
+        else:
+            self.states.update(_SLOT.pack(slot), _SLOT.pack(state))
+
     def follow(self, rec: Offloaded) -> None:
         """Python took one of the connection's packets through the core: the kernel's copy of its
         state follows (or its elements go, when the core ended the entry)."""
@@ -711,7 +732,7 @@ class ConnOffload:
             self._remove(rec, account=True)
         elif conn.state != rec.state:
             rec.state = conn.state
-            self.states.update(struct.pack("=I", rec.slot), struct.pack("=I", conn.state))
+            self._set_state(rec.slot, conn.state)
 
     def remove_flow(self, flow: Flow) -> None:
         rec = self.by_flow.get(flow)
@@ -726,12 +747,20 @@ class ConnOffload:
             if raw is not None:
                 pk, by = COUNTS.unpack_from(raw)
                 self._account(rec, i, pk, by, None)
-            self.by_key.pop(key, None)
+        self._delete(rec.keys)
+        self._forget(rec)
+
+    def _delete(self, keys: list[bytes]) -> None:
         try:
-            self.flows.delete_batch(rec.keys)
+            self.flows.delete_batch(keys)
         except OSError:
-            for key in rec.keys:
+            for key in keys:
                 self.flows.delete(key)
+
+    def _forget(self, rec: Offloaded) -> None:
+        """Python's side of a removal (the elements are gone from the map)."""
+        for key in rec.keys:
+            self.by_key.pop(key, None)
         for flow in self._flows_of(rec):
             if self.by_flow.get(flow) is rec:
                 del self.by_flow[flow]
@@ -824,6 +853,7 @@ class ConnOffload:
             return
         seen = dict(self.flows.items())
         hops: dict[bytes, tuple[int, bytes] | None] = {}
+        doomed: list[Offloaded] = []
         for rec in list(self.by_slot.values()):
             for i, key in enumerate(rec.keys):
                 raw = seen.get(key)
@@ -832,16 +862,20 @@ class ConnOffload:
                     self._account(rec, i, pk, by, now, arm)
             conn = rec.conn
             if getattr(conn, "dead", False) or conn.state in _CLOSED or any(k not in seen for k in rec.keys):
-                self._remove(rec, account=False)
+                doomed.append(rec)
                 continue
             if rec.hop is not None:
                 raddr, oidx, mac = rec.hop
                 if raddr not in hops:
                     hops[raddr] = hop_of(raddr)
                 if hops[raddr] != (oidx, mac):
-                    self._remove(rec, account=False)
+                    doomed.append(rec)
                     if rec.fe is not None:
                         rec.fe.hop = rec.fe.tun = None
+        if doomed:  # one batch for all (their counts were just read)
+            self._delete([k for rec in doomed for k in rec.keys])
+            for rec in doomed:
+                self._forget(rec)
 
     # -- a restart: the connections an earlier pylvsd left to the kernel -------------------------
     def adoptable(self) -> list[tuple[bytes, Flow, int, bytes, int]]:
@@ -876,7 +910,7 @@ class ConnOffload:
             self.by_key[key] = rec
             self.by_flow[flow] = rec
         self.by_slot[slot] = rec
-        self.states.update(struct.pack("=I", slot), struct.pack("=I", conn.state))
+        self._set_state(slot, conn.state)
         self.counters["flows_adopted"] += len(parts)
 
     def drop(self, key: bytes) -> None:
@@ -900,6 +934,9 @@ class ConnOffload:
             if fd >= 0:
                 os.close(fd)
         self.tc_fd = self.sock_fd = -1
+        if self.state_of is not None:
+            self.state_of.close()
+            self.state_of = None
         for m in (self.flows, self.states, self.steps, self.dsts, self.srcs):
             m.close()
         self.events.close()

@@ -38,6 +38,7 @@ from pylvs.core.director import Director
 from pylvs.core.packet import Action, Verdict
 from pylvs.core.proto import tcp as coretcp
 from pylvs.core.types import TCP_FIN, TCP_RST, DestConfig, Fwd, Packet, Proto, ServiceKey
+from pylvs.engines import gcpolicy
 from pylvs.engines.base import Engine
 from pylvs.engines.packet import coreapi
 from pylvs.engines.packet.engine import PacketEngine, RouteCache, discover_ifaces
@@ -282,6 +283,7 @@ class FastPathEngine(Engine):
         self._adopt()
         self._timer = self.loop.call_later(SYNC_PERIOD, self._tick)
         self.started = True
+        gcpolicy.tune()
         log.info(
             "fast path on: NFQUEUE %d (%s), NAT/FULLNAT/fwmark through conntrack, DR through nft flows",
             self.queue_num,
