@@ -12,12 +12,21 @@ def test_packet_ring_switches_bind_the_engine_options() -> None:
     args = build_parser().parse_args(["--engine", "packet", "--packet-ring", "v3", "--packet-tx-ring", "no"])
     cls = get_engine("packet")
     factory = _with_packet_options(cls, "packet", args)
-    assert factory.func is cls and factory.keywords == {"ring": "v3", "tx_ring": False, "offload": False}
+    assert factory.func is cls and factory.keywords == {
+        "ring": "v3",
+        "tx_ring": False,
+        "offload": False,
+        "ahead": False,
+    }
     assert factory.name == cls.name
     defaults = _with_packet_options(cls, "packet", build_parser().parse_args([]))
-    assert defaults.keywords == {"ring": None, "tx_ring": True, "offload": False}
+    assert defaults.keywords == {"ring": None, "tx_ring": True, "offload": False, "ahead": False}
     on = _with_packet_options(cls, "packet", build_parser().parse_args(["--packet-offload", "yes"]))
-    assert on.keywords["offload"] is True
+    assert on.keywords["offload"] is True and on.keywords["ahead"] is False
+    ahead = _with_packet_options(cls, "packet", build_parser().parse_args(["--packet-offload", "ahead"]))
+    assert ahead.keywords["offload"] is True and ahead.keywords["ahead"] is True
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--packet-offload", "later"])
     v2 = _with_packet_options(cls, "packet", build_parser().parse_args(["--packet-ring", "v2"]))
     assert v2.keywords["ring"] == "v2"
 

@@ -62,6 +62,32 @@ def test_lab_passes_with_the_kernel_forwarding_decided_connections(
     assert not es.get("offload_full"), es
 
 
+@pytest.mark.parametrize("mode", ["nat", "dr", "tun"])
+def test_lab_passes_with_decisions_taken_ahead(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--packet-offload ahead`: the rr service's next servers are queued in the kernel, which makes
+    the connections out of their SYNs (ahead.py); Python hears of them as events. Once the real
+    servers' MACs are known (the first sync), no SYN of the lab needs Python."""
+    monkeypatch.setenv("PYLVS_LAB_ENGINE_OPTS", '{"offload": true, "ahead": true}')
+    with Lab(mode, "packet", out=lambda _s: None, use_daemon=False, udp=False) as run:
+        run.build()
+        run.start_director()
+        time.sleep(1.5)  # ARP for the servers, then the sync that starts the queues
+        run.requests()
+        run.extra_checks()
+        time.sleep(1.2)
+        run.collect()
+        r = run.result
+        es = r.engine_stats
+    assert set(r.answers) == SERVERS and len(r.answers) == 10, r.answers
+    assert r.answers[0::2] == [r.answers[0]] * 5, r.answers
+    assert r.upload_ok and r.download_ok, es
+    assert r.peer.startswith("172.25.254.10:"), r.peer
+    if mode != "nat":
+        assert r.replies_via_director == 0, r.counters
+    assert es.get("ahead_taken", 0) >= 13, es  # every IPv4 TCP connection of the lab
+    assert es.get("ahead_reclaimed", 0) == 0, es
+
+
 def test_pylvsd_packet_offload_lists_the_states_and_counts_of_kernel_forwarded_connections(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -54,6 +54,16 @@ def _yesno(v: str) -> str:
     return "yes" if w in _YES else "no"
 
 
+def _offload_choice(v: str) -> str:
+    """--packet-offload: yes, no (as _yesno), or ahead."""
+    if v.strip().lower() == "ahead":
+        return "ahead"
+    try:
+        return _yesno(v)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected yes, no or ahead, got {v!r}") from None
+
+
 def _queue_num(v: str) -> int:
     if not v.strip().isdigit() or not 0 <= int(v) <= 65535:
         raise argparse.ArgumentTypeError(f"expected a queue number from 0 to 65535, got {v!r}")
@@ -118,9 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--packet-offload",
         default=env("PYLVSD_PACKET_OFFLOAD", "no"),
-        type=_yesno,
-        help="--engine packet: once the core has decided a TCP connection (NAT, FULLNAT, DR, TUN over"
-        " IPv4), a tc eBPF program forwards its packets and reports its state changes (default no)",
+        type=_offload_choice,
+        help="--engine packet: yes: once the core has decided a TCP connection (NAT, FULLNAT, DR, TUN"
+        " over IPv4), a tc eBPF program forwards its packets and reports its state changes; ahead: also"
+        " queue rr/wrr services' next decisions in the kernel, which then sets connections up from"
+        " their SYNs (default no)",
     )
     p.add_argument(
         "--ephemeral",
@@ -183,8 +195,13 @@ def _with_packet_options(engine_cls: Any, name: str, args: argparse.Namespace) -
         factory = functools.partial(engine_cls, queue_num=args.queue_num, queue_bypass=bypass)
     elif name == "packet":
         ring = None if args.packet_ring == "none" else args.packet_ring
+        off = args.packet_offload
         factory = functools.partial(
-            engine_cls, ring=ring, tx_ring=_yes(args.packet_tx_ring), offload=_yes(args.packet_offload)
+            engine_cls,
+            ring=ring,
+            tx_ring=_yes(args.packet_tx_ring),
+            offload=off == "ahead" or _yes(off),
+            ahead=off == "ahead",
         )
     else:
         return engine_cls

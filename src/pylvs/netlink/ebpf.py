@@ -741,24 +741,25 @@ _U32 = struct.Struct("<I")
 
 
 class ArrayMmap:
-    """An array map created with BPF_F_MMAPABLE, its u32 values read and written in place (the
-    offload's connection states), without a syscall per access. The kernel lays an array's values
-    out 8 bytes apart: element i is values[2 * i] (get/set do that)."""
+    """An array map created with BPF_F_MMAPABLE, its u32 or u64 values read and written in place
+    (the offload's connection states, decision queues), without a syscall per access. The kernel
+    lays an array's values out 8 bytes apart: u32 element i is values[2 * i] (get/set do that)."""
 
     def __init__(self, m: BpfMap) -> None:
-        if m.map_type != BPF_MAP_TYPE_ARRAY or m.value_size != 4:
-            raise ValueError("ArrayMmap: an array map of u32 values")
+        if m.map_type != BPF_MAP_TYPE_ARRAY or m.value_size not in (4, 8):
+            raise ValueError("ArrayMmap: an array map of u32 or u64 values")
         page = mmap.PAGESIZE
         size = (8 * m.max_entries + page - 1) // page * page
         self.map = m
         self._mm = mmap.mmap(m.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self.values = memoryview(self._mm).cast("I")
+        self._stride = 2 if m.value_size == 4 else 1
+        self.values = memoryview(self._mm).cast("I" if m.value_size == 4 else "Q")
 
     def get(self, i: int) -> int:
-        return int(self.values[2 * i])
+        return int(self.values[self._stride * i])
 
     def set(self, i: int, value: int) -> None:
-        self.values[2 * i] = value
+        self.values[self._stride * i] = value
 
     def close(self) -> None:
         self.values.release()

@@ -129,3 +129,11 @@ def adopt(
         conn.timeout = director.state_timeouts(p)[core_state]
     director.conns.arm(conn, now)
     return conn
+
+
+def keeps_entry(director: Director, conn: Conn) -> bool:
+    """A new TCP connection's SYN found `conn` for its flow: True when IPVS keeps using that entry
+    (conn_reuse_mode, expire_nodest_conn); False when it schedules afresh, the old entry freed."""
+    proto = get_protocol(6)
+    assert proto is not None
+    return corepkt._reuse(director, proto, conn) is not None

@@ -134,6 +134,7 @@ class PacketEngine(Engine):
         members: dict[str, fanout.Member] | None = None,
         tun_offload: bool = False,
         offload: bool = False,
+        ahead: bool = False,
     ) -> None:
         super().__init__(director, loop)
         self.interfaces = list(interfaces) if interfaces else None
@@ -191,6 +192,8 @@ class PacketEngine(Engine):
             if tun_offload
             else frozenset()
         )
+        # ahead (with offload): rr/wrr services' next decisions queued in the kernel (ahead.py)
+        self.ahead = ahead and offload and fanout_worker is None
         self.offload: ConnOffload | None = None
         self._drainer: asyncio.TimerHandle | None = None
 
@@ -214,7 +217,7 @@ class PacketEngine(Engine):
             try:
                 # a pylvsd that died left its connections to the kernel: go on with its maps
                 previous = offload.previous_maps([i.name for i in ifaces.values()])
-                self.offload = ConnOffload(self.director, previous=previous)
+                self.offload = ConnOffload(self.director, previous=previous, ahead=self.ahead)
             except (OSError, ValueError) as e:
                 self._offload_off(str(e))
             else:
@@ -394,6 +397,8 @@ class PacketEngine(Engine):
         self._refresh_ifaces()
         self.routes.flush()
         self.fwd.load_rules()
+        if self.offload is not None:
+            self.offload.load_ahead(self.fwd.way_to, self.clock())
         lips: dict[str, str] = {}
         for svc in self.director.services:
             for d in svc.dests:
@@ -573,7 +578,7 @@ class PacketEngine(Engine):
             self.fwd.sweep()
             if self.offload is not None:
                 arm = getattr(self.fwd.conn_table, "arm", None)
-                self.offload.sync(self.clock(), arm, self.fwd.hop_to)
+                self.offload.sync(self.clock(), arm, self.fwd.hop_to, self.fwd.way_to)
         if self.loop is not None and self.socks:
             self._sweeper = self.loop.call_later(1.0, self._sweep)
 

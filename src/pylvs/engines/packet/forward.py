@@ -918,6 +918,18 @@ class Forwarder:
 
     _now_hint = 0.0
 
+    def way_to(self, raddr: bytes) -> tuple[int, bytes, bytes, bytes, int] | None:
+        """(device, next-hop MAC, our MAC there, our source address, MTU) toward raddr, when all
+        are known now (the kernel's fast path sets connections up with them: ahead.py)."""
+        rt = self.route(raddr)
+        if rt is None:
+            return None
+        ifc = self.ifaces.get(rt.ifindex)
+        mac = self.neigh.lookup(rt.nexthop)
+        if ifc is None or mac is None:
+            return None
+        return (rt.ifindex, mac, ifc.mac, rt.src, ifc.mtu)
+
     def hop_to(self, raddr: bytes) -> tuple[int, bytes] | None:
         """The device and next-hop MAC a frame to raddr would leave with now (None: not known)."""
         rt = self.route(raddr)

@@ -51,6 +51,8 @@ from typing import Any, TypeVar, cast
 
 from pylvs.cbpf import ACCEPT
 from pylvs.core.proto import tcp as coretcp
+from pylvs.core.types import Fwd
+from pylvs.engines.packet import coreapi
 from pylvs.netlink import ebpf
 from pylvs.netlink.ebpf import BPF_B, BPF_H, BPF_W, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, Asm
 
@@ -75,6 +77,20 @@ V_IFINDEX, V_LIMIT, V_KIND, V_DIR, V_ETH, V_HEAD, V_STEP, V_SLOT = 16, 20, 22, 2
 KIND_TUNNEL, KIND_REWRITE = 0, 1
 DIR_IN, DIR_OUT = 0, 1
 COUNTS = struct.Struct("=QQ")
+# Decisions taken ahead (ahead.py): per service a queue of Q (slot, server) pairs the core's scheduler
+# picked in advance; the tc program takes the next one on a client's SYN (heads: taken, by the
+# program; tails: written, by Python), and a server's way out from `dests`.
+MAX_SVCS = 256
+QUEUE = 64  # a power of two
+QUEUE_SHIFT = QUEUE.bit_length() - 1
+MAX_DESTS = 4096
+# A server: device out, tunnel limit, kind (KIND_*), mode (MODE_*), Ethernet header, outer IPv4
+# header (TUN), its address and port (network order, 0 = the virtual port), the step-table offset.
+DEST = struct.Struct("=IHBB14s20s4sHH14x")
+D_IFINDEX, D_LIMIT, D_KIND, D_MODE, D_ETH, D_OUTER, D_RADDR, D_RPORT, D_STEP = 0, 4, 6, 7, 8, 22, 42, 46, 48
+MODE_NAT, MODE_DR, MODE_TUN = 0, 1, 2
+NEW_EVENT = struct.Struct("=IBBBB12sI")  # slot, TCP flags, direction, new state, 1, flow key, server
+EV_STEP, EV_NEW = 0, 1
 _ZERO_COUNTS = COUNTS.pack(0, 0)
 _SLOT = struct.Struct("=I")
 EVENT = struct.Struct("=IBBBx")  # slot, TCP flags, direction, new state
@@ -143,9 +159,10 @@ def step_table(secure: bool) -> bytes:
     return out
 
 
-def _load_flow(a: Asm, flows_fd: int) -> None:
+def _load_flow(a: Asm, flows_fd: int, miss: str = "pass") -> None:
     """R6 = skb. Checks the frame is IPv4 without options, TCP, not a fragment, puts its key at
-    fp-16 and leaves the element in R7 and the TCP flags in R8; otherwise to `pass`."""
+    fp-16 and leaves the element in R7 and the TCP flags in R8; otherwise to `pass` (a flow not in
+    the map: to `miss`)."""
     a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
     a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
     a.mov_reg(R4, R2)
@@ -167,7 +184,7 @@ def _load_flow(a: Asm, flows_fd: int) -> None:
     a.mov_reg(R2, R10)
     a.alu_imm("add", R2, -16)
     a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, "pass")
+    a.jmp_imm("jeq", R0, 0, miss)
     a.mov_reg(R7, R0)
     # a client's SYN is a new connection (or its retry): the core decides
     a.ldx(BPF_B, R4, R7, V_DIR)
@@ -202,11 +219,25 @@ def _fits_tunnel(a: Asm, fail: str) -> None:
     a.jmp_reg("jgt", R5, R4, fail)
 
 
-def tc_program(flows_fd: int, states_fd: int, steps_fd: int, events_fd: int) -> bytes:
-    """tc ingress (direct action): step, count and send the packets of flows in the map."""
+@dataclass(frozen=True, slots=True)
+class AheadMaps:
+    """The fds of the maps of decisions taken ahead (see QUEUE)."""
+
+    services: int
+    heads: int
+    tails: int
+    queue: int
+    dests: int
+
+
+def tc_program(
+    flows_fd: int, states_fd: int, steps_fd: int, events_fd: int, ahead: AheadMaps | None = None
+) -> bytes:
+    """tc ingress (direct action): step, count and send the packets of flows in the map; with
+    `ahead`, a client's SYN to a service with decisions queued becomes a connection here."""
     a = Asm()
     a.mov_reg(R6, R1)
-    _load_flow(a, flows_fd)
+    _load_flow(a, flows_fd, "new_conn" if ahead is not None else "pass")
     a.ldx(BPF_B, R4, R7, V_KIND)
     a.jmp_imm("jne", R4, KIND_TUNNEL, "state")
     _fits_tunnel(a, "pass")
@@ -272,6 +303,9 @@ def tc_program(flows_fd: int, states_fd: int, steps_fd: int, events_fd: int) -> 
     _rewrite(a)
     a.label("tunnel")
     _encapsulate(a)
+    if ahead is not None:
+        a.label("new_conn")
+        _new_conn(a, flows_fd, states_fd, steps_fd, events_fd, ahead)
     a.label("pass")
     a.mov_imm(R0, ebpf.TC_ACT_OK)
     a.exit()
@@ -279,6 +313,227 @@ def tc_program(flows_fd: int, states_fd: int, steps_fd: int, events_fd: int) -> 
     a.mov_imm(R0, ebpf.TC_ACT_SHOT)
     a.exit()
     return a.assemble()
+
+
+def _take_decision(a: Asm, ahead: AheadMaps, fail: str, take: bool) -> None:
+    """R8 = TCP flags, the flow key at fp-16. A client's SYN (no other flag, DF set) to a service
+    with a decision queued: the decision's slot at fp-36, its server's index at fp-40, the server's
+    element in R9. take=False only looks (the socket filter, which runs before tc)."""
+    a.mov_reg(R4, R8)
+    a.alu_imm("and", R4, _TCP_EVENT_BITS)
+    a.jmp_imm("jne", R4, _SYN, fail)
+    a.ldx(BPF_H, R4, R10, -8)
+    a.jmp_imm("jeq", R4, 0x1400, fail)  # from port 20 (FTP data): IPVS never schedules it
+    a.ldx(BPF_W, R4, R10, -12)  # the service: destination address and port
+    a.stx(BPF_W, R10, R4, -24)
+    a.ldx(BPF_H, R4, R10, -6)
+    a.stx(BPF_H, R10, R4, -20)
+    a.st_imm(BPF_H, R10, -18, 0)
+    a.ld_map_fd(R1, ahead.services)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -24)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, fail)
+    a.ldx(BPF_W, R4, R0, 0)
+    a.stx(BPF_W, R10, R4, -28)
+    a.ld_map_fd(R1, ahead.tails)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -28)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, fail)
+    a.ldx(BPF_W, R9, R0, 0)  # written so far
+    a.ld_map_fd(R1, ahead.heads)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -28)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, fail)
+    if take:
+        a.mov_imm(R1, 1)
+        a.atomic_fetch_add(BPF_W, R0, R1, 0)  # R1: the one this SYN takes
+    else:
+        a.ldx(BPF_W, R1, R0, 0)
+    a.jmp32_reg("jge", R1, R9, fail)  # none queued (a taker past the tail takes nothing)
+    a.ldx(BPF_W, R2, R10, -28)
+    a.alu_imm("lsh", R2, QUEUE_SHIFT)
+    a.alu_imm("and", R1, QUEUE - 1)
+    a.alu_reg("add", R2, R1)
+    a.stx(BPF_W, R10, R2, -32)
+    a.ld_map_fd(R1, ahead.queue)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -32)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, fail)
+    a.ldx(BPF_W, R4, R0, 0)
+    a.stx(BPF_W, R10, R4, -36)
+    a.ldx(BPF_W, R4, R0, 4)
+    a.stx(BPF_W, R10, R4, -40)
+    a.ld_map_fd(R1, ahead.dests)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -40)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, fail)
+    a.mov_reg(R9, R0)
+
+
+_E = -104  # the element being built, on the stack (64 bytes)
+_RK = -120  # the reply flow's key (12 bytes)
+_EV = -152  # the event (24 bytes)
+
+
+def _copy(a: Asm, src: int, src_off: int, dst_off: int, n: int) -> None:
+    """n bytes (even) from src+src_off to the stack at dst_off, two at a time (stack stores must be
+    aligned to their size; dst_off is even). Uses R4."""
+    for i in range(0, n, 2):
+        a.ldx(BPF_H, R4, src, src_off + i)
+        a.stx(BPF_H, R10, R4, dst_off + i)
+
+
+def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: int, ahead: AheadMaps) -> None:
+    """A client's SYN, no element for its flow: take the service's next decision (ahead.py), put
+    the connection's elements (requests; NAT: replies) and its first state, tell Python (EV_NEW),
+    then count and send the SYN as any packet of the flow."""
+    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
+    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
+    a.mov_reg(R4, R2)
+    a.alu_imm("add", R4, 54)
+    a.jmp_reg("jgt", R4, R3, "pass")
+    a.ldx(BPF_H, R4, R2, 20)
+    a.jmp_imm("jset", R4, _DF, "nc_df")  # what the tunnel needs too (SYNs are small)
+    a.ja("pass")
+    a.label("nc_df")
+    _take_decision(a, ahead, "pass", take=True)
+    # the request element
+    a.st_imm(ebpf.BPF_DW, R10, _E, 0)
+    a.st_imm(ebpf.BPF_DW, R10, _E + 8, 0)
+    a.ldx(BPF_W, R4, R9, D_IFINDEX)
+    a.stx(BPF_W, R10, R4, _E + V_IFINDEX)
+    a.ldx(BPF_H, R4, R9, D_LIMIT)
+    a.stx(BPF_H, R10, R4, _E + V_LIMIT)
+    a.ldx(BPF_B, R4, R9, D_KIND)
+    a.stx(BPF_B, R10, R4, _E + V_KIND)
+    a.st_imm(BPF_B, R10, _E + V_DIR, DIR_IN)
+    _copy(a, R9, D_ETH, _E + V_ETH, 14)
+    a.ldx(BPF_B, R4, R9, D_MODE)
+    a.jmp_imm("jne", R4, MODE_TUN, "nc_rw")
+    _copy(a, R9, D_OUTER, _E + V_HEAD, 20)
+    a.ja("nc_head")
+    a.label("nc_rw")  # NAT: to the server's address and port; DR: addresses as they are
+    _copy(a, R10, -16, _E + V_HEAD, 12)  # source, destination, ports from the key
+    for i in range(12, 20, 2):
+        a.st_imm(BPF_H, R10, _E + V_HEAD + i, 0)
+    a.ldx(BPF_B, R4, R9, D_MODE)  # (_copy used R4)
+    a.jmp_imm("jne", R4, MODE_NAT, "nc_head")
+    _copy(a, R9, D_RADDR, _E + V_HEAD + 4, 4)
+    a.ldx(BPF_H, R4, R9, D_RPORT)
+    a.jmp_imm("jeq", R4, 0, "nc_head")  # port 0: the virtual port
+    a.stx(BPF_H, R10, R4, _E + V_HEAD + 10)
+    a.label("nc_head")
+    a.ldx(BPF_H, R4, R9, D_STEP)
+    a.stx(BPF_H, R10, R4, _E + V_STEP)
+    a.ldx(BPF_W, R4, R10, -36)
+    a.stx(BPF_W, R10, R4, _E + V_SLOT)
+    a.ld_map_fd(R1, flows_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -16)
+    a.mov_reg(R3, R10)
+    a.alu_imm("add", R3, _E)
+    a.mov_imm(R4, ebpf.BPF_NOEXIST)
+    a.call(ebpf.HELPER_MAP_UPDATE_ELEM)
+    a.jmp_imm("jne", R0, 0, "pass")
+    # NAT: the reply element (server -> client: from the VIP, to the client's MAC, out of here)
+    a.ldx(BPF_B, R4, R9, D_MODE)
+    a.jmp_imm("jne", R4, MODE_NAT, "nc_state")
+    _copy(a, R10, _E + V_HEAD + 4, _RK, 4)  # the server's address: as the request now goes
+    _copy(a, R10, -16, _RK + 4, 4)  # the client
+    _copy(a, R10, _E + V_HEAD + 10, _RK + 8, 2)  # the server's port
+    _copy(a, R10, -8, _RK + 10, 2)  # the client's port
+    a.ldx(BPF_W, R4, R6, ebpf.SKB_INGRESS_IFINDEX)
+    a.stx(BPF_W, R10, R4, _E + V_IFINDEX)
+    a.st_imm(BPF_H, R10, _E + V_LIMIT, 0xFFFF)
+    a.st_imm(BPF_B, R10, _E + V_KIND, KIND_REWRITE)
+    a.st_imm(BPF_B, R10, _E + V_DIR, DIR_OUT)
+    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
+    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
+    a.mov_reg(R4, R2)
+    a.alu_imm("add", R4, 54)
+    a.jmp_reg("jgt", R4, R3, "pass")
+    _copy(a, R2, 6, _E + V_ETH, 6)  # to the client's MAC
+    _copy(a, R2, 0, _E + V_ETH + 6, 6)  # from the one it sent to
+    _copy(a, R10, -12, _E + V_HEAD, 4)  # from the VIP
+    _copy(a, R10, -16, _E + V_HEAD + 4, 4)  # to the client
+    _copy(a, R10, -6, _E + V_HEAD + 8, 2)  # from the virtual port
+    _copy(a, R10, -8, _E + V_HEAD + 10, 2)  # to the client's port
+    a.st_imm(BPF_H, R10, _E + V_STEP, STEP_ROW)
+    a.ld_map_fd(R1, flows_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, _RK)
+    a.mov_reg(R3, R10)
+    a.alu_imm("add", R3, _E)
+    a.mov_imm(R4, ebpf.BPF_ANY)  # an earlier connection's reply flow: this one's now
+    a.call(ebpf.HELPER_MAP_UPDATE_ELEM)
+    a.jmp_imm("jne", R0, 0, "nc_undo")
+    # the first state, from the core's table: the SYN's step from NONE
+    a.label("nc_state")
+    a.st_imm(BPF_W, R10, -24, 0)
+    a.ld_map_fd(R1, steps_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -24)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, "nc_undo")
+    a.ldx(BPF_H, R3, R9, D_STEP)
+    a.mov_reg(R4, R8)
+    a.alu_imm("and", R4, _TCP_EVENT_BITS)
+    a.alu_imm("lsh", R4, 4)
+    a.alu_reg("add", R3, R4)
+    a.jmp_imm("jgt", R3, STEP_BYTES - 1, "nc_undo")
+    a.alu_reg("add", R0, R3)
+    a.ldx(BPF_B, R5, R0, 0)
+    a.stx(BPF_B, R10, R5, _EV + 6)
+    a.ld_map_fd(R1, states_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -36)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, "nc_undo")
+    a.ldx(BPF_B, R5, R10, _EV + 6)
+    a.stx(BPF_W, R0, R5, 0)
+    # tell Python: slot, flags, direction, state, EV_NEW, the flow's key, the server
+    a.ldx(BPF_W, R4, R10, -36)
+    a.stx(BPF_W, R10, R4, _EV)
+    a.stx(BPF_B, R10, R8, _EV + 4)
+    a.st_imm(BPF_B, R10, _EV + 5, DIR_IN)
+    a.st_imm(BPF_B, R10, _EV + 7, EV_NEW)
+    for i in range(0, 12, 4):
+        a.ldx(BPF_W, R4, R10, -16 + i)
+        a.stx(BPF_W, R10, R4, _EV + 8 + i)
+    a.ldx(BPF_W, R4, R10, -40)
+    a.stx(BPF_W, R10, R4, _EV + 20)
+    a.ld_map_fd(R1, events_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, _EV)
+    a.mov_imm(R3, NEW_EVENT.size)
+    a.mov_imm(R4, ebpf.BPF_RB_NO_WAKEUP)
+    a.call(ebpf.HELPER_RINGBUF_OUTPUT)
+    a.jmp_imm("jne", R0, 0, "nc_undo")  # the ring is full: Python would never know it
+    # and the SYN itself, as any packet of the flow
+    a.ld_map_fd(R1, flows_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -16)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, "pass")
+    a.mov_reg(R7, R0)
+    a.ja("count")
+    a.label("nc_undo")  # the connection could not be set up whole: the SYN goes to Python
+    a.ld_map_fd(R1, flows_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -16)
+    a.call(ebpf.HELPER_MAP_DELETE_ELEM)
+    a.ldx(BPF_B, R4, R9, D_MODE)
+    a.jmp_imm("jne", R4, MODE_NAT, "pass")
+    a.ld_map_fd(R1, flows_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, _RK)
+    a.call(ebpf.HELPER_MAP_DELETE_ELEM)
+    a.ja("pass")
 
 
 def _rewrite(a: Asm) -> None:
@@ -378,9 +633,14 @@ def _encapsulate(a: Asm) -> None:
     a.exit()
 
 
-def socket_program(flows_fd: int, dsts_fd: int, srcs_fd: int, ipv6: bool) -> bytes:
+def socket_program(
+    flows_fd: int, dsts_fd: int, srcs_fd: int, ipv6: bool, ahead: AheadMaps | None = None
+) -> bytes:
     """The packet sockets' filter: the classic prefilter's choice (ARP; IPv4 to a virtual or local
-    address or from a NAT server; with ipv6 every IPv6 frame), minus the frames tc_program takes."""
+    address or from a NAT server; with ipv6 every IPv6 frame), minus the frames tc_program takes.
+    Taps run before tc: a SYN the tc program will set up from a queued decision is predicted from
+    the queue as it is now (another CPU taking the last decision first can make a SYN go unseen:
+    the client sends it again)."""
     a = Asm()
     a.mov_reg(R6, R1)
     # frame[0:48] at fp-64 (the flow key then lies at fp-38: addresses and ports)
@@ -425,7 +685,7 @@ def socket_program(flows_fd: int, dsts_fd: int, srcs_fd: int, ipv6: bool) -> byt
     a.mov_reg(R2, R10)
     a.alu_imm("add", R2, -64 + 26)
     a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, "accept")
+    a.jmp_imm("jeq", R0, 0, "no_flow" if ahead is not None else "accept")
     a.mov_reg(R7, R0)
     a.ldx(BPF_B, R1, R7, V_DIR)
     a.jmp_imm("jne", R1, DIR_IN, "not_new")
@@ -451,6 +711,15 @@ def socket_program(flows_fd: int, dsts_fd: int, srcs_fd: int, ipv6: bool) -> byt
     a.label("measured")
     a.ldx(BPF_H, R1, R7, V_LIMIT)
     a.jmp_reg("jgt", R5, R1, "accept")
+    if ahead is not None:
+        a.label("no_flow")  # a SYN the tc program will make a connection of?
+        a.ldx(BPF_H, R1, R10, -64 + 20)
+        a.jmp_imm("jset", R1, _DF, "nf_df")
+        a.ja("accept")
+        a.label("nf_df")
+        a.ldx(BPF_B, R8, R10, -64 + 47)
+        _copy(a, R10, -64 + 26, -16, 12)  # the key where _take_decision reads it
+        _take_decision(a, ahead, "accept", take=False)
     a.label("reject")
     a.mov_imm(R0, 0)
     a.exit()
@@ -553,6 +822,7 @@ class ConnOffload:
         director: Any,
         max_flows: int = MAX_FLOWS,
         previous: dict[str, ebpf.BpfMap] | None = None,
+        ahead: bool = False,
     ) -> None:
         """previous: the maps of an earlier pylvsd (previous_maps), whose elements the kernel still
         forwards; its connections are adopted (adoptable, take) and the maps go on serving."""
@@ -574,6 +844,7 @@ class ConnOffload:
         self.dsts = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, MAX_ADDRS, "plv_dsts", ebpf.BPF_F_NO_PREALLOC)
         self.srcs = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, MAX_ADDRS, "plv_srcs", ebpf.BPF_F_NO_PREALLOC)
         self.secure: bool | None = None
+        self.ahead: Any = None  # an ahead.Ahead: decisions taken before their SYNs come
         self.tc_fd = -1
         self.sock_fd = -1
         self.ipv6 = False
@@ -599,9 +870,15 @@ class ConnOffload:
         except (OSError, ValueError):
             pass  # an older run's map, not mmap-able: one bpf() per state write
         try:
+            if ahead:
+                from pylvs.engines.packet.ahead import Ahead  # it builds on this module
+
+                self.ahead = Ahead()
             self.writer = ebpf.MapWriter(self.flows, 2)
             self.set_steps()
-            prog = tc_program(self.flows.fd, self.states.fd, self.steps.fd, self.events.fd)
+            prog = tc_program(
+                self.flows.fd, self.states.fd, self.steps.fd, self.events.fd, self._ahead_maps()
+            )
             self.tc_fd = ebpf.load_program(prog, ebpf.BPF_PROG_TYPE_SCHED_CLS, "plv_flows")
             self.sock_fd = self._load_filter(False)
         except OSError:
@@ -615,8 +892,11 @@ class ConnOffload:
             self.steps.update(b"\0\0\0\0", step_table(secure))
             self.secure = secure
 
+    def _ahead_maps(self) -> AheadMaps | None:
+        return self.ahead.maps() if self.ahead is not None else None
+
     def _load_filter(self, ipv6: bool) -> int:
-        prog = socket_program(self.flows.fd, self.dsts.fd, self.srcs.fd, ipv6)
+        prog = socket_program(self.flows.fd, self.dsts.fd, self.srcs.fd, ipv6, self._ahead_maps())
         return ebpf.load_program(prog, ebpf.BPF_PROG_TYPE_SOCKET_FILTER, "plv_prefilter")
 
     # -- where it runs ---------------------------------------------------------------------------
@@ -739,15 +1019,21 @@ class ConnOffload:
         if rec is not None:
             self._remove(rec, account=True)
 
-    def _remove(self, rec: Offloaded, account: bool, seen: dict[bytes, bytes] | None = None) -> None:
+    def _remove(
+        self, rec: Offloaded, account: bool, seen: dict[bytes, bytes] | None = None, keep: bytes = b""
+    ) -> None:
+        """keep: a key now another connection's (the kernel gave it to a new one): not read, not
+        deleted."""
         if self.by_slot.get(rec.slot) is not rec:
             return
         for i, key in enumerate(rec.keys):
+            if key == keep:
+                continue
             raw = (seen.get(key) if seen is not None else self.flows.lookup(key)) if account else None
             if raw is not None:
                 pk, by = COUNTS.unpack_from(raw)
                 self._account(rec, i, pk, by, None)
-        self._delete(rec.keys)
+        self._delete([k for k in rec.keys if k != keep])
         self._forget(rec)
 
     def _delete(self, keys: list[bytes]) -> None:
@@ -817,7 +1103,12 @@ class ConnOffload:
             now = d.env.now
         by_slot = self.by_slot
         unpack = EVENT.unpack
+        news = 0
         for raw in records:
+            if raw[7] == EV_NEW and len(raw) >= NEW_EVENT.size:
+                self._new(raw, now)
+                news += 1
+                continue
             slot, flags, direction, new = unpack(raw[: EVENT.size])
             rec = by_slot.get(slot)
             if rec is None:
@@ -835,13 +1126,67 @@ class ConnOffload:
             if conn.state != new and not getattr(conn, "dead", False):
                 self.follow(rec)  # the core took another step (it knows more): the kernel follows
         self.counters["kernel_events"] += len(records)
+        if news:
+            self.ahead.refill(d, self.free)
         return len(records)
+
+    def _new(self, raw: bytes, now: float) -> None:
+        """EV_NEW: the kernel made a connection of a SYN with a decision taken ahead (ahead.py):
+        the core's entry for it, in the state the kernel gave it, to the server decided."""
+        slot, _flags, _direction, state, _t, key, di = NEW_EVENT.unpack_from(raw)
+        caddr, vaddr = key[0:4], key[4:8]
+        cport, vport = struct.unpack_from("!HH", key, 8)
+        q = self.ahead.take(slot, di) if self.ahead is not None else None
+        dest = q.dest if q is not None else None
+        rport = (dest.port or vport) if dest is not None else 0
+        nat = dest is not None and dest.fwd == Fwd.MASQ
+        if nat and dest is not None:
+            keys = [key, dest.addr.packed + caddr + struct.pack("!HH", rport, cport)]
+        else:
+            keys = [key]
+        conn = None
+        if dest is not None and dest.available:
+            d = self.director
+            existing = d.lookup_in(6, coreapi.ip4(caddr), cport, coreapi.ip4(vaddr), vport)
+            if existing is None or existing.dead or not coreapi.keeps_entry(d, existing):
+                conn = coreapi.adopt(d, 6, caddr, cport, vaddr, vport, 0, dest.addr.packed, rport, state, now)
+        if conn is None or conn.dest is not dest:
+            # not ours, its server gone, or the core keeps an older entry for the flow (a port reused
+            # with conn_reuse_mode 0): the elements go, the next packets take the per-packet way
+            self._delete([k for k in keys if k not in self.by_key])
+            if q is not None:
+                self.cooling.append(slot)
+            return
+        rec = Offloaded(
+            conn, slot, coreapi.stats_of(self.director, conn), hop=self.ahead.hop_of.get(di), state=state
+        )
+        flows = [(socket.IPPROTO_TCP, caddr, cport, vaddr, vport)]
+        if len(keys) == 2:
+            flows.append((socket.IPPROTO_TCP, dest.addr.packed, rport, caddr, cport))
+        for flow, k in zip(flows, keys, strict=True):
+            old = self.by_flow.get(flow)
+            if old is not None:
+                self._remove(old, account=True, keep=k)
+        rec.keys = keys
+        rec.dirs = [DIR_IN, DIR_OUT][: len(keys)]
+        rec.counted = [[0, 0] for _ in keys]
+        self.by_slot[slot] = rec
+        for flow, k in zip(flows, keys, strict=True):
+            self.by_key[k] = rec
+            self.by_flow[flow] = rec
+        self.counters["flows_added"] += len(keys)
+
+    def load_ahead(self, way_to: Any, now: float) -> None:
+        """After a rule change (the engine's sync): decisions taken ahead for the new rules."""
+        if self.ahead is not None:
+            self.ahead.load(self.director, way_to, self.free, now)
 
     def sync(
         self,
         now: float,
         arm: Callable[[Any, float], None] | None,
         hop_of: Callable[[bytes], tuple[int, bytes] | None],
+        way_to: Any = None,
     ) -> None:
         """Once a second: the kernel's counts to the core; elements of closed or dead connections,
         or whose way out changed, removed; freed slots back in use."""
@@ -849,6 +1194,12 @@ class ConnOffload:
         self.set_steps()
         self.free.extend(self.cooling)
         self.cooling = []
+        if self.ahead is not None:
+            self.ahead.reclaim(now, self.free)
+            if way_to is not None and self.ahead.stale(self.director, way_to):
+                self.ahead.load(self.director, way_to, self.free, now)
+            else:
+                self.ahead.refill(self.director, self.free)
         if not self.by_slot:
             return
         seen = dict(self.flows.items())
@@ -940,6 +1291,9 @@ class ConnOffload:
         for m in (self.flows, self.states, self.steps, self.dsts, self.srcs):
             m.close()
         self.events.close()
+        if self.ahead is not None:
+            self.ahead.close()
+            self.ahead = None
         self.by_key.clear()
         self.by_slot.clear()
         self.by_flow.clear()
@@ -947,4 +1301,6 @@ class ConnOffload:
     def stats(self) -> dict[str, float]:
         out = {k: float(v) for k, v in self.counters.items()}
         out["kernel_flows"] = float(len(self.by_key))
+        if self.ahead is not None:
+            out.update({k: float(v) for k, v in self.ahead.counters.items()})
         return out

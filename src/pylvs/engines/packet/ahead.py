@@ -1,0 +1,260 @@
+"""Decisions taken ahead: the core's scheduler picks the next real servers of a service before
+their SYNs arrive, so the kernel's fast path (offload.py) can make a connection out of a SYN
+without waiting for Python.
+
+For a service whose decision does not depend on the packet or on the connections the servers hold
+(rr or wrr, no persistence, no thresholds, every server reachable by NAT, DR or TUN over IPv4),
+this keeps a queue of up to QUEUE decisions in the kernel: each a connection slot and a server,
+picked by the service's own scheduler object, in its order. The tc program takes the next one on a
+client's SYN (offload._new_conn), puts the connection's elements and first state, and reports it
+(EV_NEW); Python then makes the core's entry for it without scheduling again (coreapi.adopt, as
+for a connection a previous pylvsd left to the kernel) and the queue is topped up.
+
+What this changes, and why it stays IPVS's behaviour: the scheduler runs the same steps in the same
+order; only earlier. When the rules change, decisions still queued are dropped (the scheduler's
+position has moved past them: the next connections start a few servers later in the rotation
+than IPVS would, once per change). A SYN that finds the queue empty, a service that is not
+eligible, or any doubt (a port in use, a full map) goes the per-packet way: Python schedules it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pylvs.core.types import Fwd, Packet, Proto, SvcFlags
+from pylvs.engines.packet import offload
+from pylvs.netlink import ebpf
+
+ELIGIBLE_SCHEDULERS = ("rr", "wrr")
+GRACE = 2.0  # seconds a taken decision may wait for its EV_NEW before its slot is reclaimed
+# (ifindex, next-hop MAC, our MAC, source address, MTU) of the way to a server, or None
+WayTo = Callable[[bytes], tuple[int, bytes, bytes, bytes, int] | None]
+_PROBE = Packet(
+    Proto.TCP, ipaddress.ip_address("0.0.0.0"), 1, ipaddress.ip_address("0.0.0.0"), 1, tcp_flags=0x02
+)
+
+
+@dataclass(slots=True, eq=False)
+class Queued:
+    """A decision in the kernel's queue: which service, which position, which server."""
+
+    index: int  # the service's index
+    pos: int  # its position in the service's queue (monotonic)
+    svc: Any
+    dest: Any
+    dest_index: int
+    taken_at: float = 0.0  # when a sync first saw it taken (its EV_NEW then has GRACE to come)
+
+
+@dataclass(slots=True, eq=False)
+class Served:
+    """A service with decisions taken ahead."""
+
+    index: int
+    svc: Any
+    tail: int = 0  # positions written so far
+    dests: dict[int, int] = field(default_factory=dict)  # id(RealServer) -> dest index
+
+
+class Ahead:
+    """The maps of decisions taken ahead and what Python knows of them."""
+
+    def __init__(self) -> None:
+        self.services = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 8, 4, offload.MAX_SVCS, "plv_svcs")
+        self.heads_map = ebpf.BpfMap(
+            ebpf.BPF_MAP_TYPE_ARRAY, 4, 4, offload.MAX_SVCS, "plv_heads", ebpf.BPF_F_MMAPABLE
+        )
+        self.tails_map = ebpf.BpfMap(
+            ebpf.BPF_MAP_TYPE_ARRAY, 4, 4, offload.MAX_SVCS, "plv_tails", ebpf.BPF_F_MMAPABLE
+        )
+        self.queue_map = ebpf.BpfMap(
+            ebpf.BPF_MAP_TYPE_ARRAY, 4, 8, offload.MAX_SVCS * offload.QUEUE, "plv_queue", ebpf.BPF_F_MMAPABLE
+        )
+        self.dests_map = ebpf.BpfMap(
+            ebpf.BPF_MAP_TYPE_ARRAY, 4, offload.DEST.size, offload.MAX_DESTS, "plv_dests"
+        )
+        self.heads = ebpf.ArrayMmap(self.heads_map)
+        self.tails = ebpf.ArrayMmap(self.tails_map)
+        self.queue = ebpf.ArrayMmap(self.queue_map)
+        self.served: dict[int, Served] = {}  # service index -> what it serves
+        self.by_svc: dict[int, Served] = {}  # id(VirtualService) -> the same
+        self.queued: dict[int, Queued] = {}  # slot -> its decision
+        self.dest_of: dict[int, tuple[Any, Any]] = {}  # dest index -> (service, server)
+        self.hop_of: dict[int, tuple[bytes, int, bytes]] = {}  # dest index -> (server, device, MAC)
+        self.counters = {"ahead_taken": 0, "ahead_queued": 0, "ahead_dropped": 0, "ahead_reclaimed": 0}
+
+    def maps(self) -> offload.AheadMaps:
+        return offload.AheadMaps(
+            self.services.fd, self.heads_map.fd, self.tails_map.fd, self.queue_map.fd, self.dests_map.fd
+        )
+
+    # -- rules ---------------------------------------------------------------------------------
+    def load(self, director: Any, way_to: WayTo, free: list[int], now: float) -> None:
+        """After every rule change: queued decisions stop being taken (kept GRACE seconds for a SYN
+        that took one meanwhile), and each eligible service gets its servers' ways out."""
+        for served in self.served.values():
+            # takers compare their position with the tail: none will find one past the head now
+            self.tails.set(served.index, self.heads.get(served.index))
+        for q in self.queued.values():
+            if not q.taken_at:
+                q.taken_at = now  # dropped or taken: either way it has GRACE to show up
+        old = {k for k in self.services.keys()}
+        self.served.clear()
+        self.by_svc.clear()
+        self.dest_of.clear()
+        self.hop_of.clear()
+        dest_index = 0
+        index = 0
+        keys: set[bytes] = set()
+        for svc in director.services:
+            if index >= offload.MAX_SVCS:
+                break
+            ways = self._ways(svc, way_to)
+            if ways is None:
+                continue
+            key = svc.addr.packed + struct.pack("!H", svc.port) + b"\0\0"
+            served = Served(index, svc, tail=self.heads.get(index))
+            self.tails.set(index, served.tail)
+            for dest, value in ways:
+                if dest_index >= offload.MAX_DESTS:
+                    break
+                self.dests_map.update(struct.pack("=I", dest_index), value)
+                served.dests[id(dest)] = dest_index
+                self.dest_of[dest_index] = (svc, dest)
+                ifindex, _l, _k, _m, eth = offload.DEST.unpack(value)[:5]
+                self.hop_of[dest_index] = (dest.addr.packed, ifindex, eth[:6])
+                dest_index += 1
+            self.services.update(key, struct.pack("=I", index))
+            keys.add(key)
+            self.served[index] = served
+            self.by_svc[id(svc)] = served
+            index += 1
+        for key in old - keys:
+            self.services.delete(key)
+        self.refill(director, free)
+
+    @staticmethod
+    def _ways(svc: Any, way_to: WayTo) -> list[tuple[Any, bytes]] | None:
+        """The servers' elements in `dests`, when the service can be decided ahead (else None)."""
+        if (
+            svc.fwmark
+            or svc.addr is None
+            or svc.addr.version != 4
+            or svc.protocol != Proto.TCP
+            or not svc.port
+            or svc.flags & (SvcFlags.PERSISTENT | SvcFlags.ONEPACKET)
+            or getattr(svc, "pe_name", "")
+            or svc.scheduler_name not in ELIGIBLE_SCHEDULERS
+            or not svc.dests
+        ):
+            return None
+        out = []
+        for d in svc.dests:
+            if d.u_threshold or d.l_threshold or d.addr.version != 4:
+                return None
+            way = way_to(d.addr.packed)
+            if way is None:
+                return None  # not reachable yet (its MAC unknown): Python decides until it is
+            ifindex, mac, ours, src, mtu = way
+            eth = mac + ours + b"\x08\x00"
+            raddr = d.addr.packed
+            rport = struct.pack("!H", d.port)
+            if d.fwd == Fwd.MASQ:
+                kind, mode, outer, step, limit = offload.KIND_REWRITE, offload.MODE_NAT, bytes(20), 0, 0xFFFF
+            elif d.fwd == Fwd.DROUTE:
+                kind, mode, outer, step, limit = offload.KIND_REWRITE, offload.MODE_DR, bytes(20), 2, 0xFFFF
+            elif d.fwd == Fwd.TUNNEL:
+                hdr = struct.pack(
+                    "!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0x4000, 64, socket.IPPROTO_IPIP, 0, src, raddr
+                )
+                _e, outer = offload.outer_template(eth, hdr)
+                kind, mode, step, limit = offload.KIND_TUNNEL, offload.MODE_TUN, 2, min(mtu - 20, 0xFFFF)
+            else:
+                return None
+            value = offload.DEST.pack(
+                ifindex,
+                limit,
+                kind,
+                mode,
+                eth,
+                outer,
+                raddr,
+                struct.unpack("=H", rport)[0],
+                step * offload.STEP_ROW,
+            )
+            out.append((d, value))
+        return out
+
+    # -- the queues ------------------------------------------------------------------------------
+    def refill(self, director: Any, free: list[int]) -> None:
+        """Top every served service's queue up with the scheduler's next picks (a slot each)."""
+        env = director.env
+        for served in self.served.values():
+            i = served.index
+            head = self.heads.get(i)
+            tail = served.tail
+            if tail < head:
+                tail = head  # takers past the tail took nothing
+            sched = served.svc.scheduler
+            if sched is None:
+                continue
+            base = i << offload.QUEUE_SHIFT
+            n = 0
+            while tail - head < offload.QUEUE and free:
+                dest = sched.schedule(_PROBE, env)
+                if dest is None:
+                    break
+                di = served.dests.get(id(dest))
+                if di is None:
+                    break  # a server the table does not know (it came meanwhile): next load
+                slot = free.pop()
+                self.queue.set(base + (tail & (offload.QUEUE - 1)), slot | di << 32)
+                self.queued[slot] = Queued(i, tail, served.svc, dest, di)
+                tail += 1
+                n += 1
+            if n:
+                served.tail = tail
+                self.tails.set(i, tail & 0xFFFFFFFF)
+                self.counters["ahead_queued"] += n
+
+    def take(self, slot: int, dest_index: int) -> Queued | None:
+        """The decision an EV_NEW names (None: not one of ours, or its server is gone)."""
+        q = self.queued.pop(slot, None)
+        if q is None or q.dest_index != dest_index:
+            return None
+        self.counters["ahead_taken"] += 1
+        return q
+
+    def reclaim(self, now: float, free: list[int]) -> None:
+        """Decisions taken (or dropped) whose EV_NEW never came within GRACE: their slots back."""
+        for slot, q in list(self.queued.items()):
+            served = self.served.get(q.index)
+            if q.taken_at == 0.0:
+                if served is not None and served.svc is q.svc and q.pos >= self.heads.get(q.index):
+                    continue  # still queued
+                q.taken_at = now
+                continue
+            if now - q.taken_at >= GRACE:
+                del self.queued[slot]
+                free.append(slot)
+                self.counters["ahead_reclaimed"] += 1
+
+    def stale(self, director: Any, way_to: WayTo) -> bool:
+        """Whether the services that can be decided ahead are no longer the ones served (a server's
+        MAC became known, say): then load() again."""
+        if len(self.served) >= min(len(director.services), offload.MAX_SVCS):
+            return False
+        return any(
+            id(svc) not in self.by_svc and self._ways(svc, way_to) is not None for svc in director.services
+        )
+
+    def close(self) -> None:
+        for v in (self.heads, self.tails, self.queue):
+            v.close()
+        for m in (self.services, self.heads_map, self.tails_map, self.queue_map, self.dests_map):
+            m.close()

@@ -1,0 +1,218 @@
+"""Decisions taken ahead (engines/packet/ahead.py with offload.py's SYN path), run by the kernel on
+frames built here (BPF_PROG_TEST_RUN): a client's SYN to an rr/wrr service becomes a connection in
+the kernel, to the server the core's own scheduler picked, in the core's order; the core gets the
+entry from the event; the packet sockets' filter leaves exactly those SYNs to tc."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pylvs.cbpf import ACCEPT
+from pylvs.core.director import Director
+from pylvs.core.proto import tcp as coretcp
+from pylvs.core.types import DestConfig, Fwd, Packet, Proto, ServiceConfig, ServiceKey
+from pylvs.engines.packet.offload import COUNTS, QUEUE, ConnOffload, flow_key
+from pylvs.netlink import ebpf
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for bpf()")
+
+CLIENT, VIP = socket.inet_aton("172.25.254.10"), socket.inet_aton("172.25.254.100")
+SERVERS = [socket.inet_aton(f"192.168.1.{i}") for i in (10, 20, 30)]
+OUR_MAC, CLIENT_MAC, RS_MAC = (
+    bytes.fromhex("020000000001"),
+    bytes.fromhex("020000000002"),
+    bytes.fromhex("020000000003"),
+)
+
+
+def csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s ^ 0xFFFF
+
+
+def syn(cport: int, flags: int = 0x02, df: bool = True, src: bytes = CLIENT) -> bytes:
+    tcp = bytearray(struct.pack("!HHIIBBHHH", cport, 80, 1, 0, 5 << 4, flags, 65535, 0, 0))
+    struct.pack_into("!H", tcp, 16, csum(src + VIP + struct.pack("!BBH", 0, 6, len(tcp)) + bytes(tcp)))
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0x4000 if df else 0, 64, 6, 0, src, VIP))
+    struct.pack_into("!H", ip, 10, csum(bytes(ip)))
+    return OUR_MAC + CLIENT_MAC + b"\x08\x00" + bytes(ip) + bytes(tcp)
+
+
+def director(sched: str, weights: list[int], fwd: Fwd = Fwd.MASQ, **dest_kw: Any) -> Director:
+    d = Director()
+    key = ServiceKey.for_addr(Proto.TCP, ipaddress.ip_address(VIP), 80)
+    d.add_service(key, ServiceConfig(sched))
+    for addr, w in zip(SERVERS, weights, strict=False):
+        d.add_dest(key, DestConfig(ipaddress.ip_address(addr), 8080, fwd, w, **dest_kw))
+    return d
+
+
+def way(_raddr: bytes) -> tuple[int, bytes, bytes, bytes, int]:
+    return (7, RS_MAC, OUR_MAC, socket.inet_aton("192.168.1.100"), 1500)
+
+
+def run_tc(t: ConnOffload, frame: bytes) -> ebpf.ProgramRun:
+    return ebpf.run_program(t.tc_fd, frame)
+
+
+def run_filter(t: ConnOffload, frame: bytes) -> int:
+    return ebpf.run_program(t.sock_fd, bytes(12) + b"\x08\x00" + frame).retval
+
+
+@pytest.fixture
+def nat() -> Any:
+    d = director("rr", [1, 1, 1])
+    t = ConnOffload(d, max_flows=4096, ahead=True)
+    t.set_prefilter([VIP], SERVERS, ipv6=False)
+    t.load_ahead(way, 1.0)
+    yield d, t
+    t.close()
+
+
+def test_a_syn_becomes_a_connection_in_the_kernel_to_the_server_the_core_picked(nat: Any) -> None:
+    d, t = nat
+    assert run_filter(t, syn(40000)) == 0  # the kernel takes it: the packet sockets do not see it
+    run = run_tc(t, syn(40000))
+    assert run.retval == ebpf.TC_ACT_REDIRECT
+    out = run.data
+    server = out[30:34]
+    assert server in SERVERS and struct.unpack_from("!H", out, 36)[0] == 8080 and out[:12] == RS_MAC + OUR_MAC
+    assert csum(out[14:34]) == 0
+    key = flow_key((6, CLIENT, 40000, VIP, 80))
+    assert COUNTS.unpack_from(t.flows.lookup(key) or b"") == (1, 40)  # the SYN, counted
+    assert d.conns.conns == {}  # the core hears of it from the event
+    assert t.drain(2.0) == 1
+    (conn,) = d.conns.conns.values()
+    assert conn.dest.addr.packed == server and conn.state == coretcp.SYN_RECV and conn.dport == 8080
+    assert conn.dest.stats.conns == 1 and (conn.dest.activeconns, conn.dest.inactconns) == (
+        1,
+        0,
+    )  # as the core
+    # the server's SYN-ACK comes back through the reply element the kernel made
+    reply = bytearray(syn(40000, flags=0x12, src=server))
+    reply[26:34] = server + CLIENT
+    struct.pack_into("!HH", reply, 34, 8080, 40000)
+    back = run_tc(t, bytes(reply))
+    assert (
+        back.retval == ebpf.TC_ACT_REDIRECT
+        and back.data[26:34] == VIP + CLIENT
+        and back.data[:12] == CLIENT_MAC + OUR_MAC
+    )
+    assert t.stats()["ahead_taken"] == 1
+
+
+def _picks(d: Director, n: int) -> list[bytes]:
+    """What the core alone gives n new connections (its own packet path)."""
+    out = []
+    for i in range(n):
+        v = d.process_in(
+            Packet(
+                Proto.TCP, ipaddress.ip_address(CLIENT), 20000 + i, ipaddress.ip_address(VIP), 80, tcp_flags=2
+            ),
+            1.0,
+        )
+        if v.conn is None:
+            break  # no server to give (every weight 0)
+        out.append(v.conn.dest.addr.packed)
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sched=st.sampled_from(["rr", "wrr"]),
+    weights=st.lists(st.integers(0, 5), min_size=1, max_size=3),
+    n=st.integers(1, 3 * QUEUE),
+)
+def test_the_kernel_gives_connections_the_servers_in_the_core_s_order(
+    sched: str, weights: list[int], n: int
+) -> None:
+    """Taken ahead or not, the same servers in the same order (no rule change in between); the
+    queues are topped up as events come in, so more connections than a queue holds go the same way."""
+    expected = _picks(director(sched, weights), n)
+    d = director(sched, weights)
+    t = ConnOffload(d, max_flows=4 * n + 16, ahead=True)
+    try:
+        t.load_ahead(way, 1.0)
+        got = []
+        for i in range(n):
+            if run_tc(t, syn(20000 + i)).retval == ebpf.TC_ACT_OK:
+                break  # nothing queued (every weight 0): the core would not schedule either
+            t.drain(1.0)
+        for i in range(n):
+            c = d.lookup_in(6, ipaddress.ip_address(CLIENT), 20000 + i, ipaddress.ip_address(VIP), 80)
+            if c is not None:
+                got.append(c.dest.addr.packed)
+        assert got == expected
+    finally:
+        t.close()
+
+
+def test_what_stays_with_python(nat: Any) -> None:
+    d, t = nat
+    for what, frame in (
+        ("SYN+ACK from a client", syn(40001, flags=0x12)),
+        ("SYN without DF", syn(40002, df=False)),
+        ("SYN from port 20", syn(20)),
+        ("to another port", syn(40003)[:36] + struct.pack("!H", 81) + syn(40003)[38:]),
+    ):
+        assert run_tc(t, frame).retval == ebpf.TC_ACT_OK, what
+        assert run_filter(t, frame) == ACCEPT, what
+    assert t.drain(1.0) == 0 and d.conns.conns == {}
+    # a SYN of a flow the kernel already has (a retry): the core decides (reuse or not)
+    run_tc(t, syn(40010))
+    assert run_tc(t, syn(40010)).retval == ebpf.TC_ACT_OK and run_filter(t, syn(40010)) == ACCEPT
+
+
+def test_ineligible_services_and_an_empty_queue_go_the_per_packet_way() -> None:
+    for d in (
+        director("wlc", [1, 1]),  # depends on the servers' connections
+        director("rr", [1, 1], u_threshold=10),  # thresholds
+    ):
+        t = ConnOffload(d, max_flows=64, ahead=True)
+        try:
+            t.load_ahead(way, 1.0)
+            assert not t.ahead.served
+            assert run_tc(t, syn(40000)).retval == ebpf.TC_ACT_OK
+        finally:
+            t.close()
+    d = director("rr", [1, 1])
+    t = ConnOffload(d, max_flows=64, ahead=True)
+    try:
+        t.load_ahead(lambda _r: None, 1.0)  # no server's MAC known yet
+        assert not t.ahead.served and run_tc(t, syn(40000)).retval == ebpf.TC_ACT_OK
+        t.sync(2.0, None, lambda _r: (7, RS_MAC), way)  # now they are: served from the next sync
+        assert t.ahead.served and run_tc(t, syn(40001)).retval == ebpf.TC_ACT_REDIRECT
+    finally:
+        t.close()
+
+
+def test_a_rule_change_drops_the_queue_and_a_lost_decision_gives_its_slot_back(nat: Any) -> None:
+    _d, t = nat
+    run_tc(t, syn(40000))
+    t.drain(1.0)
+    queued = len(t.ahead.queued)
+    assert queued == QUEUE
+    # a decision taken whose event never came (the ring was read meanwhile by nobody): its slot
+    # comes back GRACE seconds after a sync first sees it taken
+    run_tc(t, syn(40001))
+    t.events.drain()  # lost
+    free = len(t.free)
+    t.sync(2.0, None, lambda _r: (7, RS_MAC), way)
+    t.sync(5.0, None, lambda _r: (7, RS_MAC), way)
+    assert t.stats()["ahead_reclaimed"] == 1 and len(t.free) >= free
+    # a rule change: what is queued is no longer taken, a new queue from the new rules
+    head = t.ahead.heads.get(0)
+    t.load_ahead(way, 6.0)
+    assert t.ahead.tails.get(0) - head == QUEUE  # refilled from the head on
