@@ -216,3 +216,37 @@ def test_a_rule_change_drops_the_queue_and_a_lost_decision_gives_its_slot_back(n
     head = t.ahead.heads.get(0)
     t.load_ahead(way, 6.0)
     assert t.ahead.tails.get(0) - head == QUEUE  # refilled from the head on
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fwd=st.sampled_from([Fwd.MASQ, Fwd.DROUTE, Fwd.TUNNEL]),
+    given_first=st.booleans(),
+    flags=st.sampled_from([0x02, 0x12, 0x10, 0x18, 0x11, 0x14, 0x03, 0x00]),
+    df=st.booleans(),
+    payload=st.integers(0, 1600),
+    queue=st.booleans(),
+)
+def test_the_filter_and_the_tc_program_agree_with_decisions_taken_ahead(
+    fwd: Fwd, given_first: bool, flags: int, df: bool, payload: int, queue: bool
+) -> None:
+    """Whatever the frame, with or without a decision queued, for a flow the kernel made or not:
+    the packet sockets see it exactly when the tc program leaves it."""
+    d = director("rr", [1, 1], fwd)
+    t = ConnOffload(d, max_flows=64, ahead=True)
+    try:
+        t.set_prefilter([VIP], SERVERS, ipv6=False)
+        t.load_ahead(way, 1.0)
+        if given_first:
+            assert run_tc(t, syn(40000)).retval == ebpf.TC_ACT_REDIRECT
+        if not queue:
+            t.ahead.tails.set(0, t.ahead.heads.get(0))  # nothing queued
+        frame = bytearray(syn(40000, flags=flags, df=df))
+        if payload:
+            frame += b"p" * payload
+            struct.pack_into("!H", frame, 16, len(frame) - 14)
+        seen = run_filter(t, bytes(frame)) == ACCEPT  # taps run before tc
+        taken = run_tc(t, bytes(frame)).retval != ebpf.TC_ACT_OK
+        assert taken != seen, (taken, seen)
+    finally:
+        t.close()

@@ -712,6 +712,7 @@ def socket_program(
     a.ldx(BPF_H, R1, R7, V_LIMIT)
     a.jmp_reg("jgt", R5, R1, "accept")
     if ahead is not None:
+        a.ja("reject")  # (the tunnel's tests passed: tc takes it)
         a.label("no_flow")  # a SYN the tc program will make a connection of?
         a.ldx(BPF_H, R1, R10, -64 + 20)
         a.jmp_imm("jset", R1, _DF, "nf_df")
