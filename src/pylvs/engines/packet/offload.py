@@ -66,7 +66,7 @@ MAX_FLOWS = 65536  # elements (a NAT connection takes two)
 MAX_SLOTS = 65536  # connections
 MAX_ADDRS = 1 << 20
 RING_BYTES = 1 << 20  # the event ring: 65536 events of 16 bytes (header included)
-EVENT_PERIOD = 0.05  # seconds between reads of the ring when no frame wakes the engine
+EVENT_PERIOD = 0.02  # seconds between reads of the ring when no frame wakes the engine
 
 # An element: packets and bytes the kernel forwarded (u64 each, kept by the program), the device out,
 # the largest packet that fits (TUN), its kind, its direction, the Ethernet header, then the outer
@@ -80,8 +80,8 @@ COUNTS = struct.Struct("=QQ")
 # Decisions taken ahead (ahead.py): per service a queue of Q (slot, server) pairs the core's scheduler
 # picked in advance; the tc program takes the next one on a client's SYN (heads: taken, by the
 # program; tails: written, by Python), and a server's way out from `dests`.
-MAX_SVCS = 256
-QUEUE = 64  # a power of two
+MAX_SVCS = 64  # services decided ahead (the others: Python decides, the kernel forwards)
+QUEUE = 256  # a power of two: decisions queued per service (a slot reserved each)
 QUEUE_SHIFT = QUEUE.bit_length() - 1
 MAX_DESTS = 4096
 # A server: device out, tunnel limit, kind (KIND_*), mode (MODE_*), Ethernet header, outer IPv4
