@@ -20,6 +20,7 @@ from pylvs.core.director import Director
 from pylvs.core.proto import tcp as coretcp
 from pylvs.core.types import DestConfig, Fwd, Packet, Proto, ServiceConfig, ServiceKey
 from pylvs.engines.packet.offload import COUNTS, QUEUE, ConnOffload, flow_key
+from pylvs.engines.packet.ports import PortPool
 from pylvs.netlink import ebpf
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for bpf()")
@@ -61,6 +62,18 @@ def director(sched: str, weights: list[int], fwd: Fwd = Fwd.MASQ, **dest_kw: Any
 
 def way(_raddr: bytes) -> tuple[int, bytes, bytes, bytes, int]:
     return (7, RS_MAC, OUR_MAC, socket.inet_aton("192.168.1.100"), 1500)
+
+
+LIP = socket.inet_aton("192.168.1.100")
+
+
+def offload_for(d: Director, max_flows: int = 4096) -> ConnOffload:
+    """A kernel path with decisions ahead, a FULLNAT port pool and the Forwarder's hook recorded."""
+    t = ConnOffload(d, max_flows=max_flows, ahead=True)
+    t.ports = PortPool(20000, 20999)
+    t.fullnat_seen = []  # type: ignore[attr-defined]
+    t.on_fullnat = lambda *a: t.fullnat_seen.append(a)  # type: ignore[attr-defined]
+    return t
 
 
 def run_tc(t: ConnOffload, frame: bytes) -> ebpf.ProgramRun:
@@ -131,18 +144,19 @@ def _picks(d: Director, n: int) -> list[bytes]:
 
 @settings(max_examples=25, deadline=None)
 @given(
+    fwd=st.sampled_from([Fwd.MASQ, Fwd.FULLNAT, Fwd.DROUTE, Fwd.TUNNEL]),
     sched=st.sampled_from(["rr", "wrr"]),
     weights=st.lists(st.integers(0, 5), min_size=1, max_size=3),
     n=st.integers(1, 3 * QUEUE),
 )
 def test_the_kernel_gives_connections_the_servers_in_the_core_s_order(
-    sched: str, weights: list[int], n: int
+    fwd: Fwd, sched: str, weights: list[int], n: int
 ) -> None:
     """Taken ahead or not, the same servers in the same order (no rule change in between); the
     queues are topped up as events come in, so more connections than a queue holds go the same way."""
-    expected = _picks(director(sched, weights), n)
-    d = director(sched, weights)
-    t = ConnOffload(d, max_flows=4 * n + 16, ahead=True)
+    expected = _picks(director(sched, weights, fwd), n)
+    d = director(sched, weights, fwd)
+    t = offload_for(d, 4 * n + 16)
     try:
         t.load_ahead(way, 1.0)
         got = []
@@ -155,6 +169,41 @@ def test_the_kernel_gives_connections_the_servers_in_the_core_s_order(
             if c is not None:
                 got.append(c.dest.addr.packed)
         assert got == expected
+    finally:
+        t.close()
+
+
+def test_fullnat_connections_get_our_address_and_a_local_port_from_the_pool() -> None:
+    d = director("rr", [1, 1], Fwd.FULLNAT)
+    t = offload_for(d)
+    try:
+        t.set_prefilter([VIP, LIP], SERVERS, ipv6=False)
+        t.load_ahead(way, 1.0)
+        assert len(t.ports.used) == QUEUE  # a port reserved with each queued decision
+        run = run_tc(t, syn(40000))
+        assert run.retval == ebpf.TC_ACT_REDIRECT
+        out = run.data
+        server = out[30:34]
+        lport, rport = struct.unpack_from("!HH", out, 34)
+        assert out[26:30] == LIP and 20000 <= lport <= 20999 and rport == 8080 and server in SERVERS
+        assert csum(out[14:34]) == 0
+        assert t.drain(2.0) == 1
+        (conn,) = d.conns.conns.values()
+        assert conn.dest.addr.packed == server and conn.dport == 8080
+        assert t.fullnat_seen == [(conn, (6, CLIENT, 40000, VIP, 80), server, 8080, LIP, lport)]  # type: ignore[attr-defined]
+        # the server answers our address and the local port: back to the client from the VIP
+        reply = bytearray(syn(40000, flags=0x12, src=server))
+        reply[26:34] = server + LIP
+        struct.pack_into("!HH", reply, 34, 8080, lport)
+        assert run_filter(t, bytes(reply)) == 0
+        back = run_tc(t, bytes(reply))
+        assert back.retval == ebpf.TC_ACT_REDIRECT
+        assert back.data[26:34] == VIP + CLIENT and struct.unpack_from("!HH", back.data, 34) == (80, 40000)
+        # without a port to give, FULLNAT decisions stop being queued (Python decides)
+        t.ports = PortPool(20000, 20000)
+        t.ports.take()
+        t.load_ahead(way, 3.0)
+        assert t.ahead.tails.get(0) == t.ahead.heads.get(0)
     finally:
         t.close()
 
@@ -220,7 +269,7 @@ def test_a_rule_change_drops_the_queue_and_a_lost_decision_gives_its_slot_back(n
 
 @settings(max_examples=200, deadline=None)
 @given(
-    fwd=st.sampled_from([Fwd.MASQ, Fwd.DROUTE, Fwd.TUNNEL]),
+    fwd=st.sampled_from([Fwd.MASQ, Fwd.FULLNAT, Fwd.DROUTE, Fwd.TUNNEL]),
     given_first=st.booleans(),
     flags=st.sampled_from([0x02, 0x12, 0x10, 0x18, 0x11, 0x14, 0x03, 0x00]),
     df=st.booleans(),
@@ -233,9 +282,9 @@ def test_the_filter_and_the_tc_program_agree_with_decisions_taken_ahead(
     """Whatever the frame, with or without a decision queued, for a flow the kernel made or not:
     the packet sockets see it exactly when the tc program leaves it."""
     d = director("rr", [1, 1], fwd)
-    t = ConnOffload(d, max_flows=64, ahead=True)
+    t = offload_for(d, 64)
     try:
-        t.set_prefilter([VIP], SERVERS, ipv6=False)
+        t.set_prefilter([VIP, LIP], SERVERS, ipv6=False)
         t.load_ahead(way, 1.0)
         if given_first:
             assert run_tc(t, syn(40000)).retval == ebpf.TC_ACT_REDIRECT

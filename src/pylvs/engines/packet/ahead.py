@@ -3,7 +3,8 @@ their SYNs arrive, so the kernel's fast path (offload.py) can make a connection 
 without waiting for Python.
 
 For a service whose decision does not depend on the packet or on the connections the servers hold
-(rr or wrr, no persistence, no thresholds, every server reachable by NAT, DR or TUN over IPv4),
+(rr or wrr, no persistence, no thresholds, every server reachable by NAT, FULLNAT (a local port
+from the engine's pool goes with each decision), DR or TUN over IPv4),
 this keeps a queue of up to QUEUE decisions in the kernel: each a connection slot and a server,
 picked by the service's own scheduler object, in its order. The tc program takes the next one on a
 client's SYN (offload._new_conn), puts the connection's elements and first state, and reports it
@@ -48,6 +49,8 @@ class Queued:
     svc: Any
     dest: Any
     dest_index: int
+    lip: bytes = b""  # FULLNAT: our address toward the server
+    lport: int = 0  # FULLNAT: the local port, from the engine's pool
     taken_at: float = 0.0  # when a sync first saw it taken (its EV_NEW then has GRACE to come)
 
 
@@ -86,6 +89,7 @@ class Ahead:
         self.queued: dict[int, Queued] = {}  # slot -> its decision
         self.dest_of: dict[int, tuple[Any, Any]] = {}  # dest index -> (service, server)
         self.hop_of: dict[int, tuple[bytes, int, bytes]] = {}  # dest index -> (server, device, MAC)
+        self.lip_of: dict[int, bytes] = {}  # dest index -> our address toward it (FULLNAT)
         self.counters = {"ahead_taken": 0, "ahead_queued": 0, "ahead_dropped": 0, "ahead_reclaimed": 0}
 
     def maps(self) -> offload.AheadMaps:
@@ -94,7 +98,7 @@ class Ahead:
         )
 
     # -- rules ---------------------------------------------------------------------------------
-    def load(self, director: Any, way_to: WayTo, free: list[int], now: float) -> None:
+    def load(self, director: Any, way_to: WayTo, free: list[int], now: float, ports: Any = None) -> None:
         """After every rule change: queued decisions stop being taken (kept GRACE seconds for a SYN
         that took one meanwhile), and each eligible service gets its servers' ways out."""
         for served in self.served.values():
@@ -108,13 +112,14 @@ class Ahead:
         self.by_svc.clear()
         self.dest_of.clear()
         self.hop_of.clear()
+        self.lip_of.clear()
         dest_index = 0
         index = 0
         keys: set[bytes] = set()
         for svc in director.services:
             if index >= offload.MAX_SVCS:
                 break
-            ways = self._ways(svc, way_to)
+            ways = self._ways(svc, way_to, ports is not None)
             if ways is None:
                 continue
             key = svc.addr.packed + struct.pack("!H", svc.port) + b"\0\0"
@@ -126,8 +131,9 @@ class Ahead:
                 self.dests_map.update(struct.pack("=I", dest_index), value)
                 served.dests[id(dest)] = dest_index
                 self.dest_of[dest_index] = (svc, dest)
-                ifindex, _l, _k, _m, eth = offload.DEST.unpack(value)[:5]
+                ifindex, _l, _k, _m, eth, outer = offload.DEST.unpack(value)[:6]
                 self.hop_of[dest_index] = (dest.addr.packed, ifindex, eth[:6])
+                self.lip_of[dest_index] = outer[:4]
                 dest_index += 1
             self.services.update(key, struct.pack("=I", index))
             keys.add(key)
@@ -136,10 +142,10 @@ class Ahead:
             index += 1
         for key in old - keys:
             self.services.delete(key)
-        self.refill(director, free)
+        self.refill(director, free, ports)
 
     @staticmethod
-    def _ways(svc: Any, way_to: WayTo) -> list[tuple[Any, bytes]] | None:
+    def _ways(svc: Any, way_to: WayTo, fullnat: bool = False) -> list[tuple[Any, bytes]] | None:
         """The servers' elements in `dests`, when the service can be decided ahead (else None)."""
         if (
             svc.fwmark
@@ -166,6 +172,14 @@ class Ahead:
             rport = struct.pack("!H", d.port)
             if d.fwd == Fwd.MASQ:
                 kind, mode, outer, step, limit = offload.KIND_REWRITE, offload.MODE_NAT, bytes(20), 0, 0xFFFF
+            elif d.fwd == Fwd.FULLNAT and fullnat:
+                kind, mode, outer, step, limit = (
+                    offload.KIND_REWRITE,
+                    offload.MODE_FULLNAT,
+                    src + bytes(16),
+                    0,
+                    0xFFFF,
+                )
             elif d.fwd == Fwd.DROUTE:
                 kind, mode, outer, step, limit = offload.KIND_REWRITE, offload.MODE_DR, bytes(20), 2, 0xFFFF
             elif d.fwd == Fwd.TUNNEL:
@@ -191,7 +205,7 @@ class Ahead:
         return out
 
     # -- the queues ------------------------------------------------------------------------------
-    def refill(self, director: Any, free: list[int]) -> None:
+    def refill(self, director: Any, free: list[int], ports: Any = None) -> None:
         """Top every served service's queue up with the scheduler's next picks (a slot each)."""
         env = director.env
         for served in self.served.values():
@@ -212,9 +226,16 @@ class Ahead:
                 di = served.dests.get(id(dest))
                 if di is None:
                     break  # a server the table does not know (it came meanwhile): next load
+                lport, lip = 0, b""
+                if dest.fwd == Fwd.FULLNAT:
+                    taken = ports.take() if ports is not None else None
+                    if taken is None:
+                        break  # no local port free: Python decides (and says so) until one is
+                    lport, lip = taken, self.lip_of[di]
                 slot = free.pop()
-                self.queue.set(base + (tail & (offload.QUEUE - 1)), slot | di << 32)
-                self.queued[slot] = Queued(i, tail, served.svc, dest, di)
+                entry = slot | di << 32 | socket.htons(lport) << 48
+                self.queue.set(base + (tail & (offload.QUEUE - 1)), entry)
+                self.queued[slot] = Queued(i, tail, served.svc, dest, di, lip, lport)
                 tail += 1
                 n += 1
             if n:
@@ -230,7 +251,7 @@ class Ahead:
         self.counters["ahead_taken"] += 1
         return q
 
-    def reclaim(self, now: float, free: list[int]) -> None:
+    def reclaim(self, now: float, free: list[int], ports: Any = None) -> None:
         """Decisions taken (or dropped) whose EV_NEW never came within GRACE: their slots back."""
         for slot, q in list(self.queued.items()):
             served = self.served.get(q.index)
@@ -242,6 +263,8 @@ class Ahead:
             if now - q.taken_at >= GRACE:
                 del self.queued[slot]
                 free.append(slot)
+                if q.lport and ports is not None:
+                    ports.give(q.lport)
                 self.counters["ahead_reclaimed"] += 1
 
     def stale(self, director: Any, way_to: WayTo) -> bool:
@@ -250,7 +273,8 @@ class Ahead:
         if len(self.served) >= min(len(director.services), offload.MAX_SVCS):
             return False
         return any(
-            id(svc) not in self.by_svc and self._ways(svc, way_to) is not None for svc in director.services
+            id(svc) not in self.by_svc and self._ways(svc, way_to, True) is not None
+            for svc in director.services
         )
 
     def close(self) -> None:

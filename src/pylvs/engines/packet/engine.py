@@ -223,6 +223,8 @@ class PacketEngine(Engine):
             else:
                 self.fwd.offload = self.offload
                 self.fwd.offload_fwds = self.offload_fwds
+                self.offload.ports = self.ports
+                self.offload.on_fullnat = self.fwd.adopt_fullnat
         try:
             remove_stale()
         except (OSError, ValueError):

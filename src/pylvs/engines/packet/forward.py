@@ -744,6 +744,20 @@ class Forwarder:
         self.fn_by_local[(proto, raddr, rport, rt.src, lport)] = ent
         return ent
 
+    def adopt_fullnat(
+        self, conn: coreapi.Conn, flow: Flow, raddr: bytes, rport: int, laddr: bytes, lport: int
+    ) -> None:
+        """A FULLNAT connection the kernel set up with a local port taken from our pool (ahead.py):
+        its entry, so Python serves its packets the kernel leaves and the port returns when the core
+        ends the connection."""
+        old = self.fn_by_client.get(flow)
+        if old is not None:
+            self._fullnat_free(old)
+        proto, caddr, cport, vaddr, vport = flow
+        ent = FullnatEntry(conn, caddr, cport, vaddr, vport, raddr, rport, laddr, lport, proto)
+        self.fn_by_client[flow] = ent
+        self.fn_by_local[(proto, raddr, rport, laddr, lport)] = ent
+
     def _fullnat_free(self, ent: FullnatEntry) -> None:
         self.fn_by_client.pop((ent.proto, ent.caddr, ent.cport, ent.vaddr, ent.vport), None)
         self.fn_by_local.pop((ent.proto, ent.raddr, ent.rport, ent.laddr, ent.lport), None)

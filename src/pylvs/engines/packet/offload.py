@@ -77,8 +77,8 @@ V_IFINDEX, V_LIMIT, V_KIND, V_DIR, V_ETH, V_HEAD, V_STEP, V_SLOT = 16, 20, 22, 2
 KIND_TUNNEL, KIND_REWRITE = 0, 1
 DIR_IN, DIR_OUT = 0, 1
 COUNTS = struct.Struct("=QQ")
-# Decisions taken ahead (ahead.py): per service a queue of Q (slot, server) pairs the core's scheduler
-# picked in advance; the tc program takes the next one on a client's SYN (heads: taken, by the
+# Decisions taken ahead (ahead.py): per service a queue of (slot u32, server u16, FULLNAT local port
+# u16 in network order) the core's scheduler picked in advance; the tc program takes the next one on a client's SYN (heads: taken, by the
 # program; tails: written, by Python), and a server's way out from `dests`.
 MAX_SVCS = 64  # services decided ahead (the others: Python decides, the kernel forwards)
 QUEUE = 256  # a power of two: decisions queued per service (a slot reserved each)
@@ -88,7 +88,7 @@ MAX_DESTS = 4096
 # header (TUN), its address and port (network order, 0 = the virtual port), the step-table offset.
 DEST = struct.Struct("=IHBB14s20s4sHH14x")
 D_IFINDEX, D_LIMIT, D_KIND, D_MODE, D_ETH, D_OUTER, D_RADDR, D_RPORT, D_STEP = 0, 4, 6, 7, 8, 22, 42, 46, 48
-MODE_NAT, MODE_DR, MODE_TUN = 0, 1, 2
+MODE_NAT, MODE_DR, MODE_TUN, MODE_FULLNAT = 0, 1, 2, 3  # FULLNAT: our address in the outer field
 NEW_EVENT = struct.Struct("=IBBBB12sI")  # slot, TCP flags, direction, new state, 1, flow key, server
 EV_STEP, EV_NEW = 0, 1
 _ZERO_COUNTS = COUNTS.pack(0, 0)
@@ -317,8 +317,9 @@ def tc_program(
 
 def _take_decision(a: Asm, ahead: AheadMaps, fail: str, take: bool) -> None:
     """R8 = TCP flags, the flow key at fp-16. A client's SYN (no other flag, DF set) to a service
-    with a decision queued: the decision's slot at fp-36, its server's index at fp-40, the server's
-    element in R9. take=False only looks (the socket filter, which runs before tc)."""
+    with a decision queued: the decision's slot at fp-36, its server's index at fp-40, its FULLNAT
+    local port at fp-42, the server's element in R9. take=False only looks (the socket filter, which
+    runs before tc)."""
     a.mov_reg(R4, R8)
     a.alu_imm("and", R4, _TCP_EVENT_BITS)
     a.jmp_imm("jne", R4, _SYN, fail)
@@ -365,8 +366,10 @@ def _take_decision(a: Asm, ahead: AheadMaps, fail: str, take: bool) -> None:
     a.jmp_imm("jeq", R0, 0, fail)
     a.ldx(BPF_W, R4, R0, 0)
     a.stx(BPF_W, R10, R4, -36)
-    a.ldx(BPF_W, R4, R0, 4)
+    a.ldx(BPF_H, R4, R0, 4)
     a.stx(BPF_W, R10, R4, -40)
+    a.ldx(BPF_H, R4, R0, 6)
+    a.stx(BPF_H, R10, R4, -42)  # the FULLNAT local port
     a.ld_map_fd(R1, ahead.dests)
     a.mov_reg(R2, R10)
     a.alu_imm("add", R2, -40)
@@ -422,7 +425,11 @@ def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: i
     for i in range(12, 20, 2):
         a.st_imm(BPF_H, R10, _E + V_HEAD + i, 0)
     a.ldx(BPF_B, R4, R9, D_MODE)  # (_copy used R4)
-    a.jmp_imm("jne", R4, MODE_NAT, "nc_head")
+    a.jmp_imm("jeq", R4, MODE_DR, "nc_head")
+    a.jmp_imm("jne", R4, MODE_FULLNAT, "nc_to_server")
+    _copy(a, R9, D_OUTER, _E + V_HEAD, 4)  # FULLNAT: from our address and the local port
+    _copy(a, R10, -42, _E + V_HEAD + 8, 2)
+    a.label("nc_to_server")
     _copy(a, R9, D_RADDR, _E + V_HEAD + 4, 4)
     a.ldx(BPF_H, R4, R9, D_RPORT)
     a.jmp_imm("jeq", R4, 0, "nc_head")  # port 0: the virtual port
@@ -440,13 +447,15 @@ def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: i
     a.mov_imm(R4, ebpf.BPF_NOEXIST)
     a.call(ebpf.HELPER_MAP_UPDATE_ELEM)
     a.jmp_imm("jne", R0, 0, "pass")
-    # NAT: the reply element (server -> client: from the VIP, to the client's MAC, out of here)
+    # NAT, FULLNAT: the reply element (server -> client: from the VIP, to the client's MAC, out of
+    # here), keyed by the request as it now goes, turned round
     a.ldx(BPF_B, R4, R9, D_MODE)
-    a.jmp_imm("jne", R4, MODE_NAT, "nc_state")
-    _copy(a, R10, _E + V_HEAD + 4, _RK, 4)  # the server's address: as the request now goes
-    _copy(a, R10, -16, _RK + 4, 4)  # the client
+    a.jmp_imm("jeq", R4, MODE_DR, "nc_state")
+    a.jmp_imm("jeq", R4, MODE_TUN, "nc_state")
+    _copy(a, R10, _E + V_HEAD + 4, _RK, 4)  # the server
+    _copy(a, R10, _E + V_HEAD, _RK + 4, 4)  # the client (FULLNAT: our address)
     _copy(a, R10, _E + V_HEAD + 10, _RK + 8, 2)  # the server's port
-    _copy(a, R10, -8, _RK + 10, 2)  # the client's port
+    _copy(a, R10, _E + V_HEAD + 8, _RK + 10, 2)  # the client's port (FULLNAT: the local one)
     a.ldx(BPF_W, R4, R6, ebpf.SKB_INGRESS_IFINDEX)
     a.stx(BPF_W, R10, R4, _E + V_IFINDEX)
     a.st_imm(BPF_H, R10, _E + V_LIMIT, 0xFFFF)
@@ -456,7 +465,7 @@ def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: i
     a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
     a.mov_reg(R4, R2)
     a.alu_imm("add", R4, 54)
-    a.jmp_reg("jgt", R4, R3, "pass")
+    a.jmp_reg("jgt", R4, R3, "nc_undo")
     _copy(a, R2, 6, _E + V_ETH, 6)  # to the client's MAC
     _copy(a, R2, 0, _E + V_ETH + 6, 6)  # from the one it sent to
     _copy(a, R10, -12, _E + V_HEAD, 4)  # from the VIP
@@ -528,7 +537,8 @@ def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: i
     a.alu_imm("add", R2, -16)
     a.call(ebpf.HELPER_MAP_DELETE_ELEM)
     a.ldx(BPF_B, R4, R9, D_MODE)
-    a.jmp_imm("jne", R4, MODE_NAT, "pass")
+    a.jmp_imm("jeq", R4, MODE_DR, "pass")
+    a.jmp_imm("jeq", R4, MODE_TUN, "pass")
     a.ld_map_fd(R1, flows_fd)
     a.mov_reg(R2, R10)
     a.alu_imm("add", R2, _RK)
@@ -846,6 +856,8 @@ class ConnOffload:
         self.srcs = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, MAX_ADDRS, "plv_srcs", ebpf.BPF_F_NO_PREALLOC)
         self.secure: bool | None = None
         self.ahead: Any = None  # an ahead.Ahead: decisions taken before their SYNs come
+        self.ports: Any = None  # the engine's FULLNAT port pool (ports.PortPool), for FULLNAT ahead
+        self.on_fullnat: Any = None  # the Forwarder's adopt_fullnat
         self.tc_fd = -1
         self.sock_fd = -1
         self.ipv6 = False
@@ -1128,7 +1140,7 @@ class ConnOffload:
                 self.follow(rec)  # the core took another step (it knows more): the kernel follows
         self.counters["kernel_events"] += len(records)
         if news:
-            self.ahead.refill(d, self.free)
+            self.ahead.refill(d, self.free, self.ports)
         return len(records)
 
     def _new(self, raw: bytes, now: float) -> None:
@@ -1140,9 +1152,14 @@ class ConnOffload:
         q = self.ahead.take(slot, di) if self.ahead is not None else None
         dest = q.dest if q is not None else None
         rport = (dest.port or vport) if dest is not None else 0
-        nat = dest is not None and dest.fwd == Fwd.MASQ
-        if nat and dest is not None:
-            keys = [key, dest.addr.packed + caddr + struct.pack("!HH", rport, cport)]
+        # the reply flow (NAT, FULLNAT): to the client, or to our address and the local port
+        back: tuple[bytes, int] | None = None
+        if q is not None and dest is not None and dest.fwd == Fwd.MASQ:
+            back = (caddr, cport)
+        elif q is not None and dest is not None and dest.fwd == Fwd.FULLNAT:
+            back = (q.lip, q.lport)
+        if back is not None and dest is not None:
+            keys = [key, dest.addr.packed + back[0] + struct.pack("!HH", rport, back[1])]
         else:
             keys = [key]
         conn = None
@@ -1157,13 +1174,18 @@ class ConnOffload:
             self._delete([k for k in keys if k not in self.by_key])
             if q is not None:
                 self.cooling.append(slot)
+                if q.lport and self.ports is not None:
+                    self.ports.give(q.lport)
             return
         rec = Offloaded(
             conn, slot, coreapi.stats_of(self.director, conn), hop=self.ahead.hop_of.get(di), state=state
         )
         flows = [(socket.IPPROTO_TCP, caddr, cport, vaddr, vport)]
-        if len(keys) == 2:
-            flows.append((socket.IPPROTO_TCP, dest.addr.packed, rport, caddr, cport))
+        if back is not None:
+            flows.append((socket.IPPROTO_TCP, dest.addr.packed, rport, back[0], back[1]))
+            if dest.fwd == Fwd.FULLNAT and self.on_fullnat is not None:
+                # the Forwarder's entry: Python's way for the flow's late packets, the port's return
+                self.on_fullnat(conn, flows[0], dest.addr.packed, rport, back[0], back[1])
         for flow, k in zip(flows, keys, strict=True):
             old = self.by_flow.get(flow)
             if old is not None:
@@ -1180,7 +1202,7 @@ class ConnOffload:
     def load_ahead(self, way_to: Any, now: float) -> None:
         """After a rule change (the engine's sync): decisions taken ahead for the new rules."""
         if self.ahead is not None:
-            self.ahead.load(self.director, way_to, self.free, now)
+            self.ahead.load(self.director, way_to, self.free, now, self.ports)
 
     def sync(
         self,
@@ -1196,11 +1218,11 @@ class ConnOffload:
         self.free.extend(self.cooling)
         self.cooling = []
         if self.ahead is not None:
-            self.ahead.reclaim(now, self.free)
+            self.ahead.reclaim(now, self.free, self.ports)
             if way_to is not None and self.ahead.stale(self.director, way_to):
-                self.ahead.load(self.director, way_to, self.free, now)
+                self.ahead.load(self.director, way_to, self.free, now, self.ports)
             else:
-                self.ahead.refill(self.director, self.free)
+                self.ahead.refill(self.director, self.free, self.ports)
         if not self.by_slot:
             return
         seen = dict(self.flows.items())
