@@ -9,7 +9,7 @@ import ipaddress
 from typing import Any
 
 from pylvs.core import packet as corepkt
-from pylvs.core.conn import make_key, set_active
+from pylvs.core.conn import make_key, make_key_v4, set_active
 from pylvs.core.director import Director
 from pylvs.core.proto import get_protocol
 from pylvs.core.proto.tcp import ESTABLISHED as TCP_ESTABLISHED
@@ -137,3 +137,32 @@ def keeps_entry(director: Director, conn: Conn) -> bool:
     proto = get_protocol(6)
     assert proto is not None
     return corepkt._reuse(director, proto, conn) is not None
+
+
+_TCP = get_protocol(6)
+
+
+def adopt_decided(
+    director: Director,
+    svc: Any,
+    dest: Any,
+    caddr: int,
+    cport: int,
+    vaddr: int,
+    vport: int,
+    rport: int,
+    core_state: int,
+    now: float,
+) -> Conn:
+    """adopt() for a TCP connection over IPv4 whose service and server are known (decided ahead by
+    the core's scheduler, set up by the kernel): no lookups, the same entry and counters."""
+    conn = corepkt.new_conn(director, make_key_v4(6, caddr, cport, vaddr, vport), dest, rport, 0, 0)
+    dest.stats.conns += 1
+    svc.stats.conns += 1
+    director.services.tot_stats.conns += 1
+    assert _TCP is not None
+    conn.state = core_state
+    set_active(conn, core_state in _TCP.active)
+    conn.timeout = director.state_timeouts(_TCP)[core_state]
+    director.conns.arm(conn, now)
+    return conn

@@ -92,6 +92,7 @@ MODE_NAT, MODE_DR, MODE_TUN, MODE_FULLNAT = 0, 1, 2, 3  # FULLNAT: our address i
 NEW_EVENT = struct.Struct("=IBBBB12sI")  # slot, TCP flags, direction, new state, 1, flow key, server
 EV_STEP, EV_NEW = 0, 1
 _ZERO_COUNTS = COUNTS.pack(0, 0)
+_II = struct.Struct("!II")
 _SLOT = struct.Struct("=I")
 EVENT = struct.Struct("=IBBBx")  # slot, TCP flags, direction, new state
 STEP_ROW = 384  # (EVENT_BITS + 1) << 4 entries per direction (proto/tcp.py _flatten)
@@ -1115,28 +1116,30 @@ class ConnOffload:
         if now is None:
             now = d.env.now
         by_slot = self.by_slot
-        unpack = EVENT.unpack
+        unpack_from = EVENT.unpack_from
+        process_in, process_out = d.process_in_tcp, d.process_out_tcp
         news = 0
         for raw in records:
             if raw[7] == EV_NEW and len(raw) >= NEW_EVENT.size:
                 self._new(raw, now)
                 news += 1
                 continue
-            slot, flags, direction, new = unpack(raw[: EVENT.size])
+            slot, flags, direction, new = unpack_from(raw)
             rec = by_slot.get(slot)
             if rec is None:
                 continue
             conn = rec.conn
-            if getattr(conn, "dead", False):
+            if conn.dead:
                 continue
             if direction == DIR_IN:
-                d.process_in_tcp(conn, 0, flags, now)
+                process_in(conn, 0, flags, now)
             else:
-                d.process_out_tcp(conn, 0, flags, now)
-            i = rec.dirs.index(direction) if direction in rec.dirs else 0
-            rec.counted[i][0] += 1  # the core counted this packet; the kernel's count has it too
+                process_out(conn, 0, flags, now)
+            # (elements are listed requests first, replies second: the index is the direction)
+            # the core counted this packet, and so does the element: not twice in the stats
+            rec.counted[direction if direction < len(rec.counted) else 0][0] += 1
             rec.state = new
-            if conn.state != new and not getattr(conn, "dead", False):
+            if conn.state != new and not conn.dead:
                 self.follow(rec)  # the core took another step (it knows more): the kernel follows
         self.counters["kernel_events"] += len(records)
         if news:
@@ -1163,11 +1166,12 @@ class ConnOffload:
         else:
             keys = [key]
         conn = None
-        if dest is not None and dest.available:
+        if q is not None and dest is not None and dest.available:
             d = self.director
-            existing = d.lookup_in(6, coreapi.ip4(caddr), cport, coreapi.ip4(vaddr), vport)
+            ci, vi = _II.unpack_from(key)
+            existing = d.lookup_in_v4(6, ci, cport, vi, vport)
             if existing is None or existing.dead or not coreapi.keeps_entry(d, existing):
-                conn = coreapi.adopt(d, 6, caddr, cport, vaddr, vport, 0, dest.addr.packed, rport, state, now)
+                conn = coreapi.adopt_decided(d, q.svc, dest, ci, cport, vi, vport, rport, state, now)
         if conn is None or conn.dest is not dest:
             # not ours, its server gone, or the core keeps an older entry for the flow (a port reused
             # with conn_reuse_mode 0): the elements go, the next packets take the per-packet way
