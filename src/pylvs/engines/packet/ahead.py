@@ -81,6 +81,9 @@ class Ahead:
         self.dests_map = ebpf.BpfMap(
             ebpf.BPF_MAP_TYPE_ARRAY, 4, offload.DEST.size, offload.MAX_DESTS, "plv_dests"
         )
+        self.reuse_map = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_ARRAY, 4, 4, 2, "plv_reuse")  # offload.reuse_masks
+        self.reuse_map.update(struct.pack("=I", 0), struct.pack("=I", offload.REUSE_CORE))
+        self.reuse_map.update(struct.pack("=I", 1), struct.pack("=I", offload.REUSE_CORE))
         self.heads = ebpf.ArrayMmap(self.heads_map)
         self.tails = ebpf.ArrayMmap(self.tails_map)
         self.queue = ebpf.ArrayMmap(self.queue_map)
@@ -94,7 +97,12 @@ class Ahead:
 
     def maps(self) -> offload.AheadMaps:
         return offload.AheadMaps(
-            self.services.fd, self.heads_map.fd, self.tails_map.fd, self.queue_map.fd, self.dests_map.fd
+            self.services.fd,
+            self.heads_map.fd,
+            self.tails_map.fd,
+            self.queue_map.fd,
+            self.dests_map.fd,
+            self.reuse_map.fd,
         )
 
     # -- rules ---------------------------------------------------------------------------------
@@ -280,5 +288,12 @@ class Ahead:
     def close(self) -> None:
         for v in (self.heads, self.tails, self.queue):
             v.close()
-        for m in (self.services, self.heads_map, self.tails_map, self.queue_map, self.dests_map):
+        for m in (
+            self.services,
+            self.heads_map,
+            self.tails_map,
+            self.queue_map,
+            self.dests_map,
+            self.reuse_map,
+        ):
             m.close()

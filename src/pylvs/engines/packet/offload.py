@@ -91,6 +91,8 @@ D_IFINDEX, D_LIMIT, D_KIND, D_MODE, D_ETH, D_OUTER, D_RADDR, D_RPORT, D_STEP = 0
 MODE_NAT, MODE_DR, MODE_TUN, MODE_FULLNAT = 0, 1, 2, 3  # FULLNAT: our address in the outer field
 NEW_EVENT = struct.Struct("=IBBBB12sI")  # slot, TCP flags, direction, new state, 1, flow key, server
 EV_STEP, EV_NEW = 0, 1
+REUSE_CORE = 1 << 31  # in the reuse masks: the core decides every SYN of a known flow (Python)
+_NEW_FLAGS = -160  # the stack word _new_conn's request element is put with (BPF_NOEXIST or BPF_ANY)
 _ZERO_COUNTS = COUNTS.pack(0, 0)
 _II = struct.Struct("!II")
 _SLOT = struct.Struct("=I")
@@ -151,6 +153,24 @@ def rewrite_value(
     )[16:60]
 
 
+def reuse_masks(conn_reuse_mode: int, expire_nodest_conn: int) -> tuple[int, int]:
+    """For entries with output (NAT, FULLNAT) and without (DR, TUN): a bit per TCP state from which
+    a client's SYN is scheduled afresh, as the core decides it (packet._reuse, proto reusable);
+    REUSE_CORE when the rule needs what only the core knows (expire_nodest_conn: the server's weight)."""
+    tcp = coretcp.TCP()
+    out = []
+    for no_output in (False, True):
+        if expire_nodest_conn:
+            out.append(REUSE_CORE)
+            continue
+        m = 0
+        for state in range(len(coretcp.NAMES)):
+            if conn_reuse_mode and tcp.reusable(state, no_output, conn_reuse_mode):
+                m |= 1 << state
+        out.append(m)
+    return out[0], out[1]
+
+
 def step_table(secure: bool) -> bytes:
     """The core's TCP state table in the layout the program indexes: direction, then
     (flags & EVENT_BITS) << 4 | state."""
@@ -160,7 +180,7 @@ def step_table(secure: bool) -> bytes:
     return out
 
 
-def _load_flow(a: Asm, flows_fd: int, miss: str = "pass") -> None:
+def _load_flow(a: Asm, flows_fd: int, miss: str = "pass", resyn: str = "pass") -> None:
     """R6 = skb. Checks the frame is IPv4 without options, TCP, not a fragment, puts its key at
     fp-16 and leaves the element in R7 and the TCP flags in R8; otherwise to `pass` (a flow not in
     the map: to `miss`)."""
@@ -187,11 +207,47 @@ def _load_flow(a: Asm, flows_fd: int, miss: str = "pass") -> None:
     a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
     a.jmp_imm("jeq", R0, 0, miss)
     a.mov_reg(R7, R0)
-    # a client's SYN is a new connection (or its retry): the core decides
+    # a client's SYN is a new connection (or its retry): the core decides (to `resyn`, when the
+    # core's reuse rule is applied here)
     a.ldx(BPF_B, R4, R7, V_DIR)
     a.jmp_imm("jne", R4, DIR_IN, "not_new")
-    a.jmp_imm("jset", R8, _SYN, "pass")
+    a.jmp_imm("jset", R8, _SYN, resyn)
     a.label("not_new")
+
+
+def _reuse_rule(a: Asm, states_fd: int, reuse_fd: int, fail: str, reuse: str, keep: str) -> None:
+    """R7 = a request element, R8 = a client's TCP flags with SYN: IPVS's rule for a SYN that finds
+    an entry (conn_reuse_mode, from the core: the reuse masks): to `reuse` (schedule afresh) when
+    the entry's state says so, to `keep` (a packet of that connection) when not, to `fail` (Python)
+    for anything else (other flags, REUSE_CORE)."""
+    a.mov_reg(R4, R8)
+    a.alu_imm("and", R4, _TCP_EVENT_BITS)
+    a.jmp_imm("jne", R4, _SYN, fail)
+    a.ldx(BPF_W, R4, R7, V_SLOT)  # (scratch below what both programs use: fp-168, fp-172)
+    a.stx(BPF_W, R10, R4, -168)
+    a.ld_map_fd(R1, states_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -168)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, fail)
+    a.ldx(BPF_W, R9, R0, 0)
+    a.alu_imm("and", R9, 0xF)  # the entry's state
+    a.mov_imm(R4, 0)
+    a.ldx(BPF_H, R5, R7, V_STEP)
+    a.jmp_imm("jne", R5, 2 * STEP_ROW, "ru_mask")
+    a.mov_imm(R4, 1)  # an entry without output (DR, TUN)
+    a.label("ru_mask")
+    a.stx(BPF_W, R10, R4, -172)
+    a.ld_map_fd(R1, reuse_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, -172)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    a.jmp_imm("jeq", R0, 0, fail)
+    a.ldx(BPF_W, R4, R0, 0)
+    a.jmp32_imm("jset", R4, REUSE_CORE, fail)
+    a.alu_reg("rsh", R4, R9)
+    a.jmp_imm("jset", R4, 1, reuse)
+    a.ja(keep)
 
 
 def _fits_tunnel(a: Asm, fail: str) -> None:
@@ -229,6 +285,7 @@ class AheadMaps:
     tails: int
     queue: int
     dests: int
+    reuse: int  # u32 x 2: the states a client's SYN reschedules from (0: NAT, 1: no output), REUSE_CORE
 
 
 def tc_program(
@@ -238,7 +295,10 @@ def tc_program(
     `ahead`, a client's SYN to a service with decisions queued becomes a connection here."""
     a = Asm()
     a.mov_reg(R6, R1)
-    _load_flow(a, flows_fd, "new_conn" if ahead is not None else "pass")
+    if ahead is None:
+        _load_flow(a, flows_fd)
+    else:
+        _load_flow(a, flows_fd, "new_conn", "resyn")
     a.ldx(BPF_B, R4, R7, V_KIND)
     a.jmp_imm("jne", R4, KIND_TUNNEL, "state")
     _fits_tunnel(a, "pass")
@@ -305,7 +365,14 @@ def tc_program(
     a.label("tunnel")
     _encapsulate(a)
     if ahead is not None:
+        a.label("resyn")  # a client's SYN for a flow the kernel has
+        _reuse_rule(a, states_fd, ahead.reuse, "pass", "re_new", "not_new")
+        a.label("re_new")  # the old connection is done: a new one in its place
+        a.st_imm(BPF_W, R10, _NEW_FLAGS, ebpf.BPF_ANY)
+        a.ja("nc_start")
         a.label("new_conn")
+        a.st_imm(BPF_W, R10, _NEW_FLAGS, ebpf.BPF_NOEXIST)
+        a.label("nc_start")
         _new_conn(a, flows_fd, states_fd, steps_fd, events_fd, ahead)
     a.label("pass")
     a.mov_imm(R0, ebpf.TC_ACT_OK)
@@ -445,7 +512,7 @@ def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: i
     a.alu_imm("add", R2, -16)
     a.mov_reg(R3, R10)
     a.alu_imm("add", R3, _E)
-    a.mov_imm(R4, ebpf.BPF_NOEXIST)
+    a.ldx(BPF_W, R4, R10, _NEW_FLAGS)  # BPF_ANY: in place of a connection the core is done with
     a.call(ebpf.HELPER_MAP_UPDATE_ELEM)
     a.jmp_imm("jne", R0, 0, "pass")
     # NAT, FULLNAT: the reply element (server -> client: from the VIP, to the client's MAC, out of
@@ -645,7 +712,12 @@ def _encapsulate(a: Asm) -> None:
 
 
 def socket_program(
-    flows_fd: int, dsts_fd: int, srcs_fd: int, ipv6: bool, ahead: AheadMaps | None = None
+    flows_fd: int,
+    dsts_fd: int,
+    srcs_fd: int,
+    ipv6: bool,
+    ahead: AheadMaps | None = None,
+    states_fd: int = -1,
 ) -> bytes:
     """The packet sockets' filter: the classic prefilter's choice (ARP; IPv4 to a virtual or local
     address or from a NAT server; with ipv6 every IPv6 frame), minus the frames tc_program takes.
@@ -700,8 +772,11 @@ def socket_program(
     a.mov_reg(R7, R0)
     a.ldx(BPF_B, R1, R7, V_DIR)
     a.jmp_imm("jne", R1, DIR_IN, "not_new")
-    a.ldx(BPF_B, R1, R10, -64 + 47)
-    a.jmp_imm("jset", R1, _SYN, "accept")
+    a.ldx(BPF_B, R8, R10, -64 + 47)
+    if ahead is None:
+        a.jmp_imm("jset", R8, _SYN, "accept")
+    else:
+        a.jmp_imm("jset", R8, _SYN, "resyn")
     a.label("not_new")
     a.ldx(BPF_B, R1, R7, V_KIND)
     a.jmp_imm("jne", R1, KIND_TUNNEL, "reject")
@@ -724,6 +799,8 @@ def socket_program(
     a.jmp_reg("jgt", R5, R1, "accept")
     if ahead is not None:
         a.ja("reject")  # (the tunnel's tests passed: tc takes it)
+        a.label("resyn")  # as the tc program decides (R7, R8 set): reuse, keep, or Python
+        _reuse_rule(a, states_fd, ahead.reuse, "accept", "no_flow", "not_new")
         a.label("no_flow")  # a SYN the tc program will make a connection of?
         a.ldx(BPF_H, R1, R10, -64 + 20)
         a.jmp_imm("jset", R1, _DF, "nf_df")
@@ -856,6 +933,7 @@ class ConnOffload:
         self.dsts = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, MAX_ADDRS, "plv_dsts", ebpf.BPF_F_NO_PREALLOC)
         self.srcs = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, MAX_ADDRS, "plv_srcs", ebpf.BPF_F_NO_PREALLOC)
         self.secure: bool | None = None
+        self._reuse: tuple[int, int] | None = None
         self.ahead: Any = None  # an ahead.Ahead: decisions taken before their SYNs come
         self.ports: Any = None  # the engine's FULLNAT port pool (ports.PortPool), for FULLNAT ahead
         self.on_fullnat: Any = None  # the Forwarder's adopt_fullnat
@@ -900,17 +978,29 @@ class ConnOffload:
             raise
 
     def set_steps(self) -> None:
-        """The core's state table (secure_tcp 3 has its own), written when it changes."""
-        secure = getattr(getattr(self.director, "sysctl", None), "secure_tcp", 0) == 3
+        """The core's state table (secure_tcp 3 has its own) and, with decisions ahead, its reuse
+        rule for a SYN that finds an entry; written when they change."""
+        sysctl = getattr(self.director, "sysctl", None)
+        secure = getattr(sysctl, "secure_tcp", 0) == 3
         if secure != self.secure:
             self.steps.update(b"\0\0\0\0", step_table(secure))
             self.secure = secure
+        if self.ahead is not None:
+            masks = reuse_masks(
+                getattr(sysctl, "conn_reuse_mode", 1), getattr(sysctl, "expire_nodest_conn", 0)
+            )
+            if masks != self._reuse:
+                for i, m in enumerate(masks):
+                    self.ahead.reuse_map.update(_SLOT.pack(i), _SLOT.pack(m))
+                self._reuse = masks
 
     def _ahead_maps(self) -> AheadMaps | None:
         return self.ahead.maps() if self.ahead is not None else None
 
     def _load_filter(self, ipv6: bool) -> int:
-        prog = socket_program(self.flows.fd, self.dsts.fd, self.srcs.fd, ipv6, self._ahead_maps())
+        prog = socket_program(
+            self.flows.fd, self.dsts.fd, self.srcs.fd, ipv6, self._ahead_maps(), self.states.fd
+        )
         return ebpf.load_program(prog, ebpf.BPF_PROG_TYPE_SOCKET_FILTER, "plv_prefilter")
 
     # -- where it runs ---------------------------------------------------------------------------
