@@ -530,3 +530,22 @@ def test_states_are_written_in_place_and_elements_with_one_call() -> None:
         flows.close()
     with pytest.raises(ValueError):
         ebpf.ArrayMmap(flows)
+
+
+def test_a_connection_without_output_leaves_the_kernel_some_seconds_into_fin_wait(off: Any) -> None:
+    """DR/TUN entries stay in FIN_WAIT for its whole timeout (the server's FIN never crosses the
+    director): their elements go offload.FIN_LINGER seconds after, so the maps stay bounded."""
+    conn = fake_conn(coretcp.FIN_WAIT)
+    value = rewrite_value(7, RS_MAC + OUR_MAC, CLIENT, VIP, 40000, 80, DIR_IN, 2)
+    assert off.give(conn, stats(), [(FLOW, DIR_IN, value)])
+    off.sync(10.0, None, lambda _r: None)
+    off.sync(10.0 + offload.FIN_LINGER / 2, None, lambda _r: None)
+    assert off.flows.lookup(flow_key(FLOW)) is not None  # a port reused soon still finds it
+    off.sync(10.0 + offload.FIN_LINGER, None, lambda _r: None)
+    assert off.flows.lookup(flow_key(FLOW)) is None and not off.by_slot
+    # NAT entries see both FINs and leave at TIME_WAIT; FIN_WAIT alone keeps them
+    nat = fake_conn(coretcp.FIN_WAIT)
+    assert off.give(nat, stats(), nat_elements())
+    off.sync(20.0, None, lambda _r: None)
+    off.sync(30.0, None, lambda _r: None)
+    assert off.flows.lookup(flow_key(FLOW)) is not None

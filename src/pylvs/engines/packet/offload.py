@@ -106,6 +106,10 @@ _DF, _FRAG = 0x0040, 0xFF3F  # the DF bit; MF and the fragment offset
 _SYN, _TCP_EVENT_BITS = 0x02, coretcp.EVENT_BITS
 MAX_INNER = 0xFFFF - 20  # the outer total length must fit 16 bits
 _CLOSED = (coretcp.TIME_WAIT, coretcp.CLOSE)  # elements of these go at the next sync
+# A connection without output (DR, TUN) stays in FIN_WAIT for the FIN_WAIT timeout (the director never
+# sees the server's half of the close, as IPVS's does not): its elements go FIN_LINGER seconds after
+# (a client reusing the port soon after still finds them; the table stays bounded).
+FIN_LINGER = 2.0
 
 Flow = tuple[
     int, bytes, int, bytes, int
@@ -900,6 +904,7 @@ class Offloaded:
     fe: Any = None  # the Forwarder's FastEntry, for a connection offloaded once steady
     hop: tuple[bytes, int, bytes] | None = None  # (server, device, MAC) its requests leave with
     state: int = -1  # the state the kernel's copy was last given
+    fin_since: float = 0.0  # without output: when a sync first saw it in FIN_WAIT
 
 
 class ConnOffload:
@@ -1332,6 +1337,12 @@ class ConnOffload:
             if getattr(conn, "dead", False) or conn.state in _CLOSED or any(k not in seen for k in rec.keys):
                 doomed.append(rec)
                 continue
+            if conn.state == coretcp.FIN_WAIT and rec.dirs == [DIR_IN]:
+                if not rec.fin_since:
+                    rec.fin_since = now
+                elif now - rec.fin_since >= FIN_LINGER:
+                    doomed.append(rec)
+                    continue
             if rec.hop is not None:
                 raddr, oidx, mac = rec.hop
                 if raddr not in hops:
