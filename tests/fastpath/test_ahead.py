@@ -373,3 +373,35 @@ def test_syns_of_a_known_flow_follow_the_core_s_reuse_rule(
             ]
     finally:
         t.close()
+
+
+@pytest.mark.parametrize("fwd", [Fwd.DROUTE, Fwd.MASQ])
+def test_elements_stay_while_the_core_would_keep_the_entry_for_a_new_syn(fwd: Fwd) -> None:
+    """With decisions ahead the kernel makes a connection of any SYN it has no element for, so the
+    elements of a closed connection stay until a SYN would be scheduled afresh anyway: a DR entry
+    in FIN_WAIT (kept by conn_reuse_mode 1) keeps them; a NAT one in TIME_WAIT (rescheduled) not.
+    Found by the benchmark: DR clients reusing a port got a new server the core did not know."""
+    d = director("rr", [1, 1, 1], fwd)
+    t = offload_for(d)
+    try:
+        t.load_ahead(way, 1.0)
+        first = run_tc(t, syn(40000)).data[30:34]
+        closing = [0x10, 0x11, 0x10] if fwd == Fwd.DROUTE else [0x10, 0x14]
+        for flags in closing:
+            run_tc(t, syn(40000, flags=flags))
+        for now in (2.0, 5.0, 9.0):
+            t.sync(now, None, lambda _r: (7, RS_MAC), way)
+        c = d.lookup_in(6, ipaddress.ip_address(CLIENT), 40000, ipaddress.ip_address(VIP), 80)
+        assert c is not None
+        kept = t.flows.lookup(flow_key((6, CLIENT, 40000, VIP, 80))) is not None
+        assert kept == (fwd == Fwd.DROUTE), coretcp.NAMES[c.state]
+        again = run_tc(t, syn(40000))
+        t.drain(10.0)
+        c2 = d.lookup_in(6, ipaddress.ip_address(CLIENT), 40000, ipaddress.ip_address(VIP), 80)
+        assert c2 is not None
+        if fwd == Fwd.DROUTE:  # the same entry, the same server, as IPVS keeps it
+            assert c2 is c and again.retval == ebpf.TC_ACT_REDIRECT and again.data[30:34] == first == VIP
+        else:  # scheduled afresh, and the core knows the new entry's server
+            assert c2 is not c and c2.dest.addr.packed == again.data[30:34]
+    finally:
+        t.close()

@@ -108,7 +108,8 @@ MAX_INNER = 0xFFFF - 20  # the outer total length must fit 16 bits
 _CLOSED = (coretcp.TIME_WAIT, coretcp.CLOSE)  # elements of these go at the next sync
 # A connection without output (DR, TUN) stays in FIN_WAIT for the FIN_WAIT timeout (the director never
 # sees the server's half of the close, as IPVS's does not): its elements go FIN_LINGER seconds after
-# (a client reusing the port soon after still finds them; the table stays bounded).
+# (a client reusing the port soon after still finds them; the table stays bounded). Not with decisions
+# taken ahead (see ConnOffload._done).
 FIN_LINGER = 2.0
 
 Flow = tuple[
@@ -1172,6 +1173,25 @@ class ConnOffload:
             out.append((socket.IPPROTO_TCP, key[0:4], sport, key[4:8], dport))
         return out
 
+    def _done(self, rec: Offloaded, now: float) -> bool:
+        """Whether a live connection's elements can go. With decisions ahead, only once a SYN for
+        its flow would be scheduled afresh anyway (the core's reuse rule: the kernel makes new
+        connections of SYNs it has no element for, and must not while the core would keep the
+        entry). Otherwise at TIME_WAIT or CLOSE, or FIN_LINGER into FIN_WAIT without output (the
+        next packets go through Python, which asks the core)."""
+        state = rec.conn.state
+        no_output = rec.dirs == [DIR_IN]
+        if self.ahead is not None:
+            mask = self._reuse[1 if no_output else 0] if self._reuse is not None else REUSE_CORE
+            return not mask & REUSE_CORE and bool(mask >> state & 1)
+        if state in _CLOSED:
+            return True
+        if state == coretcp.FIN_WAIT and no_output:
+            if not rec.fin_since:
+                rec.fin_since = now
+            return now - rec.fin_since >= FIN_LINGER
+        return False
+
     def clear(self) -> None:
         """Every element removed (a rule change): the events before it given to the core first."""
         self.drain(None)
@@ -1334,15 +1354,9 @@ class ConnOffload:
                     pk, by = COUNTS.unpack_from(raw)
                     self._account(rec, i, pk, by, now, arm)
             conn = rec.conn
-            if getattr(conn, "dead", False) or conn.state in _CLOSED or any(k not in seen for k in rec.keys):
+            if getattr(conn, "dead", False) or any(k not in seen for k in rec.keys) or self._done(rec, now):
                 doomed.append(rec)
                 continue
-            if conn.state == coretcp.FIN_WAIT and rec.dirs == [DIR_IN]:
-                if not rec.fin_since:
-                    rec.fin_since = now
-                elif now - rec.fin_since >= FIN_LINGER:
-                    doomed.append(rec)
-                    continue
             if rec.hop is not None:
                 raddr, oidx, mac = rec.hop
                 if raddr not in hops:
