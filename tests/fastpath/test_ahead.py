@@ -246,7 +246,7 @@ def test_ineligible_services_and_an_empty_queue_go_the_per_packet_way() -> None:
     try:
         t.load_ahead(lambda _r: None, 1.0)  # no server's MAC known yet
         assert not t.ahead.served and run_tc(t, syn(40000)).retval == ebpf.TC_ACT_OK
-        t.sync(2.0, None, lambda _r: (7, RS_MAC), way)  # now they are: served from the next sync
+        t.sync(2.0, None, lambda _r: (7, RS_MAC), way, full=True)  # now they are: served from the next sync
         assert t.ahead.served and run_tc(t, syn(40001)).retval == ebpf.TC_ACT_REDIRECT
     finally:
         t.close()
@@ -263,8 +263,8 @@ def test_a_rule_change_drops_the_queue_and_a_lost_decision_gives_its_slot_back(n
     run_tc(t, syn(40001))
     t.events.drain()  # lost
     free = len(t.free)
-    t.sync(2.0, None, lambda _r: (7, RS_MAC), way)
-    t.sync(5.0, None, lambda _r: (7, RS_MAC), way)
+    t.sync(2.0, None, lambda _r: (7, RS_MAC), way, full=True)
+    t.sync(5.0, None, lambda _r: (7, RS_MAC), way, full=True)
     assert t.stats()["ahead_reclaimed"] == 1 and len(t.free) >= free
     # a rule change: what is queued is no longer taken, a new queue from the new rules
     head = t.ahead.heads.get(0)
@@ -390,7 +390,7 @@ def test_elements_stay_while_the_core_would_keep_the_entry_for_a_new_syn(fwd: Fw
         for flags in closing:
             run_tc(t, syn(40000, flags=flags))
         for now in (2.0, 5.0, 9.0):
-            t.sync(now, None, lambda _r: (7, RS_MAC), way)
+            t.sync(now, None, lambda _r: (7, RS_MAC), way, full=True)
         c = d.lookup_in(6, ipaddress.ip_address(CLIENT), 40000, ipaddress.ip_address(VIP), 80)
         assert c is not None
         kept = t.flows.lookup(flow_key((6, CLIENT, 40000, VIP, 80))) is not None

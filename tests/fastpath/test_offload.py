@@ -401,7 +401,7 @@ def test_the_core_takes_the_steps_the_kernel_took(
         t.drain(now)
         assert (b.state, b.flags) == (a.state, a.flags)
         assert (b.dest.activeconns, b.dest.inactconns) == (a.dest.activeconns, a.dest.inactconns)
-        t.sync(now, None, lambda _r: (7, RS_MAC))
+        t.sync(now, None, lambda _r: (7, RS_MAC), full=True)
         sa, sb = a.dest.stats, b.dest.stats
         assert (sb.inpkts, sb.inbytes, sb.outpkts, sb.outbytes) == (
             sa.inpkts,
@@ -419,18 +419,18 @@ def test_counts_reach_the_core_and_elements_go_with_their_connection(off: Any) -
     for _ in range(3):
         run_tc(off, tcp_frame())
     armed: list[float] = []
-    off.sync(5.0, lambda _c, now: armed.append(now), lambda _r: (7, RS_MAC))
+    off.sync(5.0, lambda _c, now: armed.append(now), lambda _r: (7, RS_MAC), full=True)
     assert (st_[0].inpkts, st_[0].inbytes) == (3, 3 * 140) and armed == [5.0]
     assert off.stats()["kernel_pkts"] == 3
     # the way out to the server changed: the element goes
-    off.sync(6.0, None, lambda _r: (8, RS_MAC))
+    off.sync(6.0, None, lambda _r: (8, RS_MAC), full=True)
     assert off.flows.lookup(flow_key(FLOW)) is None and not off.by_slot
     # a connection the core closed: its elements go at the next sync, after their last counts
     conn = fake_conn()
     assert off.give(conn, st_, nat_elements())
     run_tc(off, tcp_frame())
     conn.state = coretcp.TIME_WAIT
-    off.sync(7.0, None, lambda _r: None)
+    off.sync(7.0, None, lambda _r: None, full=True)
     assert st_[0].inpkts == 4 and off.flows.lookup(flow_key(FLOW)) is None and not off.by_flow
     assert run_tc(off, tcp_frame()).retval == ebpf.TC_ACT_OK
     # a slot freed waits a sync before it serves again (an event may still name it)
@@ -495,7 +495,7 @@ def test_a_restarted_engine_finds_the_maps_a_killed_one_left() -> None:
             second.take(conn, st_, [(k, f, raw[offload.V_DIR], raw) for k, f, _s, raw, _sl in found], slot)
             second.attach_device(ifindex)  # replaces the old filter, same maps
             assert ebpf.run_program(second.tc_fd, tcp_frame()).retval == ebpf.TC_ACT_REDIRECT
-            second.sync(1.0, None, lambda _r: None)
+            second.sync(1.0, None, lambda _r: None, full=True)
             assert st_[0].inpkts == 1  # counted from the adoption on, not before
         finally:
             second.close()
@@ -538,14 +538,34 @@ def test_a_connection_without_output_leaves_the_kernel_some_seconds_into_fin_wai
     conn = fake_conn(coretcp.FIN_WAIT)
     value = rewrite_value(7, RS_MAC + OUR_MAC, CLIENT, VIP, 40000, 80, DIR_IN, 2)
     assert off.give(conn, stats(), [(FLOW, DIR_IN, value)])
-    off.sync(10.0, None, lambda _r: None)
-    off.sync(10.0 + offload.FIN_LINGER / 2, None, lambda _r: None)
+    off.sync(10.0, None, lambda _r: None, full=True)
+    off.sync(10.0 + offload.FIN_LINGER / 2, None, lambda _r: None, full=True)
     assert off.flows.lookup(flow_key(FLOW)) is not None  # a port reused soon still finds it
-    off.sync(10.0 + offload.FIN_LINGER, None, lambda _r: None)
+    off.sync(10.0 + offload.FIN_LINGER, None, lambda _r: None, full=True)
     assert off.flows.lookup(flow_key(FLOW)) is None and not off.by_slot
     # NAT entries see both FINs and leave at TIME_WAIT; FIN_WAIT alone keeps them
     nat = fake_conn(coretcp.FIN_WAIT)
     assert off.give(nat, stats(), nat_elements())
-    off.sync(20.0, None, lambda _r: None)
-    off.sync(30.0, None, lambda _r: None)
+    off.sync(20.0, None, lambda _r: None, full=True)
+    off.sync(30.0, None, lambda _r: None, full=True)
     assert off.flows.lookup(flow_key(FLOW)) is not None
+
+
+def test_closing_connections_are_looked_at_in_turn(off: Any) -> None:
+    """A sync reads every open connection, and a quarter of the closing ones (which may linger for
+    minutes with little traffic): each of those within CLOSING_ROUNDS syncs."""
+    st_ = stats()
+    recs = []
+    for i in range(8):
+        flow = (6, CLIENT, 41000 + i, VIP, 80)
+        value = rewrite_value(7, RS_MAC + OUR_MAC, CLIENT, RS, 41000 + i, 8080, DIR_IN, 0)
+        state = coretcp.ESTABLISHED if i == 0 else coretcp.FIN_WAIT
+        assert off.give(fake_conn(state), st_, [(flow, DIR_IN, value)])
+        recs.append(off.by_flow[flow])
+        run_tc(off, tcp_frame(src=(CLIENT, 41000 + i)))
+    off.sync(1.0, None, lambda _r: None)
+    assert recs[0].counted[0][0] == 1  # the open one, at once
+    assert 0 < sum(r.counted[0][0] for r in recs[1:]) < 7
+    for n in range(2, offload.CLOSING_ROUNDS + 1):
+        off.sync(float(n), None, lambda _r: None)
+    assert all(r.counted[0][0] == 1 for r in recs) and st_[0].inpkts == 8

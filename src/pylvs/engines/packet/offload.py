@@ -106,6 +106,8 @@ _DF, _FRAG = 0x0040, 0xFF3F  # the DF bit; MF and the fragment offset
 _SYN, _TCP_EVENT_BITS = 0x02, coretcp.EVENT_BITS
 MAX_INNER = 0xFFFF - 20  # the outer total length must fit 16 bits
 _CLOSED = (coretcp.TIME_WAIT, coretcp.CLOSE)  # elements of these go at the next sync
+_OPEN = frozenset((coretcp.ESTABLISHED, coretcp.SYN_RECV, coretcp.SYN_SENT, coretcp.SYNACK, coretcp.NONE))
+CLOSING_ROUNDS = 4  # a closing connection's counters and fate are looked at every 4th sync
 # A connection without output (DR, TUN) stays in FIN_WAIT for the FIN_WAIT timeout (the director never
 # sees the server's half of the close, as IPVS's does not): its elements go FIN_LINGER seconds after
 # (a client reusing the port soon after still finds them; the table stays bounded). Not with decisions
@@ -940,6 +942,7 @@ class ConnOffload:
         self.srcs = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, MAX_ADDRS, "plv_srcs", ebpf.BPF_F_NO_PREALLOC)
         self.secure: bool | None = None
         self._reuse: tuple[int, int] | None = None
+        self._round = 0  # syncs so far (which closing connections a sync looks at)
         self.ahead: Any = None  # an ahead.Ahead: decisions taken before their SYNs come
         self.ports: Any = None  # the engine's FULLNAT port pool (ports.PortPool), for FULLNAT ahead
         self.on_fullnat: Any = None  # the Forwarder's adopt_fullnat
@@ -1329,9 +1332,11 @@ class ConnOffload:
         arm: Callable[[Any, float], None] | None,
         hop_of: Callable[[bytes], tuple[int, bytes] | None],
         way_to: Any = None,
+        full: bool = False,
     ) -> None:
         """Once a second: the kernel's counts to the core; elements of closed or dead connections,
-        or whose way out changed, removed; freed slots back in use."""
+        or whose way out changed, removed; freed slots back in use. full: every connection now
+        (else the closing ones in turn, see CLOSING_ROUNDS)."""
         self.drain(now)
         self.set_steps()
         self.free.extend(self.cooling)
@@ -1344,10 +1349,30 @@ class ConnOffload:
                 self.ahead.refill(self.director, self.free, self.ports)
         if not self.by_slot:
             return
-        seen = dict(self.flows.items())
+        # Open connections every time; closing ones (which stay until their entry expires or a
+        # SYN would reschedule, and carry little traffic) one in CLOSING_ROUNDS times each.
+        self._round += 1
+        turn = self._round % CLOSING_ROUNDS
+        todo = [
+            rec
+            for rec in self.by_slot.values()
+            if full
+            or rec.conn.state in _OPEN
+            or rec.slot % CLOSING_ROUNDS == turn
+            or getattr(rec.conn, "dead", False)
+        ]
+        if len(todo) * 4 < len(self.by_slot):  # a few: looked up one by one
+            seen = {}
+            for rec in todo:
+                for key in rec.keys:
+                    raw = self.flows.lookup(key)
+                    if raw is not None:
+                        seen[key] = raw
+        else:
+            seen = dict(self.flows.items())
         hops: dict[bytes, tuple[int, bytes] | None] = {}
         doomed: list[Offloaded] = []
-        for rec in list(self.by_slot.values()):
+        for rec in todo:
             for i, key in enumerate(rec.keys):
                 raw = seen.get(key)
                 if raw is not None:
