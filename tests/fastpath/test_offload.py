@@ -563,9 +563,13 @@ def test_closing_connections_are_looked_at_in_turn(off: Any) -> None:
         assert off.give(fake_conn(state), st_, [(flow, DIR_IN, value)])
         recs.append(off.by_flow[flow])
         run_tc(off, tcp_frame(src=(CLIENT, 41000 + i)))
-    off.sync(1.0, None, lambda _r: None)
-    assert recs[0].counted[0][0] == 1  # the open one, at once
-    assert 0 < sum(r.counted[0][0] for r in recs[1:]) < 7
-    for n in range(2, offload.CLOSING_ROUNDS + 1):
-        off.sync(float(n), None, lambda _r: None)
+    off.sync(1.0, None, lambda _r: None)  # the first look at each: all read
     assert all(r.counted[0][0] == 1 for r in recs) and st_[0].inpkts == 8
+    for i in range(8):
+        run_tc(off, tcp_frame(src=(CLIENT, 41000 + i)))
+    off.sync(2.0, None, lambda _r: None)
+    assert recs[0].counted[0][0] == 2  # the open one, at every sync
+    assert 0 < sum(r.counted[0][0] == 2 for r in recs[1:]) < 7  # the closing ones in turn
+    for n in range(3, offload.CLOSING_ROUNDS + 2):
+        off.sync(float(n), None, lambda _r: None)
+    assert all(r.counted[0][0] == 2 for r in recs) and st_[0].inpkts == 16

@@ -908,6 +908,7 @@ class Offloaded:
     hop: tuple[bytes, int, bytes] | None = None  # (server, device, MAC) its requests leave with
     state: int = -1  # the state the kernel's copy was last given
     fin_since: float = 0.0  # without output: when a sync first saw it in FIN_WAIT
+    settled: bool = False  # a sync has read its counts since it began closing
 
 
 class ConnOffload:
@@ -1350,7 +1351,8 @@ class ConnOffload:
         if not self.by_slot:
             return
         # Open connections every time; closing ones (which stay until their entry expires or a
-        # SYN would reschedule, and carry little traffic) one in CLOSING_ROUNDS times each.
+        # SYN would reschedule, and carry little traffic) at the first sync after they began
+        # closing, then one in CLOSING_ROUNDS times each.
         self._round += 1
         turn = self._round % CLOSING_ROUNDS
         todo = [
@@ -1358,6 +1360,7 @@ class ConnOffload:
             for rec in self.by_slot.values()
             if full
             or rec.conn.state in _OPEN
+            or not rec.settled
             or rec.slot % CLOSING_ROUNDS == turn
             or getattr(rec.conn, "dead", False)
         ]
@@ -1373,6 +1376,7 @@ class ConnOffload:
         hops: dict[bytes, tuple[int, bytes] | None] = {}
         doomed: list[Offloaded] = []
         for rec in todo:
+            rec.settled = rec.conn.state not in _OPEN  # its counts read once closing: then in turn
             for i, key in enumerate(rec.keys):
                 raw = seen.get(key)
                 if raw is not None:
