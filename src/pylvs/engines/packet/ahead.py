@@ -90,10 +90,9 @@ class Ahead:
         self.served: dict[int, Served] = {}  # service index -> what it serves
         self.by_svc: dict[int, Served] = {}  # id(VirtualService) -> the same
         self.queued: dict[int, Queued] = {}  # slot -> its decision
-        self.dest_of: dict[int, tuple[Any, Any]] = {}  # dest index -> (service, server)
         self.hop_of: dict[int, tuple[bytes, int, bytes]] = {}  # dest index -> (server, device, MAC)
         self.lip_of: dict[int, bytes] = {}  # dest index -> our address toward it (FULLNAT)
-        self.counters = {"ahead_taken": 0, "ahead_queued": 0, "ahead_dropped": 0, "ahead_reclaimed": 0}
+        self.counters = {"ahead_taken": 0, "ahead_queued": 0, "ahead_reclaimed": 0}
 
     def maps(self) -> offload.AheadMaps:
         return offload.AheadMaps(
@@ -118,7 +117,6 @@ class Ahead:
         old = {k for k in self.services.keys()}
         self.served.clear()
         self.by_svc.clear()
-        self.dest_of.clear()
         self.hop_of.clear()
         self.lip_of.clear()
         dest_index = 0
@@ -138,7 +136,6 @@ class Ahead:
                     break
                 self.dests_map.update(struct.pack("=I", dest_index), value)
                 served.dests[id(dest)] = dest_index
-                self.dest_of[dest_index] = (svc, dest)
                 ifindex, _l, _k, _m, eth, outer = offload.DEST.unpack(value)[:6]
                 self.hop_of[dest_index] = (dest.addr.packed, ifindex, eth[:6])
                 self.lip_of[dest_index] = outer[:4]

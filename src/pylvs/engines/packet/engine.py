@@ -328,7 +328,7 @@ class PacketEngine(Engine):
         return conn
 
     def _offload_off(self, why: str) -> None:
-        log.warning("packet engine: no kernel fast path for TUN (%s); Python sends every packet", why)
+        log.warning("packet engine: no kernel fast path (%s); Python sends every packet", why)
         self._close_offload()
         if self.fwd is not None:
             self.fwd.fast.clear()

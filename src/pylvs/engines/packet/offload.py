@@ -125,6 +125,12 @@ def flow_key(flow: Flow) -> bytes:
     return saddr + daddr + struct.pack("!HH", sport, dport)
 
 
+def flow_of(key: bytes) -> Flow:
+    """flow_key's inverse (the map holds TCP flows only)."""
+    sport, dport = struct.unpack_from("!HH", key, 8)
+    return (socket.IPPROTO_TCP, key[0:4], sport, key[4:8], dport)
+
+
 def _ip_checksum(hdr: bytes) -> int:
     s: int = sum(struct.unpack("!10H", hdr))
     s = (s & 0xFFFF) + (s >> 16)
@@ -346,7 +352,7 @@ def tc_program(
     a.ldx(BPF_B, R4, R7, V_DIR)
     a.stx(BPF_B, R10, R4, -27)
     a.stx(BPF_B, R10, R5, -26)
-    a.st_imm(BPF_B, R10, -25, 0)
+    a.st_imm(BPF_B, R10, -25, EV_STEP)
     a.ld_map_fd(R1, events_fd)
     a.mov_reg(R2, R10)
     a.alu_imm("add", R2, -32)
@@ -952,7 +958,6 @@ class ConnOffload:
         self.ipv6 = False
         self.hooks: dict[int, ebpf.TcIngress] = {}
         self.socks: dict[int, socket.socket] = {}
-        self.by_key: dict[bytes, Offloaded] = {}
         self.by_slot: dict[int, Offloaded] = {}
         self.by_flow: dict[Flow, Offloaded] = {}
         self.free = list(range(MAX_SLOTS - 1, -1, -1))
@@ -1092,12 +1097,15 @@ class ConnOffload:
             self.counters["offload_full"] += 1
             return False
         rec.keys = keys
-        self.by_slot[slot] = rec
-        for (flow, _d, _v), key in zip(elements, keys, strict=True):
-            self.by_key[key] = rec
-            self.by_flow[flow] = rec
+        self._register(rec)
         self.counters["flows_added"] += len(keys)
         return True
+
+    def _register(self, rec: Offloaded) -> None:
+        """Python's side of a connection the kernel now forwards (its elements are in the map)."""
+        self.by_slot[rec.slot] = rec
+        for key in rec.keys:
+            self.by_flow[flow_of(key)] = rec
 
     def _update_values(self, rec: Offloaded, elements: list[tuple[Flow, int, bytes]]) -> bool:
         """Same connection, same flows, maybe another way out: the fixed parts rewritten, the
@@ -1160,8 +1168,7 @@ class ConnOffload:
     def _forget(self, rec: Offloaded) -> None:
         """Python's side of a removal (the elements are gone from the map)."""
         for key in rec.keys:
-            self.by_key.pop(key, None)
-        for flow in self._flows_of(rec):
+            flow = flow_of(key)
             if self.by_flow.get(flow) is rec:
                 del self.by_flow[flow]
         del self.by_slot[rec.slot]
@@ -1169,13 +1176,6 @@ class ConnOffload:
         self.counters["flows_removed"] += len(rec.keys)
         if rec.fe is not None:
             rec.fe.offloaded = False
-
-    def _flows_of(self, rec: Offloaded) -> list[Flow]:
-        out = []
-        for key in rec.keys:
-            sport, dport = struct.unpack_from("!HH", key, 8)
-            out.append((socket.IPPROTO_TCP, key[0:4], sport, key[4:8], dport))
-        return out
 
     def _done(self, rec: Offloaded, now: float) -> bool:
         """Whether a live connection's elements can go. With decisions ahead, only once a SYN for
@@ -1294,7 +1294,7 @@ class ConnOffload:
         if conn is None or conn.dest is not dest:
             # not ours, its server gone, or the core keeps an older entry for the flow (a port reused
             # with conn_reuse_mode 0): the elements go, the next packets take the per-packet way
-            self._delete([k for k in keys if k not in self.by_key])
+            self._delete([k for k in keys if flow_of(k) not in self.by_flow])
             if q is not None:
                 self.cooling.append(slot)
                 if q.lport and self.ports is not None:
@@ -1316,10 +1316,7 @@ class ConnOffload:
         rec.keys = keys
         rec.dirs = [DIR_IN, DIR_OUT][: len(keys)]
         rec.counted = [[0, 0] for _ in keys]
-        self.by_slot[slot] = rec
-        for flow, k in zip(flows, keys, strict=True):
-            self.by_key[k] = rec
-            self.by_flow[flow] = rec
+        self._register(rec)
         self.counters["flows_added"] += len(keys)
 
     def load_ahead(self, way_to: Any, now: float) -> None:
@@ -1424,14 +1421,12 @@ class ConnOffload:
             return
         self.free.remove(slot)
         rec = Offloaded(conn, slot, stats, state=conn.state)
-        for key, flow, direction, raw in parts:
+        for key, _flow, direction, raw in parts:
             pk, by = COUNTS.unpack_from(raw)
             rec.keys.append(key)
             rec.dirs.append(direction)
             rec.counted.append([pk, by])
-            self.by_key[key] = rec
-            self.by_flow[flow] = rec
-        self.by_slot[slot] = rec
+        self._register(rec)
         self._set_state(slot, conn.state)
         self.counters["flows_adopted"] += len(parts)
 
@@ -1465,13 +1460,12 @@ class ConnOffload:
         if self.ahead is not None:
             self.ahead.close()
             self.ahead = None
-        self.by_key.clear()
         self.by_slot.clear()
         self.by_flow.clear()
 
     def stats(self) -> dict[str, float]:
         out = {k: float(v) for k, v in self.counters.items()}
-        out["kernel_flows"] = float(len(self.by_key))
+        out["kernel_flows"] = float(len(self.by_flow))
         if self.ahead is not None:
             out.update({k: float(v) for k, v in self.ahead.counters.items()})
         return out

@@ -495,7 +495,7 @@ class FastPathEngine(Engine):
         if self.inner is None:
             self.inner_view = SubsetDirector(self.director)
             self.inner_view.keep = {id(s) for s in services}
-            # TUN connections' steady segments go through the kernel too (tunoffload.py; off:
+            # TUN connections go through the kernel too, once decided (offload.py; off:
             # PYLVS_FASTPATH_TUN=0)
             tun = os.environ.get("PYLVS_FASTPATH_TUN", "1") not in ("0", "no", "false")
             self.inner = PacketEngine(
