@@ -193,15 +193,54 @@ def step_table(secure: bool) -> bytes:
     return out
 
 
+def _lookup(a: Asm, map_fd: int, key_off: int, miss: str | None = None, hit: str | None = None) -> None:
+    """R0 = the element of the map whose key is on the stack at key_off; jump to `miss` when there
+    is none, or to `hit` when there is one."""
+    a.ld_map_fd(R1, map_fd)
+    a.mov_reg(R2, R10)
+    a.alu_imm("add", R2, key_off)
+    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
+    if miss is not None:
+        a.jmp_imm("jeq", R0, 0, miss)
+    if hit is not None:
+        a.jmp_imm("jne", R0, 0, hit)
+
+
+def _frame_holds(a: Asm, n: int, fail: str) -> None:
+    """R2 = the frame's start (R6 = skb) and R3 its end, with n bytes proven there (else `fail`):
+    packet pointers are reloaded after every helper that may change the packet."""
+    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
+    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
+    a.mov_reg(R4, R2)
+    a.alu_imm("add", R4, n)
+    a.jmp_reg("jgt", R4, R3, fail)
+
+
+def _store(a: Asm, pkt_off: int, src: int, src_off: int, n: int) -> None:
+    """bpf_skb_store_bytes(skb = R6, pkt_off, src + src_off, n); a failure drops the frame."""
+    a.mov_reg(R1, R6)
+    a.mov_imm(R2, pkt_off)
+    a.mov_reg(R3, src)
+    a.alu_imm("add", R3, src_off)
+    a.mov_imm(R4, n)
+    a.mov_imm(R5, 0)
+    a.call(ebpf.HELPER_SKB_STORE_BYTES)
+    a.jmp_imm("jne", R0, 0, "shot")
+
+
+def _send_out(a: Asm) -> None:
+    """Redirect the frame out of the element's (R7) device."""
+    a.ldx(BPF_W, R1, R7, V_IFINDEX)
+    a.mov_imm(R2, 0)
+    a.call(ebpf.HELPER_REDIRECT)
+    a.exit()
+
+
 def _load_flow(a: Asm, flows_fd: int, miss: str = "pass", resyn: str = "pass") -> None:
     """R6 = skb. Checks the frame is IPv4 without options, TCP, not a fragment, puts its key at
     fp-16 and leaves the element in R7 and the TCP flags in R8; otherwise to `pass` (a flow not in
     the map: to `miss`)."""
-    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
-    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
-    a.mov_reg(R4, R2)
-    a.alu_imm("add", R4, 54)  # Ethernet, IPv4 without options, TCP
-    a.jmp_reg("jgt", R4, R3, "pass")
+    _frame_holds(a, 54, "pass")  # Ethernet, IPv4 without options, TCP
     a.ldx(BPF_H, R4, R2, 12)
     a.jmp_imm("jne", R4, _ETH_IP, "pass")
     a.ldx(BPF_B, R4, R2, 14)
@@ -214,11 +253,7 @@ def _load_flow(a: Asm, flows_fd: int, miss: str = "pass", resyn: str = "pass") -
     for i, off in enumerate((26, 30, 34)):  # key: source, destination, ports
         a.ldx(BPF_W, R4, R2, off)
         a.stx(BPF_W, R10, R4, -16 + 4 * i)
-    a.ld_map_fd(R1, flows_fd)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -16)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, miss)
+    _lookup(a, flows_fd, -16, miss=miss)
     a.mov_reg(R7, R0)
     # a client's SYN is a new connection (or its retry): the core decides (to `resyn`, when the
     # core's reuse rule is applied here)
@@ -238,11 +273,7 @@ def _reuse_rule(a: Asm, states_fd: int, reuse_fd: int, fail: str, reuse: str, ke
     a.jmp_imm("jne", R4, _SYN, fail)
     a.ldx(BPF_W, R4, R7, V_SLOT)  # (scratch below what both programs use: fp-168, fp-172)
     a.stx(BPF_W, R10, R4, -168)
-    a.ld_map_fd(R1, states_fd)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -168)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, fail)
+    _lookup(a, states_fd, -168, miss=fail)
     a.ldx(BPF_W, R9, R0, 0)
     a.alu_imm("and", R9, 0xF)  # the entry's state
     a.mov_imm(R4, 0)
@@ -251,11 +282,7 @@ def _reuse_rule(a: Asm, states_fd: int, reuse_fd: int, fail: str, reuse: str, ke
     a.mov_imm(R4, 1)  # an entry without output (DR, TUN)
     a.label("ru_mask")
     a.stx(BPF_W, R10, R4, -172)
-    a.ld_map_fd(R1, reuse_fd)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -172)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, fail)
+    _lookup(a, reuse_fd, -172, miss=fail)
     a.ldx(BPF_W, R4, R0, 0)
     a.jmp32_imm("jset", R4, REUSE_CORE, fail)
     a.alu_reg("rsh", R4, R9)
@@ -266,11 +293,7 @@ def _reuse_rule(a: Asm, states_fd: int, reuse_fd: int, fail: str, reuse: str, ke
 def _fits_tunnel(a: Asm, fail: str) -> None:
     """A TUN element (R7) takes the frame when DF is set and it fits the element's limit: for a GSO
     super-frame, its segments' payload and headers (adjust_room lowers gso_size by 20)."""
-    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
-    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
-    a.mov_reg(R4, R2)
-    a.alu_imm("add", R4, 54)
-    a.jmp_reg("jgt", R4, R3, fail)
+    _frame_holds(a, 54, fail)
     a.ldx(BPF_H, R4, R2, 20)
     a.jmp_imm("jset", R4, _DF, "df")
     a.ja(fail)
@@ -319,18 +342,10 @@ def tc_program(
     a.label("state")
     a.ldx(BPF_W, R4, R7, V_SLOT)
     a.stx(BPF_W, R10, R4, -20)
-    a.ld_map_fd(R1, states_fd)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -20)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, "pass")
+    _lookup(a, states_fd, -20, miss="pass")
     a.mov_reg(R9, R0)
     a.st_imm(BPF_W, R10, -24, 0)
-    a.ld_map_fd(R1, steps_fd)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -24)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, "pass")
+    _lookup(a, steps_fd, -24, miss="pass")
     a.ldx(BPF_W, R2, R9, 0)
     a.alu_imm("and", R2, 0xF)  # the state now
     a.mov_reg(R3, R8)
@@ -361,11 +376,7 @@ def tc_program(
     a.call(ebpf.HELPER_RINGBUF_OUTPUT)
     # -- counters -------------------------------------------------------------------------------
     a.label("count")
-    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
-    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
-    a.mov_reg(R4, R2)
-    a.alu_imm("add", R4, 54)
-    a.jmp_reg("jgt", R4, R3, "pass")
+    _frame_holds(a, 54, "pass")
     a.ldx(BPF_H, R8, R2, 16)
     a.be(R8, 16)  # the IP total length (kept in R8 for the tunnel)
     a.ldx(BPF_B, R9, R2, 15)  # the TOS (kept in R9 for the tunnel)
@@ -411,24 +422,12 @@ def _take_decision(a: Asm, ahead: AheadMaps, fail: str, take: bool) -> None:
     a.ldx(BPF_H, R4, R10, -6)
     a.stx(BPF_H, R10, R4, -20)
     a.st_imm(BPF_H, R10, -18, 0)
-    a.ld_map_fd(R1, ahead.services)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -24)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, fail)
+    _lookup(a, ahead.services, -24, miss=fail)
     a.ldx(BPF_W, R4, R0, 0)
     a.stx(BPF_W, R10, R4, -28)
-    a.ld_map_fd(R1, ahead.tails)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -28)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, fail)
+    _lookup(a, ahead.tails, -28, miss=fail)
     a.ldx(BPF_W, R9, R0, 0)  # written so far
-    a.ld_map_fd(R1, ahead.heads)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -28)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, fail)
+    _lookup(a, ahead.heads, -28, miss=fail)
     if take:
         a.mov_imm(R1, 1)
         a.atomic_fetch_add(BPF_W, R0, R1, 0)  # R1: the one this SYN takes
@@ -440,22 +439,14 @@ def _take_decision(a: Asm, ahead: AheadMaps, fail: str, take: bool) -> None:
     a.alu_imm("and", R1, QUEUE - 1)
     a.alu_reg("add", R2, R1)
     a.stx(BPF_W, R10, R2, -32)
-    a.ld_map_fd(R1, ahead.queue)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -32)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, fail)
+    _lookup(a, ahead.queue, -32, miss=fail)
     a.ldx(BPF_W, R4, R0, 0)
     a.stx(BPF_W, R10, R4, -36)
     a.ldx(BPF_H, R4, R0, 4)
     a.stx(BPF_W, R10, R4, -40)
     a.ldx(BPF_H, R4, R0, 6)
     a.stx(BPF_H, R10, R4, -42)  # the FULLNAT local port
-    a.ld_map_fd(R1, ahead.dests)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -40)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, fail)
+    _lookup(a, ahead.dests, -40, miss=fail)
     a.mov_reg(R9, R0)
 
 
@@ -476,11 +467,7 @@ def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: i
     """A client's SYN, no element for its flow: take the service's next decision (ahead.py), put
     the connection's elements (requests; NAT: replies) and its first state, tell Python (EV_NEW),
     then count and send the SYN as any packet of the flow."""
-    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
-    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
-    a.mov_reg(R4, R2)
-    a.alu_imm("add", R4, 54)
-    a.jmp_reg("jgt", R4, R3, "pass")
+    _frame_holds(a, 54, "pass")
     a.ldx(BPF_H, R4, R2, 20)
     a.jmp_imm("jset", R4, _DF, "nc_df")  # what the tunnel needs too (SYNs are small)
     a.ja("pass")
@@ -542,11 +529,7 @@ def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: i
     a.st_imm(BPF_H, R10, _E + V_LIMIT, 0xFFFF)
     a.st_imm(BPF_B, R10, _E + V_KIND, KIND_REWRITE)
     a.st_imm(BPF_B, R10, _E + V_DIR, DIR_OUT)
-    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
-    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
-    a.mov_reg(R4, R2)
-    a.alu_imm("add", R4, 54)
-    a.jmp_reg("jgt", R4, R3, "nc_undo")
+    _frame_holds(a, 54, "nc_undo")
     _copy(a, R2, 6, _E + V_ETH, 6)  # to the client's MAC
     _copy(a, R2, 0, _E + V_ETH + 6, 6)  # from the one it sent to
     _copy(a, R10, -12, _E + V_HEAD, 4)  # from the VIP
@@ -565,11 +548,7 @@ def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: i
     # the first state, from the core's table: the SYN's step from NONE
     a.label("nc_state")
     a.st_imm(BPF_W, R10, -24, 0)
-    a.ld_map_fd(R1, steps_fd)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -24)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, "nc_undo")
+    _lookup(a, steps_fd, -24, miss="nc_undo")
     a.ldx(BPF_H, R3, R9, D_STEP)
     a.mov_reg(R4, R8)
     a.alu_imm("and", R4, _TCP_EVENT_BITS)
@@ -579,11 +558,7 @@ def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: i
     a.alu_reg("add", R0, R3)
     a.ldx(BPF_B, R5, R0, 0)
     a.stx(BPF_B, R10, R5, _EV + 6)
-    a.ld_map_fd(R1, states_fd)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -36)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, "nc_undo")
+    _lookup(a, states_fd, -36, miss="nc_undo")
     a.ldx(BPF_B, R5, R10, _EV + 6)
     a.stx(BPF_W, R0, R5, 0)
     # tell Python: slot, flags, direction, state, EV_NEW, the flow's key, the server
@@ -605,11 +580,7 @@ def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: i
     a.call(ebpf.HELPER_RINGBUF_OUTPUT)
     a.jmp_imm("jne", R0, 0, "nc_undo")  # the ring is full: Python would never know it
     # and the SYN itself, as any packet of the flow
-    a.ld_map_fd(R1, flows_fd)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -16)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, "pass")
+    _lookup(a, flows_fd, -16, miss="pass")
     a.mov_reg(R7, R0)
     a.ja("count")
     a.label("nc_undo")  # the connection could not be set up whole: the SYN goes to Python
@@ -631,11 +602,7 @@ def _rewrite(a: Asm) -> None:
     """Addresses and ports as the element says (checksums mended by the replace helpers, which
     know a partial checksum), the MACs, and out of the element's device."""
     # the packet's addresses and ports as they are, at fp-48 (source), fp-44 (destination), fp-40 (ports)
-    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
-    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
-    a.mov_reg(R4, R2)
-    a.alu_imm("add", R4, 54)
-    a.jmp_reg("jgt", R4, R3, "pass")
+    _frame_holds(a, 54, "pass")
     for i, off in enumerate((26, 30, 34)):
         a.ldx(BPF_W, R4, R2, off)
         a.stx(BPF_W, R10, R4, -48 + 4 * i)
@@ -660,27 +627,10 @@ def _rewrite(a: Asm) -> None:
             a.mov_imm(R5, 4)
             a.call(ebpf.HELPER_L3_CSUM_REPLACE)
             a.jmp_imm("jne", R0, 0, "shot")
-        a.mov_reg(R1, R6)
-        a.mov_imm(R2, pkt_off)
-        a.mov_reg(R3, R10)
-        a.alu_imm("add", R3, -56)
-        a.mov_imm(R4, 4)
-        a.mov_imm(R5, 0)
-        a.call(ebpf.HELPER_SKB_STORE_BYTES)
-        a.jmp_imm("jne", R0, 0, "shot")
+        _store(a, pkt_off, R10, -56, 4)
         a.label(done)
-    a.mov_reg(R1, R6)
-    a.mov_imm(R2, 0)
-    a.mov_reg(R3, R7)
-    a.alu_imm("add", R3, V_ETH)
-    a.mov_imm(R4, 12)
-    a.mov_imm(R5, 0)
-    a.call(ebpf.HELPER_SKB_STORE_BYTES)
-    a.jmp_imm("jne", R0, 0, "shot")
-    a.ldx(BPF_W, R1, R7, V_IFINDEX)
-    a.mov_imm(R2, 0)
-    a.call(ebpf.HELPER_REDIRECT)
-    a.exit()
+    _store(a, 0, R7, V_ETH, 12)
+    _send_out(a)
 
 
 def _encapsulate(a: Asm) -> None:
@@ -693,19 +643,8 @@ def _encapsulate(a: Asm) -> None:
     a.mov_imm(R4, ebpf.BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)
     a.call(ebpf.HELPER_SKB_ADJUST_ROOM)
     a.jmp_imm("jne", R0, 0, "shot")
-    a.mov_reg(R1, R6)
-    a.mov_imm(R2, 0)
-    a.mov_reg(R3, R7)
-    a.alu_imm("add", R3, V_ETH)
-    a.mov_imm(R4, 34)
-    a.mov_imm(R5, 0)
-    a.call(ebpf.HELPER_SKB_STORE_BYTES)
-    a.jmp_imm("jne", R0, 0, "shot")
-    a.ldx(BPF_W, R2, R6, ebpf.SKB_DATA)
-    a.ldx(BPF_W, R3, R6, ebpf.SKB_DATA_END)
-    a.mov_reg(R4, R2)
-    a.alu_imm("add", R4, 34)
-    a.jmp_reg("jgt", R4, R3, "shot")
+    _store(a, 0, R7, V_ETH, 34)
+    _frame_holds(a, 34, "shot")
     a.stx(BPF_B, R2, R9, 15)
     a.mov_reg(R4, R8)
     a.alu_imm("add", R4, 20)
@@ -718,10 +657,7 @@ def _encapsulate(a: Asm) -> None:
     a.mov_imm(R5, 4)
     a.call(ebpf.HELPER_L3_CSUM_REPLACE)
     a.jmp_imm("jne", R0, 0, "shot")
-    a.ldx(BPF_W, R1, R7, V_IFINDEX)
-    a.mov_imm(R2, 0)
-    a.call(ebpf.HELPER_REDIRECT)
-    a.exit()
+    _send_out(a)
 
 
 def socket_program(
@@ -752,16 +688,8 @@ def socket_program(
     if ipv6:
         a.jmp_imm("jeq", R1, _ETH_IP6, "accept")
     a.jmp_imm("jne", R1, _ETH_IP, "reject")
-    a.ld_map_fd(R1, dsts_fd)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -64 + 30)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jne", R0, 0, "ours")
-    a.ld_map_fd(R1, srcs_fd)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -64 + 26)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jne", R0, 0, "ours")
+    _lookup(a, dsts_fd, -64 + 30, hit="ours")
+    _lookup(a, srcs_fd, -64 + 26, hit="ours")
     a.ja("reject")
     a.label("ours")  # for us: is it a frame the tc program takes?
     a.ldx(BPF_B, R1, R10, -64 + 23)
@@ -777,11 +705,7 @@ def socket_program(
     a.mov_imm(R4, 14)
     a.call(ebpf.HELPER_SKB_LOAD_BYTES)
     a.jmp_imm("jne", R0, 0, "accept")
-    a.ld_map_fd(R1, flows_fd)
-    a.mov_reg(R2, R10)
-    a.alu_imm("add", R2, -64 + 26)
-    a.call(ebpf.HELPER_MAP_LOOKUP_ELEM)
-    a.jmp_imm("jeq", R0, 0, "no_flow" if ahead is not None else "accept")
+    _lookup(a, flows_fd, -64 + 26, miss="no_flow" if ahead is not None else "accept")
     a.mov_reg(R7, R0)
     a.ldx(BPF_B, R1, R7, V_DIR)
     a.jmp_imm("jne", R1, DIR_IN, "not_new")
