@@ -22,6 +22,7 @@ from pylvs.core.types import DestConfig, Fwd, Packet, Proto, ServiceConfig, Serv
 from pylvs.engines.packet.offload import COUNTS, QUEUE, ConnOffload, flow_key
 from pylvs.engines.packet.ports import PortPool
 from pylvs.netlink import ebpf
+from tests.support import inet_checksum as csum
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for bpf()")
 
@@ -32,15 +33,6 @@ OUR_MAC, CLIENT_MAC, RS_MAC = (
     bytes.fromhex("020000000002"),
     bytes.fromhex("020000000003"),
 )
-
-
-def csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s ^ 0xFFFF
 
 
 def syn(cport: int, flags: int = 0x02, df: bool = True, src: bytes = CLIENT) -> bytes:
@@ -58,6 +50,24 @@ def director(sched: str, weights: list[int], fwd: Fwd = Fwd.MASQ, **dest_kw: Any
     for addr, w in zip(SERVERS, weights, strict=False):
         d.add_dest(key, DestConfig(ipaddress.ip_address(addr), 8080, fwd, w, **dest_kw))
     return d
+
+
+def client_packet(cport: int, flags: int, length: int = 0) -> Packet:
+    """The client's packet to the VIP as the core takes it."""
+    return Packet(
+        Proto.TCP,
+        ipaddress.ip_address(CLIENT),
+        cport,
+        ipaddress.ip_address(VIP),
+        80,
+        tcp_flags=flags,
+        length=length,
+    )
+
+
+def entry(d: Director, cport: int) -> Any:
+    """The core's entry for the client's flow from cport (None: none)."""
+    return d.lookup_in(6, ipaddress.ip_address(CLIENT), cport, ipaddress.ip_address(VIP), 80)
 
 
 def way(_raddr: bytes) -> tuple[int, bytes, bytes, bytes, int]:
@@ -131,9 +141,7 @@ def _picks(d: Director, n: int) -> list[bytes]:
     out = []
     for i in range(n):
         v = d.process_in(
-            Packet(
-                Proto.TCP, ipaddress.ip_address(CLIENT), 20000 + i, ipaddress.ip_address(VIP), 80, tcp_flags=2
-            ),
+            client_packet(20000 + i, 0x02),
             1.0,
         )
         if v.conn is None:
@@ -165,7 +173,7 @@ def test_the_kernel_gives_connections_the_servers_in_the_core_s_order(
                 break  # nothing queued (every weight 0): the core would not schedule either
             t.drain(1.0)
         for i in range(n):
-            c = d.lookup_in(6, ipaddress.ip_address(CLIENT), 20000 + i, ipaddress.ip_address(VIP), 80)
+            c = entry(d, 20000 + i)
             if c is not None:
                 got.append(c.dest.addr.packed)
         assert got == expected
@@ -331,7 +339,7 @@ def test_syns_of_a_known_flow_follow_the_core_s_reuse_rule(
             now += 0.001
             if from_server and fwd != Fwd.MASQ:
                 continue
-            c = seen.lookup_in(6, ipaddress.ip_address(CLIENT), 40000, ipaddress.ip_address(VIP), 80)
+            c = entry(seen, 40000)
             if from_server:
                 if c is None:
                     continue
@@ -342,24 +350,13 @@ def test_syns_of_a_known_flow_follow_the_core_s_reuse_rule(
                 seen.process_out_tcp(c, 40, flags, now)
             else:
                 frame = bytearray(syn(40000, flags=flags))
-                seen.process_in(
-                    Packet(
-                        Proto.TCP,
-                        ipaddress.ip_address(CLIENT),
-                        40000,
-                        ipaddress.ip_address(VIP),
-                        80,
-                        tcp_flags=flags,
-                        length=40,
-                    ),
-                    now,
-                )
+                seen.process_in(client_packet(40000, flags, 40), now)
             taken = run_tc(t, bytes(frame)).retval != ebpf.TC_ACT_OK
             if not taken:
                 return  # Python's turn (a flow without element, flags the kernel leaves): not modelled here
             t.drain(now)
-        a = seen.lookup_in(6, ipaddress.ip_address(CLIENT), 40000, ipaddress.ip_address(VIP), 80)
-        b = fed.lookup_in(6, ipaddress.ip_address(CLIENT), 40000, ipaddress.ip_address(VIP), 80)
+        a = entry(seen, 40000)
+        b = entry(fed, 40000)
         assert (a is None) == (b is None)
         if a is not None and b is not None:
             assert (b.dest.addr, b.state, b.flags) == (a.dest.addr, a.state, a.flags)
@@ -391,13 +388,13 @@ def test_elements_stay_while_the_core_would_keep_the_entry_for_a_new_syn(fwd: Fw
             run_tc(t, syn(40000, flags=flags))
         for now in (2.0, 5.0, 9.0):
             t.sync(now, None, lambda _r: (7, RS_MAC), way, full=True)
-        c = d.lookup_in(6, ipaddress.ip_address(CLIENT), 40000, ipaddress.ip_address(VIP), 80)
+        c = entry(d, 40000)
         assert c is not None
         kept = t.flows.lookup(flow_key((6, CLIENT, 40000, VIP, 80))) is not None
         assert kept == (fwd == Fwd.DROUTE), coretcp.NAMES[c.state]
         again = run_tc(t, syn(40000))
         t.drain(10.0)
-        c2 = d.lookup_in(6, ipaddress.ip_address(CLIENT), 40000, ipaddress.ip_address(VIP), 80)
+        c2 = entry(d, 40000)
         assert c2 is not None
         if fwd == Fwd.DROUTE:  # the same entry, the same server, as IPVS keeps it
             assert c2 is c and again.retval == ebpf.TC_ACT_REDIRECT and again.data[30:34] == first == VIP

@@ -43,6 +43,7 @@ from pylvs.engines.packet.offload import (
     tunnel_value,
 )
 from pylvs.netlink import ebpf
+from tests.support import inet_checksum as csum
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for bpf()")
 
@@ -59,15 +60,6 @@ OUR_MAC, CLIENT_MAC, RS_MAC = (
 )
 FLOW = (6, CLIENT, 40000, VIP, 80)
 REPLY = (6, RS, 8080, CLIENT, 40000)
-
-
-def csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s ^ 0xFFFF
 
 
 def ipv4(

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from pylvs.lab.netns import is_root
-from pylvs.lab.runner import Lab, daemon_available
+from pylvs.lab.runner import Lab, LabResult, daemon_available
 
 pytestmark = [
     pytest.mark.netns,
@@ -34,26 +34,38 @@ def _number(text: str) -> int:
 SERVERS = {"welcome to 192.168.1.10", "welcome to 192.168.1.20"}
 
 
+def _run(mode: str, settle: float = 0.0) -> LabResult:
+    """The lab's requests and checks with the bare lab director (its engine options from
+    PYLVS_LAB_ENGINE_OPTS), after `settle` seconds, and the engine's figures a sync later."""
+    with Lab(mode, "packet", out=lambda _s: None, use_daemon=False, udp=False) as run:
+        run.build()
+        run.start_director()
+        time.sleep(settle)
+        run.requests()
+        run.extra_checks()
+        time.sleep(1.2)  # the engine reads the kernel's counters every second
+        run.collect()
+        return run.result
+
+
+def _check_lab(mode: str, r: LabResult) -> None:
+    """What every mode's lab must show, kernel path or not."""
+    assert set(r.answers) == SERVERS and len(r.answers) == 10, r.answers
+    assert r.answers[0::2] == [r.answers[0]] * 5, r.answers  # round robin: alternating
+    assert r.upload_ok and r.download_ok, r.engine_stats
+    assert r.peer.startswith("192.168.1.100:" if mode == "fullnat" else "172.25.254.10:"), r.peer
+    if mode in ("dr", "tun"):
+        assert r.replies_via_director == 0, r.counters
+
+
 @pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])
 def test_lab_passes_with_the_kernel_forwarding_decided_connections(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PYLVS_LAB_ENGINE_OPTS", '{"offload": true}')
-    with Lab(mode, "packet", out=lambda _s: None, use_daemon=False, udp=False) as run:
-        run.build()
-        run.start_director()
-        run.requests()
-        run.extra_checks()
-        time.sleep(1.2)  # the engine reads the kernel's counters every second
-        run.collect()
-        r = run.result
-        es = r.engine_stats
-    assert set(r.answers) == SERVERS and len(r.answers) == 10, r.answers
-    assert r.answers[0::2] == [r.answers[0]] * 5, r.answers  # round robin: alternating
-    assert r.upload_ok and r.download_ok, es
-    assert r.peer.startswith("192.168.1.100:" if mode == "fullnat" else "172.25.254.10:"), r.peer
-    if mode in ("dr", "tun"):
-        assert r.replies_via_director == 0, r.counters
+    r = _run(mode)
+    _check_lab(mode, r)
+    es = r.engine_stats
     # 13 TCP connections over IPv4 (10 requests, /peer, upload, download): each given to the kernel
     # on its SYN, its state changes reported back (handshake, FINs)
     assert es.get("flows_added", 0) >= 13, es
@@ -68,22 +80,9 @@ def test_lab_passes_with_decisions_taken_ahead(mode: str, monkeypatch: pytest.Mo
     the connections out of their SYNs (ahead.py); Python hears of them as events. Once the real
     servers' MACs are known (the first sync), no SYN of the lab needs Python."""
     monkeypatch.setenv("PYLVS_LAB_ENGINE_OPTS", '{"offload": true, "ahead": true}')
-    with Lab(mode, "packet", out=lambda _s: None, use_daemon=False, udp=False) as run:
-        run.build()
-        run.start_director()
-        time.sleep(1.5)  # ARP for the servers, then the sync that starts the queues
-        run.requests()
-        run.extra_checks()
-        time.sleep(1.2)
-        run.collect()
-        r = run.result
-        es = r.engine_stats
-    assert set(r.answers) == SERVERS and len(r.answers) == 10, r.answers
-    assert r.answers[0::2] == [r.answers[0]] * 5, r.answers
-    assert r.upload_ok and r.download_ok, es
-    assert r.peer.startswith("192.168.1.100:" if mode == "fullnat" else "172.25.254.10:"), r.peer
-    if mode in ("dr", "tun"):
-        assert r.replies_via_director == 0, r.counters
+    r = _run(mode, settle=1.5)  # ARP for the servers, then the sync that starts the queues
+    _check_lab(mode, r)
+    es = r.engine_stats
     assert es.get("ahead_taken", 0) >= 13, es  # every IPv4 TCP connection of the lab
     assert es.get("ahead_reclaimed", 0) == 0, es
 
