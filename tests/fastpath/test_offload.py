@@ -32,7 +32,6 @@ from pylvs.core.proto import tcp as coretcp
 from pylvs.core.types import DestConfig, Fwd, Packet, Proto, ServiceConfig, ServiceKey
 from pylvs.engines.packet import coreapi, offload
 from pylvs.engines.packet.offload import (
-    COUNTS,
     DIR_IN,
     DIR_OUT,
     EVENT,
@@ -131,8 +130,11 @@ def run_filter(t: ConnOffload, frame: bytes, ctx: bytes | None = None) -> int:
 
 
 def counts(t: ConnOffload, flow: Any) -> tuple[int, int]:
-    pk, by = COUNTS.unpack_from(t.flows.lookup(flow_key(flow)) or bytes(16))
-    return pk, by
+    """What the kernel counted for the flow (its connection's slot, the flow's direction)."""
+    rec = t.by_flow.get(flow)
+    if rec is None:
+        return 0, 0
+    return t.counts(rec.slot, rec.dirs[rec.keys.index(flow_key(flow))])
 
 
 # -- rewriting and encapsulating --------------------------------------------------------------------
@@ -316,7 +318,7 @@ def test_a_state_change_is_stepped_by_the_kernel_and_reported_once(off: Any) -> 
     run_tc(off, tcp_frame(flags=0x10))  # the handshake's ACK: SYN_RECV -> ESTABLISHED
     run_tc(off, tcp_frame(flags=0x18))  # data: no change
     run_tc(off, tcp_frame(flags=0x11, src=(RS, 8080), dst=(CLIENT, 40000)))  # the server's FIN
-    state = struct.unpack("=I", off.states.lookup(struct.pack("=I", rec.slot)) or b"")[0]
+    state = struct.unpack_from("=I", off.states.lookup(struct.pack("=I", rec.slot)) or b"")[0]
     assert state == coretcp.FIN_WAIT
     events = [EVENT.unpack(r[: EVENT.size]) for r in off.events.drain()]
     assert events == [
@@ -543,25 +545,44 @@ def test_a_connection_without_output_leaves_the_kernel_some_seconds_into_fin_wai
     assert off.flows.lookup(flow_key(FLOW)) is not None
 
 
-def test_closing_connections_are_looked_at_in_turn(off: Any) -> None:
-    """A sync reads every open connection, and a quarter of the closing ones (which may linger for
-    minutes with little traffic): each of those within CLOSING_ROUNDS syncs."""
+def test_closing_connections_are_looked_at_further_apart_while_nothing_comes(off: Any) -> None:
+    """A sync reads every open connection. A closing one (which may linger for minutes with
+    little traffic) is read by the next sync, then CLOSING_FIRST s later, then further apart
+    (doubling up to CLOSING_GAP) while the kernel counts nothing for it, CLOSING_FIRST s after a
+    look that found a packet, and always EXPIRY_MARGIN s before the core's timer for it runs out;
+    it goes once the core expired it."""
     st_ = stats()
     recs = []
-    for i in range(8):
+    for i, state in enumerate((coretcp.ESTABLISHED, coretcp.CLOSE_WAIT)):
         flow = (6, CLIENT, 41000 + i, VIP, 80)
         value = rewrite_value(7, RS_MAC + OUR_MAC, CLIENT, RS, 41000 + i, 8080, DIR_IN, 0)
-        state = coretcp.ESTABLISHED if i == 0 else coretcp.FIN_WAIT
         assert off.give(fake_conn(state), st_, [(flow, DIR_IN, value)])
         recs.append(off.by_flow[flow])
-        run_tc(off, tcp_frame(src=(CLIENT, 41000 + i)))
-    off.sync(1.0, None, lambda _r: None)  # the first look at each: all read
-    assert all(r.counted[0][0] == 1 for r in recs) and st_[0].inpkts == 8
-    for i in range(8):
-        run_tc(off, tcp_frame(src=(CLIENT, 41000 + i)))
-    off.sync(2.0, None, lambda _r: None)
-    assert recs[0].counted[0][0] == 2  # the open one, at every sync
-    assert 0 < sum(r.counted[0][0] == 2 for r in recs[1:]) < 7  # the closing ones in turn
-    for n in range(3, offload.CLOSING_ROUNDS + 2):
-        off.sync(float(n), None, lambda _r: None)
-    assert all(r.counted[0][0] == 2 for r in recs) and st_[0].inpkts == 16
+    opened, closing = recs
+    closing.conn.expires = 0.0  # no timer yet (the core arms it as the packets come)
+    reads: dict[int, list[int]] = {opened.slot: [], closing.slot: []}
+    now = 0
+    real = off.counts
+
+    def spy(slot: int, direction: int) -> tuple[int, int]:
+        reads[slot].append(now)
+        return real(slot, direction)
+
+    def arm(conn: Any, at: float) -> None:
+        conn.expires = at + 60  # the core's timer: 60 s after the packet it heard of
+
+    off.counts = spy
+    for now in range(1, 125):
+        if now in (1, 40):  # (between the syncs of second now - 1 and now)
+            run_tc(off, tcp_frame(src=(CLIENT, 41001)))
+        if now == 119:
+            closing.conn.dead = True  # the core's timer ran out
+        off.sync(float(now), arm, lambda _r: None)
+    assert reads[opened.slot] == list(range(1, 125))
+    # the packet of second 1, seen at 1, armed the timer to 61: the look after 31 comes at 59
+    # (not 63); the packet of second 40 is seen then, and arms the timer to 119: the look after 89
+    # comes at 117, then 118, and at 119 the core has expired it
+    assert (offload.CLOSING_FIRST, offload.CLOSING_GAP, offload.EXPIRY_MARGIN) == (2, 32, 2)
+    assert reads[closing.slot] == [1, 3, 7, 15, 31, 59, 61, 65, 73, 89, 117, 118, 119]
+    assert closing.slot not in off.by_slot and off.flows.lookup(flow_key((6, CLIENT, 41001, VIP, 80))) is None
+    assert st_[0].inpkts == 2

@@ -741,19 +741,24 @@ _U32 = struct.Struct("<I")
 
 
 class ArrayMmap:
-    """An array map created with BPF_F_MMAPABLE, its u32 or u64 values read and written in place
-    (the offload's connection states, decision queues), without a syscall per access. The kernel
-    lays an array's values out 8 bytes apart: u32 element i is values[2 * i] (get/set do that)."""
+    """An array map created with BPF_F_MMAPABLE, read and written in place without a syscall per
+    access (the offload's connection states and counters, the decision queues). The kernel lays an
+    array's values out `stride` bytes apart (the value size rounded up to 8): get/set read and
+    write the first u32 (value size 4, or more than 8) or u64 (value size 8) of value i, and `buf`
+    (bytes) with `stride` serve wider values (struct.unpack_from(buf, i * stride + offset))."""
 
     def __init__(self, m: BpfMap) -> None:
-        if m.map_type != BPF_MAP_TYPE_ARRAY or m.value_size not in (4, 8):
-            raise ValueError("ArrayMmap: an array map of u32 or u64 values")
+        if m.map_type != BPF_MAP_TYPE_ARRAY or m.value_size % 4:
+            raise ValueError("ArrayMmap: an array map of values 4, 8 or a multiple of 8 bytes long")
         page = mmap.PAGESIZE
-        size = (8 * m.max_entries + page - 1) // page * page
+        self.stride = (m.value_size + 7) // 8 * 8
+        size = (self.stride * m.max_entries + page - 1) // page * page
         self.map = m
         self._mm = mmap.mmap(m.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self._stride = 2 if m.value_size == 4 else 1
-        self.values = memoryview(self._mm).cast("I" if m.value_size == 4 else "Q")
+        self.buf = memoryview(self._mm)
+        wide = m.value_size == 8
+        self._stride = self.stride // (8 if wide else 4)
+        self.values = self.buf.cast("Q" if wide else "I")
 
     def get(self, i: int) -> int:
         return int(self.values[self._stride * i])
@@ -763,6 +768,7 @@ class ArrayMmap:
 
     def close(self) -> None:
         self.values.release()
+        self.buf.release()
         self._mm.close()
 
 

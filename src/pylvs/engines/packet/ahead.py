@@ -93,6 +93,7 @@ class Ahead:
         self.hop_of: dict[int, tuple[bytes, int, bytes]] = {}  # dest index -> (server, device, MAC)
         self.lip_of: dict[int, bytes] = {}  # dest index -> our address toward it (FULLNAT)
         self.counters = {"ahead_taken": 0, "ahead_queued": 0, "ahead_reclaimed": 0}
+        self.fresh: Callable[[int], None] | None = None  # a slot's counters zeroed as it is queued
 
     def maps(self) -> offload.AheadMaps:
         return offload.AheadMaps(
@@ -238,6 +239,8 @@ class Ahead:
                         break  # no local port free: Python decides (and says so) until one is
                     lport, lip = taken, self.lip_of[di]
                 slot = free.pop()
+                if self.fresh is not None:
+                    self.fresh(slot)
                 entry = slot | di << 32 | socket.htons(lport) << 48
                 self.queue.set(base + (tail & (offload.QUEUE - 1)), entry)
                 self.queued[slot] = Queued(i, tail, served.svc, dest, di, lip, lport)

@@ -18,7 +18,7 @@ For each packet of a flow in the map (IPv4, no IP options, not a fragment), exce
   direction, TCP flags and state, as IPVS's set_tcp_state reads it). When the state changes
   (compare-and-swap, so one CPU wins), it writes an event {slot, TCP flags, direction, new state}
   to the ring buffer `events`;
-- counts the packet and its bytes in the element, rewrites it (checksums with the l3/l4 replace
+- counts the packet and its bytes beside the state (per direction), rewrites it (checksums with the l3/l4 replace
   helpers, which keep a partial checksum right) or encapsulates it, and redirects it out.
 
 Python reads the ring on every wake-up and at least every EVENT_PERIOD (no wake-up per event): each
@@ -26,10 +26,11 @@ event is the packet that moved the state, given to the core (process_in_tcp / pr
 the core takes the same step: ActiveConn/InActConn, the state's timeout and the scheduler's counts
 follow within that period. Packets Python still sees for such a connection (a SYN again, a segment
 too big for the tunnel) go through the core as usual and the kernel's copy of the state follows.
-Once a second the elements' counters go to the server, service and total stats and re-arm the
-entry's timer; elements of connections the core closed (TIME_WAIT, CLOSE) or expired are removed
-then (later segments go the per-packet way), as are those whose way out changed; every rule change
-removes them all.
+Once a second the counters (read in place: `states` is mmap'd) go to the server, service and total
+stats and re-arm the entry's timer: every open connection's, and the closing ones' when due (they
+may linger for minutes: looked at further apart while nothing comes, see CLOSING_GAP). Elements of
+connections the core closed (TIME_WAIT, CLOSE) or expired are removed then (later segments go the
+per-packet way), as are those whose way out changed; every rule change removes them all.
 
 The engine's packet sockets carry an eBPF socket filter: the classic prefilter's choice of frames,
 minus exactly the ones the tc program takes (the same tests on the same map), so Python never
@@ -45,7 +46,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -68,14 +69,18 @@ MAX_ADDRS = 1 << 20
 RING_BYTES = 1 << 20  # the event ring: 65536 events of 16 bytes (header included)
 EVENT_PERIOD = 0.02  # seconds between reads of the ring when no frame wakes the engine
 
-# An element: packets and bytes the kernel forwarded (u64 each, kept by the program), the device out,
-# the largest packet that fits (TUN), its kind, its direction, the Ethernet header, then the outer
-# IPv4 header (TUN) or the new addresses and ports (rewrite), the offset of its direction's part of
-# the step table, and the connection's slot in `states`.
-VALUE = struct.Struct("=QQIHBB14s20sHI")
-V_IFINDEX, V_LIMIT, V_KIND, V_DIR, V_ETH, V_HEAD, V_STEP, V_SLOT = 16, 20, 22, 23, 24, 38, 58, 60
+# An element: the device out, the largest packet that fits (TUN), its kind, its direction, the
+# Ethernet header, then the outer IPv4 header (TUN) or the new addresses and ports (rewrite), the
+# offset of its direction's part of the step table, and the connection's slot in `states`.
+VALUE = struct.Struct("=IHBB14s20sHI")
+V_IFINDEX, V_LIMIT, V_KIND, V_DIR, V_ETH, V_HEAD, V_STEP, V_SLOT = 0, 4, 6, 7, 8, 22, 42, 44
 KIND_TUNNEL, KIND_REWRITE = 0, 1
 DIR_IN, DIR_OUT = 0, 1
+# A connection's slot in `states`: its TCP state (u32, stepped by the program), then the packets and
+# bytes the kernel forwarded each way (u64 each, requests then replies, counted by the program).
+# Python reads the counters in place through mmap: no syscall, and no walk of the flows map.
+STATE = struct.Struct("=I4xQQQQ")
+S_COUNTS = 8  # the requests' counters; the replies' follow at S_COUNTS + COUNTS.size
 COUNTS = struct.Struct("=QQ")
 # Decisions taken ahead (ahead.py): per service a queue of (slot u32, server u16, FULLNAT local port
 # u16 in network order) the core's scheduler picked in advance; the tc program takes the next one on a client's SYN (heads: taken, by the
@@ -93,7 +98,6 @@ NEW_EVENT = struct.Struct("=IBBBB12sI")  # slot, TCP flags, direction, new state
 EV_STEP, EV_NEW = 0, 1
 REUSE_CORE = 1 << 31  # in the reuse masks: the core decides every SYN of a known flow (Python)
 _NEW_FLAGS = -160  # the stack word _new_conn's request element is put with (BPF_NOEXIST or BPF_ANY)
-_ZERO_COUNTS = COUNTS.pack(0, 0)
 _II = struct.Struct("!II")
 _SLOT = struct.Struct("=I")
 EVENT = struct.Struct("=IBBBx")  # slot, TCP flags, direction, new state
@@ -107,7 +111,14 @@ _SYN, _TCP_EVENT_BITS = 0x02, coretcp.EVENT_BITS
 MAX_INNER = 0xFFFF - 20  # the outer total length must fit 16 bits
 _CLOSED = (coretcp.TIME_WAIT, coretcp.CLOSE)  # elements of these go at the next sync
 _OPEN = frozenset((coretcp.ESTABLISHED, coretcp.SYN_RECV, coretcp.SYN_SENT, coretcp.SYNACK, coretcp.NONE))
-CLOSING_ROUNDS = 4  # a closing connection's counters and fate are looked at every 4th sync
+# A closing connection (it may linger for minutes with little traffic) is looked at by the first
+# sync after it began closing, then CLOSING_FIRST seconds later, then further apart while nothing
+# comes (doubling up to CLOSING_GAP; CLOSING_FIRST again after a look that found a packet), and
+# always EXPIRY_MARGIN seconds before the core's timer for it runs out (a late packet the kernel
+# counted re-arms it first). A state change brings it back to every sync.
+CLOSING_FIRST = 2
+CLOSING_GAP = 32
+EXPIRY_MARGIN = 2
 # A connection without output (DR, TUN) stays in FIN_WAIT for the FIN_WAIT timeout (the director never
 # sees the server's half of the close, as IPVS's does not): its elements go FIN_LINGER seconds after
 # (a client reusing the port soon after still finds them; the table stays bounded). Not with decisions
@@ -152,7 +163,7 @@ def outer_template(eth: bytes, outer: bytes) -> tuple[bytes, bytes]:
 def tunnel_value(oidx: int, eth: bytes, outer: bytes, limit: int, step: int) -> bytes:
     """The fixed part of a TUN element (after the counters; the slot is set by ConnOffload)."""
     e, o = outer_template(eth, outer)
-    return VALUE.pack(0, 0, oidx, min(limit, 0xFFFF), KIND_TUNNEL, DIR_IN, e, o, step * STEP_ROW, 0)[16:60]
+    return VALUE.pack(oidx, min(limit, 0xFFFF), KIND_TUNNEL, DIR_IN, e, o, step * STEP_ROW, 0)[:V_SLOT]
 
 
 def rewrite_value(
@@ -162,8 +173,8 @@ def rewrite_value(
     source) and these addresses and ports."""
     head = saddr + daddr + struct.pack("!HH", sport, dport) + bytes(8)
     return VALUE.pack(
-        0, 0, oidx, 0xFFFF, KIND_REWRITE, direction, macs[:12] + b"\x08\x00", head, step * STEP_ROW, 0
-    )[16:60]
+        oidx, 0xFFFF, KIND_REWRITE, direction, macs[:12] + b"\x08\x00", head, step * STEP_ROW, 0
+    )[:V_SLOT]
 
 
 def reuse_masks(conn_reuse_mode: int, expire_nodest_conn: int) -> tuple[int, int]:
@@ -374,15 +385,22 @@ def tc_program(
     a.mov_imm(R3, EVENT.size)
     a.mov_imm(R4, ebpf.BPF_RB_NO_WAKEUP)
     a.call(ebpf.HELPER_RINGBUF_OUTPUT)
-    # -- counters -------------------------------------------------------------------------------
+    # -- counters (R9: the connection's slot in `states`) -----------------------------------------
     a.label("count")
     _frame_holds(a, 54, "pass")
     a.ldx(BPF_H, R8, R2, 16)
     a.be(R8, 16)  # the IP total length (kept in R8 for the tunnel)
-    a.ldx(BPF_B, R9, R2, 15)  # the TOS (kept in R9 for the tunnel)
     a.mov_imm(R4, 1)
-    a.atomic_add(ebpf.BPF_DW, R7, R4, 0)
-    a.atomic_add(ebpf.BPF_DW, R7, R8, 8)
+    a.ldx(BPF_B, R5, R7, V_DIR)
+    a.jmp_imm("jne", R5, DIR_IN, "count_out")
+    a.atomic_add(ebpf.BPF_DW, R9, R4, S_COUNTS)
+    a.atomic_add(ebpf.BPF_DW, R9, R8, S_COUNTS + 8)
+    a.ja("counted")
+    a.label("count_out")
+    a.atomic_add(ebpf.BPF_DW, R9, R4, S_COUNTS + COUNTS.size)
+    a.atomic_add(ebpf.BPF_DW, R9, R8, S_COUNTS + COUNTS.size + 8)
+    a.label("counted")
+    a.ldx(BPF_B, R9, R2, 15)  # the TOS (kept in R9 for the tunnel)
     a.ldx(BPF_B, R4, R7, V_KIND)
     a.jmp_imm("jeq", R4, KIND_TUNNEL, "tunnel")
     _rewrite(a)
@@ -474,8 +492,6 @@ def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: i
     a.label("nc_df")
     _take_decision(a, ahead, "pass", take=True)
     # the request element
-    a.st_imm(ebpf.BPF_DW, R10, _E, 0)
-    a.st_imm(ebpf.BPF_DW, R10, _E + 8, 0)
     a.ldx(BPF_W, R4, R9, D_IFINDEX)
     a.stx(BPF_W, R10, R4, _E + V_IFINDEX)
     a.ldx(BPF_H, R4, R9, D_LIMIT)
@@ -579,9 +595,11 @@ def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: i
     a.mov_imm(R4, ebpf.BPF_RB_NO_WAKEUP)
     a.call(ebpf.HELPER_RINGBUF_OUTPUT)
     a.jmp_imm("jne", R0, 0, "nc_undo")  # the ring is full: Python would never know it
-    # and the SYN itself, as any packet of the flow
+    # and the SYN itself, as any packet of the flow (its counters: zeroed by Python with the slot)
     _lookup(a, flows_fd, -16, miss="pass")
     a.mov_reg(R7, R0)
+    _lookup(a, states_fd, -36, miss="pass")
+    a.mov_reg(R9, R0)
     a.ja("count")
     a.label("nc_undo")  # the connection could not be set up whole: the SYN goes to Python
     a.ld_map_fd(R1, flows_fd)
@@ -808,7 +826,7 @@ def previous_maps(devices: Iterable[str]) -> dict[str, ebpf.BpfMap]:
                     m = ebpf.BpfMap.by_id(map_id)
                     if m.name == FLOWS_NAME and (m.key_size, m.value_size) == (12, VALUE.size):
                         found["flows"] = m
-                    elif m.name == STATES_NAME and (m.key_size, m.value_size) == (4, 4):
+                    elif m.name == STATES_NAME and (m.key_size, m.value_size) == (4, STATE.size):
                         found["states"] = m
                     else:
                         m.close()
@@ -838,7 +856,8 @@ class Offloaded:
     hop: tuple[bytes, int, bytes] | None = None  # (server, device, MAC) its requests leave with
     state: int = -1  # the state the kernel's copy was last given
     fin_since: float = 0.0  # without output: when a sync first saw it in FIN_WAIT
-    settled: bool = False  # a sync has read its counts since it began closing
+    due: int = 0  # closing: the second a sync looks at it next (0: every sync, in `watch`)
+    gap: int = 1  # closing: seconds between looks while nothing comes
 
 
 class ConnOffload:
@@ -862,9 +881,10 @@ class ConnOffload:
             ebpf.BPF_MAP_TYPE_HASH, 12, VALUE.size, max_flows, FLOWS_NAME
         )
         self.states = prev.get("states") or ebpf.BpfMap(
-            ebpf.BPF_MAP_TYPE_ARRAY, 4, 4, MAX_SLOTS, STATES_NAME, ebpf.BPF_F_MMAPABLE
+            ebpf.BPF_MAP_TYPE_ARRAY, 4, STATE.size, MAX_SLOTS, STATES_NAME, ebpf.BPF_F_MMAPABLE
         )
-        self.state_of: ebpf.ArrayMmap | None = None  # the states written in place (no syscall)
+        # the states written and the counters read in place (no syscall)
+        self.state_of: ebpf.ArrayMmap | None = None
         self.writer: ebpf.MapWriter | None = None
         self.steps = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_ARRAY, 4, STEP_BYTES, 1, "plv_steps")
         self.events = ebpf.RingBuf(RING_BYTES, "plv_events")
@@ -873,7 +893,6 @@ class ConnOffload:
         self.srcs = ebpf.BpfMap(ebpf.BPF_MAP_TYPE_HASH, 4, 1, MAX_ADDRS, "plv_srcs", ebpf.BPF_F_NO_PREALLOC)
         self.secure: bool | None = None
         self._reuse: tuple[int, int] | None = None
-        self._round = 0  # syncs so far (which closing connections a sync looks at)
         self.ahead: Any = None  # an ahead.Ahead: decisions taken before their SYNs come
         self.ports: Any = None  # the engine's FULLNAT port pool (ports.PortPool), for FULLNAT ahead
         self.on_fullnat: Any = None  # the Forwarder's adopt_fullnat
@@ -884,6 +903,8 @@ class ConnOffload:
         self.socks: dict[int, socket.socket] = {}
         self.by_slot: dict[int, Offloaded] = {}
         self.by_flow: dict[Flow, Offloaded] = {}
+        self.watch: dict[int, Offloaded] = {}  # slot -> looked at every sync (open, or just changed)
+        self.later: dict[int, list[Offloaded]] = {}  # second -> closing ones looked at then
         self.free = list(range(MAX_SLOTS - 1, -1, -1))
         self.cooling: list[int] = []  # slots freed since the last sync (an event may still name them)
         self.addr_sets: tuple[set[bytes], set[bytes]] = (set(), set())
@@ -905,6 +926,7 @@ class ConnOffload:
                 from pylvs.engines.packet.ahead import Ahead  # it builds on this module
 
                 self.ahead = Ahead()
+                self.ahead.fresh = self._fresh
             self.writer = ebpf.MapWriter(self.flows, 2)
             self.set_steps()
             prog = tc_program(
@@ -1002,14 +1024,14 @@ class ConnOffload:
         slot = self.free.pop()
         rec = Offloaded(conn, slot, stats, fe=fe, hop=hop)
         try:
-            self._set_state(slot, conn.state)
+            self._reset(slot, conn.state)
             rec.state = conn.state
             keys: list[bytes] = []
             values: list[bytes] = []
             tail = _SLOT.pack(slot)
             for flow, direction, fixed in elements:
                 keys.append(flow_key(flow))
-                values.append(_ZERO_COUNTS + fixed + tail)
+                values.append(fixed + tail)
                 rec.dirs.append(direction)
                 rec.counted.append([0, 0])
             if self.writer is not None and len(keys) <= self.writer.capacity:
@@ -1021,24 +1043,24 @@ class ConnOffload:
             self.counters["offload_full"] += 1
             return False
         rec.keys = keys
-        self._register(rec)
+        self._register(rec, [f for f, _d, _v in elements])
         self.counters["flows_added"] += len(keys)
         return True
 
-    def _register(self, rec: Offloaded) -> None:
-        """Python's side of a connection the kernel now forwards (its elements are in the map)."""
+    def _register(self, rec: Offloaded, flows: Iterable[Flow]) -> None:
+        """Python's side of a connection the kernel now forwards (its elements, for `flows` in
+        the order of rec.keys, are in the map)."""
         self.by_slot[rec.slot] = rec
-        for key in rec.keys:
-            self.by_flow[flow_of(key)] = rec
+        self.watch[rec.slot] = rec
+        for flow in flows:
+            self.by_flow[flow] = rec
 
     def _update_values(self, rec: Offloaded, elements: list[tuple[Flow, int, bytes]]) -> bool:
-        """Same connection, same flows, maybe another way out: the fixed parts rewritten, the
-        kernel's counters kept."""
-        for (_flow, _d, fixed), key, counted in zip(elements, rec.keys, rec.counted, strict=True):
-            raw = self.flows.lookup(key)
-            pk, by = COUNTS.unpack_from(raw) if raw is not None else tuple(counted)
+        """Same connection, same flows, maybe another way out: the fixed parts rewritten (the
+        kernel's counters are the slot's: kept)."""
+        for (_flow, _d, fixed), key in zip(elements, rec.keys, strict=True):
             try:
-                self.flows.update(key, COUNTS.pack(pk, by) + fixed + struct.pack("=I", rec.slot))
+                self.flows.update(key, fixed + _SLOT.pack(rec.slot))
             except OSError:
                 self._remove(rec, account=True)
                 return False
@@ -1048,7 +1070,39 @@ class ConnOffload:
         if self.state_of is not None:
             self.state_of.set(slot, state)
         else:
-            self.states.update(_SLOT.pack(slot), _SLOT.pack(state))
+            raw = self.states.lookup(_SLOT.pack(slot)) or bytes(STATE.size)
+            self.states.update(_SLOT.pack(slot), _SLOT.pack(state) + raw[4:])
+
+    def _reset(self, slot: int, state: int) -> None:
+        """A slot taken for a new connection: its state, and counters from zero (no element names
+        the slot while it cools, so the program no longer counts there)."""
+        value = STATE.pack(state, 0, 0, 0, 0)
+        if self.state_of is not None:
+            off = slot * self.state_of.stride
+            self.state_of.buf[off : off + STATE.size] = value
+        else:
+            self.states.update(_SLOT.pack(slot), value)
+
+    def _fresh(self, slot: int) -> None:
+        """A slot queued with a decision taken ahead (the program sets its first state)."""
+        self._reset(slot, 0)
+
+    def counts(self, slot: int, direction: int) -> tuple[int, int]:
+        """Packets and bytes the kernel forwarded for the connection in `slot`, one way."""
+        off = S_COUNTS + direction * COUNTS.size
+        if self.state_of is not None:
+            pk, by = COUNTS.unpack_from(self.state_of.buf, slot * self.state_of.stride + off)
+        else:
+            pk, by = COUNTS.unpack_from(self.states.lookup(_SLOT.pack(slot)) or bytes(STATE.size), off)
+        return pk, by
+
+    def _read(self, rec: Offloaded, now: float | None, arm: Any = None) -> bool:
+        """The connection's counters to the core; whether the kernel forwarded any packet since."""
+        got = False
+        for i, direction in enumerate(rec.dirs):
+            pk, by = self.counts(rec.slot, direction)
+            got = self._account(rec, i, pk, by, now, arm) or got
+        return got
 
     def follow(self, rec: Offloaded) -> None:
         """Python took one of the connection's packets through the core: the kernel's copy of its
@@ -1059,27 +1113,21 @@ class ConnOffload:
         elif conn.state != rec.state:
             rec.state = conn.state
             self._set_state(rec.slot, conn.state)
+            self.watch[rec.slot] = rec
 
     def remove_flow(self, flow: Flow) -> None:
         rec = self.by_flow.get(flow)
         if rec is not None:
             self._remove(rec, account=True)
 
-    def _remove(
-        self, rec: Offloaded, account: bool, seen: dict[bytes, bytes] | None = None, keep: bytes = b""
-    ) -> None:
-        """keep: a key now another connection's (the kernel gave it to a new one): not read, not
-        deleted."""
+    def _remove(self, rec: Offloaded, account: bool, keep: Collection[bytes] = ()) -> None:
+        """keep: keys now another connection's (the kernel gave them to a new one): not deleted.
+        (The slot's counters stopped when the kernel did: they are this connection's.)"""
         if self.by_slot.get(rec.slot) is not rec:
             return
-        for i, key in enumerate(rec.keys):
-            if key == keep:
-                continue
-            raw = (seen.get(key) if seen is not None else self.flows.lookup(key)) if account else None
-            if raw is not None:
-                pk, by = COUNTS.unpack_from(raw)
-                self._account(rec, i, pk, by, None)
-        self._delete([k for k in rec.keys if k != keep])
+        if account:
+            self._read(rec, None)
+        self._delete([k for k in rec.keys if k not in keep])
         self._forget(rec)
 
     def _delete(self, keys: list[bytes]) -> None:
@@ -1096,6 +1144,7 @@ class ConnOffload:
             if self.by_flow.get(flow) is rec:
                 del self.by_flow[flow]
         del self.by_slot[rec.slot]
+        self.watch.pop(rec.slot, None)  # (a `later` entry is passed over: by_slot no longer has it)
         self.cooling.append(rec.slot)
         self.counters["flows_removed"] += len(rec.keys)
         if rec.fe is not None:
@@ -1123,16 +1172,17 @@ class ConnOffload:
     def clear(self) -> None:
         """Every element removed (a rule change): the events before it given to the core first."""
         self.drain(None)
-        seen = dict(self.flows.items()) if self.by_slot else {}
         for rec in list(self.by_slot.values()):
-            self._remove(rec, account=True, seen=seen)
+            self._remove(rec, account=True)
+        self.later.clear()
 
-    def _account(self, rec: Offloaded, i: int, pk: int, by: int, now: float | None, arm: Any = None) -> None:
-        """Give the core what the kernel sent since the last look: the counters, and the timer."""
+    def _account(self, rec: Offloaded, i: int, pk: int, by: int, now: float | None, arm: Any = None) -> bool:
+        """Give the core what the kernel sent since the last look: the counters, and the timer.
+        Whether there was any."""
         counted = rec.counted[i]
         dp, db = pk - counted[0], by - counted[1]
         if dp <= 0 and db <= 0:
-            return
+            return False
         counted[0], counted[1] = pk, by
         if getattr(rec.conn.dest, "available", True):
             if rec.dirs[i] == DIR_IN:
@@ -1147,33 +1197,42 @@ class ConnOffload:
         self.counters["kernel_bytes"] += db
         if arm is not None and now is not None and not getattr(rec.conn, "dead", False):
             arm(rec.conn, now)
+        return True
 
     # -- what the kernel tells ---------------------------------------------------------------------
     def drain(self, now: float | None) -> int:
         """The state changes the kernel saw, in the order it saw them, each given to the core as the
-        packet that made it (counted: the element's counters hold that packet too)."""
+        packet that made it (counted: the element's counters hold that packet too). A connection
+        the kernel made (EV_NEW) is given to the core once, in the last state this read has for
+        it: the steps of a short connection often come in the same read, and the core's entry
+        ends the same as after each step (state, ActiveConn/InActConn, timeout; its packets are
+        counted from the kernel's counters)."""
         records = self.events.drain()
         if not records:
             return 0
         d = self.director
         if now is None:
             now = d.env.now
-        by_slot = self.by_slot
+        by_slot, watch = self.by_slot, self.watch
         unpack_from = EVENT.unpack_from
         process_in, process_out = d.process_in_tcp, d.process_out_tcp
-        news = 0
+        made: dict[int, list[Any]] = {}  # slot -> [EV_NEW, the last state this read has for it]
         for raw in records:
             if raw[7] == EV_NEW and len(raw) >= NEW_EVENT.size:
-                self._new(raw, now)
-                news += 1
+                made[_SLOT.unpack_from(raw)[0]] = [raw, raw[6]]
                 continue
             slot, flags, direction, new = unpack_from(raw)
+            m = made.get(slot)
+            if m is not None:
+                m[1] = new
+                continue
             rec = by_slot.get(slot)
             if rec is None:
                 continue
             conn = rec.conn
             if conn.dead:
                 continue
+            watch[slot] = rec  # a sync looks at it next (a closing one may be open again)
             if direction == DIR_IN:
                 process_in(conn, 0, flags, now)
             else:
@@ -1184,15 +1243,17 @@ class ConnOffload:
             rec.state = new
             if conn.state != new and not conn.dead:
                 self.follow(rec)  # the core took another step (it knows more): the kernel follows
-        self.counters["kernel_events"] += len(records)
-        if news:
+        if made:
+            for raw, state in made.values():
+                self._new(raw, state, now)
             self.ahead.refill(d, self.free, self.ports)
+        self.counters["kernel_events"] += len(records)
         return len(records)
 
-    def _new(self, raw: bytes, now: float) -> None:
+    def _new(self, raw: bytes, state: int, now: float) -> None:
         """EV_NEW: the kernel made a connection of a SYN with a decision taken ahead (ahead.py):
-        the core's entry for it, in the state the kernel gave it, to the server decided."""
-        slot, _flags, _direction, state, _t, key, di = NEW_EVENT.unpack_from(raw)
+        the core's entry for it, in `state` (the kernel's latest step), to the server decided."""
+        slot, _flags, _direction, _first, _t, key, di = NEW_EVENT.unpack_from(raw)
         caddr, vaddr = key[0:4], key[4:8]
         cport, vport = struct.unpack_from("!HH", key, 8)
         q = self.ahead.take(slot, di) if self.ahead is not None else None
@@ -1233,14 +1294,14 @@ class ConnOffload:
             if dest.fwd == Fwd.FULLNAT and self.on_fullnat is not None:
                 # the Forwarder's entry: Python's way for the flow's late packets, the port's return
                 self.on_fullnat(conn, flows[0], dest.addr.packed, rport, back[0], back[1])
-        for flow, k in zip(flows, keys, strict=True):
+        for flow in flows:
             old = self.by_flow.get(flow)
             if old is not None:
-                self._remove(old, account=True, keep=k)
+                self._remove(old, account=True, keep=keys)
         rec.keys = keys
         rec.dirs = [DIR_IN, DIR_OUT][: len(keys)]
         rec.counted = [[0, 0] for _ in keys]
-        self._register(rec)
+        self._register(rec, flows)
         self.counters["flows_added"] += len(keys)
 
     def load_ahead(self, way_to: Any, now: float) -> None:
@@ -1257,8 +1318,8 @@ class ConnOffload:
         full: bool = False,
     ) -> None:
         """Once a second: the kernel's counts to the core; elements of closed or dead connections,
-        or whose way out changed, removed; freed slots back in use. full: every connection now
-        (else the closing ones in turn, see CLOSING_ROUNDS)."""
+        or whose way out changed, removed; freed slots back in use. Open connections are looked at
+        every time, closing ones when due (see CLOSING_GAP); full: every connection now."""
         self.drain(now)
         self.set_steps()
         self.free.extend(self.cooling)
@@ -1271,40 +1332,22 @@ class ConnOffload:
                 self.ahead.refill(self.director, self.free, self.ports)
         if not self.by_slot:
             return
-        # Open connections every time; closing ones (which stay until their entry expires or a
-        # SYN would reschedule, and carry little traffic) at the first sync after they began
-        # closing, then one in CLOSING_ROUNDS times each.
-        self._round += 1
-        turn = self._round % CLOSING_ROUNDS
-        todo = [
-            rec
-            for rec in self.by_slot.values()
-            if full
-            or rec.conn.state in _OPEN
-            or not rec.settled
-            or rec.slot % CLOSING_ROUNDS == turn
-            or getattr(rec.conn, "dead", False)
-        ]
-        if len(todo) * 4 < len(self.by_slot):  # a few: looked up one by one
-            seen = {}
-            for rec in todo:
-                for key in rec.keys:
-                    raw = self.flows.lookup(key)
-                    if raw is not None:
-                        seen[key] = raw
+        second = int(now)
+        if full:
+            todo = list(self.by_slot.values())
+            self.later.clear()
         else:
-            seen = dict(self.flows.items())
+            todo = list(self.watch.values())
+            for when in [w for w in self.later if w <= second]:
+                for rec in self.later.pop(when):
+                    if rec.due == when and self.by_slot.get(rec.slot) is rec and rec.slot not in self.watch:
+                        todo.append(rec)
         hops: dict[bytes, tuple[int, bytes] | None] = {}
         doomed: list[Offloaded] = []
         for rec in todo:
-            rec.settled = rec.conn.state not in _OPEN  # its counts read once closing: then in turn
-            for i, key in enumerate(rec.keys):
-                raw = seen.get(key)
-                if raw is not None:
-                    pk, by = COUNTS.unpack_from(raw)
-                    self._account(rec, i, pk, by, now, arm)
             conn = rec.conn
-            if getattr(conn, "dead", False) or any(k not in seen for k in rec.keys) or self._done(rec, now):
+            got = self._read(rec, now, arm)
+            if getattr(conn, "dead", False) or self._done(rec, now):
                 doomed.append(rec)
                 continue
             if rec.hop is not None:
@@ -1315,10 +1358,29 @@ class ConnOffload:
                     doomed.append(rec)
                     if rec.fe is not None:
                         rec.fe.hop = rec.fe.tun = None
+                    continue
+            if conn.state in _OPEN:
+                rec.due = 0
+                self.watch[rec.slot] = rec
+                continue
+            # closing: looked at again later, further apart while the kernel sees nothing of it
+            rec.gap = CLOSING_FIRST if got or not rec.due else min(rec.gap * 2, CLOSING_GAP)
+            self._look_later(rec, second, rec.gap)
         if doomed:  # one batch for all (their counts were just read)
             self._delete([k for rec in doomed for k in rec.keys])
             for rec in doomed:
                 self._forget(rec)
+
+    def _look_later(self, rec: Offloaded, second: int, gap: int) -> None:
+        """A closing connection's next look: `gap` seconds after `second`, or EXPIRY_MARGIN before
+        the core's timer for it runs out (but not before the next second)."""
+        self.watch.pop(rec.slot, None)
+        due = second + gap
+        expires = getattr(rec.conn, "expires", 0.0)
+        if expires:
+            due = max(second + 1, min(due, int(expires) - EXPIRY_MARGIN))
+        rec.due = due
+        self.later.setdefault(due, []).append(rec)
 
     # -- a restart: the connections an earlier pylvsd left to the kernel -------------------------
     def adoptable(self) -> list[tuple[bytes, Flow, int, bytes, int]]:
@@ -1328,8 +1390,8 @@ class ConnOffload:
             if len(key) != 12 or len(raw) != VALUE.size:
                 continue
             slot = VALUE.unpack(raw)[-1]
-            st = self.states.lookup(struct.pack("=I", slot))
-            state = struct.unpack("=I", st)[0] if st is not None else coretcp.ESTABLISHED
+            st = self.states.lookup(_SLOT.pack(slot))
+            state = _SLOT.unpack_from(st)[0] if st is not None else coretcp.ESTABLISHED
             saddr, daddr, sport, dport = key[0:4], key[4:8], *struct.unpack_from("!HH", key, 8)
             out.append((key, (socket.IPPROTO_TCP, saddr, sport, daddr, dport), state, raw, slot))
         return out
@@ -1345,12 +1407,12 @@ class ConnOffload:
             return
         self.free.remove(slot)
         rec = Offloaded(conn, slot, stats, state=conn.state)
-        for key, _flow, direction, raw in parts:
-            pk, by = COUNTS.unpack_from(raw)
+        for key, _flow, direction, _raw in parts:
+            pk, by = self.counts(slot, direction)
             rec.keys.append(key)
             rec.dirs.append(direction)
             rec.counted.append([pk, by])
-        self._register(rec)
+        self._register(rec, [flow for _k, flow, _d, _r in parts])
         self._set_state(slot, conn.state)
         self.counters["flows_adopted"] += len(parts)
 
