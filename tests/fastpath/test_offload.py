@@ -562,16 +562,16 @@ def test_closing_connections_are_looked_at_further_apart_while_nothing_comes(off
     closing.conn.expires = 0.0  # no timer yet (the core arms it as the packets come)
     reads: dict[int, list[int]] = {opened.slot: [], closing.slot: []}
     now = 0
-    real = off.counts
+    real = off._read
 
-    def spy(slot: int, direction: int) -> tuple[int, int]:
-        reads[slot].append(now)
-        return real(slot, direction)
+    def spy(rec: Any, at: float | None, arm: Any = None) -> bool:
+        reads[rec.slot].append(now)
+        return bool(real(rec, at, arm))
 
     def arm(conn: Any, at: float) -> None:
         conn.expires = at + 60  # the core's timer: 60 s after the packet it heard of
 
-    off.counts = spy
+    off._read = spy
     for now in range(1, 125):
         if now in (1, 40):  # (between the syncs of second now - 1 and now)
             run_tc(off, tcp_frame(src=(CLIENT, 41001)))

@@ -82,6 +82,7 @@ DIR_IN, DIR_OUT = 0, 1
 STATE = struct.Struct("=I4xQQQQ")
 S_COUNTS = 8  # the requests' counters; the replies' follow at S_COUNTS + COUNTS.size
 COUNTS = struct.Struct("=QQ")
+_BOTH_WAYS = 2 * COUNTS.size
 # Decisions taken ahead (ahead.py): per service a queue of (slot u32, server u16, FULLNAT local port
 # u16 in network order) the core's scheduler picked in advance; the tc program takes the next one on a client's SYN (heads: taken, by the
 # program; tails: written, by Python), and a server's way out from `dests`.
@@ -99,6 +100,7 @@ EV_STEP, EV_NEW = 0, 1
 REUSE_CORE = 1 << 31  # in the reuse masks: the core decides every SYN of a known flow (Python)
 _NEW_FLAGS = -160  # the stack word _new_conn's request element is put with (BPF_NOEXIST or BPF_ANY)
 _II = struct.Struct("!II")
+_PORTS = struct.Struct("!HH")
 _SLOT = struct.Struct("=I")
 EVENT = struct.Struct("=IBBBx")  # slot, TCP flags, direction, new state
 STEP_ROW = 384  # (EVENT_BITS + 1) << 4 entries per direction (proto/tcp.py _flatten)
@@ -852,6 +854,7 @@ class Offloaded:
     keys: list[bytes] = field(default_factory=list)
     dirs: list[int] = field(default_factory=list)
     counted: list[list[int]] = field(default_factory=list)
+    raw: bytes = b""  # its counters (both ways) as the last look found them in `states`
     fe: Any = None  # the Forwarder's FastEntry, for a connection offloaded once steady
     hop: tuple[bytes, int, bytes] | None = None  # (server, device, MAC) its requests leave with
     state: int = -1  # the state the kernel's copy was last given
@@ -1097,10 +1100,23 @@ class ConnOffload:
         return pk, by
 
     def _read(self, rec: Offloaded, now: float | None, arm: Any = None) -> bool:
-        """The connection's counters to the core; whether the kernel forwarded any packet since."""
+        """The connection's counters to the core; whether the kernel forwarded any packet since
+        the last look (most looks at a closing connection find none: one compare)."""
+        so = self.state_of
+        if so is not None:
+            off = rec.slot * so.stride + S_COUNTS
+            view = so.buf[off : off + _BOTH_WAYS]
+            if view == rec.raw:
+                return False
+            raw = rec.raw = view.tobytes()
+        else:
+            raw = (self.states.lookup(_SLOT.pack(rec.slot)) or bytes(STATE.size))[S_COUNTS:]
+            if raw == rec.raw:
+                return False
+            rec.raw = raw
         got = False
         for i, direction in enumerate(rec.dirs):
-            pk, by = self.counts(rec.slot, direction)
+            pk, by = COUNTS.unpack_from(raw, direction * COUNTS.size)
             got = self._account(rec, i, pk, by, now, arm) or got
         return got
 
@@ -1255,10 +1271,13 @@ class ConnOffload:
         the core's entry for it, in `state` (the kernel's latest step), to the server decided."""
         slot, _flags, _direction, _first, _t, key, di = NEW_EVENT.unpack_from(raw)
         caddr, vaddr = key[0:4], key[4:8]
-        cport, vport = struct.unpack_from("!HH", key, 8)
-        q = self.ahead.take(slot, di) if self.ahead is not None else None
+        cport, vport = _PORTS.unpack_from(key, 8)
+        ahead = self.ahead
+        q = ahead.take(slot, di) if ahead is not None else None
         dest = q.dest if q is not None else None
         rport = (dest.port or vport) if dest is not None else 0
+        hop = ahead.hop_of.get(di) if ahead is not None else None
+        raddr = hop[0] if hop is not None else b""
         # the reply flow (NAT, FULLNAT): to the client, or to our address and the local port
         back: tuple[bytes, int] | None = None
         if q is not None and dest is not None and dest.fwd == Fwd.MASQ:
@@ -1266,7 +1285,7 @@ class ConnOffload:
         elif q is not None and dest is not None and dest.fwd == Fwd.FULLNAT:
             back = (q.lip, q.lport)
         if back is not None and dest is not None:
-            keys = [key, dest.addr.packed + back[0] + struct.pack("!HH", rport, back[1])]
+            keys = [key, raddr + back[0] + _PORTS.pack(rport, back[1])]
         else:
             keys = [key]
         conn = None
@@ -1285,22 +1304,23 @@ class ConnOffload:
                 if q.lport and self.ports is not None:
                     self.ports.give(q.lport)
             return
-        rec = Offloaded(
-            conn, slot, coreapi.stats_of(self.director, conn), hop=self.ahead.hop_of.get(di), state=state
-        )
         flows = [(socket.IPPROTO_TCP, caddr, cport, vaddr, vport)]
-        if back is not None:
-            flows.append((socket.IPPROTO_TCP, dest.addr.packed, rport, back[0], back[1]))
+        if back is None:
+            dirs, counted = [DIR_IN], [[0, 0]]
+        else:
+            dirs, counted = [DIR_IN, DIR_OUT], [[0, 0], [0, 0]]
+            flows.append((socket.IPPROTO_TCP, raddr, rport, back[0], back[1]))
             if dest.fwd == Fwd.FULLNAT and self.on_fullnat is not None:
                 # the Forwarder's entry: Python's way for the flow's late packets, the port's return
-                self.on_fullnat(conn, flows[0], dest.addr.packed, rport, back[0], back[1])
+                self.on_fullnat(conn, flows[0], raddr, rport, back[0], back[1])
+        rec = Offloaded(
+            conn, slot, coreapi.stats_of(self.director, conn), keys, dirs, counted, b"", None, hop, state
+        )
+        by_flow = self.by_flow
         for flow in flows:
-            old = self.by_flow.get(flow)
+            old = by_flow.get(flow)
             if old is not None:
                 self._remove(old, account=True, keep=keys)
-        rec.keys = keys
-        rec.dirs = [DIR_IN, DIR_OUT][: len(keys)]
-        rec.counted = [[0, 0] for _ in keys]
         self._register(rec, flows)
         self.counters["flows_added"] += len(keys)
 
@@ -1333,21 +1353,23 @@ class ConnOffload:
         if not self.by_slot:
             return
         second = int(now)
+        watch, later, by_slot = self.watch, self.later, self.by_slot
         if full:
-            todo = list(self.by_slot.values())
-            self.later.clear()
+            todo = list(by_slot.values())
+            later.clear()
         else:
-            todo = list(self.watch.values())
-            for when in [w for w in self.later if w <= second]:
-                for rec in self.later.pop(when):
-                    if rec.due == when and self.by_slot.get(rec.slot) is rec and rec.slot not in self.watch:
+            todo = list(watch.values())
+            for when in [w for w in later if w <= second]:
+                for rec in later.pop(when):
+                    if rec.due == when and by_slot.get(rec.slot) is rec and rec.slot not in watch:
                         todo.append(rec)
         hops: dict[bytes, tuple[int, bytes] | None] = {}
         doomed: list[Offloaded] = []
+        read, done = self._read, self._done
         for rec in todo:
             conn = rec.conn
-            got = self._read(rec, now, arm)
-            if getattr(conn, "dead", False) or self._done(rec, now):
+            got = read(rec, now, arm)
+            if conn.dead or done(rec, now):
                 doomed.append(rec)
                 continue
             if rec.hop is not None:
@@ -1361,26 +1383,29 @@ class ConnOffload:
                     continue
             if conn.state in _OPEN:
                 rec.due = 0
-                self.watch[rec.slot] = rec
+                watch[rec.slot] = rec
                 continue
-            # closing: looked at again later, further apart while the kernel sees nothing of it
-            rec.gap = CLOSING_FIRST if got or not rec.due else min(rec.gap * 2, CLOSING_GAP)
-            self._look_later(rec, second, rec.gap)
+            # Closing: looked at again later, further apart while the kernel sees nothing of it,
+            # and EXPIRY_MARGIN before the core's timer for it runs out (not before the next second).
+            if rec.due:
+                gap = rec.gap = CLOSING_FIRST if got else min(rec.gap * 2, CLOSING_GAP)
+            else:
+                watch.pop(rec.slot, None)
+                gap = rec.gap = CLOSING_FIRST
+            due = second + gap
+            expires = getattr(conn, "expires", 0.0)
+            if expires and due > expires - EXPIRY_MARGIN:
+                due = max(second + 1, int(expires) - EXPIRY_MARGIN)
+            rec.due = due
+            bucket = later.get(due)
+            if bucket is None:
+                later[due] = [rec]
+            else:
+                bucket.append(rec)
         if doomed:  # one batch for all (their counts were just read)
             self._delete([k for rec in doomed for k in rec.keys])
             for rec in doomed:
                 self._forget(rec)
-
-    def _look_later(self, rec: Offloaded, second: int, gap: int) -> None:
-        """A closing connection's next look: `gap` seconds after `second`, or EXPIRY_MARGIN before
-        the core's timer for it runs out (but not before the next second)."""
-        self.watch.pop(rec.slot, None)
-        due = second + gap
-        expires = getattr(rec.conn, "expires", 0.0)
-        if expires:
-            due = max(second + 1, min(due, int(expires) - EXPIRY_MARGIN))
-        rec.due = due
-        self.later.setdefault(due, []).append(rec)
 
     # -- a restart: the connections an earlier pylvsd left to the kernel -------------------------
     def adoptable(self) -> list[tuple[bytes, Flow, int, bytes, int]]:
