@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from pylvs.cbpf import ACCEPT
 from pylvs.core.director import Director
 from pylvs.core.proto import tcp as coretcp
-from pylvs.core.types import DestConfig, Fwd, Packet, Proto, ServiceConfig, ServiceKey
+from pylvs.core.types import DestConfig, Fwd, Packet, Proto, ServiceConfig, ServiceKey, SvcFlags
 from pylvs.engines.packet import coreapi, offload
 from pylvs.engines.packet.offload import (
     DIR_IN,
@@ -327,10 +327,10 @@ def test_a_state_change_is_stepped_by_the_kernel_and_reported_once(off: Any) -> 
     ]
 
 
-def _nat_director(fwd: Fwd) -> tuple[Director, ServiceKey]:
+def _nat_director(fwd: Fwd, persistent: bool = False) -> tuple[Director, ServiceKey]:
     d = Director()
     key = ServiceKey.for_addr(Proto.TCP, ipaddress.ip_address(VIP), 80)
-    d.add_service(key, ServiceConfig("rr"))
+    d.add_service(key, ServiceConfig("rr", SvcFlags.PERSISTENT, 300) if persistent else ServiceConfig("rr"))
     d.add_dest(key, DestConfig(ipaddress.ip_address(RS), 8080 if fwd == Fwd.MASQ else 80, fwd, 1))
     return d, key
 
@@ -361,13 +361,17 @@ _SERVER_FLAGS = [*_CLIENT_FLAGS, 0x12]
     fwd=st.sampled_from([Fwd.MASQ, Fwd.DROUTE]),
     packets=st.lists(st.tuples(st.booleans(), st.integers(0, len(_SERVER_FLAGS) - 1)), max_size=14),
     secure=st.booleans(),
+    persistent=st.booleans(),
+    reads=st.lists(st.booleans(), min_size=1, max_size=14),
 )
 def test_the_core_takes_the_steps_the_kernel_took(
-    fwd: Fwd, packets: list[tuple[bool, int]], secure: bool
+    fwd: Fwd, packets: list[tuple[bool, int]], secure: bool, persistent: bool, reads: list[bool]
 ) -> None:
-    """One core sees every packet; the other sees the SYN, then only the kernel's events. Both end
-    in the same state, with the same ActiveConn/InActConn and (after a sync) the same counters."""
-    seen, fed = _nat_director(fwd)[0], _nat_director(fwd)[0]
+    """One core sees every packet; the other sees the SYN, then only the kernel's events, read
+    after some packets only (`reads`). Both end in the same state, with the same
+    ActiveConn/InActConn and (after a sync) the same counters. A persistent service's entries
+    (with a template) take each step through the core; the others enter the kernel's state."""
+    seen, fed = _nat_director(fwd, persistent)[0], _nat_director(fwd, persistent)[0]
     for d in (seen, fed):
         d.sysctl.secure_tcp = 3 if secure else 0
     t = ConnOffload(fed, max_flows=16)
@@ -379,7 +383,7 @@ def test_the_core_takes_the_steps_the_kernel_took(
         else:
             elements = [(FLOW, DIR_IN, rewrite_value(7, RS_MAC + OUR_MAC, CLIENT, VIP, 40000, 80, DIR_IN, 2))]
         assert t.give(b, coreapi.stats_of(fed, b), elements)
-        for from_server, i in packets:
+        for n, (from_server, i) in enumerate(packets):
             now += 0.001
             if from_server and fwd != Fwd.MASQ:
                 continue  # DR replies never reach the director
@@ -392,7 +396,10 @@ def test_the_core_takes_the_steps_the_kernel_took(
             else:
                 seen.process_in_tcp(a, length, flags, now)
             assert run_tc(t, frame).retval != ebpf.TC_ACT_OK
+            if reads[n % len(reads)]:
+                t.drain(now)
         t.drain(now)
+        assert (b.control is None) == (not persistent)
         assert (b.state, b.flags) == (a.state, a.flags)
         assert (b.dest.activeconns, b.dest.inactconns) == (a.dest.activeconns, a.dest.inactconns)
         t.sync(now, None, lambda _r: (7, RS_MAC), full=True)

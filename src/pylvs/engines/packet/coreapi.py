@@ -166,3 +166,16 @@ def adopt_decided(
     conn.timeout = director.state_timeouts(_TCP)[core_state]
     director.conns.arm(conn, now)
     return conn
+
+
+def enter_state(director: Director, conn: Conn, core_state: int, now: float) -> None:
+    """A TCP entry the kernel stepped with the core's own table (offload.py) is now in
+    `core_state`: ActiveConn/InActConn, the state's timeout and the entry's timer, as the steps
+    that led there would have left them. For entries without a persistence template (a step to
+    ESTABLISHED would otherwise assure it)."""
+    assert _TCP is not None
+    if core_state != conn.state:
+        set_active(conn, core_state in _TCP.active)
+        conn.state = core_state
+    conn.timeout = director.state_timeouts(_TCP)[core_state]
+    director.conns.arm(conn, now)

@@ -1217,12 +1217,14 @@ class ConnOffload:
 
     # -- what the kernel tells ---------------------------------------------------------------------
     def drain(self, now: float | None) -> int:
-        """The state changes the kernel saw, in the order it saw them, each given to the core as the
-        packet that made it (counted: the element's counters hold that packet too). A connection
-        the kernel made (EV_NEW) is given to the core once, in the last state this read has for
-        it: the steps of a short connection often come in the same read, and the core's entry
-        ends the same as after each step (state, ActiveConn/InActConn, timeout; its packets are
-        counted from the kernel's counters)."""
+        """The state changes the kernel saw, given to the core. The kernel steps a connection with
+        the core's own table, so the core's entry takes the state the kernel has for it now, once
+        per read however many steps it took meanwhile (a short connection's often all come in one
+        read): a connection the kernel made (EV_NEW) is made in that state, a known one enters it
+        (coreapi.enter_state: ActiveConn/InActConn, timeout, timer; the packets are counted from
+        the kernel's counters). An entry with a persistence template takes each step through the
+        core instead (process_in_tcp / process_out_tcp, counted: the element's counters hold that
+        packet too), which may take another step than the kernel: the kernel then follows."""
         records = self.events.drain()
         if not records:
             return 0
@@ -1232,13 +1234,16 @@ class ConnOffload:
         by_slot, watch = self.by_slot, self.watch
         unpack_from = EVENT.unpack_from
         process_in, process_out = d.process_in_tcp, d.process_out_tcp
+        d.advance(now)  # the timers due first, as the packets' own processing runs them
+        table = d.conns.conns
         made: dict[int, list[Any]] = {}  # slot -> [EV_NEW, the last state this read has for it]
+        moved: dict[int, list[Any]] = {}  # slot -> [its Offloaded, the last state this read has]
         for raw in records:
             if raw[7] == EV_NEW and len(raw) >= NEW_EVENT.size:
                 made[_SLOT.unpack_from(raw)[0]] = [raw, raw[6]]
                 continue
             slot, flags, direction, new = unpack_from(raw)
-            m = made.get(slot)
+            m = made.get(slot) or moved.get(slot)
             if m is not None:
                 m[1] = new
                 continue
@@ -1249,6 +1254,9 @@ class ConnOffload:
             if conn.dead:
                 continue
             watch[slot] = rec  # a sync looks at it next (a closing one may be open again)
+            if conn.control is None and conn.dest.available and table.get(conn.key) is conn:
+                moved[slot] = [rec, new]
+                continue
             if direction == DIR_IN:
                 process_in(conn, 0, flags, now)
             else:
@@ -1259,9 +1267,14 @@ class ConnOffload:
             rec.state = new
             if conn.state != new and not conn.dead:
                 self.follow(rec)  # the core took another step (it knows more): the kernel follows
+        now_of = self.state_of.get if self.state_of is not None else None
+        for slot, (rec, new) in moved.items():  # (before any connection made in its place)
+            state = now_of(slot) & 0xF if now_of is not None else new
+            coreapi.enter_state(d, rec.conn, state, now)
+            rec.state = state
         if made:
-            for raw, state in made.values():
-                self._new(raw, state, now)
+            for slot, (raw, new) in made.items():
+                self._new(raw, now_of(slot) & 0xF if now_of is not None else new, now)
             self.ahead.refill(d, self.free, self.ports)
         self.counters["kernel_events"] += len(records)
         return len(records)
