@@ -63,8 +63,12 @@ TC_NAME = "pylvs_flows"  # the tc filter's name
 FLOWS_NAME = "plv_flows"  # map names: how a restarted pylvsd finds a killed one's maps
 STATES_NAME = "plv_states"
 TC_PRIO = 0xC1F5  # our filter's place on the clsact ingress hook (a crashed run's is replaced)
-MAX_FLOWS = 65536  # elements (a NAT connection takes two)
-MAX_SLOTS = 65536  # connections
+# Elements (a NAT connection takes two) and connections: IPVS keeps a DR/TUN connection for the
+# FIN_WAIT timeout (2 minutes) after its client's FIN, and so do these (while the core keeps its
+# entry): 262144 is 2,000 new DR connections per second from distinct clients, sustained. The
+# elements are allocated as they come (no 30 MB up front); the states array is 10 MB, mmap'd.
+MAX_FLOWS = 1 << 18
+MAX_SLOTS = 1 << 18
 MAX_ADDRS = 1 << 20
 RING_BYTES = 1 << 20  # the event ring: 65536 events of 16 bytes (header included)
 EVENT_PERIOD = 0.02  # seconds between reads of the ring when no frame wakes the engine
@@ -881,7 +885,7 @@ class ConnOffload:
         self.director = director
         prev = previous or {}
         self.flows = prev.get("flows") or ebpf.BpfMap(
-            ebpf.BPF_MAP_TYPE_HASH, 12, VALUE.size, max_flows, FLOWS_NAME
+            ebpf.BPF_MAP_TYPE_HASH, 12, VALUE.size, max_flows, FLOWS_NAME, ebpf.BPF_F_NO_PREALLOC
         )
         self.states = prev.get("states") or ebpf.BpfMap(
             ebpf.BPF_MAP_TYPE_ARRAY, 4, STATE.size, MAX_SLOTS, STATES_NAME, ebpf.BPF_F_MMAPABLE
