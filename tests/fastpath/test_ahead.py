@@ -182,6 +182,67 @@ def test_the_kernel_gives_connections_the_servers_in_the_core_s_order(
         t.close()
 
 
+NEW_SERVER = socket.inet_aton("192.168.1.40")
+
+
+def _change(d: Director, change: str, weight: int) -> None:
+    """One rule change to the service of director(): a server added, deleted or re-weighted."""
+    key = ServiceKey.for_addr(Proto.TCP, ipaddress.ip_address(VIP), 80)
+    fwd = d.services.get(key).dests[0].fwd  # type: ignore[union-attr]
+    if change == "add":
+        d.add_dest(key, DestConfig(ipaddress.ip_address(NEW_SERVER), 8080, fwd, weight))
+    elif change == "delete":
+        d.del_dest(key, ipaddress.ip_address(SERVERS[1]), 8080)
+    else:
+        d.edit_dest(key, DestConfig(ipaddress.ip_address(SERVERS[0]), 8080, fwd, weight))
+
+
+def _server_of(d: Director, cport: int) -> bytes | None:
+    c = entry(d, cport)
+    return None if c is None else bytes(c.dest.addr.packed)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sched=st.sampled_from(["rr", "wrr"]),
+    weights=st.lists(st.integers(0, 4), min_size=2, max_size=3),
+    before=st.integers(0, 7),
+    after=st.integers(1, 7),
+    change=st.sampled_from(["add", "delete", "weight"]),
+    weight=st.integers(0, 4),
+)
+def test_a_rule_change_meets_the_scheduler_where_ipvs_s_would(
+    sched: str, weights: list[int], before: int, after: int, change: str, weight: int
+) -> None:
+    """Connections, a rule change, more connections: the kernel taking decisions queued ahead
+    gives them the servers the core alone gives them. Before the change the engine puts back what
+    was queued and not taken (rules_changing: each scheduler back to before its first decision
+    not taken), so the change meets the scheduler as IPVS's would; the queue is filled again from
+    the new rules (load_ahead, the engine's sync after a change)."""
+    alone, d = director(sched, weights), director(sched, weights)
+    t = offload_for(d, 1024)
+    try:
+        t.load_ahead(way, 1.0)
+        expected: list[bytes | None] = []
+        got: list[bytes | None] = []
+        for i in range(before + after):
+            if i == before:
+                _change(alone, change, weight)
+                t.rules_changing(2.0)
+                _change(d, change, weight)
+                t.load_ahead(way, 2.0)
+            v = alone.process_in(client_packet(20000 + i, 0x02), 2.0)
+            expected.append(None if v.conn is None else bytes(v.conn.dest.addr.packed))
+            if run_tc(t, syn(20000 + i)).retval == ebpf.TC_ACT_OK:
+                # nothing queued: Python's per-packet way, which asks the same core
+                d.process_in(client_packet(20000 + i, 0x02), 2.0)
+            t.drain(2.0)
+            got.append(_server_of(d, 20000 + i))
+        assert got == expected
+    finally:
+        t.close()
+
+
 def test_fullnat_connections_get_our_address_and_a_local_port_from_the_pool() -> None:
     d = director("rr", [1, 1], Fwd.FULLNAT)
     t = offload_for(d)

@@ -162,6 +162,7 @@ class DaemonState:
         self._set_now()
         if len(changes) == 1:
             self._refuse(changes[0])
+            self._changing()
             changes[0].apply(self.rules)  # the core checks first: a refusal changes nothing
             self._after_change(changes, source)
             return changes[0].changes_rules
@@ -179,6 +180,7 @@ class DaemonState:
         if not changes:
             return False
         self._set_now()
+        self._changing()
         if self._live_is_empty():
             self._adopt(trial)
         else:
@@ -186,6 +188,13 @@ class DaemonState:
                 c.apply(self.rules)
         self._after_change(changes, source)
         return any(c.changes_rules for c in changes)
+
+    def _changing(self) -> None:
+        if self.engine is not None:
+            try:
+                self.engine.rules_changing()
+            except Exception:
+                log.exception("engine %s failed in rules_changing()", self.engine_name)
 
     def _after_change(self, changes: list[Change], source: str) -> None:
         if self.engine is not None:

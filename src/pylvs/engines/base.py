@@ -1,7 +1,7 @@
 """The one small interface every engine implements.
 
-pylvsd owns a Director (the core) and one engine. The daemon applies rule changes to the Director and
-then calls `rules_changed()`; before applying a new or edited real server it asks `refuse_dest()` so an
+pylvsd owns a Director (the core) and one engine. The daemon tells the engine `rules_changing()`, applies rule
+changes to the Director and then calls `rules_changed()`; before applying a new or edited real server it asks `refuse_dest()` so an
 engine can reject what it cannot forward (the message is shown to the user, nothing is changed). The
 engine feeds packets (real or synthesised from socket events) to `director.process_in/out` with the
 current time, and the daemon drives `director.tick(now)`.
@@ -29,6 +29,10 @@ class Engine:
 
     async def start(self) -> None:
         """Begin forwarding for the services the director has now."""
+
+    def rules_changing(self) -> None:
+        """Rules are about to change (a change or a batch; it may yet be refused): put back what was
+        prepared ahead from the current rules. Must not block."""
 
     def rules_changed(self) -> None:
         """Services or real servers changed: start/stop listeners, refresh caches. Must not block."""

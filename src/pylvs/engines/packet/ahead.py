@@ -11,11 +11,13 @@ client's SYN (offload._new_conn), puts the connection's elements and first state
 (EV_NEW); Python then makes the core's entry for it without scheduling again (coreapi.adopt, as
 for a connection a previous pylvsd left to the kernel) and the queue is topped up.
 
-What this changes, and why it stays IPVS's behaviour: the scheduler runs the same steps in the same
-order; only earlier. When the rules change, decisions still queued are dropped (the scheduler's
-position has moved past them: the next connections start a few servers later in the rotation
-than IPVS would, once per change). A SYN that finds the queue empty, a service that is not
-eligible, or any doubt (a port in use, a full map) goes the per-packet way: Python schedules it.
+Why it stays IPVS's behaviour: the scheduler runs the same steps in the same order, only earlier.
+Before the rules change (the engine's rules_changing), the queues stop being taken from and each
+service's scheduler goes back to where it stood before its first decision not taken (every
+decision keeps a copy of the scheduler's state before it): the change then meets the scheduler as
+IPVS's would, and the queues are filled again from the new rules. A SYN that finds the queue
+empty, a service that is not eligible, or any doubt (a port in use, a full map) goes the
+per-packet way: Python schedules it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Queued:
     lip: bytes = b""  # FULLNAT: our address toward the server
     lport: int = 0  # FULLNAT: the local port, from the engine's pool
     taken_at: float = 0.0  # when a sync first saw it taken (its EV_NEW then has GRACE to come)
+    before: dict[str, Any] | None = None  # the scheduler's state before this decision
 
 
 @dataclass(slots=True, eq=False)
@@ -106,15 +109,37 @@ class Ahead:
         )
 
     # -- rules ---------------------------------------------------------------------------------
-    def load(self, director: Any, way_to: WayTo, free: list[int], now: float, ports: Any = None) -> None:
-        """After every rule change: queued decisions stop being taken (kept GRACE seconds for a SYN
-        that took one meanwhile), and each eligible service gets its servers' ways out."""
+    def stop(self, now: float) -> None:
+        """No decision queued is taken any more (one taken meanwhile keeps GRACE seconds for its
+        event, a dropped one gives its slot back then); each service's scheduler back to where it
+        stood before its first decision not taken, as if those had never been made."""
+        first: dict[int, Queued] = {}
         for served in self.served.values():
             # takers compare their position with the tail: none will find one past the head now
             self.tails.set(served.index, self.heads.get(served.index))
         for q in self.queued.values():
             if not q.taken_at:
                 q.taken_at = now  # dropped or taken: either way it has GRACE to show up
+                owner = self.served.get(q.index)
+                if (
+                    owner is not None
+                    and owner.svc is q.svc
+                    and q.pos >= self.heads.get(q.index)  # (read after the tail moved)
+                    and (q.index not in first or q.pos < first[q.index].pos)
+                ):
+                    first[q.index] = q
+        for q in first.values():
+            sched = q.svc.scheduler
+            if sched is not None and q.before is not None:
+                sched.__dict__.update(q.before)
+        for served in self.served.values():
+            served.tail = self.heads.get(served.index)
+
+    def load(self, director: Any, way_to: WayTo, free: list[int], now: float, ports: Any = None) -> None:
+        """After every rule change: queued decisions stop being taken (see stop: a no-op when the
+        engine stopped them before the change), and each eligible service gets its servers' ways
+        out."""
+        self.stop(now)
         old = {k for k in self.services.keys()}
         self.served.clear()
         self.by_svc.clear()
@@ -226,16 +251,20 @@ class Ahead:
             base = i << offload.QUEUE_SHIFT
             n = 0
             while tail - head < offload.QUEUE and free:
+                before = sched.__dict__.copy()
                 dest = sched.schedule(_PROBE, env)
                 if dest is None:
+                    sched.__dict__.update(before)  # no SYN asked: as if it had not run
                     break
                 di = served.dests.get(id(dest))
                 if di is None:
+                    sched.__dict__.update(before)
                     break  # a server the table does not know (it came meanwhile): next load
                 lport, lip = 0, b""
                 if dest.fwd == Fwd.FULLNAT:
                     taken = ports.take() if ports is not None else None
                     if taken is None:
+                        sched.__dict__.update(before)
                         break  # no local port free: Python decides (and says so) until one is
                     lport, lip = taken, self.lip_of[di]
                 slot = free.pop()
@@ -243,7 +272,7 @@ class Ahead:
                     self.fresh(slot)
                 entry = slot | di << 32 | socket.htons(lport) << 48
                 self.queue.set(base + (tail & (offload.QUEUE - 1)), entry)
-                self.queued[slot] = Queued(i, tail, served.svc, dest, di, lip, lport)
+                self.queued[slot] = Queued(i, tail, served.svc, dest, di, lip, lport, 0.0, before)
                 tail += 1
                 n += 1
             if n:

@@ -385,6 +385,11 @@ class PacketEngine(Engine):
                 self.routes.by_name[ifc.name] = idx
             log.info("packet engine: now also on %s", ifc.name)
 
+    def rules_changing(self) -> None:
+        """Decisions taken ahead from the current rules are given back before they change."""
+        if self.offload is not None:
+            self.offload.rules_changing(self.clock())
+
     def rules_changed(self) -> None:
         """Coalesce bursts (a restore changes thousands of rules): one sync per loop turn."""
         if self.loop is None or not self.socks:

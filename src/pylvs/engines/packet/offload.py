@@ -1341,6 +1341,12 @@ class ConnOffload:
         self._register(rec, flows)
         self.counters["flows_added"] += len(keys)
 
+    def rules_changing(self, now: float) -> None:
+        """Before a rule change: the decisions queued are taken no more and each service's
+        scheduler goes back to before the first one not taken (ahead.Ahead.stop)."""
+        if self.ahead is not None:
+            self.ahead.stop(now)
+
     def load_ahead(self, way_to: Any, now: float) -> None:
         """After a rule change (the engine's sync): decisions taken ahead for the new rules."""
         if self.ahead is not None:
