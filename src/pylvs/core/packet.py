@@ -498,7 +498,7 @@ def _in_general(
     sysctl = d.sysctl
     if conn is not None:
         if (pkt.tcp_flags & TCP_SYN) if proto is _TCP else proto.is_new_conn(pkt):
-            conn = _reuse(d, proto, conn)
+            conn = reuse_entry(d, proto, conn)
         if conn is not None and not conn.dest.available:
             if not sysctl.expire_nodest_conn:
                 return DROP
@@ -630,9 +630,11 @@ def process_in_tcp(
     return conn
 
 
-def _reuse(d: Director, proto: Protocol, conn: Connection) -> Connection | None:
+def reuse_entry(d: Director, proto: Protocol, conn: Connection) -> Connection | None:
     """A packet that starts a connection found an entry: the entry, or None when the new
-    connection is to be scheduled afresh (expire_nodest_conn, conn_reuse_mode)."""
+    connection is to be scheduled afresh (expire_nodest_conn, conn_reuse_mode); the old entry is
+    then freed (or, while it controls others, pushed aside). Engines that make connections
+    outside process_in ask it too (engines/packet/coreapi.keeps_entry)."""
     sysctl = d.sysctl
     if sysctl.expire_nodest_conn and conn.dest.weight == 0:
         resched = True

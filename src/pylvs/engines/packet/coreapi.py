@@ -136,7 +136,7 @@ def keeps_entry(director: Director, conn: Conn) -> bool:
     (conn_reuse_mode, expire_nodest_conn); False when it schedules afresh, the old entry freed."""
     proto = get_protocol(6)
     assert proto is not None
-    return corepkt._reuse(director, proto, conn) is not None
+    return corepkt.reuse_entry(director, proto, conn) is not None
 
 
 _TCP = get_protocol(6)

@@ -18,7 +18,7 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pylvs import cbpf
@@ -471,12 +471,7 @@ class PacketEngine(Engine):
         for q in nfq.receive():
             frames, keep = fwd.handle_marked(q.indev, q.hwaddr, q.payload, q.mark, now)
             nfq.verdict(q.packet_id, NF_ACCEPT if keep else NF_DROP)
-            for oidx, frame in frames:
-                try:
-                    self.socks[oidx].send(frame)
-                    fwd.counters["tx"] += 1
-                except (OSError, KeyError):
-                    self.tx_errors += 1
+            self._emit(frames, None)
 
     def _arp_probe(self, rt: Route) -> None:
         from pylvs.engines.packet.frames import arp_request, ndp_solicit
@@ -502,8 +497,8 @@ class PacketEngine(Engine):
         if self.offload is not None:
             self.offload.drain(now)  # the kernel's state changes first: a SYN may reuse an entry
         view = self.view
-        socks = self.socks
-        tx_rings = self.tx_rings
+        put = self._put if self.tx_rings else None
+        emit = self._emit
         for _ in range(BATCH):
             try:
                 n = s.recv_into(self.buf)
@@ -511,15 +506,8 @@ class PacketEngine(Engine):
                 break
             except OSError:
                 break
-            for oidx, frame in fwd.handle(idx, bytearray(view[:n]), now):
-                if tx_rings and self._put(oidx, frame):
-                    continue
-                try:
-                    socks[oidx].send(frame)
-                    fwd.counters["tx"] += 1
-                except (OSError, KeyError):
-                    self.tx_errors += 1
-        if tx_rings:
+            emit(fwd.handle(idx, bytearray(view[:n]), now), put)
+        if put is not None:
             self._flush()
 
     def _readable_ring(self, idx: int, rx: AnyRxRing) -> None:
@@ -532,21 +520,27 @@ class PacketEngine(Engine):
         now = self.clock()
         if self.offload is not None:
             self.offload.drain(now)  # the kernel's state changes first: a SYN may reuse an entry
-        socks = self.socks
         put = self._put if self.tx_rings else None
-        handle = fwd.handle
+        handle, emit = fwd.handle, self._emit
         for frames in rx.take():
             for f in frames:
-                for oidx, frame in handle(idx, f, now):
-                    if put is not None and put(oidx, frame):
-                        continue
-                    try:
-                        socks[oidx].send(frame)
-                        fwd.counters["tx"] += 1
-                    except (OSError, KeyError):
-                        self.tx_errors += 1
+                emit(handle(idx, f, now), put)
         if put is not None:
             self._flush()
+
+    def _emit(self, out: Iterable[tuple[int, bytes | bytearray]], put: Any) -> None:
+        """Send what the Forwarder made of a frame: each on its interface's transmit ring when
+        `put` (self._put) takes it, else with a plain send on the interface's socket."""
+        socks, fwd = self.socks, self.fwd
+        assert fwd is not None
+        for oidx, frame in out:
+            if put is not None and put(oidx, frame):
+                continue
+            try:
+                socks[oidx].send(frame)
+                fwd.counters["tx"] += 1
+            except (OSError, KeyError):
+                self.tx_errors += 1
 
     def _put(self, oidx: int, frame: bytes | bytearray) -> bool:
         """Queue a frame on the interface's transmit ring; False when it must go the plain way

@@ -185,7 +185,7 @@ def rewrite_value(
 
 def reuse_masks(conn_reuse_mode: int, expire_nodest_conn: int) -> tuple[int, int]:
     """For entries with output (NAT, FULLNAT) and without (DR, TUN): a bit per TCP state from which
-    a client's SYN is scheduled afresh, as the core decides it (packet._reuse, proto reusable);
+    a client's SYN is scheduled afresh, as the core decides it (packet.reuse_entry, proto reusable);
     REUSE_CORE when the rule needs what only the core knows (expire_nodest_conn: the server's weight)."""
     tcp = coretcp.TCP()
     out = []
