@@ -7,6 +7,7 @@ the states and counters the packets themselves would have given it."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 
@@ -112,3 +113,29 @@ def test_pylvsd_packet_offload_lists_the_states_and_counts_of_kernel_forwarded_c
     # the 3 MB download alone is hundreds of reply packets, all sent by the kernel
     assert conns_n >= 13 and inpkts > 50 and outpkts > 100, stats
     assert "Traceback" not in log, log
+
+
+def test_pylvsd_ahead_keeps_the_rotation_across_a_rule_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through pylvsd (`--packet-offload ahead`): requests, a rule change made with pylvsadm (the
+    daemon tells the engine before it, which puts back the decisions queued and not taken), more
+    requests: the round robin alternates across the change as IPVS's does, with the kernel path on
+    throughout."""
+    if not daemon_available():
+        pytest.skip("needs pylvsd and pylvsadm")
+    monkeypatch.setenv("PYLVSD_PACKET_OFFLOAD", "ahead")
+    with Lab("nat", "packet", out=lambda _s: None, use_daemon=True, udp=False) as run:
+        run.build()
+        run.start_director()
+        time.sleep(1.5)  # ARP for the servers, then the sync that starts the queues
+        first = run.requests(6)
+        run.pylvsadm(["-e", "-t", "172.25.254.100:80", "-r", "192.168.1.10:80", "-m", "-w", "1"])
+        second = run.requests(6)
+        time.sleep(1.2)
+        stats = run.pylvsadm(["-Ln", "--stats", "-t", "172.25.254.100:80"])
+        log = run.n.log("pylvsd")
+    answers = first + second
+    assert set(answers) == SERVERS, answers
+    assert all(a != b for a, b in itertools.pairwise(answers)), answers
+    row = next(ln for ln in stats.splitlines() if ln.lstrip().startswith("TCP")).split()
+    assert _number(row[2]) >= 12, stats
+    assert "Traceback" not in log and "no kernel fast path" not in log, log
