@@ -607,7 +607,7 @@ def main() -> int:
     ap.add_argument("--no-kernel", action="store_true", help="skip the kernel reference runs")
     ap.add_argument(
         "--variants",
-        default="packet={}",
+        default='packet={};ahead={"offload":true,"ahead":true}',
         help="engine option sets run one after the other per mode, 'name=JSON;name=JSON' "
         '(e.g. \'recv={};ring={"ring": "v3"}\')',
     )
