@@ -186,10 +186,15 @@ NEW_SERVER = socket.inet_aton("192.168.1.40")
 
 
 def _change(d: Director, change: str, weight: int) -> None:
-    """One rule change to the service of director(): a server added, deleted or re-weighted."""
+    """One rule change to the service of director(): a server added, deleted or re-weighted, or
+    the other scheduler of the two."""
     key = ServiceKey.for_addr(Proto.TCP, ipaddress.ip_address(VIP), 80)
-    fwd = d.services.get(key).dests[0].fwd  # type: ignore[union-attr]
-    if change == "add":
+    svc = d.services.get(key)
+    assert svc is not None
+    fwd = svc.dests[0].fwd
+    if change == "scheduler":
+        d.edit_service(key, ServiceConfig("wrr" if svc.scheduler_name == "rr" else "rr"))
+    elif change == "add":
         d.add_dest(key, DestConfig(ipaddress.ip_address(NEW_SERVER), 8080, fwd, weight))
     elif change == "delete":
         d.del_dest(key, ipaddress.ip_address(SERVERS[1]), 8080)
@@ -208,7 +213,7 @@ def _server_of(d: Director, cport: int) -> bytes | None:
     weights=st.lists(st.integers(0, 4), min_size=2, max_size=3),
     before=st.integers(0, 7),
     after=st.integers(1, 7),
-    change=st.sampled_from(["add", "delete", "weight"]),
+    change=st.sampled_from(["add", "delete", "weight", "scheduler"]),
     weight=st.integers(0, 4),
 )
 def test_a_rule_change_meets_the_scheduler_where_ipvs_s_would(

@@ -55,6 +55,7 @@ class Queued:
     lport: int = 0  # FULLNAT: the local port, from the engine's pool
     taken_at: float = 0.0  # when a sync first saw it taken (its EV_NEW then has GRACE to come)
     before: dict[str, Any] | None = None  # the scheduler's state before this decision
+    sched: Any = None  # ... of this scheduler object (a rule change may replace it)
 
 
 @dataclass(slots=True, eq=False)
@@ -109,10 +110,11 @@ class Ahead:
         )
 
     # -- rules ---------------------------------------------------------------------------------
-    def stop(self, now: float) -> None:
+    def stop(self, now: float, restore: bool = True) -> None:
         """No decision queued is taken any more (one taken meanwhile keeps GRACE seconds for its
-        event, a dropped one gives its slot back then); each service's scheduler back to where it
-        stood before its first decision not taken, as if those had never been made."""
+        event, a dropped one gives its slot back then); with restore, each service's scheduler
+        back to where it stood before its first decision not taken, as if those had never been
+        made (only while the rules are still those the decisions were made from)."""
         first: dict[int, Queued] = {}
         for served in self.served.values():
             # takers compare their position with the tail: none will find one past the head now
@@ -122,7 +124,8 @@ class Ahead:
                 q.taken_at = now  # dropped or taken: either way it has GRACE to show up
                 owner = self.served.get(q.index)
                 if (
-                    owner is not None
+                    restore
+                    and owner is not None
                     and owner.svc is q.svc
                     and q.pos >= self.heads.get(q.index)  # (read after the tail moved)
                     and (q.index not in first or q.pos < first[q.index].pos)
@@ -130,16 +133,25 @@ class Ahead:
                     first[q.index] = q
         for q in first.values():
             sched = q.svc.scheduler
-            if sched is not None and q.before is not None:
+            if sched is not None and sched is q.sched and q.before is not None:
                 sched.__dict__.update(q.before)
         for served in self.served.values():
             served.tail = self.heads.get(served.index)
 
-    def load(self, director: Any, way_to: WayTo, free: list[int], now: float, ports: Any = None) -> None:
-        """After every rule change: queued decisions stop being taken (see stop: a no-op when the
-        engine stopped them before the change), and each eligible service gets its servers' ways
-        out."""
-        self.stop(now)
+    def load(
+        self,
+        director: Any,
+        way_to: WayTo,
+        free: list[int],
+        now: float,
+        ports: Any = None,
+        restore: bool = False,
+    ) -> None:
+        """After every rule change: queued decisions stop being taken (see stop: nothing is left
+        to stop when the engine did it before the change, which restored the schedulers then),
+        and each eligible service gets its servers' ways out. restore: the rules are those the
+        queued decisions were made from (another service became eligible, say)."""
+        self.stop(now, restore)
         old = {k for k in self.services.keys()}
         self.served.clear()
         self.by_svc.clear()
@@ -272,7 +284,7 @@ class Ahead:
                     self.fresh(slot)
                 entry = slot | di << 32 | socket.htons(lport) << 48
                 self.queue.set(base + (tail & (offload.QUEUE - 1)), entry)
-                self.queued[slot] = Queued(i, tail, served.svc, dest, di, lip, lport, 0.0, before)
+                self.queued[slot] = Queued(i, tail, served.svc, dest, di, lip, lport, 0.0, before, sched)
                 tail += 1
                 n += 1
             if n:

@@ -1370,7 +1370,8 @@ class ConnOffload:
         if self.ahead is not None:
             self.ahead.reclaim(now, self.free, self.ports)
             if way_to is not None and self.ahead.stale(self.director, way_to):
-                self.ahead.load(self.director, way_to, self.free, now, self.ports)
+                # (the same rules: the decisions queued are put back as if never made)
+                self.ahead.load(self.director, way_to, self.free, now, self.ports, restore=True)
             else:
                 self.ahead.refill(self.director, self.free, self.ports)
         if not self.by_slot:
