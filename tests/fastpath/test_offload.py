@@ -414,6 +414,22 @@ def test_the_core_takes_the_steps_the_kernel_took(
         t.close()
 
 
+def test_a_step_of_a_connection_the_core_ended_removes_its_elements() -> None:
+    """The core ended the entry (here: freed at once) while the kernel still had it: the next
+    state change the kernel reports takes the elements away, so what follows asks the core."""
+    d = _nat_director(Fwd.MASQ)[0]
+    t = ConnOffload(d, max_flows=16)
+    try:
+        conn = _syn(d, 1.0)
+        assert t.give(conn, coreapi.stats_of(d, conn), nat_elements())
+        d.conns.free(conn)
+        run_tc(t, tcp_frame(flags=0x10))  # SYN_RECV -> ESTABLISHED in the kernel
+        assert t.drain(2.0) == 1
+        assert t.flows.lookup(flow_key(FLOW)) is None and not t.by_slot
+    finally:
+        t.close()
+
+
 def test_counts_reach_the_core_and_elements_go_with_their_connection(off: Any) -> None:
     conn, st_ = fake_conn(), stats()
     assert off.give(conn, st_, [tun_element()], hop=(RS, 7, RS_MAC))

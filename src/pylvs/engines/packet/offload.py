@@ -1256,6 +1256,7 @@ class ConnOffload:
                 continue
             conn = rec.conn
             if conn.dead:
+                self._remove(rec, account=True)  # the core ended it: its next packets ask the core
                 continue
             watch[slot] = rec  # a sync looks at it next (a closing one may be open again)
             if conn.control is None and conn.dest.available and table.get(conn.key) is conn:
