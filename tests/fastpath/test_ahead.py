@@ -19,6 +19,7 @@ from pylvs.cbpf import ACCEPT
 from pylvs.core.director import Director
 from pylvs.core.proto import tcp as coretcp
 from pylvs.core.types import DestConfig, Fwd, Packet, Proto, ServiceConfig, ServiceKey
+from pylvs.engines.packet import offload
 from pylvs.engines.packet.offload import DIR_IN, QUEUE, VALUE, ConnOffload, flow_key
 from pylvs.engines.packet.ports import PortPool
 from pylvs.netlink import ebpf
@@ -472,5 +473,29 @@ def test_elements_stay_while_the_core_would_keep_the_entry_for_a_new_syn(fwd: Fw
             assert c2 is c and again.retval == ebpf.TC_ACT_REDIRECT and again.data[30:34] == first == VIP
         else:  # scheduled afresh, and the core knows the new entry's server
             assert c2 is not c and c2.dest.addr.packed == again.data[30:34]
+    finally:
+        t.close()
+
+
+@pytest.mark.parametrize("fwd", [Fwd.MASQ, Fwd.FULLNAT, Fwd.DROUTE, Fwd.TUNNEL])
+def test_a_restarted_pylvsd_can_tell_the_kernel_made_connections_server(fwd: Fwd) -> None:
+    """The elements the tc program wrote for a SYN say which server (and for FULLNAT which local
+    address and port) the connection has: offload.adoption_of, what a restarted pylvsd adopts."""
+    d = director("rr", [1, 1, 1], fwd)
+    t = offload_for(d)
+    try:
+        t.load_ahead(way, 1.0)
+        assert run_tc(t, syn(40000)).retval == ebpf.TC_ACT_REDIRECT
+        t.drain(1.0)
+        conn = entry(d, 40000)
+        assert conn is not None
+        found = [(k, offload.flow_of(k), 0, v) for k, v in t.flows.items()]
+        a = offload.adoption_of(found)
+        assert a is not None and (a.fwd, a.raddr) == (fwd, conn.dest.addr.packed)
+        if fwd in (Fwd.MASQ, Fwd.FULLNAT):
+            assert a.rport == 8080
+        if fwd == Fwd.FULLNAT:
+            ((_c, _f, _r, _rp, laddr, lport),) = t.fullnat_seen  # type: ignore[attr-defined]
+            assert (a.laddr, a.lport) == (laddr, lport) == (LIP, lport)
     finally:
         t.close()

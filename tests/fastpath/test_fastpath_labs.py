@@ -182,7 +182,7 @@ def _daemon(lab: Lab) -> subprocess.Popen[bytes]:
     )
 
 
-def _start_daemon(lab: Lab) -> None:
+def _start_daemon(lab: Lab, engine: str = "fastpath") -> None:
     rules = os.path.join(lab.n.workdir, "rules")
     lab.n.spawn(
         "lvs",
@@ -195,7 +195,7 @@ def _start_daemon(lab: Lab) -> None:
             "--rules",
             rules,
             "--engine",
-            "fastpath",
+            engine,
         ],
         log_name="pylvsd",
     )

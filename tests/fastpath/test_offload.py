@@ -41,6 +41,7 @@ from pylvs.engines.packet.offload import (
     rewrite_value,
     tunnel_value,
 )
+from pylvs.engines.packet.ports import PortPool
 from pylvs.netlink import ebpf
 from tests.support import inet_checksum as csum
 
@@ -519,6 +520,34 @@ def test_a_restarted_engine_finds_the_maps_a_killed_one_left() -> None:
         assert "bpf" not in _tc_filters(dev)
     finally:
         subprocess.run(["ip", "link", "del", dev], check=False)
+
+
+def test_what_a_restarted_pylvsd_reads_of_each_method_s_elements() -> None:
+    """offload.adoption_of on the elements give() is handed (as the Forwarder builds them): the
+    method, the real server and, for FULLNAT, our address and local port; DR's elements carry
+    their server (the addresses are not rewritten); anything else adopts nothing."""
+    nat, fullnat = nat_elements(), nat_elements(fullnat=True)
+    dr = rewrite_value(7, RS_MAC + OUR_MAC, CLIENT, VIP, 40000, 80, DIR_IN, 2, RS)
+    old_dr = rewrite_value(7, RS_MAC + OUR_MAC, CLIENT, VIP, 40000, 80, DIR_IN, 2)
+
+    def parts(elements: list[tuple[Any, int, bytes]]) -> list[tuple[bytes, Any, int, bytes]]:
+        return [(flow_key(f), f, 1, value + struct.pack("=I", 5)) for f, _d, value in elements]
+
+    assert offload.adoption_of(parts(nat)) == offload.Adoptable(Fwd.MASQ, RS, 8080)
+    assert offload.adoption_of(parts(fullnat)) == offload.Adoptable(Fwd.FULLNAT, RS, 8080, LIP, 61000)
+    assert offload.adoption_of(parts([(FLOW, DIR_IN, dr)])) == offload.Adoptable(Fwd.DROUTE, RS, 0)
+    assert offload.adoption_of(parts([tun_element()])) == offload.Adoptable(Fwd.TUNNEL, RS, 0)
+    assert offload.adoption_of(parts([(FLOW, DIR_IN, old_dr)])) is None
+    assert offload.adoption_of(parts(nat[:1])) is None  # a NAT request without its reply
+    assert offload.adoption_of(parts(nat[1:])) is None
+
+
+def test_a_fullnat_port_a_killed_run_left_is_reserved_once() -> None:
+    pool = PortPool(20000, 20009)
+    assert pool.reserve(20005) and not pool.reserve(20005) and not pool.reserve(30000)
+    assert 20005 not in [pool.take() for _ in range(9)] and pool.take() is None
+    pool.give(20005)
+    assert pool.take() == 20005
 
 
 def test_states_are_written_in_place_and_elements_with_one_call() -> None:

@@ -8,13 +8,23 @@ the states and counters the packets themselves would have given it."""
 from __future__ import annotations
 
 import itertools
+import os
+import re
 import shutil
+import signal
 import time
 
 import pytest
 
 from pylvs.lab.netns import is_root
 from pylvs.lab.runner import Lab, LabResult, daemon_available
+from tests.fastpath.test_fastpath_labs import (
+    SLOW_SIZE,
+    _check_slow_download,
+    _daemon,
+    _slow_download,
+    _start_daemon,
+)
 
 pytestmark = [
     pytest.mark.netns,
@@ -139,3 +149,39 @@ def test_pylvsd_ahead_keeps_the_rotation_across_a_rule_change(monkeypatch: pytes
     row = next(ln for ln in stats.splitlines() if ln.lstrip().startswith("TCP")).split()
     assert _number(row[2]) >= 12, stats
     assert "Traceback" not in log and "no kernel fast path" not in log, log
+
+
+@pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])
+def test_pylvsd_ahead_killed_and_restarted_adopts_what_the_kernel_carries(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pylvsd (`--packet-offload ahead`) killed in the middle of a slow download: the kernel goes on
+    forwarding it (the tc filter outlives the process); the next pylvsd finds the maps, adopts the
+    connection (NAT, FULLNAT with its local port, DR and TUN by the server their elements name)
+    and lists it; the download completes byte for byte, and new connections are served."""
+    if not daemon_available():
+        pytest.skip("needs pylvsd and pylvsadm")
+    monkeypatch.setenv("PYLVSD_PACKET_OFFLOAD", "ahead")
+    with Lab(mode, "packet", out=lambda _s: None, use_daemon=True, udp=False) as run:
+        run.build()
+        run.start_director()
+        time.sleep(1.5)  # ARP for the servers, then the sync that starts the queues
+        assert run.curl().startswith("welcome"), run.n.log("pylvsd")
+        curl = _slow_download(run, SLOW_SIZE)
+        time.sleep(1.5)
+        d = _daemon(run)
+        os.killpg(d.pid, signal.SIGKILL)
+        d.wait(5)
+        time.sleep(1.0)  # the connection keeps flowing with nobody in user space
+        assert curl.poll() is None, "the download ended early"
+        _start_daemon(run, "packet")
+        time.sleep(1.5)
+        listing = run.pylvsadm(["-Lnc"])
+        assert curl.poll() is None, run.n.log("slowclient") + run.n.log("pylvsd") + listing
+        assert "ESTABLISHED" in listing and "172.25.254.10:" in listing, listing + run.n.log("pylvsd")
+        _check_slow_download(run, curl, SLOW_SIZE)
+        assert run.curl().startswith("welcome"), run.n.log("pylvsd")
+        log = run.n.log("pylvsd")
+    m = re.search(r"(\d+) connections adopted", log)
+    assert m is not None and int(m.group(1)) >= 1, log
+    assert "Traceback" not in log, log

@@ -15,7 +15,6 @@ import logging
 import os
 import resource
 import socket
-import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -232,7 +231,7 @@ class PacketEngine(Engine):
         for ifc in ifaces.values():
             self._open(ifc)
         self.cpu_start = time.process_time()
-        self._sync()
+        self._sync()  # (the killed run's slots are held for adoption: no queue takes them)
         if previous and self.offload is not None:
             self._adopt()
         for idx, sock in self.socks.items():
@@ -290,8 +289,9 @@ class PacketEngine(Engine):
         """The connections an earlier pylvsd gave the kernel: entries in the core (not scheduled
         again: the kernel goes on sending them to the same server) in the state the kernel's copy
         holds, so their state changes and counters are handled as if this process had given them.
-        NAT and TUN are adopted; DR (the server is known by its MAC only) and FULLNAT (a local port
-        of the old run's pool) lose their elements: their next packets take the per-packet way."""
+        NAT, FULLNAT (its local port taken from this run's pool, and the Forwarder's entry), DR and
+        TUN (offload.adoption_of). Elements that do not make a connection of the current rules
+        go: their next packets take the per-packet way."""
         assert self.offload is not None and self.fwd is not None
         now = self.clock()
         by_slot: dict[int, list[tuple[bytes, offload.Flow, int, bytes]]] = {}
@@ -307,24 +307,24 @@ class PacketEngine(Engine):
             elements = [(key, flow, raw[offload.V_DIR], raw) for key, flow, _s, raw in parts]
             self.offload.take(conn, coreapi.stats_of(self.director, conn), elements, slot)
             adopted += 1
+        self.offload.adopted()
         log.info("packet engine: %d connections adopted from the kernel's fast path", adopted)
 
     def _adopt_one(self, parts: list[tuple[bytes, offload.Flow, int, bytes]], now: float) -> Any:
-        request = [p for p in parts if p[3][offload.V_DIR] == offload.DIR_IN]
-        if len(request) != 1:
+        found = offload.adoption_of(parts)
+        if found is None or self.fwd is None:
             return None
-        _key, flow, state, raw = request[0]
+        request = next(p for p in parts if p[3][offload.V_DIR] == offload.DIR_IN)
+        _key, flow, state, _raw = request
         _p, caddr, cport, vaddr, vport = flow
-        head = raw[offload.V_HEAD : offload.V_HEAD + 20]
-        if raw[offload.V_KIND] == offload.KIND_TUNNEL:
-            raddr, rport, fwd, n = head[16:20], vport, Fwd.TUNNEL, 1
-        else:
-            raddr, rport, fwd, n = head[4:8], struct.unpack_from("!H", head, 10)[0], Fwd.MASQ, 2
-            if head[0:4] != caddr or raddr == vaddr:
-                return None  # FULLNAT or DR
-        conn = coreapi.adopt(self.director, 6, caddr, cport, vaddr, vport, 0, raddr, rport, state, now)
-        if conn is None or conn.fwd != fwd or len(parts) != n:
+        rport = found.rport or vport
+        conn = coreapi.adopt(self.director, 6, caddr, cport, vaddr, vport, 0, found.raddr, rport, state, now)
+        if conn is None or conn.fwd != found.fwd:
             return None
+        if found.fwd == Fwd.FULLNAT:
+            if not self.ports.reserve(found.lport):
+                return None
+            self.fwd.adopt_fullnat(conn, flow, found.raddr, rport, found.laddr, found.lport)
         return conn
 
     def _offload_off(self, why: str) -> None:

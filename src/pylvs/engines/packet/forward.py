@@ -661,6 +661,7 @@ class Forwarder:
                 dport,
                 offload.DIR_IN,
                 0 if nat else 2,
+                b"" if nat else raddr,
             )
             elements = [(flow, offload.DIR_IN, value)]
             if nat:

@@ -173,11 +173,20 @@ def tunnel_value(oidx: int, eth: bytes, outer: bytes, limit: int, step: int) -> 
 
 
 def rewrite_value(
-    oidx: int, macs: bytes, saddr: bytes, daddr: bytes, sport: int, dport: int, direction: int, step: int
+    oidx: int,
+    macs: bytes,
+    saddr: bytes,
+    daddr: bytes,
+    sport: int,
+    dport: int,
+    direction: int,
+    step: int,
+    server: bytes = bytes(4),
 ) -> bytes:
     """The fixed part of a rewriting element: the frame leaves `oidx` with `macs` (destination and
-    source) and these addresses and ports."""
-    head = saddr + daddr + struct.pack("!HH", sport, dport) + bytes(8)
+    source) and these addresses and ports. server: DR's real server (its addresses are not
+    rewritten), kept for a restarted pylvsd to adopt the connection."""
+    head = saddr + daddr + struct.pack("!HH", sport, dport) + (server + bytes(4))[:4] + bytes(4)
     return VALUE.pack(
         oidx, 0xFFFF, KIND_REWRITE, direction, macs[:12] + b"\x08\x00", head, step * STEP_ROW, 0
     )[:V_SLOT]
@@ -515,7 +524,10 @@ def _new_conn(a: Asm, flows_fd: int, states_fd: int, steps_fd: int, events_fd: i
     for i in range(12, 20, 2):
         a.st_imm(BPF_H, R10, _E + V_HEAD + i, 0)
     a.ldx(BPF_B, R4, R9, D_MODE)  # (_copy used R4)
-    a.jmp_imm("jeq", R4, MODE_DR, "nc_head")
+    a.jmp_imm("jne", R4, MODE_DR, "nc_nat")
+    _copy(a, R9, D_RADDR, _E + V_HEAD + 12, 4)  # DR: the server, for a restarted pylvsd to adopt
+    a.ja("nc_head")
+    a.label("nc_nat")
     a.jmp_imm("jne", R4, MODE_FULLNAT, "nc_to_server")
     _copy(a, R9, D_OUTER, _E + V_HEAD, 4)  # FULLNAT: from our address and the local port
     _copy(a, R10, -42, _E + V_HEAD + 8, 2)
@@ -847,6 +859,40 @@ def previous_maps(devices: Iterable[str]) -> dict[str, ebpf.BpfMap]:
     return {}
 
 
+@dataclass(frozen=True, slots=True)
+class Adoptable:
+    """What a killed pylvsd's elements of one connection say of it (adoption_of)."""
+
+    fwd: Fwd
+    raddr: bytes
+    rport: int  # 0: the virtual port (DR, TUN)
+    laddr: bytes = b""  # FULLNAT: our address and local port toward the server
+    lport: int = 0
+
+
+def adoption_of(parts: list[tuple[bytes, Flow, int, bytes]]) -> Adoptable | None:
+    """The forwarding method and real server of a connection from its elements (key, flow, state,
+    value), as give() and the tc program wrote them; None when they do not make one connection."""
+    request = [p for p in parts if p[3][V_DIR] == DIR_IN]
+    if len(request) != 1:
+        return None
+    _key, flow, _state, raw = request[0]
+    _p, caddr, _cport, vaddr, _vport = flow
+    head = raw[V_HEAD : V_HEAD + 20]
+    if raw[V_KIND] == KIND_TUNNEL:
+        found, n = Adoptable(Fwd.TUNNEL, head[16:20], 0), 1
+    elif head[0:4] != caddr:  # our address as the source
+        rport, lport = struct.unpack_from("!HH", head, 10)[0], struct.unpack_from("!H", head, 8)[0]
+        found, n = Adoptable(Fwd.FULLNAT, head[4:8], rport, head[0:4], lport), 2
+    elif head[4:8] != vaddr:
+        found, n = Adoptable(Fwd.MASQ, head[4:8], struct.unpack_from("!H", head, 10)[0]), 2
+    elif head[12:16] != bytes(4):
+        found, n = Adoptable(Fwd.DROUTE, head[12:16], 0), 1
+    else:
+        return None  # a DR element without its server (an older pylvsd's)
+    return found if len(parts) == n else None
+
+
 @dataclass(slots=True, eq=False)
 class Offloaded:
     """One connection the kernel forwards: its core entry, its slot, its elements, and what of the
@@ -912,7 +958,13 @@ class ConnOffload:
         self.by_flow: dict[Flow, Offloaded] = {}
         self.watch: dict[int, Offloaded] = {}  # slot -> looked at every sync (open, or just changed)
         self.later: dict[int, list[Offloaded]] = {}  # second -> closing ones looked at then
-        self.free = list(range(MAX_SLOTS - 1, -1, -1))
+        # the slots a killed run's elements name, kept for adoption (take) until adopted() is called
+        self.held: set[int] = set()
+        if prev.get("flows") is not None:
+            self.held = {
+                VALUE.unpack_from(raw)[-1] for _k, raw in self.flows.items() if len(raw) == VALUE.size
+            }
+        self.free = [s for s in range(MAX_SLOTS - 1, -1, -1) if s not in self.held]
         self.cooling: list[int] = []  # slots freed since the last sync (an event may still name them)
         self.addr_sets: tuple[set[bytes], set[bytes]] = (set(), set())
         self.counters = {
@@ -1451,11 +1503,11 @@ class ConnOffload:
     ) -> None:
         """Elements (key, flow, direction, value) that stand for `conn` now (adopted); the kernel's
         counts so far are the old run's."""
-        if slot in self.by_slot or slot not in self.free:
+        if slot in self.by_slot or slot not in self.held:
             for key, _f, _d, _raw in parts:
                 self.flows.delete(key)
             return
-        self.free.remove(slot)
+        self.held.discard(slot)
         rec = Offloaded(conn, slot, stats, state=conn.state)
         for key, _flow, direction, _raw in parts:
             pk, by = self.counts(slot, direction)
@@ -1465,6 +1517,11 @@ class ConnOffload:
         self._register(rec, [flow for _k, flow, _d, _r in parts])
         self._set_state(slot, conn.state)
         self.counters["flows_adopted"] += len(parts)
+
+    def adopted(self) -> None:
+        """Adoption is over: the slots no adopted connection took serve again (after cooling)."""
+        self.cooling.extend(self.held)
+        self.held.clear()
 
     def drop(self, key: bytes) -> None:
         """An element nobody can adopt (its service or server is gone)."""

@@ -42,6 +42,18 @@ class PortPool:
         self.used.add(p)
         return p
 
+    def reserve(self, port: int) -> bool:
+        """Take this very port (a FULLNAT connection a killed pylvsd left to the kernel holds it);
+        False when it is not free."""
+        if port in self.used or not self.owns(port):
+            return False
+        try:
+            self.free.remove(port)
+        except ValueError:
+            return False
+        self.used.add(port)
+        return True
+
     def give(self, port: int) -> None:
         if port in self.used:
             self.used.discard(port)
