@@ -8,10 +8,8 @@ the states and counters the packets themselves would have given it."""
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import shutil
-import signal
 import time
 
 import pytest
@@ -21,8 +19,7 @@ from pylvs.lab.runner import Lab, LabResult, daemon_available
 from tests.fastpath.test_fastpath_labs import (
     SLOW_SIZE,
     _check_slow_download,
-    _daemon,
-    _slow_download,
+    _kill_daemon_mid_download,
     _start_daemon,
 )
 
@@ -40,6 +37,11 @@ def _number(text: str) -> int:
     """ipvsadm --stats numbers: 1234, 12K, 3M (units of 1000)."""
     scale = {"K": 1000, "M": 1000**2, "G": 1000**3}.get(text[-1], 1)
     return int(text.rstrip("KMG")) * scale
+
+
+def _service_row(stats: str) -> list[str]:
+    """The service's line of `pylvsadm -Ln --stats -t ...`, split (Conns, InPkts, OutPkts: 2..4)."""
+    return next(ln for ln in stats.splitlines() if ln.lstrip().startswith("TCP")).split()
 
 
 SERVERS = {"welcome to 192.168.1.10", "welcome to 192.168.1.20"}
@@ -118,8 +120,7 @@ def test_pylvsd_packet_offload_lists_the_states_and_counts_of_kernel_forwarded_c
         log = run.n.log("pylvsd")
     states = [ln.split()[2] for ln in conns.splitlines() if ln.startswith("TCP") and "172.25.254.10:" in ln]
     assert len(states) >= 13 and set(states) == {"TIME_WAIT"}, conns
-    row = next(ln for ln in stats.splitlines() if ln.lstrip().startswith("TCP")).split()
-    conns_n, inpkts, outpkts = (_number(x) for x in row[2:5])
+    conns_n, inpkts, outpkts = (_number(x) for x in _service_row(stats)[2:5])
     # the 3 MB download alone is hundreds of reply packets, all sent by the kernel
     assert conns_n >= 13 and inpkts > 50 and outpkts > 100, stats
     assert "Traceback" not in log, log
@@ -146,8 +147,7 @@ def test_pylvsd_ahead_keeps_the_rotation_across_a_rule_change(monkeypatch: pytes
     answers = first + second
     assert set(answers) == SERVERS, answers
     assert all(a != b for a, b in itertools.pairwise(answers)), answers
-    row = next(ln for ln in stats.splitlines() if ln.lstrip().startswith("TCP")).split()
-    assert _number(row[2]) >= 12, stats
+    assert _number(_service_row(stats)[2]) >= 12, stats
     assert "Traceback" not in log and "no kernel fast path" not in log, log
 
 
@@ -167,13 +167,7 @@ def test_pylvsd_ahead_killed_and_restarted_adopts_what_the_kernel_carries(
         run.start_director()
         time.sleep(1.5)  # ARP for the servers, then the sync that starts the queues
         assert run.curl().startswith("welcome"), run.n.log("pylvsd")
-        curl = _slow_download(run, SLOW_SIZE)
-        time.sleep(1.5)
-        d = _daemon(run)
-        os.killpg(d.pid, signal.SIGKILL)
-        d.wait(5)
-        time.sleep(1.0)  # the connection keeps flowing with nobody in user space
-        assert curl.poll() is None, "the download ended early"
+        curl = _kill_daemon_mid_download(run)
         _start_daemon(run, "packet")
         time.sleep(1.5)
         listing = run.pylvsadm(["-Lnc"])

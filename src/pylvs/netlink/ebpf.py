@@ -744,12 +744,12 @@ class ArrayMmap:
     """An array map created with BPF_F_MMAPABLE, read and written in place without a syscall per
     access (the offload's connection states and counters, the decision queues). The kernel lays an
     array's values out `stride` bytes apart (the value size rounded up to 8): get/set read and
-    write the first u32 (value size 4, or more than 8) or u64 (value size 8) of value i, and `buf`
+    write the first u32 (any value size but 8) or u64 (value size 8) of value i, and `buf`
     (bytes) with `stride` serve wider values (struct.unpack_from(buf, i * stride + offset))."""
 
     def __init__(self, m: BpfMap) -> None:
         if m.map_type != BPF_MAP_TYPE_ARRAY or m.value_size % 4:
-            raise ValueError("ArrayMmap: an array map of values 4, 8 or a multiple of 8 bytes long")
+            raise ValueError("ArrayMmap: an array map of values a multiple of 4 bytes long")
         page = mmap.PAGESIZE
         self.stride = (m.value_size + 7) // 8 * 8
         size = (self.stride * m.max_entries + page - 1) // page * page

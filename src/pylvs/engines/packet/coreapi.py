@@ -11,7 +11,7 @@ from typing import Any
 from pylvs.core import packet as corepkt
 from pylvs.core.conn import make_key, make_key_v4, set_active
 from pylvs.core.director import Director
-from pylvs.core.proto import get_protocol
+from pylvs.core.proto import Protocol, get_protocol
 from pylvs.core.proto.tcp import ESTABLISHED as TCP_ESTABLISHED
 from pylvs.core.types import IPAddr, Packet, Proto, ServiceKey
 
@@ -116,19 +116,40 @@ def adopt(
     if dest is None:
         return None
     key = make_key(proto, ip4(caddr), cport, ip4(vaddr), vport)
+    p = get_protocol(proto)
+    return _new_entry(director, svc, dest, key, rport, fwmark, p, core_state if proto == 6 else 0, now)
+
+
+def _new_entry(
+    director: Director,
+    svc: Any,
+    dest: Any,
+    key: int,
+    rport: int,
+    fwmark: int,
+    proto: Protocol | None,
+    core_state: int,
+    now: float,
+) -> Conn:
+    """A new entry to `dest` not scheduled here (the kernel forwards it already), counted as the
+    service's new connection, in `core_state`."""
     conn = corepkt.new_conn(director, key, dest, rport, 0, fwmark)
-    conn.dest.stats.conns += 1
+    dest.stats.conns += 1
     svc.stats.conns += 1
     director.services.tot_stats.conns += 1
-    p = get_protocol(proto)
-    if p is not None:
-        if proto != 6:
-            core_state = 0
-        conn.state = core_state
-        set_active(conn, core_state in p.active)
-        conn.timeout = director.state_timeouts(p)[core_state]
-    director.conns.arm(conn, now)
+    if proto is not None:
+        _enter(director, conn, proto, core_state, now)
+    else:
+        director.conns.arm(conn, now)
     return conn
+
+
+def _enter(director: Director, conn: Conn, proto: Protocol, core_state: int, now: float) -> None:
+    """The entry is in `core_state`: ActiveConn/InActConn, the state's timeout, its timer."""
+    conn.state = core_state
+    set_active(conn, core_state in proto.active)
+    conn.timeout = director.state_timeouts(proto)[core_state]
+    director.conns.arm(conn, now)
 
 
 def keeps_entry(director: Director, conn: Conn) -> bool:
@@ -156,16 +177,8 @@ def adopt_decided(
 ) -> Conn:
     """adopt() for a TCP connection over IPv4 whose service and server are known (decided ahead by
     the core's scheduler, set up by the kernel): no lookups, the same entry and counters."""
-    conn = corepkt.new_conn(director, make_key_v4(6, caddr, cport, vaddr, vport), dest, rport, 0, 0)
-    dest.stats.conns += 1
-    svc.stats.conns += 1
-    director.services.tot_stats.conns += 1
-    assert _TCP is not None
-    conn.state = core_state
-    set_active(conn, core_state in _TCP.active)
-    conn.timeout = director.state_timeouts(_TCP)[core_state]
-    director.conns.arm(conn, now)
-    return conn
+    key = make_key_v4(6, caddr, cport, vaddr, vport)
+    return _new_entry(director, svc, dest, key, rport, 0, _TCP, core_state, now)
 
 
 def enter_state(director: Director, conn: Conn, core_state: int, now: float) -> None:
@@ -174,8 +187,4 @@ def enter_state(director: Director, conn: Conn, core_state: int, now: float) -> 
     that led there would have left them. For entries without a persistence template (a step to
     ESTABLISHED would otherwise assure it)."""
     assert _TCP is not None
-    if core_state != conn.state:
-        set_active(conn, core_state in _TCP.active)
-        conn.state = core_state
-    conn.timeout = director.state_timeouts(_TCP)[core_state]
-    director.conns.arm(conn, now)
+    _enter(director, conn, _TCP, core_state, now)
